@@ -1,0 +1,465 @@
+package crdt
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"unicode/utf8"
+)
+
+// Apply merges remote changes into the document.
+//
+// The batch is atomic: if any change is invalid (errors.Is ErrInvalidChange),
+// stamped too far in the future (errors.Is hlc.ErrClockOffset), or the
+// pending buffer would overflow (ErrPendingFull), Apply returns the error and
+// the document is exactly as it was. Otherwise every change is applied,
+// skipped as a duplicate, or — when it depends on operations the document
+// does not have yet — held in the pending buffer until they arrive. Changes
+// may come in any order; applying one twice is a no-op.
+//
+// Apply commits an open local transaction first. The changes are not
+// retained; their memory stays the caller's.
+func (d *Doc) Apply(changes ...Change) error {
+	if d.readOnly {
+		return ErrReadOnly
+	}
+	if d.tx.open {
+		d.tx.Commit()
+	}
+	for i := range changes {
+		if err := checkShape(&changes[i]); err != nil {
+			return fmt.Errorf("change %d (%s@%d): %w", i, changes[i].Replica.String()[:8], changes[i].Seq, err)
+		}
+	}
+	p := d.newPlan()
+	if err := p.run(changes, false); err != nil {
+		return err
+	}
+	if len(p.waiting)+len(d.pending) > d.opts.MaxPending {
+		return fmt.Errorf("%w: %d changes would wait for missing dependencies (max %d)", ErrPendingFull, len(p.waiting)+len(d.pending), d.opts.MaxPending)
+	}
+	for _, c := range p.ready {
+		if _, err := d.clock.Update(c.Time); err != nil {
+			panic("crdt: clock refused a checked time: " + err.Error())
+		}
+	}
+	d.applyAll(p.ready)
+	d.addPending(p.waiting)
+	if len(p.ready) > 0 && len(d.pending) > 0 {
+		d.retryPending()
+	}
+	if invariants {
+		d.checkInvariants()
+	}
+	return nil
+}
+
+func (d *Doc) addPending(cs []Change) {
+	if len(cs) == 0 {
+		return
+	}
+	// A set, not a scan per change: a peer can fill the buffer in one
+	// batch, and MaxPending² comparisons would be its to spend.
+	type key struct {
+		r   ReplicaID
+		seq uint64
+	}
+	have := make(map[key]struct{}, len(d.pending)+len(cs))
+	for _, p := range d.pending {
+		have[key{p.Replica, p.Seq}] = struct{}{}
+	}
+	for _, c := range cs {
+		k := key{c.Replica, c.Seq}
+		if _, dup := have[k]; !dup {
+			have[k] = struct{}{}
+			d.pending = append(d.pending, cloneChange(c))
+		}
+	}
+}
+
+func (d *Doc) retryPending() {
+	for {
+		p := d.newPlan()
+		cands := d.pending
+		d.pending = nil
+		p.run(cands, true)
+		d.rejected += p.dropped
+		for _, c := range p.ready {
+			d.clock.Update(c.Time)
+		}
+		d.applyAll(p.ready)
+		d.pending = p.waiting
+		if len(p.ready) == 0 || len(d.pending) == 0 {
+			return
+		}
+	}
+}
+
+func cloneChange(c Change) Change {
+	ops := make([]Op, len(c.Ops))
+	copy(ops, c.Ops)
+	for i := range ops {
+		if ops[i].Value != nil {
+			ops[i].Value = append([]byte(nil), ops[i].Value...)
+		}
+	}
+	c.Ops = ops
+	return c
+}
+
+// checkShape validates what can be checked of a change without the document.
+func checkShape(c *Change) error {
+	if c.Replica.IsZero() {
+		return fmt.Errorf("%w: zero replica id", ErrInvalidChange)
+	}
+	if c.Seq == 0 {
+		return fmt.Errorf("%w: seq 0", ErrInvalidChange)
+	}
+	if len(c.Ops) == 0 {
+		return fmt.Errorf("%w: no ops", ErrInvalidChange)
+	}
+	var n uint64
+	for i := range c.Ops {
+		op := &c.Ops[i]
+		if err := checkName(op.Field); err != nil {
+			return fmt.Errorf("%w: op %d: %v", ErrInvalidChange, i, err)
+		}
+		switch op.Kind {
+		case OpCounterAdd:
+			if op.Delta == 0 {
+				return fmt.Errorf("%w: op %d: counter delta 0", ErrInvalidChange, i)
+			}
+		case OpRegisterSet:
+			if err := CheckMsgpack(op.Value); err != nil {
+				return fmt.Errorf("%w: op %d: register value: %v", ErrInvalidChange, i, err)
+			}
+		case OpTextInsert:
+			if op.Text == "" || !utf8.ValidString(op.Text) {
+				return fmt.Errorf("%w: op %d: inserted text must be non-empty UTF-8", ErrInvalidChange, i)
+			}
+			if op.Left.Seq > maxSeq || op.Right.Seq > maxSeq {
+				return fmt.Errorf("%w: op %d: origin seq out of range", ErrInvalidChange, i)
+			}
+		case OpTextDelete:
+			if op.Count == 0 || op.Target.Seq == 0 || op.Target.Seq > maxSeq || op.Count > maxSeq {
+				return fmt.Errorf("%w: op %d: bad delete target or count", ErrInvalidChange, i)
+			}
+			if op.Backward && op.Count > op.Target.Seq {
+				return fmt.Errorf("%w: op %d: backward delete runs below seq 1", ErrInvalidChange, i)
+			}
+			if !op.Backward && op.Target.Seq+op.Count-1 > maxSeq {
+				return fmt.Errorf("%w: op %d: delete runs past the largest seq", ErrInvalidChange, i)
+			}
+		default:
+			return fmt.Errorf("%w: op %d: unknown kind %d", ErrInvalidChange, i, op.Kind)
+		}
+		n += op.Len()
+		if n > maxSeq {
+			return fmt.Errorf("%w: change too long", ErrInvalidChange)
+		}
+	}
+	if c.Seq+n-1 > maxSeq {
+		return fmt.Errorf("%w: seq %d+%d past the largest seq", ErrInvalidChange, c.Seq, n)
+	}
+	return nil
+}
+
+// plan decides, without touching the document, what happens to each change
+// of a batch: ready (in an applicable order, trimmed of ops the document
+// already has), duplicate, waiting for dependencies, or invalid.
+type plan struct {
+	d *Doc
+	// adv holds, for each replica the batch advanced, its next expected
+	// seq and the text characters the batch inserted. Batches name few
+	// replicas, so a slice beats two maps (and allocates nothing for a
+	// keystroke until it is accepted).
+	adv     []planReplica
+	ready   []Change
+	waiting []Change
+	dropped int
+}
+
+// planRange: ids lo..hi-1 of a replica are characters of text field name,
+// inserted by a ready change of this batch.
+type planRange struct {
+	lo, hi uint64
+	name   string
+}
+
+type planReplica struct {
+	r       ReplicaID
+	next    uint64
+	inserts []planRange
+}
+
+func (d *Doc) newPlan() *plan {
+	return &plan{d: d}
+}
+
+func (p *plan) advanced(r ReplicaID) *planReplica {
+	for i := range p.adv {
+		if p.adv[i].r == r {
+			return &p.adv[i]
+		}
+	}
+	return nil
+}
+
+func (p *plan) nextSeq(r ReplicaID) uint64 {
+	if a := p.advanced(r); a != nil {
+		return a.next
+	}
+	if i, ok := p.d.lookupReplica(r); ok {
+		return uint64(p.d.logs[i].next)
+	}
+	return 1
+}
+
+var errWait = errors.New("wait")
+
+// run sorts changes into ready / waiting. With drop, invalid changes are
+// counted and dropped; without, the first one fails the run.
+func (p *plan) run(changes []Change, drop bool) error {
+	todo := changes
+	for {
+		var later []Change
+		progress := false
+		for i := range todo {
+			c := todo[i]
+			next := p.nextSeq(c.Replica)
+			n := c.Len()
+			if c.Seq+n <= next {
+				continue // duplicate
+			}
+			if c.Seq > next {
+				later = append(later, c)
+				continue
+			}
+			if c.Seq < next {
+				c = trimChange(c, next-c.Seq)
+			}
+			err := p.check(&c)
+			if err == errWait {
+				later = append(later, c)
+				continue
+			}
+			if err == nil {
+				err = p.d.clock.Check(c.Time)
+			}
+			if err != nil {
+				if drop {
+					p.dropped++
+					continue
+				}
+				return fmt.Errorf("change %s@%d: %w", c.Replica.String()[:8], c.Seq, err)
+			}
+			p.accept(c)
+			progress = true
+		}
+		todo = later
+		if !progress || len(todo) == 0 {
+			break
+		}
+	}
+	p.waiting = todo
+	return nil
+}
+
+func (p *plan) accept(c Change) {
+	a := p.advanced(c.Replica)
+	if a == nil {
+		p.adv = append(p.adv, planReplica{r: c.Replica})
+		a = &p.adv[len(p.adv)-1]
+	}
+	seq := c.Seq
+	for i := range c.Ops {
+		op := &c.Ops[i]
+		n := op.Len()
+		if op.Kind == OpTextInsert {
+			a.inserts = append(a.inserts, planRange{seq, seq + n, op.Field})
+		}
+		seq += n
+	}
+	a.next = seq
+	p.ready = append(p.ready, c)
+}
+
+// check validates c's references against the document plus the ready part
+// of the batch (and c's own earlier ops).
+func (p *plan) check(c *Change) error {
+	seq := c.Seq
+	var own []planRange
+	for i := range c.Ops {
+		op := &c.Ops[i]
+		switch op.Kind {
+		case OpTextInsert:
+			for _, id := range [2]ID{op.Left, op.Right} {
+				if id.IsZero() {
+					continue
+				}
+				if err := p.isChar(id, 1, false, op.Field, c, own, seq); err != nil {
+					if err == errWait {
+						return err
+					}
+					return fmt.Errorf("op %d origin %v: %w", i, id, err)
+				}
+			}
+			own = append(own, planRange{seq, seq + op.Len(), op.Field})
+		case OpTextDelete:
+			if err := p.isChar(op.Target, op.Count, op.Backward, op.Field, c, own, seq); err != nil {
+				if err == errWait {
+					return err
+				}
+				return fmt.Errorf("op %d target %v+%d: %w", i, op.Target, op.Count, err)
+			}
+		}
+		seq += op.Len()
+	}
+	return nil
+}
+
+// isChar checks that the n ids from id (downwards when back) are characters
+// of text field name: errWait if some are not known yet, an
+// ErrInvalidChange error if they are known but are not such characters.
+func (p *plan) isChar(id ID, n uint64, back bool, name string, c *Change, own []planRange, opSeq uint64) error {
+	lo, hi := id.Seq, id.Seq+n
+	if back {
+		lo, hi = id.Seq-n+1, id.Seq+1
+	}
+	if id.Replica == c.Replica && hi > c.Seq {
+		// The part from c.Seq must be characters this change inserted in
+		// its earlier ops.
+		if hi > opSeq {
+			return fmt.Errorf("%w: refers to the change's own later ops", ErrInvalidChange)
+		}
+		if !coveredBy(own, max(lo, c.Seq), hi, name) {
+			return fmt.Errorf("%w: not a character of text %q", ErrInvalidChange, name)
+		}
+		hi = max(lo, c.Seq)
+	}
+	if lo >= hi {
+		return nil
+	}
+	if hi > p.nextSeq(id.Replica) {
+		return errWait
+	}
+	// [lo, hi) is known: it must be characters of the field, in the
+	// document or inserted by ready changes of this batch.
+	fromDoc := hi
+	if a := p.advanced(id.Replica); a != nil && len(a.inserts) > 0 {
+		rs := a.inserts
+		// Ranges of this batch sit above everything the document has.
+		docNext := uint64(1)
+		if i, ok := p.d.lookupReplica(id.Replica); ok {
+			docNext = uint64(p.d.logs[i].next)
+		}
+		if hi > docNext {
+			from := max(lo, docNext)
+			if !coveredBy(rs, from, hi, name) {
+				return fmt.Errorf("%w: not a character of text %q", ErrInvalidChange, name)
+			}
+			fromDoc = from
+		}
+	}
+	if lo >= fromDoc {
+		return nil
+	}
+	f := p.d.field(Field{name, FieldText}, false)
+	r, ok := p.d.lookupReplica(id.Replica)
+	if f == nil || !ok || !f.text.covered(ref{r, uint32(lo)}, uint32(fromDoc-lo), false) {
+		return fmt.Errorf("%w: not a character of text %q", ErrInvalidChange, name)
+	}
+	return nil
+}
+
+// coveredBy reports whether ranges (sorted, disjoint) cover [lo, hi) with
+// characters of field name.
+func coveredBy(rs []planRange, lo, hi uint64, name string) bool {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi > lo })
+	for lo < hi {
+		if i >= len(rs) || rs[i].lo > lo || rs[i].name != name {
+			return false
+		}
+		lo = rs[i].hi
+		i++
+	}
+	return true
+}
+
+// trimChange drops the first k seqs of c (which the document already has).
+func trimChange(c Change, k uint64) Change {
+	ops := c.Ops
+	for k > 0 {
+		op := ops[0]
+		n := op.Len()
+		if n <= k {
+			ops = ops[1:]
+			k -= n
+			continue
+		}
+		switch op.Kind {
+		case OpTextInsert:
+			bo := 0
+			for j := uint64(0); j < k; j++ {
+				_, sz := utf8.DecodeRuneInString(op.Text[bo:])
+				bo += sz
+			}
+			op.Left = ID{Replica: c.Replica, Seq: c.Seq + k - 1}
+			op.Text = op.Text[bo:]
+		case OpTextDelete:
+			if op.Backward {
+				op.Target.Seq -= k
+			} else {
+				op.Target.Seq += k
+			}
+			op.Count -= k
+		}
+		ops = append([]Op{op}, ops[1:]...)
+		k = 0
+	}
+	c.Seq += c.Len() - lenOps(ops)
+	c.Ops = ops
+	return c
+}
+
+func lenOps(ops []Op) uint64 {
+	var n uint64
+	for i := range ops {
+		n += ops[i].Len()
+	}
+	return n
+}
+
+// applyAll applies validated, ordered changes.
+func (d *Doc) applyAll(cs []Change) {
+	for i := range cs {
+		d.applyChange(&cs[i])
+	}
+}
+
+func (d *Doc) applyChange(c *Change) {
+	r := d.replicaIndex(c.Replica)
+	seq := uint32(c.Seq)
+	for i := range c.Ops {
+		op := &c.Ops[i]
+		n := uint32(op.Len())
+		switch op.Kind {
+		case OpCounterAdd:
+			d.applyCounter(d.field(Field{op.Field, FieldCounter}, true), r, seq, op.Delta)
+		case OpRegisterSet:
+			d.applyRegister(d.field(Field{op.Field, FieldRegister}, true), r, seq, c.Time, op.Value)
+		case OpTextInsert:
+			f := d.field(Field{op.Field, FieldText}, true)
+			left, _ := d.refOf(op.Left)
+			right, _ := d.refOf(op.Right)
+			d.applyRemoteInsert(f, r, seq, n, op.Text, left, right)
+		case OpTextDelete:
+			f := d.field(Field{op.Field, FieldText}, true)
+			tg, _ := d.refOf(op.Target)
+			d.applyRemoteDelete(f, r, seq, tg, n, op.Backward)
+		}
+		d.appendTime(r, seq, n, c.Time)
+		seq += n
+	}
+	d.logs[r].next = seq
+}

@@ -1,0 +1,99 @@
+package crdt_test
+
+import (
+	"testing"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/hlc"
+	"github.com/weftsync/weft/internal/traces"
+)
+
+func BenchmarkReplayAutomergePaper(b *testing.B) {
+	tr, err := traces.Load("automerge-paper.json.gz")
+	if err != nil {
+		b.Skip(err)
+	}
+	walls := wallsOf(tr)
+	b.ReportAllocs()
+	for b.Loop() {
+		replayWalls(b, tr, walls)
+	}
+}
+
+// Typing at the end of a text: the hot path of a keystroke.
+func BenchmarkLocalInsertChar(b *testing.B) {
+	d := newDoc(1, &hlc.ManualWall{})
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		tx := d.Begin()
+		tx.Insert("body", i, "x")
+		tx.Commit()
+		i++
+	}
+}
+
+func BenchmarkLocalDeleteChar(b *testing.B) {
+	d := newDoc(1, &hlc.ManualWall{})
+	tx := d.Begin()
+	s := make([]byte, 1<<20)
+	for i := range s {
+		s[i] = 'a'
+	}
+	tx.Insert("body", 0, string(s))
+	tx.Commit()
+	b.ReportAllocs()
+	i := len(s)
+	for b.Loop() {
+		if i == 0 {
+			b.Fatal("ran out of text")
+		}
+		i--
+		tx := d.Begin()
+		tx.Delete("body", i, 1) // backspace
+		tx.Commit()
+	}
+}
+
+func BenchmarkRemoteInsertChar(b *testing.B) {
+	src := newDoc(1, &hlc.ManualWall{})
+	var cs []crdt.Change
+	for i := 0; i < 200000; i++ {
+		tx := src.Begin()
+		tx.Insert("body", i, "x")
+		tx.Commit()
+	}
+	cs = src.ChangesSince(nil)
+	dst := newDoc(2, &hlc.ManualWall{})
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(cs) {
+			b.StopTimer()
+			dst = newDoc(2, &hlc.ManualWall{})
+			i = 0
+			b.StartTimer()
+		}
+		dst.Apply(cs[i])
+		i++
+	}
+}
+
+// Nothing new to send: what peers ask after every message they receive.
+func BenchmarkChangesSinceNothingNew(b *testing.B) {
+	d := newDoc(1, &hlc.ManualWall{})
+	for r := byte(2); r < 22; r++ { // a document 20 writers edited
+		o := newDoc(r, &hlc.ManualWall{})
+		tx := o.Begin()
+		tx.Insert("body", 0, "x")
+		tx.Commit()
+		d.Apply(o.ChangesSince(nil)...)
+	}
+	v := d.Version()
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(d.ChangesSince(v)) != 0 {
+			b.Fatal("changes for a covering version")
+		}
+	}
+}

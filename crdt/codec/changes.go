@@ -1,0 +1,909 @@
+package codec
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/hlc"
+)
+
+// ChangesFormat is the first byte of an encoded change batch. A format that
+// old decoders cannot read gets a new number.
+const ChangesFormat = 1
+
+// Limits DecodeChanges enforces. Columns are run-length encoded, so a few
+// bytes may legitimately describe many ops; these caps bound the memory one
+// message can make a decoder allocate. Senders split larger deltas into
+// several messages (see docs/PROTOCOL.md).
+const (
+	// MaxChanges bounds the changes in one encoded batch.
+	MaxChanges = 1 << 18
+	// MaxOps bounds the ops in one encoded batch (an Op takes 160 bytes in
+	// memory, so MaxOps ops take 40 MiB). A 1 MiB frame of typical edits
+	// (3-5 bytes per op) stays well under it.
+	MaxOps = 1 << 18
+	// MaxSeq bounds every sequence number in a batch (crdt itself uses 32
+	// bits; 2^40 keeps every seq exact in a JavaScript number and leaves room
+	// in the origin code for millions of replicas).
+	MaxSeq = 1 << 40
+	// MaxFieldName bounds a field name, in bytes.
+	MaxFieldName = 1024
+)
+
+// opsLimit and changesLimit are what the code checks: MaxOps and
+// MaxChanges, lowered by tests to exercise the limits cheaply.
+var opsLimit, changesLimit = MaxOps, MaxChanges
+
+// ErrCorrupt is wrapped by every error DecodeChanges returns.
+var ErrCorrupt = errors.New("codec: corrupt change batch")
+
+// Column order in the body. Every column is present (possibly empty) and
+// prefixed by its byte length.
+const (
+	colChReplica   = iota // RLE: replica table index of each change
+	colChSeq              // RLE: zigzag(seq - expected), expected = end of the replica's previous change + 1 (first: 1)
+	colChTime             // RLE: same wall ms as the previous change: zigzag(logical delta)<<1; else zigzag(wall delta)<<1 | 1
+	colChLogical          // RLE: logical counter, only for changes whose wall ms differs from the previous change's
+	colChOps              // RLE: ops in the change (≥ 1)
+	colOpKind             // kind runs: (runLength-1)<<2 | (kind-1)
+	colOpField            // RLE: field table index
+	colInsLen             // RLE: runes inserted (≥ 1)
+	colInsLeft            // RLE: origin code of Left
+	colInsRight           // RLE: origin code of Right
+	colInsText            // raw UTF-8: all inserted text, concatenated
+	colDelTarget          // RLE: origin code of Target (never 0)
+	colDelCount           // RLE: Count (≥ 1)
+	colDelBackward        // RLE: 1 if Backward, else 0
+	colAddDelta           // RLE: zigzag(Delta)
+	colSetLen             // RLE: byte length of Value
+	colSetValue           // raw: all register values, concatenated
+	numColumns
+)
+
+var columnNames = [numColumns]string{
+	"change.replica", "change.seq", "change.time", "change.logical", "change.ops",
+	"op.kind", "op.field", "ins.len", "ins.left", "ins.right", "ins.text",
+	"del.target", "del.count", "del.backward", "add.delta", "set.len", "set.value",
+}
+
+// idCoder turns ids into origin codes and back. Each replica has a cursor,
+// the seq of the id last coded for it; an id is coded as the distance from
+// its replica's cursor, mixed-radix with the replica index:
+//
+//	code = 0                                  the zero ID
+//	code = 1 + zigzag(seq-cursor[r])*nRep + r otherwise
+//
+// Typing makes the distances constant (Left = cursor+1, Right = the same id
+// again, a backspace = cursor-1), so the RLE columns collapse them into runs.
+type idCoder struct {
+	cursor []uint64
+	nRep   uint64
+}
+
+// The three id columns keep separate cursors, so that each keeps its own
+// locality: Left follows the typing, Right mostly repeats, Target walks
+// backwards under backspace.
+const (
+	idLeft = iota
+	idRight
+	idTarget
+	numIDCols
+)
+
+// startChange primes the Left and Target cursors of a replica seen for the
+// first time: its first insert usually continues, and its first delete
+// usually removes, its own last character.
+func startChange(ids *[numIDCols]idCoder, r int, seq uint64) {
+	for _, k := range []int{idLeft, idTarget} {
+		if ids[k].cursor[r] == 0 {
+			ids[k].cursor[r] = seq - 1
+		}
+	}
+}
+
+func (c *idCoder) encode(r int, seq uint64) uint64 {
+	d := int64(seq) - int64(c.cursor[r])
+	c.cursor[r] = seq
+	return 1 + zigzag(d)*c.nRep + uint64(r)
+}
+
+func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
+	code--
+	r = int(code % c.nRep)
+	d := unzigzag(code / c.nRep)
+	s := int64(c.cursor[r]) + d
+	if d > MaxSeq || d < -MaxSeq || s < 1 || s > MaxSeq {
+		return 0, 0, fmt.Errorf("id seq out of range [1, 2^40]")
+	}
+	c.cursor[r] = uint64(s)
+	return r, uint64(s), nil
+}
+
+// EncodeChanges encodes changes (as returned by crdt.Doc.ChangesSince, in
+// that order) in the columnar format of docs/PROTOCOL.md. The output is
+// deterministic and decodes to equal changes.
+//
+// The changes must be well-formed as crdt produces them: a non-zero replica,
+// 1 ≤ seq ≤ MaxSeq, at least one op, known kinds. EncodeChanges panics on a
+// seq above MaxSeq or an unknown op kind (crdt never produces either); other
+// malformed input encodes to bytes that DecodeChanges rejects.
+func EncodeChanges(changes []crdt.Change) []byte {
+	e := encoder{reps: map[crdt.ReplicaID]int{}, fieldIdx: map[string]int{}}
+	// Tables first: the origin code's radix is the replica count. Count
+	// the ops of each kind too, to size the columns.
+	var perKind [5]int
+	for i := range changes {
+		ch := &changes[i]
+		e.rep(ch.Replica)
+		for j := range ch.Ops {
+			op := &ch.Ops[j]
+			e.field(op.Field)
+			if op.Kind <= crdt.OpTextDelete {
+				perKind[op.Kind]++
+			}
+			switch op.Kind {
+			case crdt.OpTextInsert:
+				if !op.Left.IsZero() {
+					e.rep(op.Left.Replica)
+				}
+				if !op.Right.IsZero() {
+					e.rep(op.Right.Replica)
+				}
+			case crdt.OpTextDelete:
+				if !op.Target.IsZero() {
+					e.rep(op.Target.Replica)
+				}
+			}
+		}
+	}
+	var ids [numIDCols]idCoder
+	for k := range ids {
+		ids[k] = idCoder{cursor: make([]uint64, len(e.repList)), nRep: uint64(max(len(e.repList), 1))}
+	}
+	code := func(k int, id crdt.ID) uint64 {
+		if id.IsZero() {
+			return 0
+		}
+		checkSeq(id.Seq)
+		return ids[k].encode(e.index(id.Replica), id.Seq)
+	}
+	pack := func(id crdt.ID) pid {
+		if id.IsZero() {
+			return 0
+		}
+		return packID(e.index(id.Replica), id.Seq)
+	}
+	pred := newPredictor(perKind[crdt.OpTextInsert])
+	var col [numColumns]rleWriter
+	opsTotal := perKind[1] + perKind[2] + perKind[3] + perKind[4]
+	for c, n := range [numColumns]int{
+		colChReplica: len(changes), colChSeq: len(changes), colChTime: len(changes), colChLogical: len(changes), colChOps: len(changes),
+		colOpField: opsTotal, colInsLen: perKind[crdt.OpTextInsert], colInsLeft: perKind[crdt.OpTextInsert], colInsRight: perKind[crdt.OpTextInsert],
+		colDelTarget: perKind[crdt.OpTextDelete], colDelCount: perKind[crdt.OpTextDelete], colDelBackward: perKind[crdt.OpTextDelete],
+		colAddDelta: perKind[crdt.OpCounterAdd], colSetLen: perKind[crdt.OpRegisterSet],
+	} {
+		col[c].vals = make([]uint64, 0, n)
+	}
+	var kinds kindWriter
+	var text, values []byte
+	nOps := 0
+	expected := make([]uint64, len(e.repList))
+	var prevWall int64
+	var prevLogical uint16
+	for i := range changes {
+		ch := &changes[i]
+		r := e.index(ch.Replica)
+		checkSeq(ch.Seq)
+		col[colChReplica].add(uint64(r))
+		if expected[r] == 0 {
+			expected[r] = 1
+		}
+		col[colChSeq].add(zigzag(int64(ch.Seq) - int64(expected[r])))
+		startChange(&ids, r, ch.Seq)
+		wall, logical := ch.Time.WallMillis(), ch.Time.Logical()
+		// One column says how the time moved; the logical counter, usually
+		// 0 after the wall moved, goes in a column of its own then.
+		if wall == prevWall {
+			col[colChTime].add(zigzag(int64(logical)-int64(prevLogical)) << 1)
+		} else {
+			col[colChTime].add(zigzag(wall-prevWall)<<1 | 1)
+			col[colChLogical].add(uint64(logical))
+		}
+		prevWall, prevLogical = wall, logical
+		col[colChOps].add(uint64(len(ch.Ops)))
+		seq := ch.Seq
+		for j := range ch.Ops {
+			op := &ch.Ops[j]
+			nOps++
+			if op.Kind < crdt.OpCounterAdd || op.Kind > crdt.OpTextDelete {
+				panic(fmt.Sprintf("codec: unknown op kind %d: not a change crdt produces", op.Kind))
+			}
+			kinds.add(byte(op.Kind - 1))
+			col[colOpField].add(uint64(e.fieldIndex(op.Field)))
+			switch op.Kind {
+			case crdt.OpTextInsert:
+				col[colInsLen].add(uint64(utf8.RuneCountInString(op.Text)))
+				col[colInsLeft].add(code(idLeft, op.Left))
+				checkSeq(op.Right.Seq)
+				left, right := pack(op.Left), pack(op.Right)
+				if guess, ok := pred.right(left); ok && guess == right {
+					col[colInsRight].add(0)
+					if right != 0 {
+						ids[idRight].cursor[right.index()] = op.Right.Seq
+					}
+				} else {
+					col[colInsRight].add(1 + code(idRight, op.Right))
+				}
+				pred.inserted(packID(r, seq), op.Len(), left, right)
+				ids[idLeft].cursor[r] = seq + op.Len() - 1
+				text = append(text, op.Text...)
+			case crdt.OpTextDelete:
+				col[colDelTarget].add(code(idTarget, op.Target))
+				col[colDelCount].add(op.Count)
+				b := uint64(0)
+				if op.Backward {
+					b = 1
+				}
+				col[colDelBackward].add(b)
+			case crdt.OpCounterAdd:
+				col[colAddDelta].add(zigzag(op.Delta))
+			case crdt.OpRegisterSet:
+				col[colSetLen].add(uint64(len(op.Value)))
+				values = append(values, op.Value...)
+			}
+			seq += op.Len()
+		}
+		expected[r] = seq
+	}
+
+	out := make([]byte, 0, 64+16*len(e.repList)+len(text)+len(values)+4*nOps)
+	out = append(out, ChangesFormat)
+	out = binary.AppendUvarint(out, uint64(len(e.repList)))
+	for _, r := range e.repList {
+		out = append(out, r[:]...)
+	}
+	out = binary.AppendUvarint(out, uint64(len(e.fieldList)))
+	for _, f := range e.fieldList {
+		out = binary.AppendUvarint(out, uint64(len(f)))
+		out = append(out, f...)
+	}
+	out = binary.AppendUvarint(out, uint64(len(changes)))
+	out = binary.AppendUvarint(out, uint64(nOps))
+	var scratch []byte
+	for c := 0; c < numColumns; c++ {
+		switch c {
+		case colOpKind:
+			scratch = kinds.appendTo(scratch[:0])
+		case colInsText:
+			scratch = append(scratch[:0], text...)
+		case colSetValue:
+			scratch = append(scratch[:0], values...)
+		default:
+			scratch = col[c].appendTo(scratch[:0])
+		}
+		out = binary.AppendUvarint(out, uint64(len(scratch)))
+		out = append(out, scratch...)
+	}
+	return maybeCompress(out)
+}
+
+func checkSeq(s uint64) {
+	if s > MaxSeq {
+		panic(fmt.Sprintf("codec: seq %d above MaxSeq: not a change crdt produces", s))
+	}
+}
+
+type encoder struct {
+	cache     [2]repCache
+	lastField struct {
+		name string
+		i    int
+		ok   bool
+	}
+	reps      map[crdt.ReplicaID]int
+	repList   []crdt.ReplicaID
+	fieldIdx  map[string]int
+	fieldList []string
+}
+
+// index returns the table index of a replica. Most lookups in a batch hit
+// the last replica or two, so a small cache spares the map (and hashing 16
+// bytes) most of the time.
+func (e *encoder) index(r crdt.ReplicaID) int {
+	for i := range e.cache {
+		if e.cache[i].ok && e.cache[i].r == r {
+			return e.cache[i].i
+		}
+	}
+	i := e.reps[r]
+	e.cache[1] = e.cache[0]
+	e.cache[0] = repCache{r: r, i: i, ok: true}
+	return i
+}
+
+type repCache struct {
+	r  crdt.ReplicaID
+	i  int
+	ok bool
+}
+
+func (e *encoder) rep(r crdt.ReplicaID) {
+	if e.cache[0].ok && e.cache[0].r == r {
+		return
+	}
+	if i, ok := e.reps[r]; ok {
+		e.cache[0] = repCache{r: r, i: i, ok: true}
+	} else {
+		e.reps[r] = len(e.repList)
+		e.repList = append(e.repList, r)
+	}
+}
+
+func (e *encoder) fieldIndex(f string) int {
+	if e.lastField.ok && e.lastField.name == f {
+		return e.lastField.i
+	}
+	i := e.fieldIdx[f]
+	e.lastField.name, e.lastField.i, e.lastField.ok = f, i, true
+	return i
+}
+
+func (e *encoder) field(f string) {
+	if e.lastField.ok && e.lastField.name == f {
+		return
+	}
+	if i, ok := e.fieldIdx[f]; ok {
+		e.lastField.name, e.lastField.i, e.lastField.ok = f, i, true
+	} else {
+		e.fieldIdx[f] = len(e.fieldList)
+		e.fieldList = append(e.fieldList, f)
+	}
+}
+
+// Counts returns the number of changes and ops a batch declares, reading
+// only its header (the replica and field tables are skipped, not decoded).
+// A server uses it to apply rate limits before paying for DecodeChanges.
+// The counts are checked against MaxChanges and MaxOps; the rest of the
+// batch is not validated.
+func Counts(data []byte) (changes, ops int, err error) {
+	fail := func(format string, args ...any) (int, int, error) {
+		return 0, 0, fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+	}
+	r, err := headerReader(data)
+	if err != nil {
+		return fail("%v", err)
+	}
+	skip := func(n uint64) error {
+		_, err := r.Discard(int(min(n, MaxRawBatch+1)))
+		if err == nil && n > MaxRawBatch {
+			err = errors.New("too long")
+		}
+		return err
+	}
+	nRep, err := binary.ReadUvarint(r)
+	if err != nil || nRep > MaxRawBatch/16 || skip(16*nRep) != nil {
+		return fail("bad replica table")
+	}
+	nField, err := binary.ReadUvarint(r)
+	if err != nil || nField > MaxRawBatch {
+		return fail("bad field table")
+	}
+	for i := uint64(0); i < nField; i++ {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > MaxFieldName || skip(n) != nil {
+			return fail("bad field table")
+		}
+	}
+	nCh, err1 := binary.ReadUvarint(r)
+	nOps, err2 := binary.ReadUvarint(r)
+	switch {
+	case err1 != nil || err2 != nil:
+		return fail("truncated counts")
+	case nCh > uint64(changesLimit) || nOps > uint64(opsLimit):
+		return fail("%d changes, %d ops exceed the limits %d, %d", nCh, nOps, changesLimit, opsLimit)
+	}
+	return int(nCh), int(nOps), nil
+}
+
+// DecodeChanges decodes a batch encoded by EncodeChanges. It treats data as
+// hostile: every length is checked against the bytes left before anything is
+// allocated, counts are capped (MaxChanges, MaxOps), every column must be
+// consumed exactly, and ids, kinds, counts, texts (valid UTF-8) and seqs
+// (1..MaxSeq, no overflow) are checked. Errors wrap ErrCorrupt and say what
+// was wrong. Semantic checks (does the id exist, does the field have that
+// type) are crdt.Doc.Apply's job.
+//
+// The result does not alias data.
+func DecodeChanges(data []byte) ([]crdt.Change, error) {
+	chs, err := decodeChanges(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return chs, nil
+}
+
+func decodeChanges(data []byte) ([]crdt.Change, error) {
+	in := byteReader{b: data}
+	if len(data) == 0 {
+		return nil, errors.New("empty input")
+	}
+	if data[0] == ChangesFormatDeflate {
+		plain, err := inflate(data)
+		if err != nil {
+			return nil, err
+		}
+		data, in = plain, byteReader{b: plain}
+	}
+	if data[0] != ChangesFormat {
+		return nil, fmt.Errorf("unknown format %d (want %d or %d)", data[0], ChangesFormat, ChangesFormatDeflate)
+	}
+	in.pos = 1
+
+	nRep, err := in.uvarint()
+	if err != nil {
+		return nil, fmt.Errorf("replica count: %w", err)
+	}
+	if nRep > uint64(in.left()/16) {
+		return nil, fmt.Errorf("%d replicas but only %d bytes left", nRep, in.left())
+	}
+	reps := make([]crdt.ReplicaID, nRep)
+	seen := make(map[crdt.ReplicaID]struct{}, nRep)
+	for i := range reps {
+		b, _ := in.take(16)
+		copy(reps[i][:], b)
+		if reps[i].IsZero() {
+			return nil, fmt.Errorf("replica %d is the zero id", i)
+		}
+		if _, dup := seen[reps[i]]; dup {
+			return nil, fmt.Errorf("replica %s listed twice", reps[i])
+		}
+		seen[reps[i]] = struct{}{}
+	}
+
+	nField, err := in.uvarint()
+	if err != nil {
+		return nil, fmt.Errorf("field count: %w", err)
+	}
+	if nField > uint64(in.left()) {
+		return nil, fmt.Errorf("%d fields but only %d bytes left", nField, in.left())
+	}
+	fields := make([]string, nField)
+	seenField := make(map[string]struct{}, nField)
+	for i := range fields {
+		n, err := in.uvarint()
+		if err != nil {
+			return nil, fmt.Errorf("field %d: %w", i, err)
+		}
+		if n > MaxFieldName {
+			return nil, fmt.Errorf("field %d: name of %d bytes exceeds %d", i, n, MaxFieldName)
+		}
+		b, err := in.take(n)
+		if err != nil {
+			return nil, fmt.Errorf("field %d: %w", i, err)
+		}
+		if !utf8.Valid(b) {
+			return nil, fmt.Errorf("field %d: name is not UTF-8", i)
+		}
+		fields[i] = string(b)
+		if _, dup := seenField[fields[i]]; dup {
+			return nil, fmt.Errorf("field %q listed twice", fields[i])
+		}
+		seenField[fields[i]] = struct{}{}
+	}
+
+	nCh, err := in.uvarint()
+	if err != nil {
+		return nil, fmt.Errorf("change count: %w", err)
+	}
+	nOps, err := in.uvarint()
+	if err != nil {
+		return nil, fmt.Errorf("op count: %w", err)
+	}
+	switch {
+	case nCh > uint64(changesLimit):
+		return nil, fmt.Errorf("%d changes exceed the limit %d", nCh, changesLimit)
+	case nOps > uint64(opsLimit):
+		return nil, fmt.Errorf("%d ops exceed the limit %d", nOps, opsLimit)
+	case nOps < nCh:
+		return nil, fmt.Errorf("%d ops for %d changes (every change has one)", nOps, nCh)
+	case nCh > 0 && nRep == 0:
+		return nil, errors.New("changes but no replicas")
+	}
+
+	var cols [numColumns]rleReader
+	for c := range cols {
+		n, err := in.uvarint()
+		if err != nil {
+			return nil, fmt.Errorf("column %s length: %w", columnNames[c], err)
+		}
+		b, err := in.take(n)
+		if err != nil {
+			return nil, fmt.Errorf("column %s: %w", columnNames[c], err)
+		}
+		cols[c] = rleReader{byteReader: byteReader{b: b}, name: columnNames[c]}
+	}
+	if in.left() != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", in.left())
+	}
+	kinds := kindReader{byteReader: cols[colOpKind].byteReader}
+	textCol := cols[colInsText].b
+	if !utf8.Valid(textCol) {
+		return nil, errors.New("inserted text is not UTF-8")
+	}
+	text := string(textCol) // one allocation; op texts are substrings
+	textPos := 0
+	values := &cols[colSetValue].byteReader
+
+	var ids [numIDCols]idCoder
+	for k := range ids {
+		ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: max(nRep, 1)}
+	}
+	readID := func(c int) (crdt.ID, pid, error) {
+		code, err := cols[c].next()
+		if err != nil || code == 0 {
+			return crdt.ID{}, 0, err
+		}
+		r, seq, err := ids[idLeft].decode(code)
+		if err != nil {
+			return crdt.ID{}, 0, fmt.Errorf("column %s: %w", columnNames[c], err)
+		}
+		return crdt.ID{Replica: reps[r], Seq: seq}, packID(r, seq), nil
+	}
+
+	// Every insert takes at least one byte of text: a safe size hint.
+	pred := newPredictor(min(int(nOps), len(text)))
+	changes := make([]crdt.Change, nCh)
+	ops := make([]crdt.Op, nOps)
+	expected := make([]uint64, nRep)
+	var prevWall int64
+	var prevLogical uint16
+	opAt := 0
+	for i := range changes {
+		ch := &changes[i]
+		r, err := cols[colChReplica].next()
+		if err != nil {
+			return nil, err
+		}
+		if r >= nRep {
+			return nil, fmt.Errorf("change %d: replica index %d of %d", i, r, nRep)
+		}
+		ch.Replica = reps[r]
+		dz, err := cols[colChSeq].next()
+		if err != nil {
+			return nil, err
+		}
+		if expected[r] == 0 {
+			expected[r] = 1
+		}
+		d := unzigzag(dz)
+		if d > MaxSeq || d < -MaxSeq || int64(expected[r])+d < 1 || int64(expected[r])+d > MaxSeq {
+			return nil, fmt.Errorf("change %d: seq out of range [1, 2^40]", i)
+		}
+		ch.Seq = uint64(int64(expected[r]) + d)
+		startChange(&ids, int(r), ch.Seq)
+
+		tc, err := cols[colChTime].next()
+		if err != nil {
+			return nil, err
+		}
+		const maxWall = 1<<(64-hlc.LogicalBits) - 1
+		wall, logical := prevWall, int64(prevLogical)
+		if d := unzigzag(tc >> 1); tc&1 == 0 {
+			if d >= 1<<hlc.LogicalBits || d <= -1<<hlc.LogicalBits {
+				return nil, fmt.Errorf("change %d: logical clock out of range", i)
+			}
+			logical += d
+		} else {
+			wall += d
+			if d == 0 || d > maxWall || d < -maxWall || wall < 0 || wall > maxWall {
+				return nil, fmt.Errorf("change %d: wall time out of range", i)
+			}
+			lv, err := cols[colChLogical].next()
+			if err != nil {
+				return nil, err
+			}
+			if lv >= 1<<hlc.LogicalBits {
+				return nil, fmt.Errorf("change %d: logical clock out of range", i)
+			}
+			logical = int64(lv)
+		}
+		if logical < 0 || logical >= 1<<hlc.LogicalBits {
+			return nil, fmt.Errorf("change %d: logical clock out of range", i)
+		}
+		ch.Time = hlc.New(wall, uint16(logical))
+		prevWall, prevLogical = wall, uint16(logical)
+
+		n, err := cols[colChOps].next()
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("change %d has no ops", i)
+		}
+		if n > nOps-uint64(opAt) {
+			return nil, fmt.Errorf("change %d: %d ops but only %d left of %d", i, n, nOps-uint64(opAt), nOps)
+		}
+		ch.Ops = ops[opAt : opAt+int(n) : opAt+int(n)]
+		opAt += int(n)
+		seq := ch.Seq
+		for j := range ch.Ops {
+			op := &ch.Ops[j]
+			k, err := kinds.next()
+			if err != nil {
+				return nil, err
+			}
+			op.Kind = crdt.OpKind(k + 1)
+			fi, err := cols[colOpField].next()
+			if err != nil {
+				return nil, err
+			}
+			if fi >= nField {
+				return nil, fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
+			}
+			op.Field = fields[fi]
+			switch op.Kind {
+			case crdt.OpTextInsert:
+				nr, err := cols[colInsLen].next()
+				if err != nil {
+					return nil, err
+				}
+				if nr == 0 || nr > uint64(len(text)-textPos) {
+					return nil, fmt.Errorf("change %d op %d: insert of %d runes, %d bytes of text left", i, j, nr, len(text)-textPos)
+				}
+				start := textPos
+				for ; nr > 0; nr-- {
+					_, size := utf8.DecodeRuneInString(text[textPos:])
+					textPos += size
+					if textPos >= len(text) && nr > 1 {
+						return nil, fmt.Errorf("change %d op %d: inserted text runs out", i, j)
+					}
+				}
+				op.Text = text[start:textPos]
+				var left, right pid
+				if op.Left, left, err = readID(colInsLeft); err != nil {
+					return nil, err
+				}
+				rc, err := cols[colInsRight].next()
+				if err != nil {
+					return nil, err
+				}
+				switch rc {
+				case 0:
+					guess, ok := pred.right(left)
+					if !ok {
+						return nil, fmt.Errorf("change %d op %d: right origin predicted where there is no prediction", i, j)
+					}
+					if guess.seq() > MaxSeq {
+						return nil, fmt.Errorf("change %d op %d: predicted right origin past MaxSeq", i, j)
+					}
+					if right = guess; right != 0 {
+						op.Right = crdt.ID{Replica: reps[guess.index()], Seq: guess.seq()}
+						ids[idRight].cursor[guess.index()] = guess.seq()
+					}
+				case 1:
+					op.Right = crdt.ID{}
+				default:
+					r, s, err := ids[idRight].decode(rc - 1)
+					if err != nil {
+						return nil, fmt.Errorf("change %d op %d: right origin: %w", i, j, err)
+					}
+					op.Right, right = crdt.ID{Replica: reps[r], Seq: s}, packID(r, s)
+				}
+				pred.inserted(packID(int(r), seq), op.Len(), left, right)
+				ids[idLeft].cursor[r] = seq + op.Len() - 1
+			case crdt.OpTextDelete:
+				code, err := cols[colDelTarget].next()
+				if err != nil {
+					return nil, err
+				}
+				if code == 0 {
+					return nil, fmt.Errorf("change %d op %d: delete without target", i, j)
+				}
+				r, s, err := ids[idTarget].decode(code)
+				if err != nil {
+					return nil, fmt.Errorf("change %d op %d: delete target: %w", i, j, err)
+				}
+				op.Target = crdt.ID{Replica: reps[r], Seq: s}
+				if op.Count, err = cols[colDelCount].next(); err != nil {
+					return nil, err
+				}
+				b, err := cols[colDelBackward].next()
+				if err != nil {
+					return nil, err
+				}
+				if b > 1 {
+					return nil, fmt.Errorf("change %d op %d: backward flag %d", i, j, b)
+				}
+				op.Backward = b == 1
+				switch {
+				case op.Count == 0:
+					return nil, fmt.Errorf("change %d op %d: delete of 0 characters", i, j)
+				case op.Count > MaxSeq:
+					return nil, fmt.Errorf("change %d op %d: delete of %d characters", i, j, op.Count)
+				case op.Backward && op.Count > s:
+					return nil, fmt.Errorf("change %d op %d: backward delete runs below seq 1", i, j)
+				case !op.Backward && s+op.Count-1 > MaxSeq:
+					return nil, fmt.Errorf("change %d op %d: delete runs past MaxSeq", i, j)
+				}
+			case crdt.OpCounterAdd:
+				dz, err := cols[colAddDelta].next()
+				if err != nil {
+					return nil, err
+				}
+				op.Delta = unzigzag(dz)
+			case crdt.OpRegisterSet:
+				n, err := cols[colSetLen].next()
+				if err != nil {
+					return nil, err
+				}
+				b, err := values.take(n)
+				if err != nil {
+					return nil, fmt.Errorf("change %d op %d: register value: %w", i, j, err)
+				}
+				op.Value = append([]byte(nil), b...)
+			}
+			seq += op.Len()
+			if seq-1 > MaxSeq {
+				return nil, fmt.Errorf("change %d: seqs run past MaxSeq", i)
+			}
+		}
+		expected[r] = seq
+	}
+	if opAt != len(ops) {
+		return nil, fmt.Errorf("%d ops declared, %d used", len(ops), opAt)
+	}
+	if textPos != len(text) {
+		return nil, fmt.Errorf("%d bytes of inserted text left over", len(text)-textPos)
+	}
+	if values.left() != 0 {
+		return nil, fmt.Errorf("%d bytes of register values left over", values.left())
+	}
+	for c := range cols {
+		if c == colInsText || c == colSetValue || c == colOpKind {
+			continue
+		}
+		if err := cols[c].done(); err != nil {
+			return nil, err
+		}
+	}
+	if err := kinds.done(); err != nil {
+		return nil, err
+	}
+	return changes, nil
+}
+
+// pid packs an id as replica table index << 41 | seq (seqs are at most
+// MaxSeq = 2^40, and a predicted successor at most 2^40 + 1). 0 is the zero
+// id. Packed ids make the predictor's maps cheap: 8-byte keys instead of
+// 24-byte ones.
+type pid uint64
+
+const pidSeqBits = 41
+
+func packID(index int, seq uint64) pid { return pid(uint64(index)<<pidSeqBits | seq) }
+func (p pid) index() int               { return int(p >> pidSeqBits) }
+func (p pid) seq() uint64              { return uint64(p) & (1<<pidSeqBits - 1) }
+
+// predictor guesses an insert's Right origin from its Left, using the
+// inserts seen earlier in the same batch, so that the common case costs one
+// RLE-friendly 0 instead of a second id. For an insert after L:
+//  1. if an earlier insert of the batch also had Left = L, it sits right
+//     after L now (sequential inserts at one place push older ones right):
+//     Right is that insert's first id;
+//  2. else if L is the zero id (the start), there is no guess;
+//  3. else if L is the last character of a run inserted in this batch, the
+//     new character goes between L and what L's run had on its right:
+//     Right is that run's Right;
+//  4. else Right is L's successor in L's own run (L.Seq+1): typing runs and
+//     text loaded in one piece are contiguous.
+//
+// A wrong guess costs nothing beyond the explicit code. Encoder and decoder
+// run the same predictor over the same ops, so the guess is the same on both
+// sides.
+type predictor struct {
+	lastAfter pidTable // Left origin → first id of the latest insert with it
+	runEnd    pidTable // last id of an inserted run → the run's Right origin
+}
+
+func newPredictor(size int) *predictor {
+	p := &predictor{}
+	p.lastAfter.init(size)
+	p.runEnd.init(size)
+	return p
+}
+
+func (p *predictor) right(left pid) (pid, bool) {
+	if id, ok := p.lastAfter.get(left); ok {
+		return id, true
+	}
+	if left == 0 {
+		return 0, false
+	}
+	if r, ok := p.runEnd.get(left); ok {
+		return r, true
+	}
+	return left + 1, true
+}
+
+func (p *predictor) inserted(first pid, n uint64, left, right pid) {
+	p.lastAfter.put(left, first)
+	p.runEnd.put(first+pid(n)-1, right)
+}
+
+// pidTable is a hash map from pid to pid with open addressing and linear
+// probing: the predictor does two puts and up to two gets per insert, and
+// this is several times cheaper than a Go map for 8-byte keys. The zero key
+// (the zero id, a legitimate Left) is kept aside, as 0 marks empty slots.
+type pidTable struct {
+	keys, vals []pid
+	n          int
+	shift      uint
+	zero       pid
+	hasZero    bool
+}
+
+func (t *pidTable) init(hint int) {
+	size := 16
+	for size < 2*hint {
+		size <<= 1
+	}
+	t.keys, t.vals, t.n = make([]pid, size), make([]pid, size), 0
+	t.shift = uint(64 - bitsLen(size-1))
+}
+
+func bitsLen(x int) int {
+	n := 0
+	for ; x > 0; x >>= 1 {
+		n++
+	}
+	return n
+}
+
+func (t *pidTable) slot(k pid) int { return int((uint64(k) * 0x9e3779b97f4a7c15) >> t.shift) }
+
+func (t *pidTable) get(k pid) (pid, bool) {
+	if k == 0 {
+		return t.zero, t.hasZero
+	}
+	mask := len(t.keys) - 1
+	for i := t.slot(k); ; i = (i + 1) & mask {
+		switch t.keys[i] {
+		case k:
+			return t.vals[i], true
+		case 0:
+			return 0, false
+		}
+	}
+}
+
+func (t *pidTable) put(k, v pid) {
+	if k == 0 {
+		t.zero, t.hasZero = v, true
+		return
+	}
+	if 2*(t.n+1) > len(t.keys) {
+		old, oldVals := t.keys, t.vals
+		t.keys, t.vals, t.n = make([]pid, 2*len(old)), make([]pid, 2*len(old)), 0
+		t.shift--
+		for i, ok := range old {
+			if ok != 0 {
+				t.put(ok, oldVals[i])
+			}
+		}
+	}
+	mask := len(t.keys) - 1
+	for i := t.slot(k); ; i = (i + 1) & mask {
+		switch t.keys[i] {
+		case k:
+			t.vals[i] = v
+			return
+		case 0:
+			t.keys[i], t.vals[i] = k, v
+			t.n++
+			return
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package codec
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ChangesFormatDeflate marks a batch whose body (everything after the format
+// byte of a ChangesFormat batch) is DEFLATE-compressed (RFC 1951, raw):
+//
+//	0x02, uvarint rawLen, deflate(body)
+//
+// EncodeChanges uses it when the body is at least compressMin bytes and
+// compression saves at least an eighth: whole histories and large catch-ups
+// (text compresses well), never keystrokes.
+const ChangesFormatDeflate = 2
+
+const (
+	compressMin = 4 << 10
+	// MaxRawBatch bounds the decompressed body of a batch; larger batches
+	// are sent uncompressed (EncodeChunks keeps batches far smaller).
+	MaxRawBatch = 16 << 20
+)
+
+// maybeCompress returns plain (a ChangesFormat batch) or, when it pays, its
+// compressed form.
+func maybeCompress(plain []byte) []byte {
+	body := plain[1:]
+	if len(body) < compressMin || len(body) > MaxRawBatch {
+		return plain
+	}
+	var z bytes.Buffer
+	z.WriteByte(ChangesFormatDeflate)
+	var n [binary.MaxVarintLen64]byte
+	z.Write(n[:binary.PutUvarint(n[:], uint64(len(body)))])
+	fw, err := flate.NewWriter(&z, flate.BestSpeed)
+	if err != nil {
+		panic("codec: flate.NewWriter with a valid level: " + err.Error())
+	}
+	// Writes to a bytes.Buffer cannot fail.
+	_, _ = fw.Write(body)
+	_ = fw.Close()
+	if z.Len() > len(plain)-len(plain)/8 {
+		return plain
+	}
+	return z.Bytes()
+}
+
+// inflate returns the plain (ChangesFormat) form of a ChangesFormatDeflate
+// batch. Memory grows with the bytes actually inflated, never with the
+// claimed length, and stops at MaxRawBatch.
+func inflate(data []byte) ([]byte, error) {
+	rawLen, n := binary.Uvarint(data[1:])
+	if n <= 0 {
+		return nil, errors.New("compressed batch: bad length")
+	}
+	if rawLen > MaxRawBatch {
+		return nil, fmt.Errorf("compressed batch: %d bytes exceed %d", rawLen, MaxRawBatch)
+	}
+	fr := flate.NewReader(bytes.NewReader(data[1+n:]))
+	defer fr.Close()
+	var out bytes.Buffer
+	out.WriteByte(ChangesFormat)
+	got, err := io.Copy(&out, io.LimitReader(fr, int64(rawLen)+1))
+	if err != nil {
+		return nil, fmt.Errorf("compressed batch: %v", err)
+	}
+	if uint64(got) != rawLen {
+		return nil, fmt.Errorf("compressed batch: %d bytes, header says %d", got, rawLen)
+	}
+	return out.Bytes(), nil
+}
+
+// headerReader gives Counts the start of a batch's body, inflating only as
+// much as it reads.
+func headerReader(data []byte) (*bufio.Reader, error) {
+	switch {
+	case len(data) == 0:
+		return nil, errors.New("empty input")
+	case data[0] == ChangesFormat:
+		return bufio.NewReader(bytes.NewReader(data[1:])), nil
+	case data[0] == ChangesFormatDeflate:
+		rawLen, n := binary.Uvarint(data[1:])
+		if n <= 0 || rawLen > MaxRawBatch {
+			return nil, errors.New("compressed batch: bad length")
+		}
+		return bufio.NewReader(io.LimitReader(flate.NewReader(bytes.NewReader(data[1+n:])), int64(rawLen))), nil
+	}
+	return nil, fmt.Errorf("unknown format %d", data[0])
+}

@@ -1,0 +1,377 @@
+package crdt_test
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/hlc"
+)
+
+var seeds = flag.Int("seeds", 40, "number of random seeds for the convergence tests")
+
+// state renders everything observable about a document.
+func state(d *crdt.Doc) string {
+	var b strings.Builder
+	for _, f := range d.Fields() {
+		switch f.Type {
+		case crdt.FieldText:
+			fmt.Fprintf(&b, "text %s=%q\n", f.Name, d.Text(f.Name))
+		case crdt.FieldCounter:
+			fmt.Fprintf(&b, "counter %s=%d\n", f.Name, d.Counter(f.Name))
+		case crdt.FieldRegister:
+			v, _ := d.Register(f.Name)
+			fmt.Fprintf(&b, "register %s=%x\n", f.Name, v)
+		}
+	}
+	fmt.Fprintf(&b, "version %v pending %d\n", d.Version(), d.Pending())
+	return b.String()
+}
+
+var alphabet = []rune("abcdefghij XYZ\n→é😀")
+
+func randString(rng *rand.Rand, n int) string {
+	r := make([]rune, n)
+	for i := range r {
+		r[i] = alphabet[rng.IntN(len(alphabet))]
+	}
+	return string(r)
+}
+
+// randomEdit makes one local transaction of 1-3 random ops.
+func randomEdit(t *testing.T, rng *rand.Rand, d *crdt.Doc) {
+	tx := d.Begin()
+	for k := 1 + rng.IntN(3); k > 0; k-- {
+		var err error
+		switch x := rng.IntN(20); {
+		case x < 9:
+			name := []string{"body", "title", "x"}[rng.IntN(3)]
+			err = tx.Insert(name, rng.IntN(d.TextLen(name)+1), randString(rng, 1+rng.IntN(4)))
+		case x < 14:
+			name := []string{"body", "title", "x"}[rng.IntN(3)]
+			if n := d.TextLen(name); n > 0 {
+				pos := rng.IntN(n)
+				err = tx.Delete(name, pos, 1+rng.IntN(min(4, n-pos)))
+			}
+		case x < 17:
+			name := []string{"likes", "x"}[rng.IntN(2)]
+			err = tx.Add(name, int64(rng.IntN(7)-3)|1)
+		default:
+			name := []string{"owner", "x"}[rng.IntN(2)]
+			err = tx.Set(name, []byte{0xa1, byte('a' + rng.IntN(26))})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx.Commit()
+}
+
+// deliver sends from → to a random, lossy, duplicated, reordered part of what
+// to lacks (as far as an old snapshot of its version says).
+func deliver(t *testing.T, rng *rand.Rand, from, to *crdt.Doc, stale crdt.VersionVector) {
+	var cs []crdt.Change
+	switch rng.IntN(3) {
+	case 0:
+		cs = from.ChangesSince(to.Version())
+	case 1:
+		cs = from.ChangesSince(stale)
+	default:
+		cs = from.ChangesSince(nil)
+	}
+	var out []crdt.Change
+	for _, c := range cs {
+		if rng.IntN(5) == 0 {
+			continue // dropped: a later sync redelivers it
+		}
+		out = append(out, c)
+		if rng.IntN(8) == 0 {
+			out = append(out, c) // duplicated
+		}
+	}
+	if rng.IntN(2) == 0 {
+		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	}
+	if rng.IntN(2) == 0 {
+		if err := to.Apply(out...); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, c := range out {
+		if err := to.Apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRandomConvergence(t *testing.T) {
+	for seed := 0; seed < *seeds; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(seed), 7))
+			const n = 5
+			walls := make([]*hlc.ManualWall, n)
+			docs := make([]*crdt.Doc, n)
+			stale := make([]crdt.VersionVector, n)
+			for i := range docs {
+				walls[i] = &hlc.ManualWall{Millis: int64(1000 + rng.IntN(50))}
+				docs[i] = newDoc(byte(i+1), walls[i])
+				stale[i] = docs[i].Version()
+			}
+			for step := 0; step < 300; step++ {
+				i := rng.IntN(n)
+				walls[i].Millis += int64(rng.IntN(3))
+				if rng.IntN(3) > 0 {
+					randomEdit(t, rng, docs[i])
+				} else {
+					j := rng.IntN(n)
+					if j != i {
+						deliver(t, rng, docs[i], docs[j], stale[j])
+						if rng.IntN(4) == 0 {
+							stale[j] = docs[j].Version()
+						}
+					}
+				}
+			}
+			// Heal: exact syncs until quiescent.
+			for round := 0; round < 3; round++ {
+				for i := range docs {
+					for j := range docs {
+						if i != j {
+							if err := docs[j].Apply(docs[i].ChangesSince(docs[j].Version())...); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+				}
+			}
+			want := state(docs[0])
+			for i := 1; i < n; i++ {
+				if got := state(docs[i]); got != want {
+					t.Fatalf("seed %d: replica %d differs:\n%s\nreplica 0:\n%s", seed, i, got, want)
+				}
+			}
+			if docs[0].Pending() != 0 || strings.Contains(want, "pending 0") == false {
+				t.Fatalf("pending left: %s", want)
+			}
+		})
+	}
+}
+
+// A single replica's text behaves exactly like a plain string.
+func TestTextMatchesStringModel(t *testing.T) {
+	for seed := 0; seed < *seeds; seed++ {
+		rng := rand.New(rand.NewPCG(uint64(seed), 11))
+		d := newDoc(1, &hlc.ManualWall{})
+		var model []rune
+		for step := 0; step < 2000; step++ {
+			tx := d.Begin()
+			if len(model) == 0 || rng.IntN(10) < 6 {
+				pos := rng.IntN(len(model) + 1)
+				if rng.IntN(3) == 0 && len(model) > 0 {
+					pos = len(model) // typing at the end
+				}
+				s := randString(rng, 1+rng.IntN(3))
+				if err := tx.Insert("t", pos, s); err != nil {
+					t.Fatal(err)
+				}
+				model = append(model[:pos], append([]rune(s), model[pos:]...)...)
+			} else {
+				pos := rng.IntN(len(model))
+				k := 1 + rng.IntN(min(5, len(model)-pos))
+				if err := tx.Delete("t", pos, k); err != nil {
+					t.Fatal(err)
+				}
+				model = append(model[:pos], model[pos+k:]...)
+			}
+			tx.Commit()
+			if d.TextLen("t") != len(model) {
+				t.Fatalf("seed %d step %d: len %d, model %d", seed, step, d.TextLen("t"), len(model))
+			}
+		}
+		if got := d.Text("t"); got != string(model) {
+			t.Fatalf("seed %d: text differs from model", seed)
+		}
+	}
+}
+
+// Concurrent runs typed at one place never interleave.
+func TestNonInterleaving(t *testing.T) {
+	for _, backwards := range []bool{false, true} {
+		wa, wb := &hlc.ManualWall{}, &hlc.ManualWall{}
+		a, b := newDoc(1, wa), newDoc(2, wb)
+		tx := a.Begin()
+		tx.Insert("t", 0, "[]")
+		tx.Commit()
+		b.Apply(a.ChangesSince(nil)...)
+		typeRun(a, "abcdef", backwards)
+		typeRun(b, "UVWXYZ", backwards)
+		a.Apply(b.ChangesSince(a.Version())...)
+		b.Apply(a.ChangesSince(b.Version())...)
+		if a.Text("t") != b.Text("t") {
+			t.Fatalf("diverged: %q %q", a.Text("t"), b.Text("t"))
+		}
+		got := a.Text("t")
+		if got != "[abcdefUVWXYZ]" && got != "[UVWXYZabcdef]" {
+			t.Fatalf("backwards=%v: runs interleaved: %q", backwards, got)
+		}
+	}
+}
+
+func typeRun(d *crdt.Doc, s string, backwards bool) {
+	for i, r := range []rune(s) {
+		tx := d.Begin()
+		pos := 1 + i
+		if backwards {
+			pos = 1
+			r = []rune(s)[len(s)-1-i]
+		}
+		tx.Insert("t", pos, string(r))
+		tx.Commit()
+	}
+}
+
+// An invalid change anywhere in a batch leaves the document untouched.
+func TestRejectedBatchLeavesNoTrace(t *testing.T) {
+	a, b := newDoc(1, &hlc.ManualWall{Millis: 5}), newDoc(2, &hlc.ManualWall{Millis: 5})
+	tx := a.Begin()
+	tx.Insert("t", 0, "hello")
+	tx.Add("c", 2)
+	tx.Commit()
+	good := a.ChangesSince(nil)
+	before := state(b)
+	bad := crdt.Change{Replica: rid(9), Seq: 1, Time: hlc.New(5, 0), Ops: []crdt.Op{{
+		Kind: crdt.OpTextDelete, Field: "t", Target: crdt.ID{Replica: rid(1), Seq: 6}, Count: 1, // seq 6 is the counter op
+	}}}
+	err := b.Apply(append(good, bad)...)
+	if !errors.Is(err, crdt.ErrInvalidChange) {
+		t.Fatalf("want ErrInvalidChange, got %v", err)
+	}
+	if got := state(b); got != before {
+		t.Fatalf("rejected batch changed the doc:\n%s", got)
+	}
+	far := crdt.Change{Replica: rid(9), Seq: 1, Time: hlc.New(1e12, 0), Ops: []crdt.Op{{Kind: crdt.OpCounterAdd, Field: "c", Delta: 1}}}
+	c := crdt.NewDoc(rid(3), hlc.NewClock((&hlc.ManualWall{Millis: 5}).Read, 500e6), crdt.Options{})
+	if err := c.Apply(far); !errors.Is(err, hlc.ErrClockOffset) {
+		t.Fatalf("want clock offset error, got %v", err)
+	}
+	if err := b.Apply(good...); err != nil || b.Text("t") != "hello" || b.Counter("c") != 2 {
+		t.Fatalf("good batch: %v %q", err, b.Text("t"))
+	}
+}
+
+func TestPendingBounded(t *testing.T) {
+	a := newDoc(1, &hlc.ManualWall{})
+	for i := 0; i < 10; i++ {
+		tx := a.Begin()
+		tx.Add("c", 1)
+		tx.Commit()
+	}
+	cs := a.ChangesSince(nil)
+	b := crdt.NewDoc(rid(2), hlc.NewClock((&hlc.ManualWall{}).Read, 0), crdt.Options{MaxPending: 4})
+	if err := b.Apply(cs[5:]...); !errors.Is(err, crdt.ErrPendingFull) {
+		t.Fatalf("want ErrPendingFull, got %v", err)
+	}
+	if b.Pending() != 0 {
+		t.Fatal("refused batch left pending changes")
+	}
+	if err := b.Apply(cs[6:]...); err != nil || b.Pending() != 4 {
+		t.Fatalf("pending: %v %d", err, b.Pending())
+	}
+	if err := b.Apply(cs[:6]...); err != nil || b.Pending() != 0 || b.Counter("c") != 10 {
+		t.Fatalf("after deps arrive: %v pending %d counter %d", err, b.Pending(), b.Counter("c"))
+	}
+}
+
+// Two replicas that edited a shared text offline, at random places, merge
+// to the same text: big enough that leaves split and runs fragment.
+func TestForkedMerge(t *testing.T) {
+	for seed := uint64(0); seed < 4; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 17))
+		a, b := newDoc(1, &hlc.ManualWall{Millis: 1}), newDoc(2, &hlc.ManualWall{Millis: 1})
+		tx := a.Begin()
+		tx.Insert("t", 0, strings.Repeat("0123456789", 100))
+		tx.Commit()
+		if err := b.Apply(a.ChangesSince(nil)...); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []*crdt.Doc{a, b} {
+			for i := 0; i < 3000; i++ {
+				tx := d.Begin()
+				if n := d.TextLen("t"); rng.IntN(10) < 7 || n == 0 {
+					tx.Insert("t", rng.IntN(n+1), randString(rng, 1))
+				} else {
+					tx.Delete("t", rng.IntN(n), 1)
+				}
+				tx.Commit()
+			}
+		}
+		if err := a.Apply(b.ChangesSince(a.Version())...); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Apply(a.ChangesSince(b.Version())...); err != nil {
+			t.Fatal(err)
+		}
+		if a.Text("t") != b.Text("t") {
+			t.Fatalf("seed %d: forked replicas diverged", seed)
+		}
+	}
+}
+
+func TestMemSizeGrowsWithContent(t *testing.T) {
+	d := newDoc(1, &hlc.ManualWall{})
+	empty := d.MemSize()
+	tx := d.Begin()
+	tx.Insert("t", 0, strings.Repeat("x", 100000))
+	tx.Commit()
+	if got := d.MemSize(); got < empty+100000 {
+		t.Fatalf("MemSize %d after 100,000 bytes of text (empty %d)", got, empty)
+	}
+}
+
+// Merge laws for counters and registers: applying the same changes in any
+// order (commutative), in any grouping (associative) and more than once
+// (idempotent) gives the same document.
+func TestMergeLawsCountersRegisters(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	var sets [][]crdt.Change
+	for r := byte(1); r <= 3; r++ {
+		d := newDoc(r, &hlc.ManualWall{Millis: 100})
+		for i := 0; i < 20; i++ {
+			tx := d.Begin()
+			if rng.IntN(2) == 0 {
+				tx.Add("n", int64(rng.IntN(9)-4)|1)
+			} else {
+				tx.Set("reg", []byte{byte(rng.IntN(100))}) // positive fixint
+			}
+			tx.Commit()
+		}
+		sets = append(sets, d.ChangesSince(nil))
+	}
+	apply := func(groups ...[]crdt.Change) string {
+		d := newDoc(9, &hlc.ManualWall{Millis: 100})
+		for _, g := range groups {
+			if err := d.Apply(g...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return state(d)
+	}
+	join := func(a, b []crdt.Change) []crdt.Change { return append(append([]crdt.Change(nil), a...), b...) }
+	a, b, c := sets[0], sets[1], sets[2]
+	want := apply(a, b, c)
+	for name, got := range map[string]string{
+		"commutative":  apply(c, a, b),
+		"associative":  apply(join(a, b), c),
+		"associative2": apply(a, join(b, c)),
+		"idempotent":   apply(a, b, a, c, b, c),
+	} {
+		if got != want {
+			t.Fatalf("%s: %s\nwant %s", name, got, want)
+		}
+	}
+}

@@ -1,0 +1,89 @@
+// Package crdt is weft's document model: a replica of one document, made of
+// named fields that are CRDTs, edited locally in transactions and merged
+// with changes from other replicas in any order.
+//
+// # Model
+//
+// A document has fields identified by name and type together (two replicas
+// that create "title" with different types concurrently get two fields, not a
+// conflict):
+//
+//   - counter: a PN-counter; every Add is an op with a non-zero delta.
+//   - register: a last-writer-wins register holding one msgpack value; the
+//     write with the greatest (HLC time, replica id, seq) wins.
+//   - text: a sequence CRDT of Unicode scalar values (runes).
+//
+// Every replica numbers its ops 1, 2, 3, ...: each inserted rune, deleted
+// rune, counter add and register write takes one sequence number, so an ID
+// (replica, seq) names one op, and a VersionVector (replica → highest seq)
+// says exactly which ops a replica holds. A local transaction (Begin …
+// Commit) becomes one Change: a contiguous seq range of one replica, stamped
+// with one hybrid logical clock time, holding its ops.
+//
+// Text follows the "YjsMod" integration rule — each inserted run remembers
+// its left and right origin, and concurrent inserts between the same origins
+// are ordered by scanning and breaking ties by replica id — which has the
+// maximal non-interleaving of FugueMax (Weidner & Kleppmann, "The Art of the
+// Fugue", 2023): runs typed concurrently at one place never interleave,
+// forwards or backwards. Deleted characters stay as tombstones.
+//
+// # Representation
+//
+// Nothing is stored per character. A replica's history is a log of spans
+// (runs of ops of one kind on one field: typing "hello" is one span) and of
+// time runs (a run of one-op transactions with consecutive HLC times is one
+// entry). A text is a two-level blocked list of run-length items (leaves of
+// at most 64 items, Fenwick trees over leaf lengths for position lookups)
+// with a sorted, chunked index per replica mapping id ranges to leaves, and
+// a cursor that remembers the last position lookup. Typing at the end of
+// one's own run grows the item, the index entry and the span in place.
+// ChangesSince rebuilds exact changes from the log; ExportState/FromState
+// give codecs the structure itself, so loading a snapshot replays nothing,
+// and At(t) cuts that state to the changes stamped ≤ t instead of replaying
+// them.
+//
+// Costs, with n items and L leaves: position ↔ id lookups are O(log L +
+// leaf size); inserting or deleting is that plus O(L) when a leaf splits
+// (one split per ~32 new items). A real B-tree over leaves would make splits
+// O(log L) too.
+//
+// # Invariants
+//
+//   - Applying a change twice is a no-op; changes commute; replicas that
+//     hold the same ops hold the same document.
+//   - A replica's changes apply in seq order; a change whose dependencies
+//     (earlier seqs of its replica, characters it references) are missing
+//     waits in a bounded pending buffer and is never applied half-way.
+//   - Apply is atomic per batch: an invalid change, a clock_skew change or a
+//     full pending buffer fails the whole batch and leaves the document
+//     exactly as it was.
+//   - At(t) includes exactly the changes stamped ≤ t; HLC times respect
+//     causality, so that set is causally closed.
+//
+// # Example
+//
+//	d := crdt.NewDoc(replica, hlc.NewClock(wall, 500*time.Millisecond), crdt.Options{})
+//	tx := d.Begin()
+//	tx.Insert("body", 0, "hello")
+//	tx.Add("likes", 1)
+//	tx.Commit()
+//	send(d.ChangesSince(peerVersion))
+//	err := d.Apply(received...)
+//
+// # Concurrency
+//
+// A Doc is not safe for concurrent use: one goroutine owns it (a room, a
+// client's document loop). Changes returned by ChangesSince share no memory
+// with the Doc; changes passed to Apply are not retained.
+//
+// HAZARD: a Doc reuses one Tx; a *Tx must not be used after Commit. Each Tx
+// method applies at once (there is no rollback of a whole transaction).
+//
+// HAZARD: sequence numbers are 32-bit inside a Doc: a replica can make about
+// four billion ops per document. Changes beyond that are refused as invalid.
+//
+// HAZARD: FromState checks that a State is internally consistent (every
+// index, length and reference), so a corrupt snapshot cannot crash a
+// replica; it cannot check that the order of characters is the one the
+// history would give. Load snapshots only from trusted storage or peers.
+package crdt

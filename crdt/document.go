@@ -1,0 +1,909 @@
+package crdt
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sort"
+	"unsafe"
+
+	"github.com/weftsync/weft/hlc"
+)
+
+// Options configure a Doc.
+type Options struct {
+	// MaxPending bounds the changes held while their dependencies are
+	// missing. Default: 4096.
+	MaxPending int
+}
+
+// DefaultOptions returns the options NewDoc uses for zero fields.
+func DefaultOptions() Options { return Options{MaxPending: 4096} }
+
+func (o Options) withDefaults() Options {
+	def := DefaultOptions()
+	if o.MaxPending <= 0 {
+		o.MaxPending = def.MaxPending
+	}
+	return o
+}
+
+// maxSeq bounds sequence numbers (they are 32-bit inside a Doc).
+const maxSeq = 1<<32 - 2
+
+// MaxFieldName is the longest field name, in bytes.
+const MaxFieldName = 1024
+
+// Field names a field and its type.
+type Field struct {
+	Name string
+	Type FieldType
+}
+
+type field struct {
+	Field
+	idx     uint32 // in Doc.fields
+	text    *text
+	counter int64
+	reg     regState
+}
+
+// regState is the winning write of a register: the greatest (time, replica,
+// seq).
+type regState struct {
+	set     bool
+	t       hlc.Timestamp
+	r       uint32
+	seq     uint32
+	off, nb uint32
+}
+
+// span is a run of ops of one replica in its log: n consecutive seqs of one
+// kind on one field, stored once. For inserts a is the left origin of the
+// first char (each later char's left origin is its predecessor) and b the
+// right origin of all; for deletes a is the first target and back says the
+// targets run downwards; for counters delta is the amount of each op.
+type span struct {
+	seq, n  uint32
+	field   uint32
+	kind    OpKind
+	back    bool
+	off, nb uint32 // content bytes: inserted text, register value
+	a, b    ref
+	delta   int64
+}
+
+// timeRun gives the HLC time of n seqs from seq: t for all of them, or
+// t+k for the k-th when stepped (a run of one-op transactions). A change is
+// a maximal run of seqs of one replica with equal times.
+type timeRun struct {
+	seq, n  uint32
+	stepped bool
+	t       hlc.Timestamp
+}
+
+func (tr *timeRun) at(seq uint32) hlc.Timestamp {
+	if tr.stepped {
+		return tr.t + hlc.Timestamp(seq-tr.seq)
+	}
+	return tr.t
+}
+
+func (tr *timeRun) last() hlc.Timestamp { return tr.at(tr.seq + tr.n - 1) }
+
+// rlog is everything one replica did to the document.
+type rlog struct {
+	spans []span
+	times []timeRun
+	next  uint32 // next expected seq: version vector entry + 1
+	hint  int    // index of the span spanAt found last
+}
+
+// Doc is one replica of a document. See the package documentation.
+type Doc struct {
+	replica  ReplicaID
+	clock    *hlc.Clock
+	opts     Options
+	readOnly bool
+
+	replicas []ReplicaID
+	rindex   map[ReplicaID]uint32
+	lastRep  struct {
+		id  ReplicaID
+		idx uint32
+		ok  bool
+	}
+	logs    []rlog
+	content []byte
+
+	fields    []*field
+	fieldIdx  map[Field]uint32
+	lastField *field // the field field() returned last
+
+	pending  []Change
+	rejected int
+
+	tx Tx
+}
+
+// NewDoc returns an empty document replica. replica must be non-zero and
+// unique to this editor/device; clock stamps local changes and absorbs
+// remote ones.
+func NewDoc(replica ReplicaID, clock *hlc.Clock, opts Options) *Doc {
+	if replica.IsZero() {
+		panic("crdt: NewDoc with zero replica id")
+	}
+	if clock == nil {
+		panic("crdt: NewDoc with nil clock")
+	}
+	d := &Doc{
+		replica:  replica,
+		clock:    clock,
+		opts:     opts.withDefaults(),
+		rindex:   map[ReplicaID]uint32{},
+		fieldIdx: map[Field]uint32{},
+	}
+	d.replicaIndex(replica)
+	d.tx.d = d
+	return d
+}
+
+// Replica returns the id of this replica.
+func (d *Doc) Replica() ReplicaID { return d.replica }
+
+// Clock returns the clock the document stamps changes with.
+func (d *Doc) Clock() *hlc.Clock { return d.clock }
+
+// ReadOnly reports whether the document is a read-only view (see At).
+func (d *Doc) ReadOnly() bool { return d.readOnly }
+
+// lookupReplica returns the index of a known replica. Batches name few
+// replicas, so the last answer is remembered (16-byte keys cost a hash).
+func (d *Doc) lookupReplica(id ReplicaID) (uint32, bool) {
+	if d.lastRep.ok && d.lastRep.id == id {
+		return d.lastRep.idx, true
+	}
+	i, ok := d.rindex[id]
+	if ok {
+		d.lastRep.id, d.lastRep.idx, d.lastRep.ok = id, i, true
+	}
+	return i, ok
+}
+
+func (d *Doc) replicaIndex(id ReplicaID) uint32 {
+	if i, ok := d.lookupReplica(id); ok {
+		return i
+	}
+	i := uint32(len(d.replicas))
+	d.replicas = append(d.replicas, id)
+	d.rindex[id] = i
+	d.logs = append(d.logs, rlog{next: 1})
+	return i
+}
+
+// Version returns a copy of the document's version vector.
+func (d *Doc) Version() VersionVector {
+	v := make(VersionVector, len(d.replicas))
+	for i, r := range d.replicas {
+		if n := d.logs[i].next - 1; n > 0 {
+			v[r] = uint64(n)
+		}
+	}
+	return v
+}
+
+// Pending returns the number of changes waiting for missing dependencies.
+func (d *Doc) Pending() int { return len(d.pending) }
+
+// Rejected returns how many pending changes were dropped because, once their
+// dependencies arrived, they turned out to be invalid.
+func (d *Doc) Rejected() int { return d.rejected }
+
+func (d *Doc) field(f Field, create bool) *field {
+	// Edits come in bursts on one field: skip hashing its name.
+	if lf := d.lastField; lf != nil && lf.Type == f.Type && lf.Name == f.Name {
+		return lf
+	}
+	if i, ok := d.fieldIdx[f]; ok {
+		d.lastField = d.fields[i]
+		return d.fields[i]
+	}
+	if !create {
+		return nil
+	}
+	fl := &field{Field: f, idx: uint32(len(d.fields))}
+	if f.Type == FieldText {
+		fl.text = newText(d)
+	}
+	d.fieldIdx[f] = uint32(len(d.fields))
+	d.fields = append(d.fields, fl)
+	return fl
+}
+
+// Fields lists the document's fields, sorted by name and type.
+func (d *Doc) Fields() []Field {
+	out := make([]Field, len(d.fields))
+	for i, f := range d.fields {
+		out[i] = f.Field
+	}
+	slices.SortFunc(out, func(a, b Field) int {
+		if c := cmp.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Type, b.Type)
+	})
+	return out
+}
+
+// Text returns the visible content of a text field ("" if there is none).
+func (d *Doc) Text(name string) string {
+	if f := d.field(Field{name, FieldText}, false); f != nil {
+		return f.text.String()
+	}
+	return ""
+}
+
+// TextLen returns the length of a text field in runes.
+func (d *Doc) TextLen(name string) int {
+	if f := d.field(Field{name, FieldText}, false); f != nil {
+		return f.text.vis
+	}
+	return 0
+}
+
+// Counter returns the value of a counter field (0 if there is none).
+func (d *Doc) Counter(name string) int64 {
+	if f := d.field(Field{name, FieldCounter}, false); f != nil {
+		return f.counter
+	}
+	return 0
+}
+
+// Register returns the msgpack value of a register field. The slice is a
+// copy.
+func (d *Doc) Register(name string) ([]byte, bool) {
+	f := d.field(Field{name, FieldRegister}, false)
+	if f == nil || !f.reg.set {
+		return nil, false
+	}
+	return slices.Clone(d.content[f.reg.off : f.reg.off+f.reg.nb]), true
+}
+
+// RegisterTime returns the HLC time of the winning write of a register.
+func (d *Doc) RegisterTime(name string) (hlc.Timestamp, bool) {
+	f := d.field(Field{name, FieldRegister}, false)
+	if f == nil || !f.reg.set {
+		return 0, false
+	}
+	return f.reg.t, true
+}
+
+// ---- the log ----
+
+func (d *Doc) idOf(r ref) ID {
+	if r.none() {
+		return ID{}
+	}
+	return ID{Replica: d.replicas[r.r], Seq: uint64(r.seq)}
+}
+
+// refOf converts id to a ref without creating replicas; ok is false for an
+// unknown replica.
+func (d *Doc) refOf(id ID) (ref, bool) {
+	if id.IsZero() {
+		return ref{}, true
+	}
+	i, ok := d.lookupReplica(id.Replica)
+	return ref{i, uint32(id.Seq)}, ok
+}
+
+// appendSpan adds one op to replica r's log, growing the last span when the
+// op continues it.
+func (d *Doc) appendSpan(r uint32, s span) {
+	lg := &d.logs[r]
+	if n := len(lg.spans); n > 0 {
+		p := &lg.spans[n-1]
+		if p.kind == s.kind && p.field == s.field && p.seq+p.n == s.seq {
+			switch s.kind {
+			case OpTextInsert:
+				if s.a == (ref{r, s.seq - 1}) && s.b == p.b && p.off+p.nb == s.off {
+					p.n += s.n
+					p.nb += s.nb
+					return
+				}
+			case OpTextDelete:
+				if s.a.r == p.a.r {
+					if !p.back && !s.back && s.a.seq == p.a.seq+p.n {
+						p.n += s.n
+						return
+					}
+					if (p.back || p.n == 1) && s.n == 1 && s.a.seq+p.n == p.a.seq && p.a.seq >= p.n {
+						p.back = true
+						p.n++
+						return
+					}
+				}
+			case OpCounterAdd:
+				if s.delta == p.delta {
+					p.n += s.n
+					return
+				}
+			}
+		}
+	}
+	lg.spans = append(lg.spans, s)
+}
+
+// appendTime records that seqs seq..seq+n-1 of r were stamped t.
+func (d *Doc) appendTime(r uint32, seq, n uint32, t hlc.Timestamp) {
+	lg := &d.logs[r]
+	if k := len(lg.times); k > 0 {
+		p := &lg.times[k-1]
+		if p.seq+p.n == seq {
+			if !p.stepped && p.t == t {
+				p.n += n
+				return
+			}
+			if n == 1 && (p.stepped || p.n == 1) && p.last()+1 == t {
+				p.stepped = true
+				p.n++
+				return
+			}
+		}
+	}
+	lg.times = append(lg.times, timeRun{seq: seq, n: n, t: t})
+}
+
+// spanAt returns the index of the span of r holding seq.
+func (d *Doc) spanAt(r uint32, seq uint32) int {
+	lg := &d.logs[r]
+	sp := lg.spans
+	// Edits cluster: try the span found last time, and its successor.
+	if h := lg.hint; h < len(sp) && sp[h].seq <= seq {
+		if seq < sp[h].seq+sp[h].n {
+			return h
+		}
+		if h+1 < len(sp) && seq < sp[h+1].seq+sp[h+1].n {
+			lg.hint = h + 1
+			return h + 1
+		}
+	}
+	lo, hi := 0, len(sp)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if sp[m].seq+sp[m].n > seq {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	i := lo
+	if i == len(sp) || sp[i].seq > seq {
+		panic(fmt.Sprintf("crdt: no span for %d:%d", r, seq))
+	}
+	lg.hint = i
+	return i
+}
+
+// timeAt returns the time of seq of r.
+func (d *Doc) timeAt(r uint32, seq uint32) hlc.Timestamp {
+	tr := d.logs[r].times
+	i := sort.Search(len(tr), func(i int) bool { return tr[i].seq+tr[i].n > seq })
+	return tr[i].at(seq)
+}
+
+// origins returns the left and right origin of character r:seq.
+func (d *Doc) origins(r uint32, seq uint32) (ref, ref) {
+	s := &d.logs[r].spans[d.spanAt(r, seq)]
+	if seq == s.seq {
+		return s.a, s.b
+	}
+	return ref{r, seq - 1}, s.b
+}
+
+// ---- applying ops (local and remote share these) ----
+
+func (d *Doc) applyCounter(f *field, r uint32, seq uint32, delta int64) {
+	f.counter += delta
+	d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpCounterAdd, delta: delta})
+}
+
+func (d *Doc) applyRegister(f *field, r uint32, seq uint32, t hlc.Timestamp, value []byte) {
+	off := uint32(len(d.content))
+	d.content = append(d.content, value...)
+	nb := uint32(len(value))
+	w := regState{set: true, t: t, r: r, seq: seq, off: off, nb: nb}
+	if !f.reg.set || d.regLess(f.reg, w) {
+		f.reg = w
+	}
+	d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpRegisterSet, off: off, nb: nb})
+}
+
+func (d *Doc) regLess(a, b regState) bool {
+	if a.t != b.t {
+		return a.t < b.t
+	}
+	if c := d.replicas[a.r].Compare(d.replicas[b.r]); c != 0 {
+		return c < 0
+	}
+	return a.seq < b.seq
+}
+
+// applyRemoteInsert integrates a validated insert of n runes (ids r:seq..).
+func (d *Doc) applyRemoteInsert(f *field, r, seq, n uint32, text string, left, right ref) {
+	off := uint32(len(d.content))
+	d.content = append(d.content, text...)
+	nb := uint32(len(text))
+	f.text.integrate(item{r: r, seq: seq, n: n, off: off, nb: nb}, left, right)
+	d.appendSpan(r, span{seq: seq, n: n, field: f.idx, kind: OpTextInsert, off: off, nb: nb, a: left, b: right})
+}
+
+func (d *Doc) applyRemoteDelete(f *field, r, seq uint32, target ref, n uint32, back bool) {
+	if back {
+		f.text.deleteIDs(target.r, target.seq-n+1, n)
+	} else {
+		f.text.deleteIDs(target.r, target.seq, n)
+	}
+	for k := uint32(0); k < n; k++ {
+		// Record one op per seq so that backward runs merge like local ones.
+		t := target.seq + k
+		if back {
+			t = target.seq - k
+		}
+		d.appendSpan(r, span{seq: seq + k, n: 1, field: f.idx, kind: OpTextDelete, a: ref{target.r, t}})
+	}
+}
+
+// integrate places a remote item using its origins (YjsMod / FugueMax).
+func (t *text) integrate(it item, left, right ref) {
+	// Common case: nothing was inserted concurrently between the origins,
+	// so the item goes right after left with no scan and no positions.
+	if l, i, ok := t.afterIfNext(left, right); ok {
+		t.insertItem(l, i, it)
+		return
+	}
+	leftIdx := -1
+	if !left.none() {
+		leftIdx = t.rawIndex(left)
+	}
+	start := leftIdx + 1
+	t.rawBoundary(start)
+	rightIdx := t.raw
+	if !right.none() {
+		rightIdx = t.rawIndex(right)
+		t.rawBoundary(rightIdx)
+	}
+	rid := t.d.replicas[it.r]
+	dest := start
+	if start < rightIdx {
+		l, i := t.rawBoundary(start)
+		scanning := false
+		cur := start
+		for {
+			if !scanning {
+				dest = cur
+			}
+			if cur >= t.raw || cur == rightIdx {
+				break
+			}
+			for i >= len(l.items) {
+				l = t.leaves[l.idx+1]
+				i = 0
+			}
+			o := &l.items[i]
+			ol, or := t.d.origins(o.r, o.seq)
+			oleft := -1
+			if !ol.none() {
+				oleft = t.rawIndex(ol)
+			}
+			oright := t.raw
+			if !or.none() {
+				oright = t.rawIndex(or)
+			}
+			if oleft < leftIdx {
+				break
+			}
+			if oleft == leftIdx {
+				if oright < rightIdx {
+					scanning = true
+				} else if oright == rightIdx {
+					if rid.Compare(t.d.replicas[o.r]) < 0 {
+						break
+					}
+					scanning = false
+				} else {
+					scanning = false
+				}
+			}
+			cur += int(o.n)
+			i++
+		}
+	}
+	l, i := t.rawBoundary(dest)
+	t.insertItem(l, i, it)
+	// The boundary splits at the origins may have grown leaves the insert
+	// did not touch past leafCap.
+	for _, o := range [2]ref{left, right} {
+		if !o.none() {
+			t.fixLeaf(t.findLeaf(o))
+		}
+	}
+}
+
+// afterIfNext reports whether right is the character right after left (or
+// the end), and if so returns the item boundary just after left, splitting
+// its item if needed.
+func (t *text) afterIfNext(left, right ref) (*leaf, int, bool) {
+	var l *leaf
+	var i int
+	var k uint32
+	if left.none() {
+		l, i = t.leaves[0], 0
+		if len(l.items) == 0 {
+			return l, 0, right.none()
+		}
+		first := ref{l.items[0].r, l.items[0].seq}
+		return l, 0, first == right
+	}
+	var ok bool
+	l, i, k, ok = t.locate(left)
+	if !ok {
+		panic("crdt: integrate with unknown left origin")
+	}
+	it := &l.items[i]
+	if k+1 < it.n {
+		if right != (ref{it.r, it.seq + k + 1}) {
+			return nil, 0, false
+		}
+		t.split(l, i, k+1)
+		return l, i + 1, true
+	}
+	if t.nextID(l, i) != right {
+		return nil, 0, false
+	}
+	return l, i + 1, true
+}
+
+// ---- reading the log back as changes ----
+
+// ChangesSince returns the changes the document holds that v does not
+// include, in an order that respects causality (by HLC time). A change that
+// v includes in part is returned whole. The result may be kept and changed
+// freely: inserted text shares the document's content bytes, which are never
+// rewritten, and nothing else is shared.
+func (d *Doc) ChangesSince(v VersionVector) []Change {
+	// Asking "anything new?" is the common case (after every message a
+	// peer checks what to send): small documents need no allocation.
+	var fromBuf [64]uint32
+	var from []uint32
+	if len(d.replicas) <= len(fromBuf) {
+		from = fromBuf[:len(d.replicas)]
+	} else {
+		from = make([]uint32, len(d.replicas))
+	}
+	nchanges, nops, nrep := 0, 0, 0
+	for r := range d.replicas {
+		lg := &d.logs[r]
+		from[r] = 1
+		if v != nil {
+			s := v[d.replicas[r]]
+			if s >= uint64(lg.next-1) {
+				from[r] = lg.next // nothing to send
+				continue
+			}
+			from[r] = uint32(s) + 1
+		}
+		if from[r] >= lg.next {
+			continue
+		}
+		// Size the output once: an upper bound on changes (a stepped time
+		// run is one change per seq, any other run at most one) and on ops
+		// (one per span, plus one per change a span is cut at).
+		c := d.countChanges(uint32(r), from[r])
+		nchanges += c
+		nops += c + len(lg.spans) - d.spanAt(uint32(r), from[r])
+		nrep++
+	}
+	if nrep == 0 {
+		return nil
+	}
+	out := make([]Change, 0, nchanges)
+	buf := make([]Op, 0, nops)
+	for r := range d.replicas {
+		if from[r] < d.logs[r].next {
+			out, buf = d.appendChanges(out, buf, uint32(r), from[r], d.logs[r].next-1, nil)
+		}
+	}
+	if nrep > 1 {
+		slices.SortStableFunc(out, func(a, b Change) int { return cmp.Compare(a.Time, b.Time) })
+	}
+	return out
+}
+
+// countChanges bounds the number of changes of r from seq on.
+func (d *Doc) countChanges(r, seq uint32) int {
+	runs := d.logs[r].times
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].seq+runs[i].n > seq })
+	n := 1 // the change containing seq may start earlier
+	for ; i < len(runs); i++ {
+		if runs[i].stepped {
+			n += int(runs[i].n)
+		} else {
+			n++
+		}
+	}
+	return n
+}
+
+// appendChanges appends the changes of r covering seqs from..to (widened to
+// whole changes) whose time passes keep (nil keeps all).
+func (d *Doc) appendChanges(out []Change, buf []Op, r uint32, from, to uint32, keep func(hlc.Timestamp) bool) ([]Change, []Op) {
+	lg := &d.logs[r]
+	if from > to || len(lg.times) == 0 {
+		return out, buf
+	}
+	// Widen from back to the start of its change.
+	for from > 1 && d.timeAt(r, from-1) == d.timeAt(r, from) {
+		from--
+	}
+	rid := d.replicas[r]
+	runs := lg.times
+	ri := sort.Search(len(runs), func(i int) bool { return runs[i].seq+runs[i].n > from })
+	seq := from
+	for seq <= to {
+		// A change is the maximal run of seqs with one time: within a
+		// stepped run that is one seq, and it may continue into the next
+		// runs when they start with the same time.
+		t := runs[ri].at(seq)
+		end := seq
+		if !runs[ri].stepped {
+			end = runs[ri].seq + runs[ri].n - 1
+		}
+		for end == runs[ri].seq+runs[ri].n-1 && ri+1 < len(runs) && runs[ri+1].t == t {
+			ri++
+			end = runs[ri].seq
+			if !runs[ri].stepped {
+				end = runs[ri].seq + runs[ri].n - 1
+			}
+		}
+		if keep == nil || keep(t) {
+			start := len(buf)
+			buf = d.ops(buf, r, seq, end)
+			out = append(out, Change{Replica: rid, Seq: uint64(seq), Time: t, Ops: buf[start:len(buf):len(buf)]})
+		}
+		seq = end + 1
+		if ri < len(runs) && seq >= runs[ri].seq+runs[ri].n {
+			ri++
+		}
+	}
+	return out, buf
+}
+
+// ops appends the ops of r for seqs from..to to ops.
+func (d *Doc) ops(ops []Op, r uint32, from, to uint32) []Op {
+	sp := d.logs[r].spans
+	for i := d.spanAt(r, from); i < len(sp) && sp[i].seq <= to; i++ {
+		s := &sp[i]
+		a := max(from, s.seq)
+		b := min(to, s.seq+s.n-1)
+		name := d.fields[s.field].Name
+		switch s.kind {
+		case OpTextInsert:
+			content := d.content[s.off : s.off+s.nb]
+			bo := byteOffset(content, int(s.n), int(a-s.seq))
+			be := bo + byteOffset(content[bo:], int(s.n-(a-s.seq)), int(b-a+1))
+			left := s.a
+			if a > s.seq {
+				left = ref{r, a - 1}
+			}
+			// Content is append-only and never rewritten, so the text can
+			// share its bytes instead of copying them per op.
+			ops = append(ops, Op{Kind: OpTextInsert, Field: name, Text: unsafe.String(&content[bo], be-bo), Left: d.idOf(left), Right: d.idOf(s.b)})
+		case OpTextDelete:
+			k := a - s.seq
+			tg := s.a
+			if s.back {
+				tg.seq -= k
+			} else {
+				tg.seq += k
+			}
+			ops = append(ops, Op{Kind: OpTextDelete, Field: name, Target: d.idOf(tg), Count: uint64(b - a + 1), Backward: s.back && b > a})
+		case OpCounterAdd:
+			for k := a; k <= b; k++ {
+				ops = append(ops, Op{Kind: OpCounterAdd, Field: name, Delta: s.delta})
+			}
+		case OpRegisterSet:
+			ops = append(ops, Op{Kind: OpRegisterSet, Field: name, Value: slices.Clone(d.content[s.off : s.off+s.nb])})
+		}
+	}
+	return ops
+}
+
+// At returns a read-only copy of the document as it was at HLC time t: every
+// change stamped at or before t, nothing after. Because HLC times respect
+// causality, that set is causally closed.
+//
+// It cuts the document's state down to that set rather than replaying
+// history (automerge-paper: milliseconds instead of a third of a second).
+// NB: a replica's times are taken to increase with its seqs, as every
+// honest replica's do; the cut for a replica ends before its first change
+// stamped after t.
+func (d *Doc) At(t hlc.Timestamp) *Doc {
+	clock := hlc.NewClock(func() int64 { return t.WallMillis() }, 0)
+	if v, err := FromState(d.stateAt(t), d.replica, clock, d.opts); err == nil {
+		v.readOnly = true
+		return v
+	}
+	// Only a replica whose times went backwards can make the cut state
+	// inconsistent; replaying the kept changes is always right.
+	return d.atByReplay(t)
+}
+
+// atByReplay builds At(t) by applying every change stamped ≤ t to a new
+// document.
+func (d *Doc) atByReplay(t hlc.Timestamp) *Doc {
+	v := NewDoc(d.replica, hlc.NewClock(func() int64 { return t.WallMillis() }, 0), d.opts)
+	var changes []Change
+	for r := range d.replicas {
+		changes, _ = d.appendChanges(changes, nil, uint32(r), 1, d.logs[r].next-1, func(ct hlc.Timestamp) bool { return ct <= t })
+	}
+	slices.SortStableFunc(changes, func(a, b Change) int { return cmp.Compare(a.Time, b.Time) })
+	if err := v.Apply(changes...); err != nil {
+		panic("crdt: At: re-applying own history failed: " + err.Error())
+	}
+	v.readOnly = true
+	return v
+}
+
+// stateAt returns the document's state cut to each replica's changes up to
+// its first one stamped after t.
+func (d *Doc) stateAt(t hlc.Timestamp) *State {
+	full := d.ExportState()
+	cut := make([]uint32, len(d.replicas)) // last kept seq per replica
+	for r := range d.logs {
+		for _, tr := range d.logs[r].times {
+			if tr.t > t {
+				break
+			}
+			if tr.last() <= t {
+				cut[r] = tr.seq + tr.n - 1
+				continue
+			}
+			// A stepped run crosses t: seq k has time tr.t+k.
+			cut[r] = tr.seq + uint32(t-tr.t)
+			break
+		}
+	}
+	s := &State{Replicas: full.Replicas, Logs: make([]LogState, len(full.Logs))}
+	// Logs and content, truncated to the cut.
+	off := 0
+	for r, lg := range full.Logs {
+		seq := uint32(1)
+		for _, sp := range lg.Spans {
+			if seq > cut[r] {
+				break
+			}
+			n := min(sp.N, cut[r]-seq+1)
+			b := int(sp.Bytes)
+			if n < sp.N {
+				if sp.Kind == OpTextInsert {
+					c := full.Content[off : off+b]
+					b = byteOffset(c, int(sp.N), int(n))
+				}
+				sp.N = n
+				sp.Bytes = uint32(b)
+			}
+			s.Logs[r].Spans = append(s.Logs[r].Spans, sp)
+			s.Content = append(s.Content, full.Content[off:off+b]...)
+			off += int(full.Logs[r].Spans[len(s.Logs[r].Spans)-1].Bytes)
+			seq += n
+		}
+		tseq := uint32(1)
+		for _, tr := range lg.Times {
+			if tseq > cut[r] {
+				break
+			}
+			tr.N = min(tr.N, cut[r]-tseq+1)
+			s.Logs[r].Times = append(s.Logs[r].Times, tr)
+			tseq += tr.N
+		}
+		// Skip the content of the spans past the cut.
+		for _, sp := range lg.Spans[len(s.Logs[r].Spans):] {
+			off += int(sp.Bytes)
+		}
+	}
+	// Fields nothing kept touches did not exist yet: drop them and renumber.
+	used := make([]int, len(full.Fields))
+	for i := range used {
+		used[i] = -1
+	}
+	for r := range s.Logs {
+		for _, sp := range s.Logs[r].Spans {
+			used[sp.Field] = 0
+		}
+	}
+	s.Fields = nil
+	for fi, f := range full.Fields {
+		if used[fi] == 0 {
+			used[fi] = len(s.Fields)
+			s.Fields = append(s.Fields, f)
+		}
+	}
+	for r := range s.Logs {
+		for i := range s.Logs[r].Spans {
+			s.Logs[r].Spans[i].Field = uint32(used[s.Logs[r].Spans[i].Field])
+		}
+	}
+	s.Texts = make([][]StateItem, len(s.Fields))
+	// Texts: keep characters inside the cut; a kept character is deleted
+	// only if a kept delete names it.
+	for ofi, items := range full.Texts {
+		fi := used[ofi]
+		if items == nil || fi < 0 {
+			continue
+		}
+		dels := make([][][2]uint32, len(s.Replicas)) // per replica: deleted [lo, hi)
+		for r := range s.Logs {
+			for _, sp := range s.Logs[r].Spans {
+				if sp.Kind != OpTextDelete || sp.Field != uint32(fi) {
+					continue
+				}
+				lo, hi := sp.A.Seq, sp.A.Seq+sp.N
+				if sp.Back {
+					lo, hi = sp.A.Seq-sp.N+1, sp.A.Seq+1
+				}
+				dels[sp.A.R] = append(dels[sp.A.R], [2]uint32{lo, hi})
+			}
+		}
+		for r := range dels {
+			dels[r] = mergeRanges(dels[r])
+		}
+		out := make([]StateItem, 0, len(items))
+		for _, it := range items {
+			end := min(it.Seq+it.N, cut[it.R]+1)
+			for seq := it.Seq; seq < end; {
+				// Split at the edges of deleted ranges.
+				del, next := inRanges(dels[it.R], seq, end)
+				if k := len(out) - 1; k >= 0 && out[k].R == it.R && out[k].Seq+out[k].N == seq && out[k].Deleted == del {
+					out[k].N += next - seq
+				} else {
+					out = append(out, StateItem{R: it.R, Seq: seq, N: next - seq, Deleted: del})
+				}
+				seq = next
+			}
+		}
+		s.Texts[fi] = out
+	}
+	return s
+}
+
+// mergeRanges sorts and merges [lo, hi) ranges.
+func mergeRanges(rs [][2]uint32) [][2]uint32 {
+	if len(rs) < 2 {
+		return rs
+	}
+	slices.SortFunc(rs, func(a, b [2]uint32) int { return cmp.Compare(a[0], b[0]) })
+	out := rs[:1]
+	for _, x := range rs[1:] {
+		p := &out[len(out)-1]
+		if x[0] <= p[1] {
+			p[1] = max(p[1], x[1])
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// inRanges reports whether seq is inside one of the merged ranges rs, and
+// where that answer changes next (at most end).
+func inRanges(rs [][2]uint32, seq, end uint32) (bool, uint32) {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i][1] > seq })
+	if i < len(rs) && rs[i][0] <= seq {
+		return true, min(rs[i][1], end)
+	}
+	if i < len(rs) {
+		return false, min(rs[i][0], end)
+	}
+	return false, end
+}

@@ -1,0 +1,11 @@
+package crdt
+
+import "github.com/weftsync/weft/hlc"
+
+// AtByReplay exposes the replaying At, the oracle for the state-cutting one.
+func AtByReplay(d *Doc, t hlc.Timestamp) *Doc { return d.atByReplay(t) }
+
+// AtByCut is At without its fallback, so tests see when cutting fails.
+func AtByCut(d *Doc, t hlc.Timestamp) (*Doc, error) {
+	return FromState(d.stateAt(t), d.replica, hlc.NewClock(func() int64 { return t.WallMillis() }, 0), d.opts)
+}

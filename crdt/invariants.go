@@ -1,0 +1,102 @@
+package crdt
+
+import "fmt"
+
+// checkInvariants panics if the document's structures disagree with each
+// other. It is called after every local edit and every Apply when built
+// with -tags invariants.
+func (d *Doc) checkInvariants() {
+	for r := range d.logs {
+		lg := &d.logs[r]
+		seq := uint32(1)
+		for _, s := range lg.spans {
+			if s.seq != seq || s.n == 0 {
+				panic(fmt.Sprintf("crdt invariant: replica %d span at %d, want %d", r, s.seq, seq))
+			}
+			seq += s.n
+		}
+		tseq := uint32(1)
+		for _, tr := range lg.times {
+			if tr.seq != tseq || tr.n == 0 {
+				panic(fmt.Sprintf("crdt invariant: replica %d time run at %d, want %d", r, tr.seq, tseq))
+			}
+			tseq += tr.n
+		}
+		if seq != lg.next || tseq != lg.next {
+			panic(fmt.Sprintf("crdt invariant: replica %d log ends %d, times %d, next %d", r, seq, tseq, lg.next))
+		}
+	}
+	for _, f := range d.fields {
+		if f.text != nil {
+			f.text.checkInvariants()
+		}
+	}
+}
+
+func (t *text) checkInvariants() {
+	vis, raw := 0, 0
+	for i, l := range t.leaves {
+		if l.idx != i {
+			panic("crdt invariant: leaf index out of date")
+		}
+		if len(l.items) > leafCap {
+			panic(fmt.Sprintf("crdt invariant: leaf of %d items", len(l.items)))
+		}
+		lv, lr := 0, 0
+		for j := range l.items {
+			it := &l.items[j]
+			if it.n == 0 {
+				panic("crdt invariant: empty item")
+			}
+			lv += it.vis()
+			lr += int(it.n)
+			if got := t.findLeaf(ref{it.r, it.seq}); got != l {
+				panic(fmt.Sprintf("crdt invariant: id index sends %d:%d to the wrong leaf", it.r, it.seq))
+			}
+			if got := t.findLeaf(ref{it.r, it.seq + it.n - 1}); got != l {
+				panic(fmt.Sprintf("crdt invariant: id index sends %d:%d to the wrong leaf", it.r, it.seq+it.n-1))
+			}
+		}
+		if lv != l.vis || lr != l.raw {
+			panic("crdt invariant: leaf lengths out of date")
+		}
+		if t.fvis.prefix(i) != vis || t.fraw.prefix(i) != raw {
+			panic("crdt invariant: Fenwick prefix sums out of date")
+		}
+		vis += lv
+		raw += lr
+	}
+	if vis != t.vis || raw != t.raw {
+		panic("crdt invariant: text lengths out of date")
+	}
+	// Every index entry covers ids that are in its leaf, and entries are
+	// disjoint.
+	for r, tr := range t.ids {
+		if tr == nil {
+			continue
+		}
+		if last := tr.max(); t.tail[r] != nil && t.tail[r] != last {
+			panic("crdt invariant: cached tail entry is not the last")
+		}
+		var prevEnd uint32
+		tr.ascend(0, 1<<32-1, func(e *idEntry) bool {
+			if e.start >= e.end || e.start < prevEnd {
+				panic(fmt.Sprintf("crdt invariant: index entries overlap for replica %d", r))
+			}
+			prevEnd = e.end
+			for _, seq := range [2]uint32{e.start, e.end - 1} {
+				found := false
+				for _, it := range e.l.items {
+					if it.r == uint32(r) && seq >= it.seq && seq < it.seq+it.n {
+						found = true
+						break
+					}
+				}
+				if !found {
+					panic(fmt.Sprintf("crdt invariant: index entry %d:%d names a leaf without it", r, seq))
+				}
+			}
+			return true
+		})
+	}
+}

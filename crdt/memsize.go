@@ -1,0 +1,40 @@
+package crdt
+
+import "unsafe"
+
+// MemSize estimates the bytes of memory the document holds: its content,
+// logs, text leaves, id indexes and pending changes. It is an estimate for
+// memory budgets (it counts capacities, not allocator overhead) and costs
+// time proportional to the number of leaves, not characters.
+func (d *Doc) MemSize() int64 {
+	n := int64(cap(d.content))
+	n += int64(cap(d.replicas)) * int64(unsafe.Sizeof(ReplicaID{}))
+	for r := range d.logs {
+		n += int64(cap(d.logs[r].spans))*int64(unsafe.Sizeof(span{})) +
+			int64(cap(d.logs[r].times))*int64(unsafe.Sizeof(timeRun{}))
+	}
+	for _, f := range d.fields {
+		n += int64(unsafe.Sizeof(field{})) + int64(len(f.Name))
+		if t := f.text; t != nil {
+			for _, l := range t.leaves {
+				n += int64(unsafe.Sizeof(leaf{})) + int64(cap(l.items))*int64(unsafe.Sizeof(item{}))
+			}
+			n += 2 * int64(cap(t.fvis.t)) * 8
+			for _, x := range t.ids {
+				if x == nil {
+					continue
+				}
+				for _, ch := range x.chunks {
+					n += int64(cap(ch))*8 + int64(len(ch))*int64(unsafe.Sizeof(idEntry{}))
+				}
+			}
+		}
+	}
+	for _, c := range d.pending {
+		n += int64(unsafe.Sizeof(c)) + int64(len(c.Ops))*int64(unsafe.Sizeof(Op{}))
+		for i := range c.Ops {
+			n += int64(len(c.Ops[i].Text) + len(c.Ops[i].Value))
+		}
+	}
+	return n
+}

@@ -1,0 +1,941 @@
+package syncproto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/hlc"
+)
+
+// ProtocolVersion is the version this package speaks. A peer announces its
+// version in hello; the server answers with the version it will use (the
+// same major version) or closes with CloseUnsupportedVersion.
+const ProtocolVersion = 1
+
+// Hard limits that Decode enforces on every frame, whatever the server's
+// configured limits (those are usually tighter and enforced by the server).
+const (
+	// MaxDocIDLen bounds a document id, in bytes.
+	MaxDocIDLen = 512
+	// MaxTokenLen bounds the auth token in hello, in bytes.
+	MaxTokenLen = 8192
+	// MaxNameLen bounds short strings: client, user, name, color, session,
+	// field names.
+	MaxNameLen = 256
+	// MaxMessageLen bounds the human-readable message of ack and error.
+	MaxMessageLen = 4096
+	// MaxPresenceState bounds the encoded presence state, in bytes.
+	MaxPresenceState = 4096
+	// MaxDepth bounds the nesting of msgpack arrays and maps in a frame.
+	MaxDepth = 16
+)
+
+// Errors returned by Decode and Encode.
+var (
+	// ErrMalformed: the frame is not a well-formed message (truncated,
+	// wrong types, lengths that exceed the frame or a limit, bad UTF-8...).
+	ErrMalformed = errors.New("syncproto: malformed message")
+	// ErrUnknownMessage: the frame is well-formed msgpack with a type tag
+	// this version does not know. A receiver may ignore it (a newer peer) or
+	// answer with an error; it must not close the connection for it.
+	ErrUnknownMessage = errors.New("syncproto: unknown message type")
+)
+
+// Type is the small integer that opens every frame and says which message
+// follows.
+type Type uint8
+
+// Message types. Numbers are wire values: never reuse one.
+const (
+	TypeHello         Type = 1
+	TypeWelcome       Type = 2
+	TypeSubscribe     Type = 3
+	TypeUnsubscribe   Type = 4
+	TypeSync          Type = 5
+	TypeUpdate        Type = 6
+	TypeAck           Type = 7
+	TypeChanges       Type = 8
+	TypePresence      Type = 9
+	TypePresenceLeave Type = 10
+	TypePing          Type = 11
+	TypePong          Type = 12
+	TypeError         Type = 13
+)
+
+var typeNames = map[Type]string{
+	TypeHello: "hello", TypeWelcome: "welcome", TypeSubscribe: "subscribe",
+	TypeUnsubscribe: "unsubscribe", TypeSync: "sync", TypeUpdate: "update",
+	TypeAck: "ack", TypeChanges: "changes", TypePresence: "presence",
+	TypePresenceLeave: "presence_leave", TypePing: "ping", TypePong: "pong",
+	TypeError: "error",
+}
+
+func (t Type) String() string {
+	if n, ok := typeNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// Status says how a request ended; it travels in ack and error.
+type Status uint8
+
+// Statuses. Numbers are wire values: never reuse one.
+const (
+	StatusOK           Status = 0  // applied (and, for update, durable)
+	StatusReadOnly     Status = 1  // the token grants only read access
+	StatusTooLarge     Status = 2  // the batch or the document would exceed a size limit
+	StatusRateLimited  Status = 3  // too many changes or presence updates per second; retry later
+	StatusInvalid      Status = 4  // malformed or contradictory changes; rejected whole
+	StatusClockSkew    Status = 5  // a timestamp is too far ahead of the server's clock; re-stamp and retry
+	StatusUnauthorized Status = 6  // no valid token, or the token does not cover this document
+	StatusNotFound     Status = 7  // unknown document (only where auto-creation is off) or not subscribed
+	StatusPendingFull  Status = 8  // too many changes wait for missing dependencies; resync
+	StatusOverloaded   Status = 9  // the server sheds load; retry later
+	StatusInternal     Status = 10 // a server bug or storage failure; retry later
+	// StatusMissingDeps: the batch builds on changes the server does not
+	// have (it lost them, or they came from elsewhere); it is held, not
+	// durable. Resubscribe and send what the server lacks.
+	StatusMissingDeps Status = 11
+)
+
+var statusNames = map[Status]string{
+	StatusOK: "ok", StatusReadOnly: "read_only", StatusTooLarge: "too_large",
+	StatusRateLimited: "rate_limited", StatusInvalid: "invalid",
+	StatusClockSkew: "clock_skew", StatusUnauthorized: "unauthorized",
+	StatusNotFound: "not_found", StatusPendingFull: "pending_full",
+	StatusOverloaded: "overloaded", StatusInternal: "internal",
+	StatusMissingDeps: "missing_deps",
+}
+
+func (s Status) String() string {
+	if n, ok := statusNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// Retryable reports whether resending the same request later may succeed
+// without changing it (a client keeps such a batch queued).
+func (s Status) Retryable() bool {
+	switch s {
+	case StatusRateLimited, StatusOverloaded, StatusInternal:
+		return true
+	}
+	return false
+}
+
+// CloseCode is a WebSocket close code the server (or client) uses to end a
+// connection. 4000-4999 are application codes.
+type CloseCode uint16
+
+// Close codes.
+const (
+	CloseNormal             CloseCode = 1000 // the peer is done
+	CloseGoingAway          CloseCode = 1001 // server shutdown: reconnect (elsewhere) at once
+	CloseTryAgainLater      CloseCode = 1013 // server over capacity: reconnect with backoff
+	CloseProtocolError      CloseCode = 4000 // a malformed frame or a message out of order
+	CloseAuthFailed         CloseCode = 4001 // the token in hello is invalid or expired: do not retry with it
+	CloseAuthTimeout        CloseCode = 4002 // no hello before the deadline
+	CloseTooSlow            CloseCode = 4003 // the send queue overflowed: the client could not keep up
+	CloseRateLimited        CloseCode = 4004 // sustained abuse of the rate limits
+	CloseFrameTooLarge      CloseCode = 4005 // a frame above the max_frame limit
+	CloseUnsupportedVersion CloseCode = 4006 // no common protocol version
+	CloseHeartbeatTimeout   CloseCode = 4007 // no pong to the server's ping in time
+	CloseReplicaConflict    CloseCode = 4008 // the replica id belongs to another principal
+)
+
+var closeNames = map[CloseCode]string{
+	CloseNormal: "normal", CloseGoingAway: "going_away", CloseTryAgainLater: "try_again_later",
+	CloseProtocolError: "protocol_error", CloseAuthFailed: "auth_failed",
+	CloseAuthTimeout: "auth_timeout", CloseTooSlow: "too_slow",
+	CloseRateLimited: "rate_limited", CloseFrameTooLarge: "frame_too_large",
+	CloseUnsupportedVersion: "unsupported_version", CloseHeartbeatTimeout: "heartbeat_timeout",
+	CloseReplicaConflict: "replica_conflict",
+}
+
+func (c CloseCode) String() string {
+	if n, ok := closeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("CloseCode(%d)", uint16(c))
+}
+
+// Message is one wire message. The concrete types are the structs below;
+// a type switch on the value returned by Decode dispatches.
+type Message interface {
+	Type() Type
+}
+
+// Hello opens a connection (client → server). Nothing else is accepted
+// before it.
+type Hello struct {
+	Version    uint64         // ProtocolVersion of the client
+	Token      string         // auth token (HS256 JWT); empty in --insecure mode
+	Replica    crdt.ReplicaID // the client's replica id; never zero
+	ClientName string         // free text for logs, e.g. "weft-go/0.1"
+}
+
+// Limits are the server's limits, announced in welcome so clients can stay
+// under them. Zero means "not limited".
+type Limits struct {
+	MaxFrame          uint64 // bytes per WebSocket frame
+	MaxChangesPerSec  uint64 // ops per second per connection (sustained)
+	MaxPresencePerSec uint64 // presence messages per second per connection
+	MaxDocBytes       uint64 // encoded size of one document
+	MaxPending        uint64 // changes held waiting for dependencies, per document
+	MaxDocs           uint64 // documents subscribed at once per connection
+}
+
+// Welcome answers hello (server → client).
+type Welcome struct {
+	Version    uint64        // protocol version the server will speak
+	ServerTime hlc.Timestamp // the server's HLC, so the client can fold it into its clock
+	Session    string        // this connection's session id (appears in presence)
+	User       string        // the authenticated user id (token sub)
+	Limits     Limits
+}
+
+// Subscribe asks for a document (client → server, or peer → peer): the
+// receiver answers with a Sync carrying what the sender lacks.
+type Subscribe struct {
+	Doc     string
+	Version crdt.VersionVector // what the sender has
+}
+
+// Unsubscribe stops updates and presence for a document.
+type Unsubscribe struct {
+	Doc string
+}
+
+// Sync carries the changes the receiver lacks (computed from the version
+// vector it sent in Subscribe) and the sender's own version vector, so the
+// receiver can send back what the sender lacks.
+type Sync struct {
+	Doc     string
+	Version crdt.VersionVector // the sender's version
+	Changes []byte             // codec.EncodeChanges bytes; may be empty
+}
+
+// Update submits local changes (client → server). The server acks the Batch
+// id once the changes are durable (or refused).
+type Update struct {
+	Doc     string
+	Batch   uint64 // chosen by the client, unique per connection and doc
+	Changes []byte // codec.EncodeChanges bytes
+}
+
+// Ack reports the outcome of an Update.
+type Ack struct {
+	Doc     string
+	Batch   uint64
+	Status  Status
+	Message string // human-readable detail; empty for ok
+}
+
+// Changes fans out changes made by other replicas (server → client).
+type Changes struct {
+	Doc     string
+	Changes []byte // codec.EncodeChanges bytes
+}
+
+// Selection is a text selection: Anchor is where it started, Head where the
+// cursor is (Head may precede Anchor).
+type Selection struct {
+	Anchor crdt.Anchor
+	Head   crdt.Anchor
+}
+
+// Presence is ephemeral per-session state. A client sends it with Session,
+// User, Name and Color empty; the server fills them from the connection and
+// the token (clients cannot spoof them) before relaying.
+type Presence struct {
+	Doc       string
+	Session   string
+	User      string
+	Name      string
+	Color     string
+	Clock     uint64       // per-session counter; a receiver ignores a presence with a clock ≤ the last one seen
+	Field     string       // the text field the cursor and selection refer to
+	Cursor    *crdt.Anchor // nil: no cursor
+	Selection *Selection   // nil: no selection
+	Typing    bool
+	State     []byte // one msgpack value (application state), at most MaxPresenceState bytes; nil: none
+}
+
+// PresenceLeave announces that a session left a document (unsubscribed,
+// disconnected or expired).
+type PresenceLeave struct {
+	Doc     string
+	Session string
+}
+
+// Ping asks for a Pong with the same nonce (either direction).
+type Ping struct{ Nonce uint64 }
+
+// Pong answers a Ping.
+type Pong struct{ Nonce uint64 }
+
+// Error reports a failure not tied to an update batch: a refused subscribe,
+// a malformed message, a connection-level problem (Doc empty).
+type Error struct {
+	Status  Status
+	Message string
+	Doc     string // empty: about the connection
+}
+
+func (*Hello) Type() Type         { return TypeHello }
+func (*Welcome) Type() Type       { return TypeWelcome }
+func (*Subscribe) Type() Type     { return TypeSubscribe }
+func (*Unsubscribe) Type() Type   { return TypeUnsubscribe }
+func (*Sync) Type() Type          { return TypeSync }
+func (*Update) Type() Type        { return TypeUpdate }
+func (*Ack) Type() Type           { return TypeAck }
+func (*Changes) Type() Type       { return TypeChanges }
+func (*Presence) Type() Type      { return TypePresence }
+func (*PresenceLeave) Type() Type { return TypePresenceLeave }
+func (*Ping) Type() Type          { return TypePing }
+func (*Pong) Type() Type          { return TypePong }
+func (*Error) Type() Type         { return TypeError }
+
+// DocOf returns the document a message is about, or "" for connection-level
+// messages (hello, welcome, ping, pong, an error without doc).
+func DocOf(m Message) string {
+	switch m := m.(type) {
+	case *Subscribe:
+		return m.Doc
+	case *Unsubscribe:
+		return m.Doc
+	case *Sync:
+		return m.Doc
+	case *Update:
+		return m.Doc
+	case *Ack:
+		return m.Doc
+	case *Changes:
+		return m.Doc
+	case *Presence:
+		return m.Doc
+	case *PresenceLeave:
+		return m.Doc
+	case *Error:
+		return m.Doc
+	}
+	return ""
+}
+
+// Encode returns the wire form of m: a msgpack array [type, fields...].
+// It validates m against the same rules Decode enforces, so every encoded
+// frame decodes; an invalid message returns an error wrapping ErrMalformed.
+// The result is deterministic (version vectors are sorted by replica).
+func Encode(m Message) ([]byte, error) {
+	if m == nil {
+		return nil, fmt.Errorf("%w: nil message", ErrMalformed)
+	}
+	if err := validate(m); err != nil {
+		return nil, err
+	}
+	w := newWriter()
+	switch m := m.(type) {
+	case *Hello:
+		w.array(5)
+		w.uint(uint64(TypeHello))
+		w.uint(m.Version)
+		w.str(m.Token)
+		w.bin(m.Replica[:])
+		w.str(m.ClientName)
+	case *Welcome:
+		w.array(6)
+		w.uint(uint64(TypeWelcome))
+		w.uint(m.Version)
+		w.uint(uint64(m.ServerTime))
+		w.str(m.Session)
+		w.str(m.User)
+		l := m.Limits
+		w.array(6)
+		for _, v := range []uint64{l.MaxFrame, l.MaxChangesPerSec, l.MaxPresencePerSec, l.MaxDocBytes, l.MaxPending, l.MaxDocs} {
+			w.uint(v)
+		}
+	case *Subscribe:
+		w.array(3)
+		w.uint(uint64(TypeSubscribe))
+		w.str(m.Doc)
+		writeVersion(w, m.Version)
+	case *Unsubscribe:
+		w.array(2)
+		w.uint(uint64(TypeUnsubscribe))
+		w.str(m.Doc)
+	case *Sync:
+		w.array(4)
+		w.uint(uint64(TypeSync))
+		w.str(m.Doc)
+		writeVersion(w, m.Version)
+		w.bin(m.Changes)
+	case *Update:
+		w.array(4)
+		w.uint(uint64(TypeUpdate))
+		w.str(m.Doc)
+		w.uint(m.Batch)
+		w.bin(m.Changes)
+	case *Ack:
+		w.array(5)
+		w.uint(uint64(TypeAck))
+		w.str(m.Doc)
+		w.uint(m.Batch)
+		w.uint(uint64(m.Status))
+		w.str(m.Message)
+	case *Changes:
+		w.array(3)
+		w.uint(uint64(TypeChanges))
+		w.str(m.Doc)
+		w.bin(m.Changes)
+	case *Presence:
+		w.array(12)
+		w.uint(uint64(TypePresence))
+		w.str(m.Doc)
+		w.str(m.Session)
+		w.str(m.User)
+		w.str(m.Name)
+		w.str(m.Color)
+		w.uint(m.Clock)
+		w.str(m.Field)
+		if m.Cursor == nil {
+			w.nil()
+		} else {
+			writeAnchor(w, *m.Cursor)
+		}
+		if m.Selection == nil {
+			w.nil()
+		} else {
+			w.array(2)
+			writeAnchor(w, m.Selection.Anchor)
+			writeAnchor(w, m.Selection.Head)
+		}
+		w.bool(m.Typing)
+		if len(m.State) == 0 {
+			w.nil()
+		} else {
+			w.rawValue(m.State)
+		}
+	case *PresenceLeave:
+		w.array(3)
+		w.uint(uint64(TypePresenceLeave))
+		w.str(m.Doc)
+		w.str(m.Session)
+	case *Ping:
+		w.array(2)
+		w.uint(uint64(TypePing))
+		w.uint(m.Nonce)
+	case *Pong:
+		w.array(2)
+		w.uint(uint64(TypePong))
+		w.uint(m.Nonce)
+	case *Error:
+		w.array(4)
+		w.uint(uint64(TypeError))
+		w.uint(uint64(m.Status))
+		w.str(m.Message)
+		w.str(m.Doc)
+	default:
+		return nil, fmt.Errorf("%w: %T", ErrUnknownMessage, m)
+	}
+	if w.err != nil {
+		return nil, fmt.Errorf("syncproto: encode %s: %w", m.Type(), w.err)
+	}
+	return w.buf.Bytes(), nil
+}
+
+func writeVersion(w *writer, v crdt.VersionVector) {
+	keys := make([]crdt.ReplicaID, 0, len(v))
+	for r, s := range v {
+		if s > 0 {
+			keys = append(keys, r)
+		}
+	}
+	slices.SortFunc(keys, crdt.ReplicaID.Compare)
+	w.array(2)
+	w.array(len(keys))
+	for _, r := range keys {
+		w.bin(r[:])
+	}
+	w.array(len(keys))
+	for _, r := range keys {
+		w.uint(v[r])
+	}
+}
+
+func writeAnchor(w *writer, a crdt.Anchor) {
+	w.array(3)
+	if a.ID.IsZero() {
+		w.nil()
+		w.uint(0)
+	} else {
+		w.bin(a.ID.Replica[:])
+		w.uint(a.ID.Seq)
+	}
+	w.uint(uint64(a.Side))
+}
+
+// validate checks what Decode would refuse, so Encode never produces a frame
+// its peer rejects.
+func validate(m Message) error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s.%s: %s", ErrMalformed, m.Type(), field, fmt.Sprintf(format, args...))
+	}
+	str := func(field, s string, max int, required bool) error {
+		switch {
+		case len(s) > max:
+			return bad(field, "length %d exceeds limit %d", len(s), max)
+		case !utf8.ValidString(s):
+			return bad(field, "invalid UTF-8")
+		case required && s == "":
+			return bad(field, "empty")
+		}
+		return nil
+	}
+	vv := func(v crdt.VersionVector) error {
+		for r := range v {
+			if r.IsZero() {
+				return bad("version", "zero replica id")
+			}
+		}
+		return nil
+	}
+	anchor := func(field string, a crdt.Anchor) error {
+		if a.Side > crdt.After {
+			return bad(field, "side %d", a.Side)
+		}
+		if !a.ID.IsZero() && a.ID.Replica.IsZero() {
+			return bad(field, "zero replica id with seq %d", a.ID.Seq)
+		}
+		return nil
+	}
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch m := m.(type) {
+	case *Hello:
+		add(str("token", m.Token, MaxTokenLen, false))
+		add(str("client", m.ClientName, MaxNameLen, false))
+		if m.Replica.IsZero() {
+			add(bad("replica", "zero replica id"))
+		}
+	case *Welcome:
+		add(str("session", m.Session, MaxNameLen, false))
+		add(str("user", m.User, MaxNameLen, false))
+	case *Subscribe:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+		add(vv(m.Version))
+	case *Unsubscribe:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+	case *Sync:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+		add(vv(m.Version))
+	case *Update:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+	case *Ack:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+		add(str("message", m.Message, MaxMessageLen, false))
+	case *Changes:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+	case *Presence:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+		add(str("session", m.Session, MaxNameLen, false))
+		add(str("user", m.User, MaxNameLen, false))
+		add(str("name", m.Name, MaxNameLen, false))
+		add(str("color", m.Color, MaxNameLen, false))
+		add(str("field", m.Field, MaxNameLen, false))
+		if m.Cursor != nil {
+			add(anchor("cursor", *m.Cursor))
+		}
+		if m.Selection != nil {
+			add(anchor("selection", m.Selection.Anchor))
+			add(anchor("selection", m.Selection.Head))
+		}
+		if len(m.State) > 0 {
+			rd := newReader(m.State)
+			rd.msg = "presence"
+			if err := rd.skip("state", 1); err != nil {
+				add(err)
+			} else if rd.remaining() != 0 {
+				add(bad("state", "%d bytes after the msgpack value", rd.remaining()))
+			}
+			if len(m.State) > MaxPresenceState {
+				add(bad("state", "length %d exceeds limit %d", len(m.State), MaxPresenceState))
+			}
+		}
+	case *PresenceLeave:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+		add(str("session", m.Session, MaxNameLen, false))
+	case *Error:
+		add(str("message", m.Message, MaxMessageLen, false))
+		add(str("doc", m.Doc, MaxDocIDLen, false))
+	}
+	return errors.Join(errs...)
+}
+
+// Decode parses one frame. It treats data as hostile: every length is checked
+// against the bytes left before anything is allocated, nesting is bounded by
+// MaxDepth, strings must be valid UTF-8 and within the limits above. A frame
+// whose type tag is unknown returns an error wrapping ErrUnknownMessage (and
+// the tag, via UnknownType); every other problem wraps ErrMalformed and says
+// which field was wrong. Elements after the known fields of a message are
+// skipped (that is how later versions add optional fields).
+//
+// The returned message does not alias data.
+func Decode(data []byte) (Message, error) {
+	rd := newReader(data)
+	rd.msg = "frame"
+	n, err := rd.arrayLen("")
+	if err != nil {
+		return nil, err
+	}
+	if n < 1 {
+		return nil, rd.errf("", "empty array")
+	}
+	tag, err := rd.uint("type")
+	if err != nil {
+		return nil, err
+	}
+	t := Type(tag)
+	name, ok := typeNames[t]
+	if tag > 255 || !ok {
+		return nil, &UnknownTypeError{Tag: tag}
+	}
+	rd.msg = name
+	m, fields, err := decodeBody(rd, t, n-1)
+	if err != nil {
+		return nil, err
+	}
+	// Forward compatibility: skip fields a newer peer appended.
+	for i := fields; i < n-1; i++ {
+		if err := rd.skip("extra", 1); err != nil {
+			return nil, err
+		}
+	}
+	if rd.remaining() != 0 {
+		return nil, rd.errf("", "%d trailing bytes after the message", rd.remaining())
+	}
+	return m, nil
+}
+
+// UnknownTypeError is returned by Decode for a frame with an unknown type
+// tag; it wraps ErrUnknownMessage.
+type UnknownTypeError struct{ Tag uint64 }
+
+func (e *UnknownTypeError) Error() string {
+	return fmt.Sprintf("%v: tag %d", ErrUnknownMessage, e.Tag)
+}
+
+func (e *UnknownTypeError) Unwrap() error { return ErrUnknownMessage }
+
+// fieldCount is the number of fields (after the tag) each message has in
+// this version.
+var fieldCount = map[Type]int{
+	TypeHello: 4, TypeWelcome: 5, TypeSubscribe: 2, TypeUnsubscribe: 1,
+	TypeSync: 3, TypeUpdate: 3, TypeAck: 4, TypeChanges: 2, TypePresence: 11,
+	TypePresenceLeave: 2, TypePing: 1, TypePong: 1, TypeError: 3,
+}
+
+func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error) {
+	want := fieldCount[t]
+	if have < want {
+		return nil, 0, rd.errf("", "%d fields, want at least %d", have, want)
+	}
+	// Changes blobs may be as large as the frame: the frame cap applies
+	// before Decode.
+	maxBlob := len(rd.buf)
+	doc := func() (string, error) {
+		s, err := rd.string("doc", MaxDocIDLen)
+		if err == nil && s == "" {
+			err = rd.errf("doc", "empty")
+		}
+		return s, err
+	}
+	var e errs
+	switch t {
+	case TypeHello:
+		h := &Hello{}
+		h.Version = e.u(rd.uint("version"))
+		h.Token = e.s(rd.string("token", MaxTokenLen))
+		if e.err == nil {
+			h.Replica, e.err = readReplica(rd, "replica")
+		}
+		h.ClientName = e.s(rd.string("client", MaxNameLen))
+		m = h
+	case TypeWelcome:
+		w := &Welcome{}
+		w.Version = e.u(rd.uint("version"))
+		w.ServerTime = hlc.Timestamp(e.u(rd.uint("server_time")))
+		w.Session = e.s(rd.string("session", MaxNameLen))
+		w.User = e.s(rd.string("user", MaxNameLen))
+		if e.err == nil {
+			w.Limits, e.err = readLimits(rd)
+		}
+		m = w
+	case TypeSubscribe:
+		s := &Subscribe{}
+		s.Doc = e.s(doc())
+		if e.err == nil {
+			s.Version, e.err = readVersion(rd)
+		}
+		m = s
+	case TypeUnsubscribe:
+		m = &Unsubscribe{Doc: e.s(doc())}
+	case TypeSync:
+		s := &Sync{}
+		s.Doc = e.s(doc())
+		if e.err == nil {
+			s.Version, e.err = readVersion(rd)
+		}
+		s.Changes = e.b(rd.bytes("changes", maxBlob))
+		m = s
+	case TypeUpdate:
+		u := &Update{}
+		u.Doc = e.s(doc())
+		u.Batch = e.u(rd.uint("batch"))
+		u.Changes = e.b(rd.bytes("changes", maxBlob))
+		m = u
+	case TypeAck:
+		a := &Ack{}
+		a.Doc = e.s(doc())
+		a.Batch = e.u(rd.uint("batch"))
+		a.Status = Status(e.u(rd.uintMax("status", 255)))
+		a.Message = e.s(rd.string("message", MaxMessageLen))
+		m = a
+	case TypeChanges:
+		c := &Changes{}
+		c.Doc = e.s(doc())
+		c.Changes = e.b(rd.bytes("changes", maxBlob))
+		m = c
+	case TypePresence:
+		p := &Presence{}
+		p.Doc = e.s(doc())
+		p.Session = e.s(rd.string("session", MaxNameLen))
+		p.User = e.s(rd.string("user", MaxNameLen))
+		p.Name = e.s(rd.string("name", MaxNameLen))
+		p.Color = e.s(rd.string("color", MaxNameLen))
+		p.Clock = e.u(rd.uint("clock"))
+		p.Field = e.s(rd.string("field", MaxNameLen))
+		if e.err == nil {
+			p.Cursor, e.err = readOptAnchor(rd, "cursor")
+		}
+		if e.err == nil {
+			p.Selection, e.err = readSelection(rd)
+		}
+		if e.err == nil {
+			p.Typing, e.err = rd.bool("typing")
+		}
+		if e.err == nil {
+			var isNil bool
+			if isNil, e.err = rd.isNil(); e.err == nil && !isNil {
+				p.State, e.err = rd.raw("state", MaxPresenceState)
+			}
+		}
+		m = p
+	case TypePresenceLeave:
+		l := &PresenceLeave{}
+		l.Doc = e.s(doc())
+		l.Session = e.s(rd.string("session", MaxNameLen))
+		m = l
+	case TypePing:
+		m = &Ping{Nonce: e.u(rd.uint("nonce"))}
+	case TypePong:
+		m = &Pong{Nonce: e.u(rd.uint("nonce"))}
+	case TypeError:
+		x := &Error{}
+		x.Status = Status(e.u(rd.uintMax("status", 255)))
+		x.Message = e.s(rd.string("message", MaxMessageLen))
+		x.Doc = e.s(rd.string("doc", MaxDocIDLen))
+		m = x
+	}
+	if e.err != nil {
+		return nil, 0, e.err
+	}
+	return m, want, nil
+}
+
+// errs keeps the first error of a sequence of reads; once one failed the
+// later reads are skipped (their results are discarded).
+type errs struct{ err error }
+
+func (e *errs) u(v uint64, err error) uint64 {
+	if e.err == nil {
+		e.err = err
+	}
+	return v
+}
+
+func (e *errs) s(v string, err error) string {
+	if e.err == nil {
+		e.err = err
+	}
+	return v
+}
+
+func (e *errs) b(v []byte, err error) []byte {
+	if e.err == nil {
+		e.err = err
+	}
+	return v
+}
+
+func readReplica(rd *reader, field string) (crdt.ReplicaID, error) {
+	var r crdt.ReplicaID
+	b, err := rd.span(field, false, len(r))
+	if err != nil {
+		return r, err
+	}
+	if len(b) != len(r) {
+		return r, rd.errf(field, "replica id of %d bytes, want %d", len(b), len(r))
+	}
+	copy(r[:], b)
+	if r.IsZero() {
+		return r, rd.errf(field, "zero replica id")
+	}
+	return r, nil
+}
+
+func readLimits(rd *reader) (Limits, error) {
+	var l Limits
+	n, err := rd.arrayLen("limits")
+	if err != nil {
+		return l, err
+	}
+	dst := []*uint64{&l.MaxFrame, &l.MaxChangesPerSec, &l.MaxPresencePerSec, &l.MaxDocBytes, &l.MaxPending, &l.MaxDocs}
+	for i := 0; i < n; i++ {
+		if i >= len(dst) {
+			// A newer server announces limits this version does not know.
+			if err := rd.skip("limits", 2); err != nil {
+				return l, err
+			}
+			continue
+		}
+		if *dst[i], err = rd.uint("limits"); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
+// readVersion reads [[replica bin16...], [seq...]]: parallel arrays, replicas
+// strictly increasing (so no duplicates), seqs ≥ 1.
+func readVersion(rd *reader) (crdt.VersionVector, error) {
+	n, err := rd.arrayLen("version")
+	if err != nil {
+		return nil, err
+	}
+	if n != 2 {
+		return nil, rd.errf("version", "array of %d, want 2 (replicas, seqs)", n)
+	}
+	nr, err := rd.arrayLen("version.replicas")
+	if err != nil {
+		return nil, err
+	}
+	// Each replica takes 18 bytes (bin8 header + 16) and each seq at least 1.
+	if nr > rd.remaining()/19 {
+		return nil, rd.errf("version.replicas", "%d replicas but only %d bytes left", nr, rd.remaining())
+	}
+	reps := make([]crdt.ReplicaID, nr)
+	for i := range reps {
+		if reps[i], err = readReplica(rd, "version.replicas"); err != nil {
+			return nil, err
+		}
+		if i > 0 && bytes.Compare(reps[i-1][:], reps[i][:]) >= 0 {
+			return nil, rd.errf("version.replicas", "replicas not strictly increasing at index %d", i)
+		}
+	}
+	ns, err := rd.arrayLen("version.seqs")
+	if err != nil {
+		return nil, err
+	}
+	if ns != nr {
+		return nil, rd.errf("version.seqs", "%d seqs for %d replicas", ns, nr)
+	}
+	v := make(crdt.VersionVector, nr)
+	for _, r := range reps {
+		s, err := rd.uint("version.seqs")
+		if err != nil {
+			return nil, err
+		}
+		if s == 0 {
+			return nil, rd.errf("version.seqs", "zero seq for replica %s", r)
+		}
+		v[r] = s
+	}
+	return v, nil
+}
+
+func readOptAnchor(rd *reader, field string) (*crdt.Anchor, error) {
+	isNil, err := rd.isNil()
+	if err != nil || isNil {
+		return nil, err
+	}
+	a, err := readAnchor(rd, field)
+	if err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// readAnchor reads [replica bin16 | nil, seq, side].
+func readAnchor(rd *reader, field string) (crdt.Anchor, error) {
+	var a crdt.Anchor
+	n, err := rd.arrayLen(field)
+	if err != nil {
+		return a, err
+	}
+	if n != 3 {
+		return a, rd.errf(field, "anchor array of %d, want 3", n)
+	}
+	isNil, err := rd.isNil()
+	if err != nil {
+		return a, err
+	}
+	if !isNil {
+		if a.ID.Replica, err = readReplica(rd, field); err != nil {
+			return a, err
+		}
+	}
+	if a.ID.Seq, err = rd.uint(field); err != nil {
+		return a, err
+	}
+	if isNil != (a.ID.Seq == 0) {
+		return a, rd.errf(field, "anchor needs both a replica and a seq, or neither")
+	}
+	side, err := rd.uintMax(field, uint64(crdt.After))
+	if err != nil {
+		return a, err
+	}
+	a.Side = crdt.Side(side)
+	return a, nil
+}
+
+func readSelection(rd *reader) (*Selection, error) {
+	isNil, err := rd.isNil()
+	if err != nil || isNil {
+		return nil, err
+	}
+	n, err := rd.arrayLen("selection")
+	if err != nil {
+		return nil, err
+	}
+	if n != 2 {
+		return nil, rd.errf("selection", "array of %d, want 2 (anchor, head)", n)
+	}
+	var s Selection
+	if s.Anchor, err = readAnchor(rd, "selection.anchor"); err != nil {
+		return nil, err
+	}
+	if s.Head, err = readAnchor(rd, "selection.head"); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}

@@ -1,0 +1,583 @@
+package crdt
+
+import (
+	"unicode/utf8"
+)
+
+// This file holds the sequence CRDT: the order of the characters of one text
+// field, as run-length encoded items in a two-level blocked list (leaves of
+// at most leafCap items, with Fenwick trees over the leaves' visible and raw
+// lengths) plus an id → leaf index. Integration follows the "YjsMod" rule
+// (left and right origins, equivalent to FugueMax for maximal
+// non-interleaving; Weidner & Kleppmann, "The Art of the Fugue", 2023).
+
+const leafCap = 64
+
+// ref is an id inside a Doc: a replica index and a sequence number. seq 0
+// means none.
+type ref struct {
+	r   uint32
+	seq uint32
+}
+
+func (a ref) none() bool { return a.seq == 0 }
+
+// item is a run of characters with consecutive ids r:seq .. r:seq+n-1,
+// inserted by one op span (so char k>0 has left origin = char k-1 and the
+// span's right origin), all deleted or all visible.
+type item struct {
+	r, seq uint32
+	n      uint32 // runes
+	off    uint32 // content bytes in Doc.content
+	nb     uint32
+	del    bool
+}
+
+func (it *item) vis() int {
+	if it.del {
+		return 0
+	}
+	return int(it.n)
+}
+
+type leaf struct {
+	items []item
+	idx   int // position in text.leaves
+	vis   int
+	raw   int
+}
+
+// idEntry says that the characters r:start .. r:end-1 of a text are all in
+// leaf l.
+type idEntry struct {
+	start, end uint32
+	l          *leaf
+}
+
+type text struct {
+	d      *Doc
+	leaves []*leaf
+	fvis   fenwick
+	fraw   fenwick
+	vis    int
+	raw    int
+	ids    []*idIndex // per replica
+	// ver counts structural changes; cur is valid while its ver matches.
+	ver uint64
+	cur cursor
+	// tail[r] is the entry of ids[r] with the greatest start, or nil when
+	// unknown: typing grows it in place without touching the index.
+	tail []*idEntry
+}
+
+// cursor remembers where visAt found a position: item i of l starts at
+// visible index start.
+type cursor struct {
+	l     *leaf
+	i     int
+	start int
+	ver   uint64
+}
+
+func newText(d *Doc) *text {
+	t := &text{d: d}
+	l := &leaf{items: make([]item, 0, 8)}
+	t.leaves = []*leaf{l}
+	t.rebuild()
+	return t
+}
+
+func (t *text) rebuild() {
+	for i, l := range t.leaves {
+		l.idx = i
+	}
+	t.fvis.rebuild(t.leaves, func(l *leaf) int { return l.vis })
+	t.fraw.rebuild(t.leaves, func(l *leaf) int { return l.raw })
+}
+
+func (t *text) index(r uint32) *idIndex {
+	for int(r) >= len(t.ids) {
+		t.ids = append(t.ids, nil)
+		t.tail = append(t.tail, nil)
+	}
+	if t.ids[r] == nil {
+		t.ids[r] = &idIndex{}
+	}
+	return t.ids[r]
+}
+
+// entryAt returns the entry of replica r that covers seq, or nil.
+func (t *text) entryAt(r, seq uint32) *idEntry {
+	if int(r) >= len(t.ids) || t.ids[r] == nil {
+		return nil
+	}
+	if e := t.tail[r]; e != nil && seq >= e.start {
+		if seq < e.end {
+			return e
+		}
+		return nil
+	}
+	if e := t.ids[r].floor(seq); e != nil && seq < e.end {
+		return e
+	}
+	return nil
+}
+
+// findLeaf returns the leaf holding id r:seq, or nil if the text has no such
+// character.
+func (t *text) findLeaf(id ref) *leaf {
+	if e := t.entryAt(id.r, id.seq); e != nil {
+		return e.l
+	}
+	return nil
+}
+
+// covered reports whether every id r:seq .. r:seq+n-1 (or downwards from seq
+// when back) is a character of this text.
+func (t *text) covered(id ref, n uint32, back bool) bool {
+	lo, hi := id.seq, id.seq+n // [lo, hi)
+	if back {
+		if n > id.seq {
+			return false
+		}
+		lo, hi = id.seq-n+1, id.seq+1
+	}
+	e := t.entryAt(id.r, lo)
+	if e == nil {
+		return false
+	}
+	next := e.end
+	if next >= hi {
+		return true
+	}
+	ok := true
+	t.ids[id.r].ascend(next, hi, func(e *idEntry) bool {
+		if e.start != next {
+			ok = false
+			return false
+		}
+		next = e.end
+		return next < hi
+	})
+	return ok && next >= hi
+}
+
+// lastEntry returns the entry of r with the greatest start (cached).
+func (t *text) lastEntry(r uint32) *idEntry {
+	if t.tail[r] == nil {
+		t.tail[r] = t.ids[r].max()
+	}
+	return t.tail[r]
+}
+
+// assign records that ids r:start..r:end-1 are in leaf l.
+func (t *text) assign(r, start, end uint32, l *leaf) {
+	tr := t.index(r)
+	// Fast path, typing: grow the last entry when the new ids follow it.
+	if last := t.lastEntry(r); last != nil && last.end == start && last.l == l {
+		last.end = end
+		return
+	} else if last == nil || last.end <= start {
+		e := &idEntry{start: start, end: end, l: l}
+		tr.put(e)
+		t.tail[r] = e
+		return
+	}
+	// General case: cut [start,end) out of the entries that overlap it.
+	t.tail[r] = nil
+	var cut []*idEntry
+	if prev := t.entryAt(r, start); prev != nil && prev.start < start {
+		cut = append(cut, prev)
+	}
+	tr.ascend(start, end, func(e *idEntry) bool {
+		cut = append(cut, e)
+		return true
+	})
+	for _, e := range cut {
+		tr.remove(e.start)
+		if e.start < start {
+			tr.put(&idEntry{start: e.start, end: start, l: e.l})
+		}
+		if e.end > end {
+			tr.put(&idEntry{start: end, end: e.end, l: e.l})
+		}
+	}
+	tr.put(&idEntry{start: start, end: end, l: l})
+}
+
+// reassign records that ids r:start..r:end-1, which the index already
+// holds, moved to leaf l. Items usually line up with index entries, so this
+// rarely changes the index's shape.
+func (t *text) reassign(r, start, end uint32, l *leaf) {
+	t.index(r)
+	if e := t.entryAt(r, start); e != nil && e.start == start {
+		if e.end == end {
+			e.l = l
+			return
+		}
+		if e.end > end {
+			rest := &idEntry{start: end, end: e.end, l: e.l}
+			e.end, e.l = end, l
+			t.ids[r].put(rest)
+			if t.tail[r] == e {
+				t.tail[r] = rest
+			}
+			return
+		}
+	}
+	t.assign(r, start, end, l)
+}
+
+// locate returns the position of id r:seq: its leaf, the item index in it,
+// and the offset in the item. ok is false if the text has no such char.
+func (t *text) locate(id ref) (l *leaf, i int, k uint32, ok bool) {
+	l = t.findLeaf(id)
+	if l == nil {
+		return nil, 0, 0, false
+	}
+	for i := range l.items {
+		it := &l.items[i]
+		if it.r == id.r && id.seq >= it.seq && id.seq < it.seq+it.n {
+			return l, i, id.seq - it.seq, true
+		}
+	}
+	panic("crdt: id index points at a leaf without the id")
+}
+
+// rawIndex returns the raw position (counting tombstones) of id.
+func (t *text) rawIndex(id ref) int {
+	l, i, k, ok := t.locate(id)
+	if !ok {
+		panic("crdt: rawIndex of unknown id")
+	}
+	pos := t.fraw.prefix(l.idx)
+	for j := 0; j < i; j++ {
+		pos += int(l.items[j].n)
+	}
+	return pos + int(k)
+}
+
+// visIndex returns the number of visible characters before id and whether
+// id itself is visible.
+func (t *text) visIndex(id ref) (int, bool) {
+	l, i, _, ok := t.locate(id)
+	if !ok {
+		panic("crdt: visIndex of unknown id")
+	}
+	pos := t.fvis.prefix(l.idx)
+	for j := 0; j < i; j++ {
+		pos += l.items[j].vis()
+	}
+	it := &l.items[i]
+	if it.del {
+		return pos, false
+	}
+	return pos + int(id.seq-it.seq), true
+}
+
+// visAt returns the leaf, item and offset of the visible character at
+// index pos (0 ≤ pos < t.vis).
+func (t *text) visAt(pos int) (*leaf, int, uint32) {
+	// Edits cluster: start from the item the last lookup found, if nothing
+	// changed since, and scan forwards within its leaf.
+	if c := &t.cur; c.l != nil && c.ver == t.ver && pos >= c.start {
+		items := c.l.items
+		start := c.start
+		for i := c.i; i < len(items) && i < c.i+8; i++ {
+			it := &items[i]
+			if it.del {
+				continue
+			}
+			if pos < start+int(it.n) {
+				c.i, c.start = i, start
+				return c.l, i, uint32(pos - start)
+			}
+			start += int(it.n)
+		}
+	}
+	li, before := t.fvis.search(pos)
+	l := t.leaves[li]
+	rel := pos - before
+	for i := range l.items {
+		it := &l.items[i]
+		if it.del {
+			continue
+		}
+		if rel < int(it.n) {
+			t.cur = cursor{l: l, i: i, start: pos - rel, ver: t.ver}
+			return l, i, uint32(rel)
+		}
+		rel -= int(it.n)
+	}
+	panic("crdt: visible index outside leaf")
+}
+
+// rawBoundary returns the leaf and item index of the item boundary at raw
+// position pos, splitting an item if pos falls inside it. pos == t.raw gives
+// the end of the last leaf.
+func (t *text) rawBoundary(pos int) (*leaf, int) {
+	if pos >= t.raw {
+		l := t.leaves[len(t.leaves)-1]
+		return l, len(l.items)
+	}
+	li, before := t.fraw.search(pos)
+	l := t.leaves[li]
+	pos -= before
+	for i := range l.items {
+		n := int(l.items[i].n)
+		if pos == 0 {
+			return l, i
+		}
+		if pos < n {
+			t.split(l, i, uint32(pos))
+			return l, i + 1
+		}
+		pos -= n
+	}
+	return l, len(l.items)
+}
+
+// split cuts item i of l after k runes (0 < k < n); both parts stay in l at
+// i and i+1.
+func (t *text) split(l *leaf, i int, k uint32) {
+	t.ver++
+	it := l.items[i]
+	bo := uint32(byteOffset(t.d.content[it.off:it.off+it.nb], int(it.n), int(k)))
+	a := it
+	a.n, a.nb = k, bo
+	b := it
+	b.seq += k
+	b.n -= k
+	b.off += bo
+	b.nb -= bo
+	l.items[i] = a
+	l.items = append(l.items, item{})
+	copy(l.items[i+2:], l.items[i+1:])
+	l.items[i+1] = b
+	// Lengths of l are unchanged; l may now exceed leafCap until its
+	// caller calls fixLeaf (directly or through insertItem), which it must
+	// do once it no longer needs the indexes.
+}
+
+// insertItem puts it at item position i of l and updates all indexes.
+func (t *text) insertItem(l *leaf, i int, it item) {
+	t.ver++
+	l.items = append(l.items, item{})
+	copy(l.items[i+1:], l.items[i:])
+	l.items[i] = it
+	d := int(it.n)
+	l.raw += d
+	t.raw += d
+	t.fraw.add(l.idx, d)
+	if !it.del {
+		l.vis += d
+		t.vis += d
+		t.fvis.add(l.idx, d)
+	}
+	t.assign(it.r, it.seq, it.seq+it.n, l)
+	t.fixLeaf(l)
+}
+
+// fixLeaf splits l while it holds more than leafCap items.
+func (t *text) fixLeaf(l *leaf) {
+	t.ver++
+	for len(l.items) > leafCap {
+		half := len(l.items) / 2
+		nl := &leaf{items: make([]item, len(l.items)-half, leafCap+2)}
+		copy(nl.items, l.items[half:])
+		l.items = l.items[:half]
+		for j := range nl.items {
+			it := &nl.items[j]
+			nl.raw += int(it.n)
+			nl.vis += it.vis()
+		}
+		l.raw -= nl.raw
+		l.vis -= nl.vis
+		t.leaves = append(t.leaves, nil)
+		copy(t.leaves[l.idx+2:], t.leaves[l.idx+1:])
+		t.leaves[l.idx+1] = nl
+		t.rebuild()
+		for j := range nl.items {
+			it := &nl.items[j]
+			t.reassign(it.r, it.seq, it.seq+it.n, nl)
+		}
+		// The moved half may itself be too big; loop on both.
+		t.fixLeaf(nl)
+	}
+}
+
+// deleteRange marks n characters starting at offset k of item i in l as
+// deleted (a no-op on an already deleted item), splitting as needed.
+func (t *text) deleteRange(l *leaf, i int, k, n uint32) {
+	t.ver++
+	it := &l.items[i]
+	if it.del {
+		return
+	}
+	if k > 0 {
+		t.split(l, i, k)
+		i++
+	}
+	if n < l.items[i].n {
+		t.split(l, i, n)
+	}
+	l.items[i].del = true
+	d := int(l.items[i].n)
+	l.vis -= d
+	t.vis -= d
+	t.fvis.add(l.idx, -d)
+	// Re-join tombstones that a run of deletes (backspacing, say) cut
+	// apart, so deleting does not leave one item per character.
+	if i+1 < len(l.items) && t.joinable(&l.items[i], &l.items[i+1]) {
+		t.join(l, i)
+	}
+	if i > 0 && t.joinable(&l.items[i-1], &l.items[i]) {
+		t.join(l, i-1)
+	}
+	t.fixLeaf(l)
+}
+
+// joinable reports whether b continues a as one item: both deleted (or both
+// visible), consecutive ids and content of one op span.
+func (t *text) joinable(a, b *item) bool {
+	return a.del == b.del && a.r == b.r && a.seq+a.n == b.seq && a.off+a.nb == b.off &&
+		t.d.spanAt(a.r, a.seq) == t.d.spanAt(b.r, b.seq)
+}
+
+// join merges item i+1 of l into item i. Lengths and the id index (both
+// are in l) are unchanged.
+func (t *text) join(l *leaf, i int) {
+	a, b := &l.items[i], l.items[i+1]
+	a.n += b.n
+	a.nb += b.nb
+	l.items = append(l.items[:i+1], l.items[i+2:]...)
+}
+
+// deleteIDs deletes the characters r:seq .. r:seq+n-1 (each must exist).
+func (t *text) deleteIDs(r, seq, n uint32) {
+	for n > 0 {
+		l, i, k, ok := t.locate(ref{r, seq})
+		if !ok {
+			panic("crdt: delete of unknown id passed validation")
+		}
+		m := l.items[i].n - k
+		if m > n {
+			m = n
+		}
+		t.deleteRange(l, i, k, m)
+		seq += m
+		n -= m
+	}
+}
+
+// nextID returns the id of the first character after item i of l in raw
+// order, or none at the end.
+func (t *text) nextID(l *leaf, i int) ref {
+	if i+1 < len(l.items) {
+		return ref{l.items[i+1].r, l.items[i+1].seq}
+	}
+	for li := l.idx + 1; li < len(t.leaves); li++ {
+		if nl := t.leaves[li]; len(nl.items) > 0 {
+			return ref{nl.items[0].r, nl.items[0].seq}
+		}
+	}
+	return ref{}
+}
+
+// String returns the visible text.
+func (t *text) String() string {
+	b := make([]byte, 0, t.vis)
+	for _, l := range t.leaves {
+		for i := range l.items {
+			it := &l.items[i]
+			if !it.del {
+				b = append(b, t.d.content[it.off:it.off+it.nb]...)
+			}
+		}
+	}
+	return string(b)
+}
+
+// byteOffset returns the byte offset of rune index runes in s, which holds
+// n runes. An all-ASCII run (n == len(s)) takes O(1).
+func byteOffset(s []byte, n, runes int) int {
+	if n == len(s) {
+		return runes
+	}
+	if runes <= len(s) {
+		ascii := true
+		for _, c := range s[:runes] {
+			if c >= utf8.RuneSelf {
+				ascii = false
+				break
+			}
+		}
+		if ascii {
+			return runes
+		}
+	}
+	off := 0
+	for ; runes > 0; runes-- {
+		_, sz := utf8.DecodeRune(s[off:])
+		off += sz
+	}
+	return off
+}
+
+// fenwick is a binary indexed tree of ints over the leaves.
+type fenwick struct{ t []int }
+
+// rebuild sets the tree to the values of leaves in O(n), reusing its
+// memory.
+func (f *fenwick) rebuild(leaves []*leaf, val func(*leaf) int) {
+	n := len(leaves)
+	if cap(f.t) < n+1 {
+		f.t = make([]int, n+1, (n+1)*5/4+8)
+	}
+	f.t = f.t[:n+1]
+	f.t[0] = 0
+	for i, l := range leaves {
+		f.t[i+1] = val(l)
+	}
+	for i := 1; i <= n; i++ {
+		if j := i + i&-i; j <= n {
+			f.t[j] += f.t[i]
+		}
+	}
+}
+
+func (f *fenwick) add(i, d int) {
+	for i++; i < len(f.t); i += i & -i {
+		f.t[i] += d
+	}
+}
+
+// prefix returns the sum of elements [0, i).
+func (f *fenwick) prefix(i int) int {
+	s := 0
+	for ; i > 0; i -= i & -i {
+		s += f.t[i]
+	}
+	return s
+}
+
+// search returns the smallest index i with prefix(i+1) > pos, and prefix(i).
+// pos must be less than the total.
+func (f *fenwick) search(pos int) (int, int) {
+	n := len(f.t) - 1
+	step := 1
+	for step*2 <= n {
+		step *= 2
+	}
+	i, sum := 0, 0
+	for ; step > 0; step /= 2 {
+		if j := i + step; j <= n && sum+f.t[j] <= pos {
+			i = j
+			sum += f.t[j]
+		}
+	}
+	if i >= n {
+		i = n - 1
+	}
+	return i, sum
+}
