@@ -1,0 +1,107 @@
+package syncserver
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+)
+
+// FuzzVersionToken: Last-Event-ID is hostile input. Decoding never panics,
+// and whatever decodes re-encodes to the same token.
+func FuzzVersionToken(f *testing.F) {
+	f.Add(encodeVersionToken(crdt.VersionVector{crdt.ReplicaID(uuid.New()): 7}))
+	f.Add("AQ")
+	f.Add("")
+	f.Add("AQAAAAAAAAAAAAAAAAAAAAAB")
+	f.Fuzz(func(t *testing.T, tok string) {
+		v, err := decodeVersionToken(tok)
+		if err != nil {
+			return
+		}
+		if again := encodeVersionToken(v); again != tok {
+			back, err := decodeVersionToken(again)
+			if err != nil || !back.Equal(v) {
+				t.Fatalf("token %q decodes to %v, which does not round-trip", tok, v)
+			}
+		}
+	})
+}
+
+// TestMutatedFramesNeverHurtTheServer sends valid frames with random bytes
+// changed (seeded, bounded): every one gets an answer or a close, and a
+// well-behaved client is served throughout.
+func TestMutatedFramesNeverHurtTheServer(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token("fuzzer")
+	good := ts.dial(ts.token("good"))
+	good.subscribe("d")
+
+	src := ts.dial(tok) // only to build valid payloads
+	payload := src.edit("d", insert("t", 0, "seed text"))
+	cursor := crdt.Anchor{}
+	valid := []syncproto.Message{
+		&syncproto.Subscribe{Doc: "d", Version: crdt.VersionVector{src.replica: 3}},
+		&syncproto.Update{Doc: "d", Batch: 1, Changes: payload},
+		&syncproto.Presence{Doc: "d", Clock: 5, Field: "t", Cursor: &cursor, State: []byte{0x81, 0xa1, 'k', 0x01}},
+		&syncproto.Sync{Doc: "d", Changes: payload},
+		&syncproto.Ping{Nonce: 1},
+	}
+	frames := make([][]byte, len(valid))
+	for i, m := range valid {
+		b, err := syncproto.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames[i] = b
+	}
+	rnd := rand.New(rand.NewPCG(7, 7))
+	const rounds = 150
+	c := ts.dial(tok)
+	c.subscribe("d")
+	for i := 0; i < rounds; i++ {
+		f := append([]byte(nil), frames[rnd.IntN(len(frames))]...)
+		for k := 1 + rnd.IntN(3); k > 0; k-- {
+			f[rnd.IntN(len(f))] = byte(rnd.Uint32())
+		}
+		if rnd.IntN(4) == 0 {
+			f = f[:rnd.IntN(len(f))]
+		}
+		if err := c.c.WriteMessage(2, f); err != nil {
+			c = ts.dial(tok)
+			c.subscribe("d")
+			continue
+		}
+		// Answered (or closed) before the next one: a ping orders it.
+		ping, err := syncproto.Encode(&syncproto.Ping{Nonce: uint64(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.c.WriteMessage(2, ping); err != nil {
+			c = ts.dial(tok) // closed already
+			c.subscribe("d")
+			continue
+		}
+		for {
+			m, err := c.tryRecv(waitFor)
+			if err != nil {
+				c = ts.dial(tok) // closed: protocol error, as it should be
+				c.subscribe("d")
+				break
+			}
+			if p, ok := m.(*syncproto.Pong); ok && p.Nonce == uint64(i) {
+				break
+			}
+		}
+	}
+	if a := good.update("d", insert("t", 0, "still here ")); a.Status != syncproto.StatusOK {
+		t.Fatalf("healthy client after the fuzzing: %v", a.Status)
+	}
+	if _, err := codec.DecodeChanges(payload); err != nil {
+		t.Fatal(err)
+	}
+}

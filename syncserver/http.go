@@ -1,0 +1,525 @@
+package syncserver
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
+)
+
+// ChangesContentType is the media type of a POSTed change batch
+// (codec.EncodeChanges bytes).
+const ChangesContentType = "application/vnd.weft.changes"
+
+// originAllowed implements the Origin allow-list for WebSocket handshakes
+// and the HTTP API.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser
+	}
+	for _, a := range s.opts.AllowedOrigins {
+		if a == "*" || strings.EqualFold(a, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+// serveDocs routes /v1/docs/{id}, /v1/docs/{id}/events and
+// /v1/docs/{id}/changes. Document ids may contain '/', so the suffix is
+// matched on the escaped path and the rest is unescaped: a document whose
+// id ends in "/events" or "/changes" is addressed with that last '/'
+// written as %2F.
+func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		s.m.refused.WithLabelValues("origin").Inc()
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		w.Header().Set("Access-Control-Allow-Origin", o)
+		w.Header().Set("Vary", "Origin")
+	}
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/v1/docs/")
+	kind := "doc"
+	switch {
+	case strings.HasSuffix(rest, "/events"):
+		kind, rest = "events", strings.TrimSuffix(rest, "/events")
+	case strings.HasSuffix(rest, "/changes"):
+		kind, rest = "changes", strings.TrimSuffix(rest, "/changes")
+	}
+	doc, err := url.PathUnescape(rest)
+	if err == nil {
+		err = checkDocID(doc)
+	}
+	if err != nil {
+		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, err.Error())
+		return
+	}
+	method := map[string]string{"doc": http.MethodGet, "events": http.MethodGet, "changes": http.MethodPost}[kind]
+	if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+		w.Header().Set("Allow", method)
+		httpError(w, http.StatusMethodNotAllowed, syncproto.StatusInvalid, fmt.Sprintf("%s needs %s", kind, method))
+		return
+	}
+	p, err := s.auth.authenticate(bearer(r))
+	if err != nil {
+		s.m.refused.WithLabelValues("auth").Inc()
+		httpError(w, http.StatusUnauthorized, syncproto.StatusUnauthorized, err.Error())
+		return
+	}
+	access := p.Access(doc)
+	if access == AccessNone {
+		httpError(w, http.StatusForbidden, syncproto.StatusUnauthorized, "the token does not grant access to this document")
+		return
+	}
+	switch kind {
+	case "doc":
+		s.getDoc(w, r, doc)
+	case "events":
+		s.streamEvents(w, r, doc)
+	case "changes":
+		if access < AccessWrite {
+			s.m.updates.WithLabelValues(syncproto.StatusReadOnly.String()).Inc()
+			httpError(w, http.StatusForbidden, syncproto.StatusReadOnly, "the token grants read-only access to this document")
+			return
+		}
+		s.postChanges(w, r, doc, p)
+	}
+}
+
+// checkDocID applies the wire limits to an id that came over HTTP.
+func checkDocID(doc string) error {
+	switch {
+	case doc == "":
+		return errors.New("empty document id")
+	case len(doc) > syncproto.MaxDocIDLen:
+		return fmt.Errorf("document id longer than %d bytes", syncproto.MaxDocIDLen)
+	case !utf8.ValidString(doc):
+		return errors.New("document id is not valid UTF-8")
+	case strings.IndexFunc(doc, unicode.IsControl) >= 0:
+		return errors.New("document id contains control characters")
+	}
+	return nil
+}
+
+// bearer returns the token of an Authorization: Bearer header, or of the
+// access_token query parameter (EventSource cannot set headers).
+func bearer(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return h // a malformed header still fails verification, loudly
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// httpStatus maps a protocol status to an HTTP status code.
+func httpStatus(st syncproto.Status) int {
+	switch st {
+	case syncproto.StatusOK:
+		return http.StatusOK
+	case syncproto.StatusReadOnly, syncproto.StatusUnauthorized:
+		return http.StatusForbidden
+	case syncproto.StatusTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case syncproto.StatusRateLimited:
+		return http.StatusTooManyRequests
+	case syncproto.StatusInvalid:
+		return http.StatusBadRequest
+	case syncproto.StatusClockSkew, syncproto.StatusPendingFull, syncproto.StatusMissingDeps:
+		return http.StatusConflict
+	case syncproto.StatusNotFound:
+		return http.StatusNotFound
+	case syncproto.StatusOverloaded:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func httpError(w http.ResponseWriter, code int, st syncproto.Status, msg string) {
+	writeJSON(w, code, map[string]string{"status": st.String(), "error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b = []byte(`{"status":"internal","error":"encoding the response failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return // the client went away; nothing to tell it
+	}
+}
+
+// DocJSON is the JSON form of a document served by GET /v1/docs/{id}.
+type DocJSON struct {
+	ID       string            `json:"id"`
+	Version  map[string]uint64 `json:"version"`
+	Text     map[string]string `json:"text"`
+	Counter  map[string]int64  `json:"counter"`
+	Register map[string]any    `json:"register"`
+	At       string            `json:"at,omitempty"`
+}
+
+func versionJSON(v crdt.VersionVector) map[string]uint64 {
+	out := make(map[string]uint64, len(v))
+	for r, s := range v {
+		out[r.String()] = s
+	}
+	return out
+}
+
+func docJSON(id string, d *crdt.Doc) DocJSON {
+	out := DocJSON{ID: id, Version: versionJSON(d.Version()), Text: map[string]string{},
+		Counter: map[string]int64{}, Register: map[string]any{}}
+	for _, f := range d.Fields() {
+		switch f.Type {
+		case crdt.FieldText:
+			out.Text[f.Name] = d.Text(f.Name)
+		case crdt.FieldCounter:
+			out.Counter[f.Name] = d.Counter(f.Name)
+		case crdt.FieldRegister:
+			if v, ok := d.Register(f.Name); ok {
+				out.Register[f.Name] = registerJSON(v)
+			}
+		}
+	}
+	return out
+}
+
+// registerJSON decodes a register's msgpack value for JSON. Values JSON
+// cannot hold as they are (maps with non-string keys) are converted; a value
+// that does not decode is shown as {"msgpack": base64}.
+func registerJSON(v []byte) any {
+	var x any
+	if err := msgpack.Unmarshal(v, &x); err != nil {
+		return map[string]string{"msgpack": base64.StdEncoding.EncodeToString(v)}
+	}
+	return jsonable(x)
+}
+
+func jsonable(x any) any {
+	switch x := x.(type) {
+	case map[string]any:
+		for k, v := range x {
+			x[k] = jsonable(v)
+		}
+		return x
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, v := range x {
+			m[fmt.Sprint(k)] = jsonable(v)
+		}
+		return m
+	case []any:
+		for i, v := range x {
+			x[i] = jsonable(v)
+		}
+		return x
+	}
+	return x
+}
+
+// getDoc serves the document as JSON; ?at=<RFC 3339> serves it as it was
+// at that time (every change with an HLC timestamp at or before it).
+func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
+	var at hlc.Timestamp
+	if q := r.URL.Query().Get("at"); q != "" {
+		t, err := time.Parse(time.RFC3339Nano, q)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "at: want an RFC 3339 time: "+err.Error())
+			return
+		}
+		at = hlc.FromTime(t)
+	}
+	rm, err := s.acquire(r.Context(), doc)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, err.Error())
+		return
+	}
+	defer s.release(rm)
+	if wantsSnapshot(r) {
+		s.getSnapshot(w, r, rm, at)
+		return
+	}
+	reply := make(chan DocJSON, 1)
+	err = rm.send(r.Context(), cmdDo{fn: func(rm *room) {
+		d := rm.doc
+		if at != 0 {
+			d = d.At(at)
+		}
+		out := docJSON(doc, d)
+		if at != 0 {
+			out.At = at.Time().Format(time.RFC3339Nano)
+		}
+		reply <- out
+	}})
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
+		return
+	}
+	select {
+	case out := <-reply:
+		code := http.StatusOK
+		if len(out.Version) == 0 && at == 0 {
+			code = http.StatusNotFound // nothing was ever written
+		}
+		writeJSON(w, code, out)
+	case <-r.Context().Done():
+	}
+}
+
+// DocList is the answer of GET /v1/docs.
+type DocList struct {
+	Docs []string `json:"docs"`
+}
+
+// maxListDocs bounds one GET /v1/docs answer.
+const maxListDocs = 10000
+
+// listDocs answers GET /v1/docs?prefix=P: the stored documents starting with
+// P that the token may read, in order (at most maxListDocs; ?limit= lowers
+// it).
+func (s *Server) listDocs(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		s.m.refused.WithLabelValues("origin").Inc()
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	p, err := s.auth.authenticate(bearer(r))
+	if err != nil {
+		s.m.refused.WithLabelValues("auth").Inc()
+		httpError(w, http.StatusUnauthorized, syncproto.StatusUnauthorized, err.Error())
+		return
+	}
+	lister, ok := s.opts.Store.(DocLister)
+	if !ok {
+		httpError(w, http.StatusNotImplemented, syncproto.StatusInternal, "this server's store cannot list documents")
+		return
+	}
+	limit := maxListDocs
+	if q := r.URL.Query().Get("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 {
+			httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "limit: want a positive integer")
+			return
+		}
+		limit = min(n, maxListDocs)
+	}
+	ids, err := lister.ListDocs(r.Context(), r.URL.Query().Get("prefix"), 0)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, "listing documents: "+err.Error())
+		return
+	}
+	out := DocList{Docs: []string{}}
+	for _, id := range ids {
+		if len(out.Docs) == limit {
+			break
+		}
+		if p.Access(id) != AccessNone {
+			out.Docs = append(out.Docs, id)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// SnapshotMediaType is the content type of a snapshot (codec.EncodeSnapshot
+// bytes): GET /v1/docs/{id} answers with one when the request accepts it.
+const SnapshotMediaType = "application/vnd.weft.snapshot"
+
+func wantsSnapshot(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(mt), SnapshotMediaType) {
+			return true
+		}
+	}
+	return false
+}
+
+// getSnapshot answers with the whole document (or its state at at) as a
+// snapshot. The room only copies its state; encoding runs here, off the
+// room goroutine.
+func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request, rm *room, at hlc.Timestamp) {
+	reply := make(chan *crdt.State, 1)
+	empty := make(chan bool, 1)
+	err := rm.send(r.Context(), cmdDo{fn: func(rm *room) {
+		d := rm.doc
+		if at != 0 {
+			d = d.At(at)
+		}
+		empty <- len(d.Version()) == 0
+		reply <- d.ExportState()
+	}})
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
+		return
+	}
+	select {
+	case st := <-reply:
+		if <-empty && at == 0 {
+			httpError(w, http.StatusNotFound, syncproto.StatusNotFound, "no such document")
+			return
+		}
+		body := codec.EncodeState(st)
+		w.Header().Set("Content-Type", SnapshotMediaType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			w.Write(body)
+		}
+	case <-r.Context().Done():
+	}
+}
+
+// postChanges applies a batch of changes (the body: codec.EncodeChanges
+// bytes) and answers once they are durable, like an update's ack.
+func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string, p *Principal) {
+	if s.draining.Load() {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, "server shutting down")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxFrameBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.m.limitHits.WithLabelValues("frame").Inc()
+			httpError(w, http.StatusRequestEntityTooLarge, syncproto.StatusTooLarge, fmt.Sprintf("body exceeds %d bytes", s.opts.MaxFrameBytes))
+			return
+		}
+		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "reading the body: "+err.Error())
+		return
+	}
+	changes, err := codec.DecodeChanges(body)
+	if err != nil {
+		s.m.updates.WithLabelValues(syncproto.StatusInvalid.String()).Inc()
+		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, err.Error())
+		return
+	}
+	if len(changes) == 0 {
+		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "no changes")
+		return
+	}
+	// A batch whose dependencies never arrive must not hold the request
+	// forever.
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.WriteTimeout)
+	defer cancel()
+	rm, err := s.acquire(ctx, doc)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, err.Error())
+		return
+	}
+	defer s.release(rm)
+	type result struct {
+		st  syncproto.Status
+		msg string
+	}
+	done := make(chan result, 1)
+	c := cmdUpdate{user: p.User, changes: changes, size: int64(len(body)), received: time.Now(), ctx: ctx,
+		ack: func(st syncproto.Status, msg string) { done <- result{st, msg} }}
+	if err := rm.send(ctx, c); err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
+		return
+	}
+	select {
+	case res := <-done:
+		if res.st != syncproto.StatusOK {
+			httpError(w, httpStatus(res.st), res.st, res.msg)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	case <-ctx.Done():
+		httpError(w, http.StatusGatewayTimeout, syncproto.StatusPendingFull,
+			"not durable in time: the changes may wait for dependencies the server lacks")
+	}
+}
+
+// Version tokens: an SSE event id is the document's version vector after the
+// event, so Last-Event-ID resumes with exactly the changes the client lacks,
+// across server restarts and document unloads (see "Event streams" in the
+// package doc). Layout: base64url (no padding) of 0x01, then per replica in
+// ascending order its 16 bytes and its seq as a uvarint.
+const versionTokenV1 = 0x01
+
+func encodeVersionToken(v crdt.VersionVector) string {
+	keys := make([]crdt.ReplicaID, 0, len(v))
+	for r, s := range v {
+		if s > 0 {
+			keys = append(keys, r)
+		}
+	}
+	slices.SortFunc(keys, crdt.ReplicaID.Compare)
+	b := make([]byte, 1, 1+len(keys)*(16+binary.MaxVarintLen64))
+	b[0] = versionTokenV1
+	for _, r := range keys {
+		b = append(b, r[:]...)
+		b = binary.AppendUvarint(b, v[r])
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// maxVersionToken bounds a Last-Event-ID (about 1000 replicas).
+const maxVersionToken = 32 << 10
+
+func decodeVersionToken(tok string) (crdt.VersionVector, error) {
+	if len(tok) > maxVersionToken {
+		return nil, fmt.Errorf("event id longer than %d bytes", maxVersionToken)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return nil, fmt.Errorf("event id: %v", err)
+	}
+	if len(b) == 0 || b[0] != versionTokenV1 {
+		return nil, errors.New("event id: unknown format")
+	}
+	b = b[1:]
+	v := make(crdt.VersionVector)
+	var prev crdt.ReplicaID
+	for len(b) > 0 {
+		if len(b) < 17 {
+			return nil, errors.New("event id: truncated")
+		}
+		var r crdt.ReplicaID
+		copy(r[:], b[:16])
+		if r.IsZero() || (len(v) > 0 && prev.Compare(r) >= 0) {
+			return nil, errors.New("event id: replicas not strictly increasing")
+		}
+		seq, n := binary.Uvarint(b[16:])
+		if n <= 0 || seq == 0 {
+			return nil, errors.New("event id: bad sequence number")
+		}
+		v[r], prev = seq, r
+		b = b[16+n:]
+	}
+	return v, nil
+}

@@ -1,0 +1,729 @@
+package syncserver
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
+)
+
+// room is one live document. Its goroutine (run) owns every field below the
+// "owned by run" line; other goroutines talk to it only through cmds.
+type room struct {
+	s  *Server
+	id string
+
+	cmds  chan roomCmd
+	ready chan struct{} // closed when the load finished (loadErr says how)
+	done  chan struct{} // closed when run returns
+
+	loadErr error // written before ready is closed
+
+	// refs counts holders (subscribed sessions, event streams, HTTP
+	// requests); guarded by s.rooms's lock. A room unloads only at zero.
+	refs     int
+	lastUsed atomic.Int64 // unix nanos of the last acquire or release
+	bytes    atomic.Int64 // encoded size: snapshot + log + unpersisted
+	mem      atomic.Int64 // in-memory size of the loaded document (crdt.Doc.MemSize)
+
+	// ---- owned by run ----
+	doc         *crdt.Doc
+	subs        map[*session]struct{}
+	streams     map[*stream]struct{}
+	owners      map[crdt.ReplicaID]string // replica → principal that first wrote with it
+	presence    map[*session]*presenceEntry
+	presenceTkr *time.Ticker
+
+	unpersisted      []crdt.Change // applied, not yet handed to the store
+	unpersistedBytes int64
+	waiting          []*ackWaiter // acks that wait for durability
+	durable          crdt.VersionVector
+	persisting       bool // a store write is in flight
+	persistDone      chan persistResult
+	snapshotBytes    int64
+	logBytes         int64
+	held             []heldBroadcast // only with Server.broadcastAfterDurable
+	failed           error           // the store failed: fail-stop
+	stopping         bool
+	lastPending      int
+}
+
+// roomCmd is a message to a room goroutine.
+type roomCmd interface{ isRoomCmd() }
+
+type cmdSubscribe struct {
+	sess    *session
+	version crdt.VersionVector
+}
+
+type cmdUnsubscribe struct {
+	sess *session
+	// gone: the session closed (rather than unsubscribing), so its waiting
+	// acks can go too.
+	gone bool
+}
+
+// cmdUpdate carries decoded changes from a session or an HTTP request.
+type cmdUpdate struct {
+	from     *session // nil for HTTP
+	user     string   // principal
+	replica  crdt.ReplicaID
+	changes  []crdt.Change
+	size     int64     // encoded bytes, for the document size limit
+	received time.Time // when the frame arrived, for the fan-out metric
+	// ack reports the outcome; it must not block. For sync and changes
+	// messages from a client (which carry no batch id) it reports only
+	// refusals, as error messages.
+	ack func(status syncproto.Status, msg string)
+	// ctx, if set, ends the wait for durability (an HTTP request gone).
+	ctx context.Context
+}
+
+type cmdPresence struct {
+	sess *session
+	p    *syncproto.Presence
+}
+
+// cmdDo runs fn on the room goroutine (reads of the document).
+type cmdDo struct{ fn func(r *room) }
+
+type cmdStream struct {
+	st      *stream
+	version crdt.VersionVector
+	add     bool
+}
+
+type cmdUnload struct{ reason string }
+
+type cmdStop struct{}
+
+func (cmdSubscribe) isRoomCmd()   {}
+func (cmdUnsubscribe) isRoomCmd() {}
+func (cmdUpdate) isRoomCmd()      {}
+func (cmdPresence) isRoomCmd()    {}
+func (cmdDo) isRoomCmd()          {}
+func (cmdStream) isRoomCmd()      {}
+func (cmdUnload) isRoomCmd()      {}
+func (cmdStop) isRoomCmd()        {}
+
+// ackWaiter is an update whose ack waits until the store holds everything
+// the update's changes need: the highest seq per replica in it.
+type ackWaiter struct {
+	from *session
+	need crdt.VersionVector
+	ack  func(syncproto.Status, string)
+	ctx  context.Context
+}
+
+// heldBroadcast is a broadcast that waits for durability (the alternative
+// order, kept for BenchmarkFanout).
+type heldBroadcast struct {
+	author     *session
+	before     crdt.VersionVector
+	fresh      []crdt.Change
+	withAuthor bool
+	received   time.Time
+	version    crdt.VersionVector // the document's version after these changes
+}
+
+type persistResult struct {
+	snapshot bool
+	bytes    int64
+	logBytes int64
+	version  crdt.VersionVector
+	elapsed  time.Duration
+	err      error
+}
+
+// roomQueue is the depth of a room's command channel. Senders block when it
+// is full (back-pressure on the connections feeding a hot document).
+const roomQueue = 256
+
+// acquire returns the live room for doc, creating and loading it if needed,
+// and takes a reference that the caller must drop with release. Concurrent
+// first requests share one load, and nothing is returned before the load has
+// finished.
+func (s *Server) acquire(ctx context.Context, doc string) (*room, error) {
+	s.rooms.Lock()
+	r := s.rooms.m[doc]
+	if r == nil {
+		if s.draining.Load() {
+			s.rooms.Unlock()
+			return nil, ErrShuttingDown
+		}
+		r = &room{
+			s:     s,
+			id:    doc,
+			cmds:  make(chan roomCmd, roomQueue),
+			ready: make(chan struct{}),
+			done:  make(chan struct{}),
+		}
+		s.rooms.m[doc] = r
+		s.roomWG.Add(1)
+		go r.run()
+	}
+	r.refs++
+	r.lastUsed.Store(time.Now().UnixNano())
+	s.rooms.Unlock()
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		s.release(r)
+		return nil, ctx.Err()
+	}
+	if r.loadErr != nil {
+		s.release(r)
+		return nil, r.loadErr
+	}
+	return r, nil
+}
+
+// release drops a reference taken by acquire.
+func (s *Server) release(r *room) {
+	s.rooms.Lock()
+	r.refs--
+	r.lastUsed.Store(time.Now().UnixNano())
+	s.rooms.Unlock()
+}
+
+// send delivers a command, waiting while the room's queue is full. The
+// caller must hold a reference (so the room cannot unload meanwhile).
+func (r *room) send(ctx context.Context, c roomCmd) error {
+	select {
+	case r.cmds <- c:
+		return nil
+	case <-r.done:
+		return fmt.Errorf("syncserver: document %q is closed", r.id)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// trySend delivers a command if there is room in the queue.
+func (r *room) trySend(c roomCmd) {
+	select {
+	case r.cmds <- c:
+	default:
+	}
+}
+
+func (r *room) run() {
+	defer r.s.roomWG.Done()
+	defer close(r.done)
+	if err := r.load(); err != nil {
+		r.loadErr = err
+		r.s.m.loadErrors.Inc()
+		r.s.log.Error("document load failed", "doc", r.id, "err", err)
+		r.s.rooms.Lock()
+		if r.s.rooms.m[r.id] == r {
+			delete(r.s.rooms.m, r.id)
+		}
+		r.s.rooms.Unlock()
+		close(r.ready)
+		return
+	}
+	close(r.ready)
+	r.s.m.docsLoaded.Inc()
+	defer r.s.m.docsLoaded.Dec()
+
+	for {
+		var tick <-chan time.Time
+		if r.presenceTkr != nil {
+			tick = r.presenceTkr.C
+		}
+		select {
+		case c := <-r.cmds:
+			if r.handle(c) {
+				return
+			}
+			// Group commit: take whatever else is queued before persisting.
+			for n := 0; n < roomQueue; n++ {
+				select {
+				case c := <-r.cmds:
+					if r.handle(c) {
+						return
+					}
+					continue
+				default:
+				}
+				break
+			}
+		case res := <-r.persistDone:
+			r.persisted(res)
+		case now := <-tick:
+			r.presenceTick(now)
+		}
+		r.flush()
+		// A failed store takes nothing more: what is unpersisted then was
+		// never acked and stays with its authors.
+		if r.stopping && !r.persisting && (len(r.unpersisted) == 0 || r.failed != nil) && len(r.cmds) == 0 {
+			// Whatever still waits depends on changes that will not arrive
+			// before we exit: the clients resend after reconnecting.
+			for _, w := range r.waiting {
+				w.ack(syncproto.StatusOverloaded, "the server is shutting down before this batch's dependencies arrived; resend")
+			}
+			r.waiting = nil
+			r.close("shutdown")
+			return
+		}
+	}
+}
+
+// handle runs one command; it reports whether the room has exited.
+func (r *room) handle(c roomCmd) bool {
+	switch c := c.(type) {
+	case cmdSubscribe:
+		r.subscribe(c)
+	case cmdUnsubscribe:
+		r.unsubscribe(c.sess, c.gone)
+	case cmdUpdate:
+		r.update(c)
+	case cmdPresence:
+		r.setPresence(c.sess, c.p)
+	case cmdDo:
+		c.fn(r)
+	case cmdStream:
+		if c.add {
+			r.addStream(c.st, c.version)
+		} else {
+			r.removeStream(c.st)
+		}
+	case cmdUnload:
+		return r.tryUnload(c.reason)
+	case cmdStop:
+		r.stopping = true
+	}
+	return false
+}
+
+// load builds the document from the store: its snapshot, then every batch
+// appended after it.
+func (r *room) load() error {
+	start := time.Now()
+	ctx := context.Background()
+	snap, batches, err := r.s.opts.Store.Load(ctx, r.id)
+	if err != nil {
+		return fmt.Errorf("syncserver: loading %q: %w", r.id, err)
+	}
+	o := &r.s.opts
+	clock := hlc.NewClock(o.Wall, o.MaxClockOffset)
+	copts := crdt.Options{MaxPending: o.MaxPending}
+	if snap != nil {
+		r.doc, err = codec.DecodeSnapshot(snap, o.Replica, clock, copts)
+		if err != nil {
+			return fmt.Errorf("syncserver: loading %q: snapshot: %w", r.id, err)
+		}
+	} else {
+		r.doc = crdt.NewDoc(o.Replica, clock, copts)
+	}
+	var logBytes int64
+	for i, b := range batches {
+		changes, err := codec.DecodeChanges(b)
+		if err != nil {
+			return fmt.Errorf("syncserver: loading %q: batch %d: %w", r.id, i, err)
+		}
+		// NB: Apply checks timestamps against the wall clock's max offset;
+		// stored changes passed that check when they arrived and the wall
+		// clock has moved on since, so a refusal here is a real problem and
+		// is reported, never papered over.
+		if err := r.doc.Apply(changes...); err != nil {
+			return fmt.Errorf("syncserver: loading %q: applying batch %d: %w", r.id, i, err)
+		}
+		logBytes += int64(len(b))
+	}
+	r.subs = make(map[*session]struct{})
+	r.streams = make(map[*stream]struct{})
+	r.owners = make(map[crdt.ReplicaID]string)
+	r.presence = make(map[*session]*presenceEntry)
+	r.persistDone = make(chan persistResult, 1)
+	r.durable = r.doc.Version()
+	r.snapshotBytes = int64(len(snap))
+	r.logBytes = logBytes
+	r.lastPending = r.doc.Pending()
+	r.s.m.pendingTotal.Add(float64(r.lastPending))
+	r.setBytes()
+	r.s.m.loads.Inc()
+	r.s.m.loadSeconds.Observe(time.Since(start).Seconds())
+	r.s.log.Debug("document loaded", "doc", r.id, "snapshot_bytes", len(snap), "batches", len(batches), "elapsed", time.Since(start))
+	return nil
+}
+
+func (r *room) setBytes() {
+	r.bytes.Store(r.snapshotBytes + r.logBytes + r.unpersistedBytes)
+	if r.doc != nil {
+		// O(leaves): 0.37 us for the automerge-paper document, cheap next
+		// to applying and persisting the batch that called this.
+		r.mem.Store(r.doc.MemSize())
+	}
+}
+
+// quiescent: nothing is in flight, so the room may exit without losing
+// an ack or a write.
+func (r *room) quiescent() bool {
+	return !r.persisting && len(r.unpersisted) == 0 && len(r.waiting) == 0 && len(r.cmds) == 0
+}
+
+// tryUnload exits the room if it has no holders and nothing in flight.
+func (r *room) tryUnload(reason string) bool {
+	// Waiters of HTTP requests that gave up do not pin the room.
+	r.pruneWaiters(func(w *ackWaiter) bool { return w.ctx != nil && w.ctx.Err() != nil })
+	if !r.quiescent() || len(r.subs) > 0 || len(r.streams) > 0 {
+		return false
+	}
+	r.s.rooms.Lock()
+	if r.refs > 0 || len(r.cmds) > 0 {
+		r.s.rooms.Unlock()
+		return false
+	}
+	delete(r.s.rooms.m, r.id)
+	r.s.rooms.Unlock()
+	r.close(reason)
+	return true
+}
+
+// close ends the room: streams are closed, presence is dropped. The caller
+// has made sure everything acknowledged is durable.
+func (r *room) close(reason string) {
+	r.s.rooms.Lock()
+	if r.s.rooms.m[r.id] == r {
+		delete(r.s.rooms.m, r.id) // the shutdown path
+	}
+	r.s.rooms.Unlock()
+	for st := range r.streams {
+		r.removeStream(st)
+	}
+	if r.presenceTkr != nil {
+		r.presenceTkr.Stop()
+	}
+	r.s.m.pendingTotal.Sub(float64(r.lastPending))
+	r.s.m.unloads.WithLabelValues(reason).Inc()
+	r.s.log.Debug("document unloaded", "doc", r.id, "reason", reason)
+}
+
+func (r *room) subscribe(c cmdSubscribe) {
+	r.subs[c.sess] = struct{}{}
+	changes := r.doc.ChangesSince(c.version)
+	version := r.doc.Version()
+	// Catch-up may exceed a frame: all but the last chunk go as changes
+	// messages, the last as the sync that carries our version.
+	chunks := codec.EncodeChunks(changes, int(r.s.opts.MaxFrameBytes/2))
+	for i, ch := range chunks {
+		if i < len(chunks)-1 {
+			c.sess.queueMsg(&syncproto.Changes{Doc: r.id, Changes: ch.Data})
+			continue
+		}
+		c.sess.queueMsg(&syncproto.Sync{Doc: r.id, Version: version, Changes: ch.Data})
+	}
+	if len(chunks) == 0 {
+		c.sess.queueMsg(&syncproto.Sync{Doc: r.id, Version: version})
+	}
+	// The newcomer sees who is here.
+	for other, e := range r.presence {
+		if other != c.sess && e.sent != nil {
+			c.sess.queueFrame(e.sent)
+		}
+	}
+}
+
+func (r *room) unsubscribe(sess *session, gone bool) {
+	if _, ok := r.subs[sess]; !ok {
+		return
+	}
+	delete(r.subs, sess)
+	r.dropPresence(sess)
+	if gone {
+		// A closed session cannot receive its acks; the client resends.
+		r.pruneWaiters(func(w *ackWaiter) bool { return w.from == sess })
+	}
+}
+
+func (r *room) pruneWaiters(drop func(*ackWaiter) bool) {
+	kept := r.waiting[:0]
+	for _, w := range r.waiting {
+		if !drop(w) {
+			kept = append(kept, w)
+		}
+	}
+	clear(r.waiting[len(kept):])
+	r.waiting = kept
+}
+
+// update applies a batch, fans it out, and queues its ack behind the store.
+func (r *room) update(c cmdUpdate) {
+	ack := func(st syncproto.Status, msg string) {
+		r.s.m.updates.WithLabelValues(st.String()).Inc()
+		if c.ack != nil {
+			c.ack(st, msg)
+		}
+	}
+	switch {
+	case r.failed != nil:
+		ack(syncproto.StatusInternal, "the server's store failed; not saved, retry elsewhere")
+		return
+	case r.stopping:
+		ack(syncproto.StatusOverloaded, "the server is shutting down; retry")
+		return
+	case r.bytes.Load()+c.size > r.s.opts.MaxDocBytes:
+		r.s.m.limitHits.WithLabelValues("doc_size").Inc()
+		ack(syncproto.StatusTooLarge, fmt.Sprintf("document would exceed %d bytes", r.s.opts.MaxDocBytes))
+		return
+	}
+	if msg := r.checkOwners(c); msg != "" {
+		ack(syncproto.StatusUnauthorized, msg)
+		return
+	}
+	before := r.doc.Version()
+	if err := r.doc.Apply(c.changes...); err != nil {
+		st := syncproto.StatusFor(err)
+		if st == syncproto.StatusPendingFull {
+			r.s.m.limitHits.WithLabelValues("pending").Inc()
+		}
+		ack(st, err.Error())
+		return
+	}
+	r.claimOwners(c)
+	if p := r.doc.Pending(); p != r.lastPending {
+		r.s.m.pendingTotal.Add(float64(p - r.lastPending))
+		r.lastPending = p
+	}
+	fresh := r.doc.ChangesSince(before)
+	if len(fresh) > 0 {
+		r.unpersisted = append(r.unpersisted, fresh...)
+		r.unpersistedBytes += c.size
+		r.setBytes()
+		if r.s.broadcastAfterDurable {
+			r.held = append(r.held, heldBroadcast{c.from, before, fresh, len(fresh) != len(c.changes), c.received, r.doc.Version()})
+		} else {
+			r.broadcast(c.from, before, fresh, len(fresh) != len(c.changes))
+			if !c.received.IsZero() {
+				r.s.m.fanoutSecs.Observe(time.Since(c.received).Seconds())
+			}
+		}
+	}
+	if c.ack == nil {
+		return
+	}
+	need := make(crdt.VersionVector)
+	for i := range c.changes {
+		ch := &c.changes[i]
+		if end := ch.End(); end > need[ch.Replica] {
+			need[ch.Replica] = end
+		}
+	}
+	if have := r.doc.Version(); !have.Covers(need) {
+		// Some changes wait in the pending buffer for operations this server
+		// does not have. They are kept (and applied once those arrive), but
+		// the batch is not saved: the client should resync (subscribe with
+		// its version, send what we lack) and resend it.
+		ack(syncproto.StatusMissingDeps, fmt.Sprintf("%d changes wait for operations the server lacks (server version %s); resync and resend", r.doc.Pending(), have))
+		return
+	}
+	w := &ackWaiter{from: c.from, need: need, ack: ack, ctx: c.ctx}
+	if r.durable.Covers(need) {
+		ack(syncproto.StatusOK, "") // everything was already durable (a resend)
+		return
+	}
+	r.waiting = append(r.waiting, w)
+}
+
+// checkOwners enforces replica ownership: a replica id belongs to the first
+// principal that wrote with it (see "Replica ownership" in the package doc).
+// It returns a refusal message, or "".
+func (r *room) checkOwners(c cmdUpdate) string {
+	if c.from != nil {
+		if o, ok := r.owners[c.replica]; ok && o != c.user {
+			return fmt.Sprintf("replica %s belongs to another user", c.replica)
+		}
+	}
+	var have crdt.VersionVector
+	for i := range c.changes {
+		ch := &c.changes[i]
+		if o, ok := r.owners[ch.Replica]; ok && o != c.user {
+			if have == nil {
+				have = r.doc.Version()
+			}
+			if have.Includes(crdt.ID{Replica: ch.Replica, Seq: ch.End()}) {
+				continue // relaying what we already hold is a no-op, not a forgery
+			}
+			return fmt.Sprintf("changes of replica %s belong to another user", ch.Replica)
+		}
+	}
+	return ""
+}
+
+func (r *room) claimOwners(c cmdUpdate) {
+	if c.from != nil {
+		for i := range c.changes {
+			if c.changes[i].Replica == c.replica {
+				if _, ok := r.owners[c.replica]; !ok {
+					r.owners[c.replica] = c.user
+				}
+				break
+			}
+		}
+		return
+	}
+	// HTTP writers have no session replica: they own what they write.
+	for i := range c.changes {
+		if _, ok := r.owners[c.changes[i].Replica]; !ok {
+			r.owners[c.changes[i].Replica] = c.user
+		}
+	}
+}
+
+// broadcast sends freshly applied changes (everything after version
+// before) to every subscriber except their author, and to every event
+// stream. NB: it runs before the changes are durable (see "Broadcast before
+// persist" in the package doc). withAuthor: the batch unblocked other
+// changes, which the author may lack too.
+func (r *room) broadcast(author *session, before crdt.VersionVector, fresh []crdt.Change, withAuthor bool) {
+	// Unblocked pending changes can make fresh larger than one message.
+	chunks := codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2))
+	at := before.Clone()
+	for _, ch := range chunks {
+		if len(r.subs) > 0 {
+			frame, err := syncproto.Encode(&syncproto.Changes{Doc: r.id, Changes: ch.Data})
+			if err != nil {
+				r.s.log.Error("encoding a changes message", "doc", r.id, "err", err)
+				continue
+			}
+			for sess := range r.subs {
+				if sess != author || withAuthor {
+					sess.queueFrame(frame)
+				}
+			}
+		}
+		if len(r.streams) > 0 {
+			advance(at, ch.Changes)
+			ev := sseEvent{id: encodeVersionToken(at), name: "changes", data: ch.Data}
+			for st := range r.streams {
+				r.streamSend(st, ev)
+			}
+		}
+	}
+}
+
+// advance raises v to cover changes.
+func advance(v crdt.VersionVector, changes []crdt.Change) {
+	for i := range changes {
+		if e := changes[i].End(); e > v[changes[i].Replica] {
+			v[changes[i].Replica] = e
+		}
+	}
+}
+
+// flush hands the unpersisted changes to the store if no write is in
+// flight: everything that arrived during the previous write goes in one
+// batch (group commit), and a snapshot replaces the log when it outgrew it.
+func (r *room) flush() {
+	if r.persisting || r.failed != nil {
+		return
+	}
+	o := &r.s.opts
+	if len(r.unpersisted) == 0 {
+		return
+	}
+	version := r.doc.Version()
+	if r.logBytes > max(o.SnapshotMinBytes, r.snapshotBytes) {
+		// The snapshot covers the unpersisted changes too, so it replaces
+		// their append.
+		// NB: only the export (a copy) runs here; encoding and compressing
+		// it, the expensive part, runs with the write, off the room.
+		state := r.doc.ExportState()
+		r.unpersisted = r.unpersisted[:0]
+		r.unpersistedBytes = 0
+		r.startPersist(state, nil, version)
+		return
+	}
+	// One batch must decode on load: within codec's change and op limits.
+	head := r.unpersisted[:min(len(r.unpersisted), o.MaxBatchChanges)]
+	first := codec.EncodeChunks(head, 0)[0]
+	n, batch := len(first.Changes), first.Data
+	if n < len(r.unpersisted) {
+		// The version of a partial batch: what the store will hold is every
+		// change in it plus what it held before.
+		version = r.durable.Clone()
+		advance(version, r.unpersisted[:n])
+	}
+	rest := copy(r.unpersisted, r.unpersisted[n:])
+	clear(r.unpersisted[rest:])
+	r.unpersisted = r.unpersisted[:rest]
+	if rest == 0 {
+		r.unpersistedBytes = 0
+	}
+	r.startPersist(nil, batch, version)
+}
+
+// startPersist writes a snapshot of state (if not nil) or appends batch,
+// in a goroutine of its own.
+func (r *room) startPersist(state *crdt.State, batch []byte, version crdt.VersionVector) {
+	r.persisting = true
+	store, doc, done := r.s.opts.Store, r.id, r.persistDone
+	// One short-lived goroutine per write keeps idle rooms at one
+	// goroutine; the room goes on applying and broadcasting meanwhile.
+	go func() {
+		start := time.Now()
+		res := persistResult{snapshot: state != nil, version: version}
+		data := batch
+		if state != nil {
+			data = codec.EncodeState(state)
+		}
+		res.bytes = int64(len(data))
+		if state != nil {
+			res.err = store.WriteSnapshot(context.Background(), doc, data)
+		} else {
+			res.logBytes, res.err = store.Append(context.Background(), doc, data)
+		}
+		res.elapsed = time.Since(start)
+		done <- res
+	}()
+}
+
+// persisted takes a store write's outcome: acks what it made durable, or
+// fail-stops.
+func (r *room) persisted(res persistResult) {
+	r.persisting = false
+	if res.err != nil {
+		r.failed = res.err
+		r.s.m.storeErrors.Inc()
+		r.s.failStop(r.id, res.err)
+		for _, w := range r.waiting {
+			w.ack(syncproto.StatusInternal, "the server's store failed; not saved, retry elsewhere")
+		}
+		clear(r.waiting)
+		r.waiting = r.waiting[:0]
+		return
+	}
+	if res.snapshot {
+		r.snapshotBytes = res.bytes
+		r.logBytes = 0
+		r.s.m.snapshots.Inc()
+	} else {
+		r.logBytes = res.logBytes
+		r.s.m.commitSecs.Observe(res.elapsed.Seconds())
+		r.s.m.commitBytes.Observe(float64(res.bytes))
+	}
+	if len(r.unpersisted) == 0 {
+		r.unpersistedBytes = 0
+	}
+	r.setBytes()
+	r.durable = res.version
+	for len(r.held) > 0 && r.durable.Covers(r.held[0].version) {
+		h := r.held[0]
+		r.broadcast(h.author, h.before, h.fresh, h.withAuthor)
+		r.s.m.fanoutSecs.Observe(time.Since(h.received).Seconds())
+		r.held = r.held[1:]
+	}
+	r.pruneWaiters(func(w *ackWaiter) bool {
+		if r.durable.Covers(w.need) {
+			w.ack(syncproto.StatusOK, "")
+			return true
+		}
+		return false
+	})
+}

@@ -1,0 +1,748 @@
+package syncserver
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
+)
+
+const closeGoingAway = syncproto.CloseGoingAway
+
+// session is one WebSocket connection. Its reader goroutine owns subs and
+// the rate limiters and tears the session down. The write side has no
+// goroutine while idle: queueFrame appends to a bounded queue and starts a
+// flusher goroutine if none runs; the flusher writes until the queue is
+// empty and exits (at most one runs at a time, so frames keep their order).
+// Pings come from a timer. Everyone reaches the client through queueFrame,
+// which never blocks. (See "Memory" in the package doc for why.)
+type session struct {
+	s         *Server
+	conn      *websocket.Conn
+	id        string
+	principal *Principal
+	replica   crdt.ReplicaID
+
+	out struct {
+		sync.Mutex
+		frames  []outFrame // queued, not yet written
+		writing bool       // a flusher goroutine runs
+		closing bool       // kicked: the flusher ends with the close frame
+		closed  bool       // the connection is closed; frames are dropped
+	}
+	kickOnce   sync.Once
+	closeCode  syncproto.CloseCode // written once, in kick, before closing is set
+	closeText  string
+	writerDone chan struct{} // closed when the connection has been closed
+	readerDone chan struct{} // closed when the reader has stopped
+	draining   atomic.Bool   // Shutdown stopped the reader
+	ping       *time.Timer   // guarded by out's lock
+	// writeDeadline is the socket's write deadline as the flusher last set
+	// it; only the (single) flusher uses it.
+	writeDeadline time.Time
+
+	// Owned by the reader.
+	subs     map[string]*room
+	changes  tokenBucket
+	presence tokenBucket
+	strikes  int // rate refusals in a row
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	// NB: the session joins sessionWG under the lock Shutdown flips
+	// draining under, so Shutdown's Wait never races with this Add.
+	s.sessions.Lock()
+	if s.draining.Load() {
+		s.sessions.Unlock()
+		s.m.refused.WithLabelValues("draining").Inc()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.sessionWG.Add(1)
+	s.sessions.Unlock()
+	upgraded := false
+	defer func() {
+		if !upgraded {
+			s.sessionWG.Done()
+		}
+	}()
+	if n := s.conns.Add(1); n > int64(s.opts.MaxConnections) {
+		s.conns.Add(-1)
+		s.m.refused.WithLabelValues("capacity").Inc()
+		s.m.limitHits.WithLabelValues("connections").Inc()
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, fmt.Sprintf("server at capacity (%d connections)", s.opts.MaxConnections), http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := s.upgrade.Upgrade(w, r, nil)
+	upgraded = err == nil
+	if err != nil {
+		// Upgrade has answered with an HTTP error (bad handshake, origin).
+		s.conns.Add(-1)
+		s.m.refused.WithLabelValues("handshake").Inc()
+		s.log.Debug("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ss := &session{
+		s:          s,
+		conn:       conn,
+		id:         uuid.NewString(),
+		writerDone: make(chan struct{}),
+		readerDone: make(chan struct{}),
+		subs:       make(map[string]*room),
+	}
+	s.sessions.Lock()
+	s.sessions.m[ss] = struct{}{}
+	s.sessions.Unlock()
+	if s.draining.Load() {
+		// Shutdown began after the check above and may have listed the
+		// sessions before this one: close it ourselves.
+		ss.stopReading()
+		ss.kick(closeGoingAway, "server shutting down")
+	}
+	s.m.conns.Inc()
+	s.m.connsTotal.Inc()
+	// The flusher is the only writer (see flush): pongs go through the
+	// queue, and a client's close is answered by our own close frame.
+	conn.SetPingHandler(func(data string) error {
+		ss.enqueue(outFrame{opPong, []byte(data)}, false)
+		return nil
+	})
+	conn.SetCloseHandler(func(int, string) error { return nil })
+	ss.armPing()
+	// The handshake (token parsing is deep) runs on the handler goroutine,
+	// which then returns; the steady-state reader is a fresh goroutine.
+	// NB: staying in the handler would keep net/http's per-request state
+	// (its buffered writer, the request and response) and the handler's
+	// deep stack alive for the connection's whole life.
+	authed := ss.extendDeadline(s.opts.AuthTimeout) == nil && ss.handshake()
+	go ss.run(authed)
+}
+
+// run is the session's reader goroutine and owner.
+func (ss *session) run(authed bool) {
+	s := ss.s
+	if authed {
+		ss.reader()
+	} else {
+		close(ss.readerDone)
+	}
+	if !ss.draining.Load() {
+		ss.kick(syncproto.CloseNormal, "connection closed")
+	}
+	<-ss.writerDone
+	ss.out.Lock()
+	if ss.ping != nil {
+		ss.ping.Stop()
+	}
+	ss.out.Unlock()
+	s.sessions.Lock()
+	delete(s.sessions.m, ss)
+	s.sessions.Unlock()
+	s.m.conns.Dec()
+	s.conns.Add(-1)
+	s.sessionWG.Done()
+}
+
+// WebSocket opcodes the flusher writes (RFC 6455 §5.2).
+const (
+	opBinary = 0x2
+	opClose  = 0x8
+	opPing   = 0x9
+	opPong   = 0xa
+)
+
+// outFrame is a queued WebSocket frame. payload may be shared with other
+// sessions (a broadcast is encoded once) and is never modified.
+type outFrame struct {
+	op      byte
+	payload []byte
+}
+
+// queueFrame queues an encoded message without blocking. A full queue
+// means the client cannot keep up: it is disconnected with CloseTooSlow,
+// never waited for.
+func (ss *session) queueFrame(frame []byte) {
+	ss.enqueue(outFrame{opBinary, frame}, true)
+}
+
+// enqueue adds a frame and starts the flusher if none runs. Control frames
+// (limited false) may go past SendQueue, up to twice it, so a pong is not
+// what overflows a busy queue, yet a client that floods pings without
+// reading the pongs cannot grow it without bound.
+func (ss *session) enqueue(f outFrame, limited bool) {
+	ss.out.Lock()
+	if ss.out.closed || ss.out.closing {
+		ss.out.Unlock()
+		return
+	}
+	bound := ss.s.opts.SendQueue
+	if !limited {
+		bound *= 2
+	}
+	if len(ss.out.frames) >= bound {
+		ss.out.Unlock()
+		ss.s.m.limitHits.WithLabelValues("send_queue").Inc()
+		ss.kick(syncproto.CloseTooSlow, "send queue overflow: the client is not reading fast enough")
+		return
+	}
+	ss.out.frames = append(ss.out.frames, f)
+	start := !ss.out.writing
+	ss.out.writing = true
+	ss.out.Unlock()
+	if start {
+		go ss.flush()
+	}
+}
+
+// flush writes queued frames until none are left, then exits; after a kick
+// it writes the close frame and closes the connection. Everything queued
+// when it looks goes out in one writev: under load, when queues build up,
+// a connection costs one syscall per batch rather than per message.
+//
+// NB: the flusher writes frames to the socket itself instead of through
+// gorilla's writer, which makes one write per message. It is the only
+// writer: pings, pongs and the close frame go through the queue too (the
+// session installs ping and close handlers so gorilla does not answer on
+// its own). gorilla still writes a close frame by itself when a client
+// breaks the framing rules, which may interleave with ours; such a
+// connection is being torn down anyway.
+func (ss *session) flush() {
+	o := &ss.s.opts
+	nc := ss.conn.NetConn()
+	var batch []outFrame
+	var hdr []byte
+	var bufs net.Buffers
+	for {
+		ss.out.Lock()
+		batch, ss.out.frames = ss.out.frames, batch[:0]
+		if len(batch) == 0 {
+			if !ss.out.closing {
+				ss.out.writing = false
+				ss.out.frames = nil // an idle connection holds no queue
+				ss.out.Unlock()
+				return
+			}
+			ss.out.closed = true
+			ss.out.Unlock()
+			ss.closeConn()
+			return
+		}
+		ss.out.Unlock()
+		if ss.abandoned() {
+			clear(batch)
+			continue
+		}
+		// hdr is sized up front so the slices bufs takes of it stay valid.
+		hdr = slices.Grow(hdr[:0], maxFrameHeader*len(batch))
+		bufs = bufs[:0]
+		n := 0
+		for i, f := range batch {
+			start := len(hdr)
+			hdr = appendFrameHeader(hdr, f.op, len(f.payload))
+			bufs = append(bufs, hdr[start:len(hdr):len(hdr)])
+			if len(f.payload) > 0 {
+				bufs = append(bufs, f.payload)
+			}
+			n += len(f.payload)
+			batch[i] = outFrame{}
+		}
+		frames := len(batch)
+		var err error
+		// Moving the deadline costs a timer update: do it only when less
+		// than half of WriteTimeout is left, so a write always has between
+		// half and all of it.
+		if now := time.Now(); ss.writeDeadline.Sub(now) < o.WriteTimeout/2 {
+			ss.writeDeadline = now.Add(o.WriteTimeout)
+			err = nc.SetWriteDeadline(ss.writeDeadline)
+		}
+		if err == nil {
+			// NB: WriteTo consumes bufs (it reslices it), so keep no
+			// references to reuse: start from a fresh slice next time.
+			_, err = bufs.WriteTo(nc)
+			bufs = nil
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// A client that stopped reading: dropped like a full queue.
+				ss.s.m.limitHits.WithLabelValues("write_timeout").Inc()
+			}
+			ss.s.log.Debug("websocket write failed", "session", ss.id, "err", err)
+			ss.out.Lock()
+			ss.out.closed, ss.out.frames = true, nil
+			ss.out.Unlock()
+			ss.kickOnce.Do(func() { ss.closeCode = syncproto.CloseNormal })
+			ss.conn.Close()
+			close(ss.writerDone)
+			return
+		}
+		ss.s.m.framesOut.Add(float64(frames))
+		ss.s.m.bytesOut.Add(float64(n))
+	}
+}
+
+// maxFrameHeader is the longest server frame header (no mask).
+const maxFrameHeader = 10
+
+// appendFrameHeader appends an unmasked, final frame header (RFC 6455
+// §5.2): server frames are never masked or fragmented here.
+func appendFrameHeader(b []byte, op byte, n int) []byte {
+	b = append(b, 0x80|op)
+	switch {
+	case n < 126:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
+}
+
+// abandoned reports that the client was dropped as too slow: the frames
+// still in hand are not written.
+func (ss *session) abandoned() bool {
+	ss.out.Lock()
+	defer ss.out.Unlock()
+	return ss.out.closing && ss.closeCode == syncproto.CloseTooSlow
+}
+
+// closeConn sends the close frame (best effort) and closes the socket.
+func (ss *session) closeConn() {
+	nc := ss.conn.NetConn()
+	msg := websocket.FormatCloseMessage(int(ss.closeCode), clip(ss.closeText, 120))
+	frame := append(appendFrameHeader(nil, opClose, len(msg)), msg...)
+	err := nc.SetWriteDeadline(time.Now().Add(ss.s.opts.WriteTimeout))
+	if err == nil {
+		_, err = nc.Write(frame)
+	}
+	if err != nil {
+		ss.s.log.Debug("writing a close frame", "session", ss.id, "err", err)
+	}
+	ss.conn.Close()
+	close(ss.writerDone)
+}
+
+// sendPing runs on the ping timer's goroutine.
+func (ss *session) sendPing() {
+	ss.enqueue(outFrame{op: opPing}, false)
+	ss.armPing()
+}
+
+// armPing schedules the next ping unless the connection is closing.
+func (ss *session) armPing() {
+	ss.out.Lock()
+	defer ss.out.Unlock()
+	if !ss.out.closed && !ss.out.closing {
+		ss.ping = time.AfterFunc(ss.s.opts.PingInterval, ss.sendPing)
+	}
+}
+
+func (ss *session) queueMsg(m syncproto.Message) {
+	frame, err := syncproto.Encode(m)
+	if err != nil {
+		ss.s.log.Error("encoding a message", "type", m.Type(), "err", err)
+		return
+	}
+	ss.queueFrame(frame)
+}
+
+func (ss *session) queueError(st syncproto.Status, doc, msg string) {
+	ss.queueMsg(&syncproto.Error{Status: st, Doc: doc, Message: clip(msg, syncproto.MaxMessageLen)})
+}
+
+// kick closes the connection with code (the first kick wins). The frames
+// already queued (final acks, the error that explains the close) go out
+// first, except for CloseTooSlow, where they are dropped.
+func (ss *session) kick(code syncproto.CloseCode, reason string) {
+	ss.kickOnce.Do(func() {
+		ss.closeCode, ss.closeText = code, reason
+		ss.s.m.closes.WithLabelValues(code.String()).Inc()
+		if code == syncproto.CloseTooSlow {
+			// The flusher is probably blocked on a full socket: fail that
+			// write now instead of waiting WriteTimeout. The close frame
+			// then only gets out if the socket had room (see doc.go).
+			if err := ss.conn.NetConn().SetWriteDeadline(time.Unix(1, 0)); err != nil {
+				ss.s.log.Debug("unblocking a slow writer", "session", ss.id, "err", err)
+			}
+		}
+		ss.out.Lock()
+		if ss.out.closed {
+			ss.out.Unlock()
+			return
+		}
+		ss.out.closing = true
+		if code == syncproto.CloseTooSlow {
+			ss.out.frames = nil
+		}
+		start := !ss.out.writing
+		ss.out.writing = true
+		ss.out.Unlock()
+		if start {
+			go ss.flush()
+		}
+	})
+}
+
+// stopReading makes the reader return without closing the connection
+// (Shutdown then closes it after the acks went out).
+func (ss *session) stopReading() {
+	ss.draining.Store(true)
+	// A deadline in the past fails the pending read at once; net.Conn
+	// deadlines may be set concurrently with a read. An error means the
+	// connection is already closed, so the reader has ended anyway.
+	if err := ss.conn.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		ss.s.log.Debug("stopping a reader", "session", ss.id, "err", err)
+	}
+}
+
+// extendDeadline pushes the read deadline out after a frame arrived. NB:
+// stopReading sets draining before its past deadline, so checking draining
+// after setting ours means one of the two past deadlines always wins.
+func (ss *session) extendDeadline(d time.Duration) error {
+	if err := ss.conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	if ss.draining.Load() {
+		return ss.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	return nil
+}
+
+// sendRoom sends a command to a subscribed room; a room that is gone
+// (shutdown) is logged, there is nothing else to do.
+func (ss *session) sendRoom(r *room, c roomCmd) bool {
+	if err := r.send(context.Background(), c); err != nil {
+		ss.s.log.Debug("room command not delivered", "session", ss.id, "doc", r.id, "err", err)
+		return false
+	}
+	return true
+}
+
+func (ss *session) reader() {
+	defer close(ss.readerDone)
+	defer ss.leaveAll()
+	o := &ss.s.opts
+	alive := o.PingInterval + o.PongTimeout
+	ss.conn.SetPongHandler(func(string) error { return ss.extendDeadline(alive) })
+	for {
+		// NB: the deadline is set before each read, not after the last
+		// one, so time spent dispatching (a document load) does not count
+		// against the client.
+		if ss.extendDeadline(alive) != nil {
+			return
+		}
+		frame, ok := ss.read()
+		if !ok {
+			return
+		}
+		received := time.Now()
+		m, err := syncproto.Decode(frame)
+		if err != nil {
+			if errors.Is(err, syncproto.ErrUnknownMessage) {
+				// A newer client: tell it, keep the connection.
+				ss.queueError(syncproto.StatusInvalid, "", err.Error())
+				continue
+			}
+			ss.s.log.Debug("malformed frame", "session", ss.id, "err", err)
+			ss.kick(syncproto.CloseProtocolError, err.Error())
+			return
+		}
+		ss.dispatch(m, received)
+	}
+}
+
+// read returns the next binary frame; on failure it kicks with the fitting
+// close code and returns false.
+func (ss *session) read() ([]byte, bool) {
+	typ, frame, err := ss.readFrame()
+	if err != nil {
+		var ne net.Error
+		switch {
+		case ss.draining.Load():
+			// Shutdown: keep the connection for the final acks.
+		case errors.Is(err, errFrameTooLarge):
+			ss.s.m.limitHits.WithLabelValues("frame").Inc()
+			ss.kick(syncproto.CloseFrameTooLarge, fmt.Sprintf("frame exceeds %d bytes", ss.s.opts.MaxFrameBytes))
+		case errors.As(err, &ne) && ne.Timeout():
+			if ss.principal == nil {
+				ss.s.m.limitHits.WithLabelValues("auth_timeout").Inc()
+				ss.kick(syncproto.CloseAuthTimeout, "no hello before the deadline")
+			} else {
+				ss.s.m.limitHits.WithLabelValues("heartbeat").Inc()
+				ss.kick(syncproto.CloseHeartbeatTimeout, "no pong or message before the deadline")
+			}
+		default:
+			ss.kick(syncproto.CloseNormal, "connection closed")
+		}
+		return nil, false
+	}
+	ss.s.m.framesIn.Inc()
+	ss.s.m.bytesIn.Add(float64(len(frame)))
+	if typ != websocket.BinaryMessage {
+		ss.kick(syncproto.CloseProtocolError, "frames must be binary msgpack")
+		return nil, false
+	}
+	return frame, true
+}
+
+var errFrameTooLarge = errors.New("syncserver: frame too large")
+
+// readFrame reads one message, at most MaxFrameBytes of it. NB: gorilla's
+// own SetReadLimit would answer an oversized frame with close 1009 before we
+// could send CloseFrameTooLarge, so the limit is enforced here.
+func (ss *session) readFrame() (int, []byte, error) {
+	typ, rd, err := ss.conn.NextReader()
+	if err != nil {
+		return 0, nil, err
+	}
+	max := ss.s.opts.MaxFrameBytes
+	b, err := io.ReadAll(io.LimitReader(rd, max+1))
+	if err != nil {
+		return 0, nil, err
+	}
+	if int64(len(b)) > max {
+		return 0, nil, errFrameTooLarge
+	}
+	return typ, b, nil
+}
+
+// handshake reads hello, authenticates and answers welcome.
+func (ss *session) handshake() bool {
+	frame, ok := ss.read()
+	if !ok {
+		return false
+	}
+	m, err := syncproto.Decode(frame)
+	if err != nil {
+		ss.kick(syncproto.CloseProtocolError, "expected hello: "+err.Error())
+		return false
+	}
+	h, isHello := m.(*syncproto.Hello)
+	if !isHello {
+		ss.kick(syncproto.CloseProtocolError, "expected hello, got "+m.Type().String())
+		return false
+	}
+	if h.Version != syncproto.ProtocolVersion {
+		ss.kick(syncproto.CloseUnsupportedVersion, fmt.Sprintf("protocol version %d; this server speaks %d", h.Version, syncproto.ProtocolVersion))
+		return false
+	}
+	p, err := ss.s.auth.authenticate(h.Token)
+	if err != nil {
+		ss.s.m.refused.WithLabelValues("auth").Inc()
+		ss.queueError(syncproto.StatusUnauthorized, "", err.Error())
+		ss.kick(syncproto.CloseAuthFailed, "authentication failed")
+		return false
+	}
+	ss.principal = p
+	ss.replica = h.Replica
+	o := &ss.s.opts
+	now := time.Now()
+	ss.changes = newTokenBucket(float64(o.MaxChangesPerSec), float64(o.ChangesBurst), now)
+	ss.presence = newTokenBucket(float64(o.MaxPresencePerSec), float64(2*o.MaxPresencePerSec), now)
+	ss.queueMsg(&syncproto.Welcome{
+		Version:    syncproto.ProtocolVersion,
+		ServerTime: hlc.New(o.Wall(), 0),
+		Session:    ss.id,
+		User:       p.User,
+		Limits:     o.limits(),
+	})
+	ss.s.log.Debug("session authenticated", "session", ss.id, "user", p.User, "replica", h.Replica, "client", h.ClientName)
+	return true
+}
+
+func (ss *session) dispatch(m syncproto.Message, received time.Time) {
+	switch m := m.(type) {
+	case *syncproto.Subscribe:
+		ss.subscribe(m.Doc, m.Version)
+	case *syncproto.Unsubscribe:
+		if r, ok := ss.subs[m.Doc]; ok {
+			delete(ss.subs, m.Doc)
+			ss.sendRoom(r, cmdUnsubscribe{sess: ss})
+			ss.s.release(r)
+		}
+	case *syncproto.Update:
+		ss.update(m.Doc, m.Batch, m.Changes, true, received)
+	case *syncproto.Sync:
+		// A client answering our sync with what we lack, without acks.
+		if len(m.Changes) > 0 {
+			ss.update(m.Doc, 0, m.Changes, false, received)
+		}
+	case *syncproto.Changes:
+		ss.update(m.Doc, 0, m.Changes, false, received)
+	case *syncproto.Presence:
+		ss.setPresence(m)
+	case *syncproto.Ping:
+		ss.queueMsg(&syncproto.Pong{Nonce: m.Nonce})
+	case *syncproto.Pong:
+		// The read deadline was already extended.
+	default:
+		ss.queueError(syncproto.StatusInvalid, syncproto.DocOf(m), "a client may not send "+m.Type().String())
+	}
+}
+
+func (ss *session) subscribe(doc string, version crdt.VersionVector) {
+	if err := checkDocID(doc); err != nil {
+		ss.queueError(syncproto.StatusInvalid, doc, err.Error())
+		return
+	}
+	if ss.principal.Access(doc) == AccessNone {
+		ss.queueError(syncproto.StatusUnauthorized, doc, "the token does not grant access to this document")
+		return
+	}
+	r, ok := ss.subs[doc]
+	if !ok {
+		if len(ss.subs) >= ss.s.opts.MaxDocsPerConn {
+			ss.s.m.limitHits.WithLabelValues("docs_per_conn").Inc()
+			ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("subscribed to the maximum of %d documents", ss.s.opts.MaxDocsPerConn))
+			return
+		}
+		var err error
+		r, err = ss.s.acquire(context.Background(), doc)
+		if err != nil {
+			st := syncproto.StatusInternal
+			if errors.Is(err, ErrShuttingDown) {
+				st = syncproto.StatusOverloaded
+			}
+			ss.queueError(st, doc, err.Error())
+			return
+		}
+		ss.subs[doc] = r
+	}
+	if !ss.sendRoom(r, cmdSubscribe{sess: ss, version: version}) {
+		ss.queueError(syncproto.StatusOverloaded, doc, "the document is closing; retry")
+	}
+}
+
+// update checks an update's rights and limits, decodes it off the room
+// goroutine, and hands it to the room. wantAck: an update message (acked)
+// rather than changes relayed in sync or changes messages.
+func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool, received time.Time) {
+	ack := func(st syncproto.Status, msg string) {
+		if wantAck {
+			ss.queueMsg(&syncproto.Ack{Doc: doc, Batch: batch, Status: st, Message: clip(msg, syncproto.MaxMessageLen)})
+		} else if st != syncproto.StatusOK {
+			ss.queueError(st, doc, msg)
+		}
+	}
+	refuse := func(st syncproto.Status, msg string) {
+		ss.s.m.updates.WithLabelValues(st.String()).Inc()
+		ack(st, msg)
+	}
+	switch ss.principal.Access(doc) {
+	case AccessNone:
+		refuse(syncproto.StatusUnauthorized, "the token does not grant access to this document")
+		return
+	case AccessRead:
+		refuse(syncproto.StatusReadOnly, "the token grants read-only access to this document")
+		return
+	}
+	r, ok := ss.subs[doc]
+	if !ok {
+		refuse(syncproto.StatusNotFound, "subscribe to the document before updating it")
+		return
+	}
+	changes, err := codec.DecodeChanges(payload)
+	if err != nil {
+		refuse(syncproto.StatusInvalid, err.Error())
+		return
+	}
+	var ops uint64
+	for i := range changes {
+		ops += changes[i].Len()
+	}
+	if !ss.changes.take(float64(ops), time.Now()) {
+		ss.s.m.limitHits.WithLabelValues("changes_rate").Inc()
+		refuse(syncproto.StatusRateLimited, fmt.Sprintf("more than %d operations per second", ss.s.opts.MaxChangesPerSec))
+		ss.strike()
+		return
+	}
+	ss.strikes = 0
+	c := cmdUpdate{from: ss, user: ss.principal.User, replica: ss.replica, changes: changes,
+		size: int64(len(payload)), received: received}
+	// Without wantAck, ack reports only refusals (as error messages).
+	c.ack = ack
+	if !ss.sendRoom(r, c) {
+		refuse(syncproto.StatusOverloaded, "the document is closing; retry")
+	}
+}
+
+func (ss *session) setPresence(p *syncproto.Presence) {
+	r, ok := ss.subs[p.Doc]
+	if !ok {
+		ss.queueError(syncproto.StatusNotFound, p.Doc, "subscribe to the document before sending presence")
+		return
+	}
+	if !ss.presence.take(1, time.Now()) {
+		ss.s.m.limitHits.WithLabelValues("presence_rate").Inc()
+		ss.queueError(syncproto.StatusRateLimited, p.Doc, fmt.Sprintf("more than %d presence messages per second", ss.s.opts.MaxPresencePerSec))
+		ss.strike()
+		return
+	}
+	ss.sendRoom(r, cmdPresence{sess: ss, p: p})
+}
+
+// leaveAll unsubscribes from every room when the reader ends. During
+// Shutdown the rooms flush first, so the session stays subscribed until its
+// acks are queued.
+func (ss *session) leaveAll() {
+	if ss.draining.Load() {
+		return
+	}
+	for doc, r := range ss.subs {
+		ss.sendRoom(r, cmdUnsubscribe{sess: ss, gone: true})
+		ss.s.release(r)
+		delete(ss.subs, doc)
+	}
+}
+
+// maxStrikes is how many refusals in a row for rate a connection gets
+// before it is closed with CloseRateLimited (a client that ignores
+// rate_limited and keeps sending).
+const maxStrikes = 64
+
+func (ss *session) strike() {
+	ss.strikes++
+	if ss.strikes >= maxStrikes {
+		ss.kick(syncproto.CloseRateLimited, "kept sending after rate_limited")
+	}
+}
+
+// tokenBucket is a rate limiter owned by one goroutine.
+type tokenBucket struct {
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+func newTokenBucket(rate, burst float64, now time.Time) tokenBucket {
+	return tokenBucket{rate: rate, burst: burst, tokens: burst, last: now}
+}
+
+// take removes n tokens if the bucket holds them. A request larger than
+// the whole bucket is allowed when the bucket is full (otherwise it could
+// never pass) and leaves it in debt.
+func (b *tokenBucket) take(n float64, now time.Time) bool {
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(b.burst, b.tokens+dt*b.rate)
+		b.last = now
+	}
+	if b.tokens >= n || b.tokens >= b.burst {
+		b.tokens -= n
+		return true
+	}
+	return false
+}

@@ -1,0 +1,164 @@
+package syncserver
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"github.com/weftsync/weft/crdt/codec"
+	"net/http"
+	"time"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/syncproto"
+)
+
+// stream is one Server-Sent Events subscriber of a room. The room owns ch
+// and closes it when it drops the stream (slow consumer, unload, shutdown).
+type stream struct {
+	ch chan sseEvent
+}
+
+type sseEvent struct {
+	id   string // version token after the event
+	name string // "changes" or "synced"
+	data []byte // changes: codec bytes, sent as base64; synced: JSON
+}
+
+// addStream registers an event stream and sends it, in the same room step,
+// everything after version: no change can slip between catch-up and live
+// events.
+func (r *room) addStream(st *stream, version crdt.VersionVector) {
+	r.streams[st] = struct{}{}
+	at := version.Clone()
+	for _, c := range codec.EncodeChunks(r.doc.ChangesSince(version), int(r.s.opts.MaxFrameBytes/2)) {
+		advance(at, c.Changes)
+		r.streamSend(st, sseEvent{id: encodeVersionToken(at), name: "changes", data: c.Data})
+	}
+	if _, ok := r.streams[st]; !ok {
+		return // dropped as too slow during catch-up
+	}
+	v := r.doc.Version()
+	data, err := json.Marshal(versionJSON(v))
+	if err != nil {
+		r.s.log.Error("encoding a version", "doc", r.id, "err", err)
+		return
+	}
+	r.streamSend(st, sseEvent{id: encodeVersionToken(v), name: "synced", data: data})
+}
+
+// streamSend queues an event without blocking; a stream that cannot keep
+// up is closed (its client reconnects with Last-Event-ID and loses nothing).
+func (r *room) streamSend(st *stream, ev sseEvent) {
+	if _, ok := r.streams[st]; !ok {
+		return
+	}
+	select {
+	case st.ch <- ev:
+	default:
+		r.s.m.limitHits.WithLabelValues("send_queue").Inc()
+		r.removeStream(st)
+	}
+}
+
+func (r *room) removeStream(st *stream) {
+	if _, ok := r.streams[st]; ok {
+		delete(r.streams, st)
+		close(st.ch)
+	}
+}
+
+// streamEvents serves GET /v1/docs/{id}/events. Without Last-Event-ID (or
+// the lastEventId query parameter) the stream starts with the whole
+// document; with it, with exactly what the client lacks.
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string) {
+	if s.draining.Load() {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, "server shutting down")
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		httpError(w, http.StatusInternalServerError, syncproto.StatusInternal, "streaming unsupported by this connection")
+		return
+	}
+	version := crdt.VersionVector{}
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("lastEventId")
+	}
+	if last != "" {
+		v, err := decodeVersionToken(last)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, err.Error())
+			return
+		}
+		version = v
+	}
+	if n := s.conns.Add(1); n > int64(s.opts.MaxConnections) {
+		s.conns.Add(-1)
+		s.m.refused.WithLabelValues("capacity").Inc()
+		s.m.limitHits.WithLabelValues("connections").Inc()
+		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, "server at capacity")
+		return
+	}
+	defer s.conns.Add(-1)
+	rm, err := s.acquire(r.Context(), doc)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, err.Error())
+		return
+	}
+	defer s.release(rm)
+	st := &stream{ch: make(chan sseEvent, s.opts.SendQueue)}
+	if err := rm.send(r.Context(), cmdStream{st: st, version: version, add: true}); err != nil {
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
+		return
+	}
+	s.m.sseStreams.Inc()
+	defer s.m.sseStreams.Dec()
+	defer func() {
+		// The room may already have dropped the stream; removing twice is
+		// harmless, and a room that is gone needs nothing.
+		// NB: not r.Context(), which is done by now; our reference keeps
+		// the room alive until release.
+		if err := rm.send(context.Background(), cmdStream{st: st}); err != nil {
+			s.log.Debug("removing an event stream", "doc", doc, "err", err)
+		}
+	}()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriter(w)
+	keepalive := time.NewTicker(s.opts.PingInterval)
+	defer keepalive.Stop()
+	for {
+		select {
+		case ev, ok := <-st.ch:
+			if !ok {
+				return // dropped by the room: the client resumes from its last id
+			}
+			fmt.Fprintf(bw, "id: %s\nevent: %s\ndata: ", ev.id, ev.name)
+			if ev.name == "changes" {
+				enc := base64.NewEncoder(base64.StdEncoding, bw)
+				enc.Write(ev.data)
+				enc.Close()
+			} else {
+				bw.Write(ev.data)
+			}
+			bw.WriteString("\n\n")
+		case <-keepalive.C:
+			bw.WriteString(": keepalive\n\n")
+		case <-r.Context().Done():
+			return
+		}
+		// Writes to a bufio.Writer fail only through Flush.
+		if err := bw.Flush(); err != nil {
+			return
+		}
+		fl.Flush()
+	}
+}

@@ -1,0 +1,31 @@
+package syncserver
+
+import "context"
+
+// Store keeps documents durably: per document an optional snapshot and the
+// change batches appended after it. The server calls it from room goroutines
+// only, so calls for one document are never concurrent; calls for different
+// documents are. storage.Store (Pebble) is the production implementation;
+// MemStore is the in-memory one for tests.
+//
+// Ownership: byte slices passed in belong to the caller until the call
+// returns (the store copies what it keeps); slices returned belong to the
+// caller.
+type Store interface {
+	// Load returns the document's snapshot (nil if none) and the change batches appended after it, oldest first. An unknown document returns (nil, nil, nil).
+	Load(ctx context.Context, doc string) (snapshot []byte, batches [][]byte, err error)
+	// Append durably appends one batch (codec.EncodeChanges bytes): it returns nil only after the batch is synced to stable storage, and reports the bytes of all batches since the last snapshot. Safe for concurrent use on different documents; the caller serializes calls for one document.
+	Append(ctx context.Context, doc string, batch []byte) (logBytes int64, err error)
+	// WriteSnapshot atomically replaces the document's snapshot (codec.EncodeSnapshot bytes) and deletes all its batches; the caller guarantees the snapshot covers every batch appended so far.
+	WriteSnapshot(ctx context.Context, doc string, snapshot []byte) error
+}
+
+// DocLister is implemented by stores that can list their documents. With
+// one, GET /v1/docs lists the stored documents a token may read; without,
+// that endpoint answers 501.
+type DocLister interface {
+	// ListDocs returns the ids of stored documents that start with prefix,
+	// in order, at most limit of them (0: no limit). It may be called
+	// concurrently with every other method; the slice is the caller's.
+	ListDocs(ctx context.Context, prefix string, limit int) ([]string, error)
+}
