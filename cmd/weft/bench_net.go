@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"runtime/pprof"
+
+	"github.com/weftsync/weft/bench"
+)
+
+func init() {
+	benchmarks["converge"] = benchConverge
+	benchmarks["conns"] = benchConns
+}
+
+// parseBenchFlags parses a benchmark's flags (help and errors on the flag
+// set's output), refuses stray arguments, and fills the rest from
+// WEFT_<NAME>. done reports that the caller should return code.
+func parseBenchFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, true
+		}
+		return 2, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return 2, true
+	}
+	if err := fillFromEnv(fs); err != nil {
+		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+		return 2, true
+	}
+	return 0, false
+}
+
+func benchLogger(stderr io.Writer, verbose bool) *slog.Logger {
+	if !verbose {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(stderr, nil))
+}
+
+func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	d := bench.DefaultConvergeOptions()
+	fs := flag.NewFlagSet("weft bench converge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", "", "URL of a running server (default: start a 'weft serve --insecure' child process)")
+	token := fs.String("token", "", "access token every client sends (with --server)")
+	binary := fs.String("binary", "", "weft executable to start as the server without --server (default: this one)")
+	clients := fs.Int("clients", d.Clients, "number of Go clients, one connection each")
+	docs := fs.Int("docs", d.Docs, "number of documents the clients are spread over")
+	rate := fs.Float64("rate", d.Rate, "edits per second per client")
+	duration := fs.Duration("duration", d.Duration, "how long the clients edit")
+	settle := fs.Duration("settle", d.Settle, "how long to wait, after editing, for every replica to converge")
+	seed := fs.Uint64("seed", d.Seed, "seed of the edit mix")
+	asJSON := fs.Bool("json", false, "print JSON: clients, docs, edits, p50_ms, p99_ms, max_ms, converged")
+	verbose := fs.Bool("v", false, "log progress to stderr")
+	gogc := fs.Int("gogc", 400, "GC percent of this process, which runs all the clients (the server is a separate process with its own setting); -1 keeps the runtime's")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load generator (the clients) to this file")
+	memProfile := fs.String("memprofile", "", "write an allocation profile of the load generator to this file")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: weft bench converge [--server URL] --clients N --docs D --rate R --duration T [--json]\n\n"+
+			"N Go clients over D documents each make R edits/s; latency is the time from an edit to its\n"+
+			"arrival at every other subscriber of its document. Every flag may also be set as WEFT_<NAME>.\n\n")
+		fs.PrintDefaults()
+	}
+	if code, done := parseBenchFlags(fs, args); done {
+		return code
+	}
+	if *gogc != -1 && os.Getenv("GOGC") == "" {
+		// N clients share this process, where real clients each have
+		// their own: a lazier collector keeps the load generator's GC from
+		// competing with the server for the cores.
+		debug.SetGCPercent(*gogc)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		defer func() {
+			if f, err := os.Create(*memProfile); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
+	r, err := bench.Converge(ctx, bench.ConvergeOptions{
+		Server: *server, Token: *token, Binary: *binary, Clients: *clients, Docs: *docs, Rate: *rate,
+		Duration: *duration, Settle: *settle, Seed: *seed, Logger: benchLogger(stderr, *verbose),
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
+		return 1
+	}
+	printResult(stdout, *asJSON, r, func() {
+		fmt.Fprintf(stdout, "converge: clients %d  docs %d  edits %d  p50 %.2f ms  p99 %.2f ms  max %.2f ms  converged %v\n",
+			r.Clients, r.Docs, r.Edits, r.P50Ms, r.P99Ms, r.MaxMs, r.Converged)
+	})
+	if !r.Converged {
+		return 1
+	}
+	return 0
+}
+
+func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	d := bench.DefaultConnsOptions()
+	fs := flag.NewFlagSet("weft bench conns", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	conns := fs.Int("conns", d.Conns, "idle authenticated connections to open, each subscribed to a document")
+	docs := fs.Int("docs", d.Docs, "documents the connections subscribe to (round robin)")
+	parallel := fs.Int("parallel", d.Parallel, "connections being opened at once")
+	timeout := fs.Duration("timeout", d.Timeout, "bound on the whole run")
+	binary := fs.String("binary", "", "weft executable to start as the server (default: this one)")
+	asJSON := fs.Bool("json", false, "print JSON: conns, bytes_per_conn")
+	verbose := fs.Bool("v", false, "log progress to stderr")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: weft bench conns --conns N [--json]\n\n"+
+			"Starts a `weft serve` child process, opens N idle subscribed connections and reports the\n"+
+			"server's resident memory growth per connection. Every flag may also be set as WEFT_<NAME>.\n\n")
+		fs.PrintDefaults()
+	}
+	if code, done := parseBenchFlags(fs, args); done {
+		return code
+	}
+	r, err := bench.Conns(ctx, bench.ConnsOptions{
+		Conns: *conns, Docs: *docs, Binary: *binary, Parallel: *parallel, Timeout: *timeout, Logger: benchLogger(stderr, *verbose),
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "weft bench conns: %v\n", err)
+		return 1
+	}
+	printResult(stdout, *asJSON, struct {
+		Conns        int     `json:"conns"`
+		BytesPerConn float64 `json:"bytes_per_conn"`
+	}{r.Conns, r.BytesPerConn}, func() {
+		fmt.Fprintf(stdout, "conns: %d idle connections  server RSS %.1f → %.1f MiB  %.0f bytes/conn\n",
+			r.Conns, float64(r.BaselineRSS)/(1<<20), float64(r.LoadedRSS)/(1<<20), r.BytesPerConn)
+	})
+	return 0
+}

@@ -1,0 +1,592 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/hlc"
+	"github.com/weftsync/weft/storage"
+	"github.com/weftsync/weft/syncserver"
+)
+
+func init() {
+	register(command{
+		name:    "doc",
+		summary: "inspect and move stored documents: ls, export, import, get",
+		run:     runDoc,
+	})
+}
+
+// snapshotMediaType is what `weft doc export --server` asks the server for.
+const snapshotMediaType = "application/vnd.weft.snapshot"
+
+// docStdin is where import reads; tests replace it.
+var docStdin io.Reader = os.Stdin
+
+// maxImportBytes bounds what `weft doc import` reads from stdin.
+const maxImportBytes = 1 << 30
+
+const docUsage = `Usage:
+  weft doc ls     [--prefix P] [--json]   stored documents (with --server: those the token may read)
+  weft doc export ID > FILE               snapshot bytes of ID (snapshot + log merged)
+  weft doc import ID < FILE               merge a snapshot into ID; never overwrites
+  weft doc get    ID [--at RFC3339]       the document as JSON
+
+Each needs a source: --data DIR opens a data directory directly (refused while
+a server holds it), --server URL goes through a running server's HTTP API.
+Every flag may also be set as WEFT_<NAME> (e.g. WEFT_DATA, WEFT_SERVER,
+WEFT_TOKEN); the command line wins.
+
+Flags:
+`
+
+// docFlags are the flags every `weft doc` verb takes.
+type docFlags struct {
+	data, server, token, prefix, at string
+	asJSON                          bool
+	timeout                         time.Duration
+}
+
+func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("weft doc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f docFlags
+	fs.StringVar(&f.data, "data", "", "data directory of a stopped server")
+	fs.StringVar(&f.server, "server", "", "base URL of a running server, e.g. http://127.0.0.1:8080")
+	fs.StringVar(&f.token, "token", "", "access token for --server (Authorization: Bearer)")
+	fs.StringVar(&f.prefix, "prefix", "", "ls: only ids starting with this")
+	fs.StringVar(&f.at, "at", "", "get: the document as it was at this RFC 3339 time")
+	fs.BoolVar(&f.asJSON, "json", false, "ls: print JSON")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the whole operation")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), docUsage)
+		fs.PrintDefaults()
+	}
+	pos, code, done := parseStoreFlagsAnywhere(fs, args)
+	if done {
+		return code
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return 2
+	}
+	verb, rest := pos[0], pos[1:]
+	wantArgs := map[string]int{"ls": 0, "export": 1, "import": 1, "get": 1}
+	n, known := wantArgs[verb]
+	if !known {
+		fmt.Fprintf(stderr, "weft doc: unknown verb %q (want ls, export, import or get)\n", verb)
+		return 2
+	}
+	if len(rest) != n {
+		fmt.Fprintf(stderr, "weft doc %s: want %d argument(s), got %d\n", verb, n, len(rest))
+		return 2
+	}
+	if (f.data == "") == (f.server == "") {
+		fmt.Fprintf(stderr, "weft doc %s: give exactly one of --data DIR or --server URL\n", verb)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+
+	var err error
+	if f.data != "" {
+		err = docLocal(ctx, f, verb, rest, docStdin, stdout, stderr)
+	} else {
+		err = docRemote(ctx, f, verb, rest, docStdin, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "weft doc %s: %v\n", verb, err)
+		return 1
+	}
+	return 0
+}
+
+// docLocal runs a verb against a data directory.
+func docLocal(ctx context.Context, f docFlags, verb string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if _, err := os.Stat(f.data); err != nil {
+		// Opening would create an empty store: refuse a mistyped path.
+		return fmt.Errorf("data directory: %w", err)
+	}
+	o := storage.DefaultOptions()
+	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st, err := storage.Open(f.data, o)
+	if errors.Is(err, storage.ErrLocked) {
+		return fmt.Errorf("%w\n(a running server owns it: use --server URL instead)", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil {
+			fmt.Fprintf(stderr, "weft doc: closing %s: %v\n", f.data, cerr)
+		}
+	}()
+
+	switch verb {
+	case "ls":
+		return docList(ctx, st, f, stdout)
+	case "export":
+		d, _, err := loadStoredDoc(ctx, st, args[0])
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(codec.EncodeSnapshot(d))
+		return err
+	case "get":
+		d, meta, err := loadStoredDoc(ctx, st, args[0])
+		if err != nil {
+			return err
+		}
+		out := docGetJSON{DocJSON: toDocJSON(args[0], d), Meta: metaJSON(meta)}
+		if f.at != "" {
+			t, err := time.Parse(time.RFC3339Nano, f.at)
+			if err != nil {
+				return fmt.Errorf("--at: want an RFC 3339 time: %w", err)
+			}
+			out.DocJSON = toDocJSON(args[0], d.At(hlc.FromTime(t)))
+			out.At = t.UTC().Format(time.RFC3339Nano)
+		}
+		return writeIndentedJSON(stdout, out)
+	case "import":
+		return docImportLocal(ctx, st, args[0], stdin, stdout)
+	}
+	return fmt.Errorf("unknown verb %q", verb)
+}
+
+// toolReplica is the replica id the tool opens documents as. The tool never
+// edits, so the id owns no operations; but a snapshot lists the replica that
+// encoded it, so the id is fixed: exports are reproducible and repeated
+// imports add at most this one entry to a replica table.
+func toolReplica() crdt.ReplicaID { return toolReplicaID }
+
+var toolReplicaID = crdt.ReplicaID(uuid.MustParse("7765667d-646f-4363-8d74-6f6f6c000001"))
+
+// toolClock trusts the timestamps it sees (maxOffset 0): the tool reads
+// stored history and admin-provided snapshots, not live network input.
+func toolClock() *hlc.Clock { return hlc.NewClock(hlc.SystemWall, 0) }
+
+var errNoDoc = errors.New("no such document in this data directory")
+
+// loadStoredDoc rebuilds a document from its snapshot and log.
+func loadStoredDoc(ctx context.Context, st *storage.Store, id string) (*crdt.Doc, storage.DocMeta, error) {
+	meta, ok, err := st.Meta(ctx, id)
+	if err != nil {
+		return nil, meta, err
+	}
+	if !ok {
+		return nil, meta, fmt.Errorf("%w: %q", errNoDoc, id)
+	}
+	snap, batches, err := st.Load(ctx, id)
+	if err != nil {
+		return nil, meta, err
+	}
+	d, err := replayStored(snap, batches)
+	if err != nil {
+		return nil, meta, fmt.Errorf("document %q: %w", id, err)
+	}
+	return d, meta, nil
+}
+
+// replayStored applies the log over the snapshot, as the server does on load.
+func replayStored(snap []byte, batches [][]byte) (*crdt.Doc, error) {
+	var d *crdt.Doc
+	if snap != nil {
+		var err error
+		if d, err = codec.DecodeSnapshot(snap, toolReplica(), toolClock(), crdt.Options{}); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+	} else {
+		d = crdt.NewDoc(toolReplica(), toolClock(), crdt.Options{})
+	}
+	for i, b := range batches {
+		changes, err := codec.DecodeChanges(b)
+		if err != nil {
+			return nil, fmt.Errorf("log batch %d: %w", i, err)
+		}
+		if err := d.Apply(changes...); err != nil {
+			return nil, fmt.Errorf("log batch %d: %w", i, err)
+		}
+	}
+	if n := d.Pending(); n > 0 {
+		return nil, fmt.Errorf("%d stored changes wait for dependencies the store lacks", n)
+	}
+	return d, nil
+}
+
+// docImportLocal merges a snapshot from stdin into a stored document: the
+// changes the store lacks are appended as one batch, then a fresh snapshot
+// is written if the log has outgrown the old one. Nothing stored is ever
+// replaced by the input.
+func docImportLocal(ctx context.Context, st *storage.Store, id string, stdin io.Reader, stdout io.Writer) error {
+	incoming, err := readSnapshot(stdin)
+	if err != nil {
+		return err
+	}
+	existing, meta, err := loadStoredDoc(ctx, st, id)
+	switch {
+	case err == nil:
+	case errors.Is(err, errNoDoc):
+		existing = crdt.NewDoc(toolReplica(), toolClock(), crdt.Options{})
+	default:
+		return err
+	}
+	delta := incoming.ChangesSince(existing.Version())
+	if len(delta) == 0 {
+		fmt.Fprintf(stdout, "%s: already has everything in the input\n", id)
+		return nil
+	}
+	if err := existing.Apply(delta...); err != nil {
+		return fmt.Errorf("merging into %q: %w (nothing written)", id, err)
+	}
+	if n := existing.Pending(); n > 0 {
+		return fmt.Errorf("merging into %q: %d changes lack dependencies (nothing written)", id, n)
+	}
+	logBytes, err := st.Append(ctx, id, codec.EncodeChanges(delta))
+	if err != nil {
+		return err
+	}
+	if logBytes > meta.SnapshotBytes {
+		if err := st.WriteSnapshot(ctx, id, codec.EncodeSnapshot(existing)); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "%s: merged %d change(s); version %s\n", id, len(delta), existing.Version())
+	return nil
+}
+
+func readSnapshot(r io.Reader) (*crdt.Doc, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxImportBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading stdin: %w", err)
+	}
+	if len(data) > maxImportBytes {
+		return nil, fmt.Errorf("input exceeds %d bytes", maxImportBytes)
+	}
+	if len(data) == 0 {
+		return nil, errors.New("empty input: want snapshot bytes (weft doc export) on stdin")
+	}
+	d, err := codec.DecodeSnapshot(data, toolReplica(), toolClock(), crdt.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("input is not a weft snapshot: %w", err)
+	}
+	return d, nil
+}
+
+func docList(ctx context.Context, st *storage.Store, f docFlags, stdout io.Writer) error {
+	metas, err := st.List(ctx, f.prefix, "", 0)
+	if err != nil {
+		return err
+	}
+	if f.asJSON {
+		out := make([]docMetaJSON, 0, len(metas))
+		for _, m := range metas {
+			out = append(out, *metaJSON(m))
+		}
+		return writeIndentedJSON(stdout, out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSNAPSHOT\tLOG\tBATCHES\tUPDATED")
+	for _, m := range metas {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", m.ID, m.SnapshotBytes, m.LogBytes, m.Batches,
+			m.Updated.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// docMetaJSON is the JSON form of storage.DocMeta.
+type docMetaJSON struct {
+	ID            string `json:"id"`
+	Created       string `json:"created"`
+	Updated       string `json:"updated"`
+	SnapshotBytes int64  `json:"snapshot_bytes"`
+	LogBytes      int64  `json:"log_bytes"`
+	Batches       int64  `json:"batches"`
+}
+
+func metaJSON(m storage.DocMeta) *docMetaJSON {
+	return &docMetaJSON{ID: m.ID, Created: m.Created.Format(time.RFC3339Nano), Updated: m.Updated.Format(time.RFC3339Nano),
+		SnapshotBytes: m.SnapshotBytes, LogBytes: m.LogBytes, Batches: m.Batches}
+}
+
+// docGetJSON is what `weft doc get` prints: the server's document JSON
+// shape, plus the storage metadata when read from a data directory.
+type docGetJSON struct {
+	syncserver.DocJSON
+	Meta *docMetaJSON `json:"meta,omitempty"`
+}
+
+// toDocJSON renders d in the shape of GET /v1/docs/{id}.
+func toDocJSON(id string, d *crdt.Doc) syncserver.DocJSON {
+	out := syncserver.DocJSON{ID: id, Version: map[string]uint64{}, Text: map[string]string{},
+		Counter: map[string]int64{}, Register: map[string]any{}}
+	for r, s := range d.Version() {
+		out.Version[r.String()] = s
+	}
+	for _, fl := range d.Fields() {
+		switch fl.Type {
+		case crdt.FieldText:
+			out.Text[fl.Name] = d.Text(fl.Name)
+		case crdt.FieldCounter:
+			out.Counter[fl.Name] = d.Counter(fl.Name)
+		case crdt.FieldRegister:
+			if v, ok := d.Register(fl.Name); ok {
+				out.Register[fl.Name] = registerValueJSON(v)
+			}
+		}
+	}
+	return out
+}
+
+// registerValueJSON decodes a register's msgpack value for JSON; a value
+// that does not decode, or that JSON cannot hold, is shown as
+// {"msgpack": base64}.
+func registerValueJSON(v []byte) any {
+	var x any
+	if err := msgpack.Unmarshal(v, &x); err == nil {
+		if _, err := json.Marshal(x); err == nil {
+			return x
+		}
+	}
+	return map[string]string{"msgpack": base64.StdEncoding.EncodeToString(v)}
+}
+
+func writeIndentedJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// docRemote runs a verb against a running server's HTTP API.
+func docRemote(ctx context.Context, f docFlags, verb string, args []string, stdin io.Reader, stdout, _ io.Writer) error {
+	base, err := url.Parse(strings.TrimSuffix(f.server, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return fmt.Errorf("--server %q: want an http(s) URL", f.server)
+	}
+	c := &remoteDocs{base: base.String(), token: f.token, hc: &http.Client{}}
+	switch verb {
+	case "ls":
+		// The server lists the stored documents the token may read; it
+		// keeps no per-document metadata to show beside them.
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/docs?prefix="+url.QueryEscape(f.prefix), nil)
+		if err != nil {
+			return err
+		}
+		body, _, err := c.do(req)
+		if err != nil {
+			return err
+		}
+		var list syncserver.DocList
+		if err := json.Unmarshal(body, &list); err != nil {
+			return fmt.Errorf("the server's document list: %w", err)
+		}
+		if f.asJSON {
+			type idOnly struct {
+				ID string `json:"id"`
+			}
+			out := make([]idOnly, len(list.Docs))
+			for i, id := range list.Docs {
+				out[i] = idOnly{ID: id}
+			}
+			return writeIndentedJSON(stdout, out)
+		}
+		fmt.Fprintln(stdout, "ID")
+		for _, id := range list.Docs {
+			fmt.Fprintln(stdout, id)
+		}
+		return nil
+	case "get":
+		body, err := c.get(ctx, args[0], f.at, "application/json")
+		if err != nil {
+			return err
+		}
+		var out json.RawMessage = body
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, out, "", "  ") != nil {
+			return fmt.Errorf("server sent invalid JSON: %.200q", body)
+		}
+		pretty.WriteByte('\n')
+		_, err = stdout.Write(pretty.Bytes())
+		return err
+	case "export":
+		body, ctype, err := c.getWithType(ctx, args[0], "", snapshotMediaType)
+		if err != nil {
+			return err
+		}
+		if ctype != snapshotMediaType {
+			return fmt.Errorf("the server answered %q, not snapshot bytes (%s): it does not support export; stop it and use --data", ctype, snapshotMediaType)
+		}
+		_, err = stdout.Write(body)
+		return err
+	case "import":
+		incoming, err := readSnapshot(stdin)
+		if err != nil {
+			return err
+		}
+		// Send only what the server lacks; it merges (duplicates are no-ops).
+		have := crdt.VersionVector{}
+		body, err := c.get(ctx, args[0], "", "application/json")
+		var nf *httpStatusError
+		switch {
+		case errors.As(err, &nf) && nf.code == http.StatusNotFound:
+		case err != nil:
+			return err
+		default:
+			var cur syncserver.DocJSON
+			if err := json.Unmarshal(body, &cur); err != nil {
+				return fmt.Errorf("server sent invalid JSON: %w", err)
+			}
+			for r, s := range cur.Version {
+				id, err := crdt.ParseReplicaID(r)
+				if err != nil {
+					return fmt.Errorf("server version: %w", err)
+				}
+				have[id] = s
+			}
+		}
+		delta := incoming.ChangesSince(have)
+		if len(delta) == 0 {
+			fmt.Fprintf(stdout, "%s: already has everything in the input\n", args[0])
+			return nil
+		}
+		// Several POSTs, in causal order, each under the server's frame
+		// limit; each is acked durable before the next goes.
+		chunks := chunkChanges(delta, maxPostBytes)
+		for i, ch := range chunks {
+			if err := c.postChanges(ctx, args[0], codec.EncodeChanges(ch)); err != nil {
+				return fmt.Errorf("request %d of %d: %w", i+1, len(chunks), err)
+			}
+		}
+		fmt.Fprintf(stdout, "%s: merged %d change(s) (acknowledged durable by the server)\n", args[0], len(delta))
+		return nil
+	}
+	return fmt.Errorf("unknown verb %q", verb)
+}
+
+// maxPostBytes bounds one POST of changes, under the server's default
+// frame limit (1 MiB).
+const maxPostBytes = 512 << 10
+
+// chunkChanges splits changes, keeping their order, into runs whose
+// separately encoded sizes sum to at most limit (a change larger than
+// limit goes alone; the server then answers 413 with a clear message).
+// The sum over-estimates a run's encoding, which shares its tables.
+func chunkChanges(changes []crdt.Change, limit int) [][]crdt.Change {
+	var out [][]crdt.Change
+	start, size := 0, 0
+	for i := range changes {
+		n := len(codec.EncodeChanges(changes[i : i+1]))
+		if i > start && size+n > limit {
+			out = append(out, changes[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(changes) {
+		out = append(out, changes[start:])
+	}
+	return out
+}
+
+// remoteDocs is a small client of the server's /v1/docs API.
+type remoteDocs struct {
+	base, token string
+	hc          *http.Client
+}
+
+type httpStatusError struct {
+	code int
+	msg  string
+}
+
+func (e *httpStatusError) Error() string { return fmt.Sprintf("server answered %d: %s", e.code, e.msg) }
+
+// docURL escapes the id as one path segment ('/' becomes %2F), which the
+// server's router unescapes.
+func (c *remoteDocs) docURL(id, suffix string) string {
+	return c.base + "/v1/docs/" + url.PathEscape(id) + suffix
+}
+
+func (c *remoteDocs) do(req *http.Request) ([]byte, string, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxImportBytes+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the response: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, "", &httpStatusError{resp.StatusCode, strings.TrimSpace(string(body))}
+	}
+	return body, resp.Header.Get("Content-Type"), nil
+}
+
+func (c *remoteDocs) getWithType(ctx context.Context, id, at, accept string) ([]byte, string, error) {
+	u := c.docURL(id, "")
+	if at != "" {
+		u += "?at=" + url.QueryEscape(at)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	req.Header.Set("Accept", accept)
+	body, ctype, err := c.do(req)
+	if i := strings.IndexByte(ctype, ';'); i >= 0 {
+		ctype = strings.TrimSpace(ctype[:i])
+	}
+	return body, ctype, err
+}
+
+func (c *remoteDocs) get(ctx context.Context, id, at, accept string) ([]byte, error) {
+	body, _, err := c.getWithType(ctx, id, at, accept)
+	return body, err
+}
+
+func (c *remoteDocs) postChanges(ctx context.Context, id string, batch []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.docURL(id, "/changes"), bytes.NewReader(batch))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", syncserver.ChangesContentType)
+	_, _, err = c.do(req)
+	return err
+}
+
+// parseStoreFlagsAnywhere parses flags placed before, between or after the
+// positional arguments (`weft doc get ID --data DIR`), then fills unset
+// flags from WEFT_<NAME>. It returns the positional arguments.
+func parseStoreFlagsAnywhere(fs *flag.FlagSet, args []string) (pos []string, code int, done bool) {
+	for {
+		if code, done := parseStoreFlags(fs, args); done {
+			return nil, code, true
+		}
+		if fs.NArg() == 0 {
+			return pos, 0, false
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

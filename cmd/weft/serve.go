@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftsync/weft/syncserver"
+)
+
+func init() {
+	register(command{
+		name:    "serve",
+		summary: "run a sync server (WebSocket + HTTP) on a local data directory",
+		run:     runServe,
+	})
+}
+
+// memoryData is the --data value that keeps documents in memory only.
+const memoryData = ":memory:"
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	def := syncserver.DefaultOptions()
+	fs := flag.NewFlagSet("weft serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:7420", "address to serve on (host:port; port 0 picks a free one)")
+	data := fs.String("data", "./weft-data", "data directory (Pebble); "+memoryData+" keeps documents in memory only")
+	secret := fs.String("secret", "", "HS256 secret that signs access tokens (at least 16 bytes); required unless --insecure")
+	insecure := fs.Bool("insecure", false, "allow connections without a token as an anonymous writer of every document (development only)")
+	origins := fs.String("allow-origin", "", "comma-separated browser origins allowed to connect (scheme://host[:port]; * for any)")
+	maxFrame := byteSize(def.MaxFrameBytes)
+	fs.Var(&maxFrame, "max-frame", "largest WebSocket frame or POST body (bytes; KiB/MiB/GiB suffixes allowed)")
+	maxDoc := byteSize(def.MaxDocBytes)
+	fs.Var(&maxDoc, "max-doc", "largest encoded document")
+	rate := fs.Int("max-changes-per-sec", def.MaxChangesPerSec, "sustained operations per second per connection")
+	burst := fs.Int("changes-burst", def.ChangesBurst, "burst of operations per connection")
+	presence := fs.Int("max-presence-per-sec", def.MaxPresencePerSec, "presence messages per second per connection")
+	conns := fs.Int("max-conns", def.MaxConnections, "concurrent connections and event streams (over it: HTTP 503)")
+	docsPerConn := fs.Int("max-docs-per-conn", def.MaxDocsPerConn, "documents one connection may subscribe to")
+	pending := fs.Int("max-pending", def.MaxPending, "changes per document waiting for missing dependencies")
+	clockOffset := fs.Duration("max-clock-offset", def.MaxClockOffset, "how far ahead of the server's clock a change may be stamped")
+	sendQueue := fs.Int("send-queue", def.SendQueue, "frames queued per connection before a slow client is dropped")
+	authTimeout := fs.Duration("auth-timeout", def.AuthTimeout, "time a new connection has to send hello")
+	pingInterval := fs.Duration("ping-interval", def.PingInterval, "WebSocket ping period")
+	pongTimeout := fs.Duration("pong-timeout", def.PongTimeout, "time after a ping before a silent connection is closed")
+	budget := byteSize(def.MemoryBudget)
+	fs.Var(&budget, "memory-budget", "bytes of loaded documents before the least recently used idle ones are unloaded (0: no budget)")
+	idle := fs.Duration("idle-timeout", def.IdleTimeout, "unload a document this long after its last subscriber left")
+	snapMin := byteSize(def.SnapshotMinBytes)
+	fs.Var(&snapMin, "snapshot-min", "write a snapshot once a document's log exceeds both its snapshot and this size")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "time SIGTERM/SIGINT gives connections to drain")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		flagUsage(fs, "weft serve [flags]", "Runs a weft sync server. It prints one line with its URL once it listens.")
+	}
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "weft serve: --log-level: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	reg := prometheus.NewRegistry()
+
+	var store syncserver.Store
+	var closer io.Closer
+	var storeFailed <-chan struct{}
+	if *data == memoryData {
+		store = syncserver.NewMemStore()
+		logger.Warn("documents are kept in memory only (--data " + memoryData + "): everything is lost when the server stops")
+	} else {
+		st, c, err := openStore(*data, logger, reg)
+		if err != nil {
+			fmt.Fprintf(stderr, "weft serve: opening %s: %v\n", *data, err)
+			return 1
+		}
+		store, closer = st, c
+		if h, ok := c.(storeHealth); ok {
+			storeFailed = h.Failed()
+		}
+	}
+	closeStore := func() int {
+		if closer == nil {
+			return 0
+		}
+		if err := closer.Close(); err != nil {
+			logger.Error("closing the store", "err", err)
+			return 1
+		}
+		return 0
+	}
+
+	o := syncserver.DefaultOptions()
+	o.Store = store
+	o.Logger = logger
+	o.Registry = reg
+	o.Secret = []byte(*secret)
+	o.Insecure = *insecure
+	for _, s := range strings.Split(*origins, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.AllowedOrigins = append(o.AllowedOrigins, s)
+		}
+	}
+	o.MaxFrameBytes = int64(maxFrame)
+	o.MaxDocBytes = int64(maxDoc)
+	o.MaxChangesPerSec = *rate
+	o.ChangesBurst = *burst
+	o.MaxPresencePerSec = *presence
+	o.MaxConnections = *conns
+	o.MaxDocsPerConn = *docsPerConn
+	o.MaxPending = *pending
+	o.MaxClockOffset = *clockOffset
+	o.SendQueue = *sendQueue
+	o.AuthTimeout = *authTimeout
+	o.PingInterval = *pingInterval
+	o.PongTimeout = *pongTimeout
+	o.MemoryBudget = int64(budget)
+	o.IdleTimeout = *idle
+	o.SnapshotMinBytes = int64(snapMin)
+	srv, err := syncserver.New(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft serve: %v\n", err)
+		closeStore()
+		return 2
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft serve: %v\n", err)
+		shutdownServer(srv, nil, *shutdownTimeout, logger)
+		closeStore()
+		return 1
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Idle keep-alive HTTP connections (not WebSockets, which are
+		// hijacked, nor event streams, which are busy) are closed.
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	fmt.Fprintf(stdout, "weft serving http://%s (data %s)\n", ln.Addr(), *data)
+
+	code := 0
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "reason", "signal")
+	case err := <-srv.Fatal():
+		logger.Error("shutting down after a fatal store error", "err", err)
+		code = 1
+	case <-storeFailed:
+		logger.Error("shutting down: the store fail-stopped")
+		code = 1
+	case err := <-served:
+		logger.Error("the HTTP server stopped", "err", err)
+		code = 1
+	}
+	if err := shutdownServer(srv, hs, *shutdownTimeout, logger); err != nil && code == 0 {
+		code = 1
+	}
+	if c := closeStore(); c != 0 && code == 0 {
+		code = c
+	}
+	return code
+}
+
+// shutdownServer drains the sync server first (it owns the hijacked
+// WebSockets and ends the event streams the HTTP server would wait for),
+// then the HTTP server.
+func shutdownServer(srv *syncserver.Server, hs *http.Server, timeout time.Duration, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var errs []error
+	if err := srv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("sync server shutdown: %w", err))
+	}
+	if hs != nil {
+		if err := hs.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("HTTP server shutdown: %w", err))
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		logger.Error("unclean shutdown", "err", err)
+	}
+	return err
+}
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from its WEFT_<NAME> environment variable. done reports that the
+// command should return code now (help, or a bad flag).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			fs.SetOutput(stdout) // asked for: help is the output, not an error
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, true
+		}
+		return 2, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return 2, true
+	}
+	if err := fillFromEnv(fs); err != nil {
+		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+		return 2, true
+	}
+	return 0, false
+}
+
+// flagUsage prints a command's help: every flag with its default and the
+// environment variable that may set it.
+func flagUsage(fs *flag.FlagSet, usage, about string) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags (each also settable as the environment variable shown; flags win):\n", usage, about)
+	fs.VisitAll(func(f *flag.Flag) {
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" {
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  --%s\n        %s%s [%s]\n", f.Name, f.Usage, def, envName(f.Name))
+	})
+}
+
+// byteSize is a flag value of bytes with an optional KiB/MiB/GiB (or
+// KB/MB/GB, also powers of two) suffix.
+type byteSize int64
+
+func (b *byteSize) String() string {
+	v := int64(*b)
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v >= u.n && v%u.n == 0 {
+			return strconv.FormatInt(v/u.n, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.s) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.s)), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a non-negative byte count such as 65536 or 64MiB")
+	}
+	if n > (1<<62)/mult {
+		return fmt.Errorf("byte count too large")
+	}
+	*b = byteSize(n * mult)
+	return nil
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/hlc"
+)
+
+const testServeSecret = "serve-test-secret-0123456789"
+
+// startServe runs `weft serve` in-process and returns its URL and a stop
+// function that cancels it (as SIGTERM would) and returns its exit code.
+func startServe(t *testing.T, args ...string) (string, func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	var stderr bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- runServe(ctx, args, pw, &stderr)
+		pw.Close()
+	}()
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var first string
+	select {
+	case first = <-lines:
+	case c := <-code:
+		t.Fatalf("weft serve exited with %d: %s", c, stderr.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("weft serve printed nothing")
+	}
+	m := regexp.MustCompile(`^weft serving (http://127\.0\.0\.1:\d+) \(data .+\)$`).FindStringSubmatch(first)
+	if m == nil {
+		t.Fatalf("start line %q", first)
+	}
+	stopped := false
+	stop := func() int {
+		stopped = true
+		cancel()
+		select {
+		case c := <-code:
+			for extra := range lines {
+				t.Errorf("weft serve printed more than one line: %q", extra)
+			}
+			return c
+		case <-time.After(30 * time.Second):
+			t.Fatal("weft serve did not stop")
+			return -1
+		}
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			stop()
+		}
+	})
+	return m[1], stop
+}
+
+func mintToken(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if c := runToken(context.Background(), args, &out, &errb); c != 0 {
+		t.Fatalf("weft token %v: exit %d: %s", args, c, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+func TestServePersistsAcrossRestartAndStopsCleanly(t *testing.T) {
+	t.Setenv(envName("secret"), testServeSecret) // from the environment
+	dir := t.TempDir()
+	url, stop := startServe(t, "--listen", "127.0.0.1:0", "--data", dir, "--log-level", "warn")
+	tok := mintToken(t, "--secret", testServeSecret, "--user", "u", "--docs", "notes/*:write", "--ttl", "1h")
+
+	d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := d.Begin()
+	if err := tx.Insert("body", 0, "durable"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", url+"/v1/docs/notes/1/changes", bytes.NewReader(codec.EncodeChanges(d.ChangesSince(nil))))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	if c := stop(); c != 0 {
+		t.Fatalf("exit code %d after a clean stop", c)
+	}
+
+	url, stop = startServe(t, "--listen", "127.0.0.1:0", "--data", dir)
+	req, _ = http.NewRequest("GET", url+"/v1/docs/notes/1", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ Text map[string]string }
+	err = json.NewDecoder(resp.Body).Decode(&doc)
+	resp.Body.Close()
+	if err != nil || doc.Text["body"] != "durable" {
+		t.Fatalf("after restart: %v %+v", err, doc)
+	}
+	// A token outside its grants is refused.
+	other := mintToken(t, "--secret", testServeSecret, "--user", "u", "--docs", "other:read")
+	req, _ = http.NewRequest("GET", url+"/v1/docs/notes/1", nil)
+	req.Header.Set("Authorization", "Bearer "+other)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign grant: %d", resp.StatusCode)
+	}
+	if c := stop(); c != 0 {
+		t.Fatalf("exit code %d", c)
+	}
+}
+
+func TestServeBadConfiguration(t *testing.T) {
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		args []string
+	}{
+		"no secret":       {nil, []string{"--data", ":memory:"}},
+		"short secret":    {nil, []string{"--data", ":memory:", "--secret", "short"}},
+		"bad env value":   {map[string]string{"WEFT_MAX_FRAME": "lots"}, []string{"--insecure", "--data", ":memory:"}},
+		"bad flag":        {nil, []string{"--no-such-flag"}},
+		"stray argument":  {nil, []string{"--insecure", "extra"}},
+		"negative budget": {nil, []string{"--insecure", "--data", ":memory:", "--memory-budget", "-1"}},
+		"bad log level":   {nil, []string{"--insecure", "--data", ":memory:", "--log-level", "chatty"}},
+		"bad listen addr": {nil, []string{"--insecure", "--data", ":memory:", "--listen", "256.0.0.1:1"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var out, errb bytes.Buffer
+			if c := runServe(context.Background(), tc.args, &out, &errb); c == 0 {
+				t.Fatalf("exit 0; stderr %s", errb.String())
+			}
+			if out.Len() != 0 {
+				t.Fatalf("printed %q on failure", out.String())
+			}
+			if errb.Len() == 0 {
+				t.Fatal("no explanation on stderr")
+			}
+		})
+	}
+}
+
+func TestServeHelpDocumentsEveryFlagAndItsEnv(t *testing.T) {
+	var out, errb bytes.Buffer
+	if c := runServe(context.Background(), []string{"--help"}, &out, &errb); c != 0 {
+		t.Fatalf("--help exit %d", c)
+	}
+	help := out.String()
+	for _, f := range []string{"listen", "data", "secret", "insecure", "allow-origin", "memory-budget", "idle-timeout", "max-frame", "max-conns"} {
+		if !strings.Contains(help, "--"+f) || !strings.Contains(help, envName(f)) {
+			t.Errorf("help lacks --%s or %s", f, envName(f))
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"65536": 65536, "64KiB": 64 << 10, "1 GiB": 1 << 30, "3MB": 3 << 20, "0": 0} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("%q: %d %v, want %d", in, b, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1", "1TiB", "99999999999GiB"} {
+		var b byteSize
+		if err := b.Set(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	b := byteSize(64 << 20)
+	if b.String() != "64MiB" {
+		t.Errorf("String %q", b.String())
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	tok := mintToken(t, "--secret", testServeSecret, "--user", "ann", "--name", "Ann", "--docs", "a/*:read,b")
+	if strings.Count(tok, ".") != 2 {
+		t.Fatalf("not a JWT: %q", tok)
+	}
+	var out, errb bytes.Buffer
+	if c := runToken(context.Background(), []string{"--user", "x", "--docs", "a:admin"}, &out, &errb); c != 2 {
+		t.Fatalf("bad grant and no secret: exit %d", c)
+	}
+	if !strings.Contains(errb.String(), "--secret") || !strings.Contains(errb.String(), "admin") {
+		t.Fatalf("errors not all reported: %s", errb.String())
+	}
+}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftsync/weft/storage"
+	"github.com/weftsync/weft/syncserver"
+)
+
+// The Pebble store is what the sync server persists through, and it lists
+// documents for GET /v1/docs.
+var (
+	_ syncserver.Store     = (*storage.Store)(nil)
+	_ syncserver.DocLister = (*storage.Store)(nil)
+)
+
+// storeHealth is implemented by the closer openStore returns: `weft serve`
+// watches Failed and exits non-zero with Err once the store fail-stops
+// (after a failed fsync nothing more may be acknowledged).
+type storeHealth interface {
+	Failed() <-chan struct{}
+	Err() error
+}
+
+var _ storeHealth = (*storage.Store)(nil)
+
+// openStore opens the Pebble store in dir for `weft serve` and registers its
+// metrics (weft_storage_*) in reg when reg is non-nil. The returned closer is
+// the *storage.Store itself (so it also implements storeHealth).
+func openStore(dir string, logger *slog.Logger, reg prometheus.Registerer) (syncserver.Store, io.Closer, error) {
+	o := storage.DefaultOptions()
+	if logger != nil {
+		o.Logger = logger
+	}
+	o.Registerer = reg
+	st, err := storage.Open(dir, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, st, nil
+}
