@@ -212,6 +212,7 @@ func (d *Document) receive(gen uint64, m syncproto.Message) error {
 	case *syncproto.Changes:
 		before = d.knownLocked()
 	}
+	pendingBefore, rejectedBefore := d.mu.doc.Pending(), d.mu.doc.Rejected()
 	out, err := d.mu.peer.Receive(m)
 	if err != nil {
 		d.mu.Unlock()
@@ -223,14 +224,7 @@ func (d *Document) receive(gen uint64, m syncproto.Message) error {
 	var applied []crdt.Change
 	var perr error
 	if before != nil {
-		// Exactly what this message added (changes released from the
-		// pending buffer included, duplicates excluded).
-		applied = d.mu.doc.ChangesSince(before)
-		for i := range applied {
-			if e := applied[i].End(); e > before[applied[i].Replica] {
-				before[applied[i].Replica] = e // before is d.mu.known
-			}
-		}
+		applied = d.appliedLocked(before, pendingBefore, rejectedBefore)
 	}
 	if len(applied) > 0 {
 		if d.mu.file != nil {
@@ -253,6 +247,53 @@ func (d *Document) receive(gen uint64, m syncproto.Message) error {
 		d.c.opts.Logger.Error("weft client: cannot persist remote changes", "doc", d.id, "err", perr)
 	}
 	return nil
+}
+
+// appliedLocked returns exactly what the last Receive added to the document
+// (changes released from the pending buffer included, duplicates excluded)
+// and raises before, the known mirror, to the document's version.
+//
+// NB: almost always that is just what the message carried: every change
+// lies past the mirror and nothing was or is pending. Checking that costs a
+// map lookup per change; ChangesSince, the fallback, walks every replica of
+// the document and copies, and was 7% of a 200-client load generator. A
+// change parked in the pending buffer during Apply and dropped as invalid
+// when released shows in Rejected.
+func (d *Document) appliedLocked(before crdt.VersionVector, pendingBefore, rejectedBefore int) []crdt.Change {
+	chs := d.mu.peer.Received()
+	if pendingBefore == 0 && d.mu.doc.Pending() == 0 && d.mu.doc.Rejected() == rejectedBefore {
+		// undo restores before if a duplicate turns up half-way.
+		type prev struct {
+			r crdt.ReplicaID
+			s uint64
+		}
+		var undoBuf [8]prev
+		undo := undoBuf[:0]
+		fresh := true
+		for i := range chs {
+			ch := &chs[i]
+			s := before[ch.Replica]
+			if ch.Seq <= s {
+				fresh = false
+				break
+			}
+			undo = append(undo, prev{ch.Replica, s})
+			before[ch.Replica] = ch.End()
+		}
+		if fresh {
+			return chs
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			before[undo[i].r] = undo[i].s
+		}
+	}
+	applied := d.mu.doc.ChangesSince(before)
+	for i := range applied {
+		if e := applied[i].End(); e > before[applied[i].Replica] {
+			before[applied[i].Replica] = e
+		}
+	}
+	return applied
 }
 
 // knownLocked returns the mirror of the document's version vector that

@@ -119,6 +119,9 @@ type Peer struct {
 	halted     bool
 	haltStatus Status
 	haltMsg    string
+	// received holds the changes decoded from the last sync or changes
+	// message Receive applied (see Received).
+	received []crdt.Change
 }
 
 // NewPeer returns the sync state of document docID (held in doc) with one
@@ -181,6 +184,18 @@ func (p *Peer) Resume() Message {
 	return p.Subscribe()
 }
 
+// Received returns the changes decoded from the message the last Receive
+// applied (a sync or changes message), in message order, or nil after any
+// other message. They are what the peer sent, which is not always what was
+// new: duplicates of changes the document already held are included, and
+// changes that the message released from the document's pending buffer
+// are not. A caller that wants exactly what was applied can take them as
+// is when they all lie past its version before Receive and nothing was or
+// is pending, and fall back to ChangesSince otherwise (clients/go does).
+// The slice belongs to the Peer until the next Receive: read it, do not
+// keep or modify it.
+func (p *Peer) Received() []crdt.Change { return p.received }
+
 // Outgoing returns the messages that carry the changes the peer lacks
 // (update batches for a client, changes for a server), split per
 // MaxOpsPerMessage and MaxBytesPerMessage, and assumes the peer will have
@@ -232,6 +247,18 @@ func (p *Peer) split(chs []crdt.Change) [][]crdt.Change {
 	return out
 }
 
+// advance raises v (if not nil) to cover chs.
+func advance(v crdt.VersionVector, chs []crdt.Change) {
+	if v == nil {
+		return
+	}
+	for i := range chs {
+		if e := chs[i].End(); e > v[chs[i].Replica] {
+			v[chs[i].Replica] = e
+		}
+	}
+}
+
 // coverage returns, per replica, the last seq the changes reach.
 func coverage(chs []crdt.Change) crdt.VersionVector {
 	v := crdt.VersionVector{}
@@ -263,6 +290,7 @@ func coverage(chs []crdt.Change) crdt.VersionVector {
 // document is then untouched and the caller should report the error and
 // drop the connection.
 func (p *Peer) Receive(m Message) ([]Message, error) {
+	p.received = nil
 	if d := DocOf(m); d != p.docID {
 		return nil, fmt.Errorf("%w: %s for document %q on the sync of %q", ErrUnexpected, m.Type(), d, p.docID)
 	}
@@ -295,9 +323,10 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.received = chs
 		p.resyncing = false
 		p.theirs = m.Version.Clone()
-		p.theirs.Merge(coverage(chs))
+		advance(p.theirs, chs)
 		if p.opts.Role == RoleClient {
 			p.confirmed = p.theirs.Clone()
 			// Batches in flight before this sync may or may not have
@@ -316,17 +345,24 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 		if err != nil {
 			return nil, err
 		}
-		cov := coverage(chs)
-		if p.theirs != nil {
-			p.theirs.Merge(cov)
-		}
-		if p.confirmed != nil {
-			p.confirmed.Merge(cov)
-		}
+		p.received = chs
+		// NB: straight from the changes, not through coverage: this runs
+		// for every change a client receives, and the map coverage builds
+		// was a tenth of Receive.
+		advance(p.theirs, chs)
+		advance(p.confirmed, chs)
 		if p.doc.Pending() > pendingBefore && !p.resyncing {
 			// A message was lost (or overtaken): ask for everything we
 			// lack. One resync per episode; the sync ends it.
 			return []Message{p.Subscribe()}, nil
+		}
+		if p.opts.Role == RoleClient {
+			// NB: a client's only peer is its server, so what it just
+			// applied came from the server and is nothing to send back;
+			// its own edits go out when its owner calls Outgoing after
+			// them. Skipping the ChangesSince here was 4% of a 200-client
+			// load generator.
+			return nil, nil
 		}
 		return p.Outgoing(), nil
 
