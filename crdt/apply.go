@@ -3,6 +3,7 @@ package crdt
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"unicode/utf8"
 )
@@ -32,6 +33,7 @@ func (d *Doc) Apply(changes ...Change) error {
 		}
 	}
 	p := d.newPlan()
+	p.presize(len(changes))
 	if err := p.run(changes, false); err != nil {
 		return err
 	}
@@ -43,6 +45,7 @@ func (d *Doc) Apply(changes ...Change) error {
 			panic("crdt: clock refused a checked time: " + err.Error())
 		}
 	}
+	d.reserve(p.ready)
 	d.applyAll(p.ready)
 	d.addPending(p.waiting)
 	if len(p.ready) > 0 && len(d.pending) > 0 {
@@ -194,6 +197,15 @@ type planReplica struct {
 
 func (d *Doc) newPlan() *plan {
 	return &plan{d: d}
+}
+
+// presize readies the plan for a batch of n changes: a catch-up of
+// thousands of changes would otherwise regrow ready (and copy it) a dozen
+// times. Single changes, the common case, allocate nothing more.
+func (p *plan) presize(n int) {
+	if n > 1 {
+		p.ready = make([]Change, 0, n)
+	}
 }
 
 func (p *plan) advanced(r ReplicaID) *planReplica {
@@ -428,6 +440,34 @@ func lenOps(ops []Op) uint64 {
 		n += ops[i].Len()
 	}
 	return n
+}
+
+// reserve grows the logs of the replicas in cs once for all of them: a
+// large batch would otherwise regrow (and copy) each log many times, as
+// large slices grow by a quarter at a time. Capacity is an upper bound
+// (runs merge), so batches of one or two changes skip this.
+func (d *Doc) reserve(cs []Change) {
+	if len(cs) < 64 {
+		return
+	}
+	type need struct {
+		r   ReplicaID
+		ops int
+	}
+	var needs []need // batches name few replicas
+	for i := range cs {
+		j := slices.IndexFunc(needs, func(x need) bool { return x.r == cs[i].Replica })
+		if j < 0 {
+			j = len(needs)
+			needs = append(needs, need{r: cs[i].Replica})
+		}
+		needs[j].ops += len(cs[i].Ops)
+	}
+	for _, x := range needs {
+		lg := &d.logs[d.replicaIndex(x.r)]
+		lg.spans = slices.Grow(lg.spans, x.ops)
+		lg.times = slices.Grow(lg.times, x.ops)
+	}
 }
 
 // applyAll applies validated, ordered changes.

@@ -479,6 +479,7 @@ func (t *text) integrate(it item, left, right ref) {
 		l, i := t.rawBoundary(start)
 		scanning := false
 		cur := start
+		seen := t.seen[:0]
 		for {
 			if !scanning {
 				dest = cur
@@ -492,21 +493,44 @@ func (t *text) integrate(it item, left, right ref) {
 			}
 			o := &l.items[i]
 			ol, or := t.d.origins(o.r, o.seq)
-			oleft := -1
-			if !ol.none() {
-				oleft = t.rawIndex(ol)
+			// Where o's left origin sits relative to left, without a
+			// position lookup when it can be told from ids: it is left
+			// itself, or one of the items scanned since start (so after
+			// left), or — being left of o — before left.
+			var cmpLeft int
+			switch {
+			case ol == left:
+				cmpLeft = 0
+			case ol.none():
+				cmpLeft = -1 // the start, before left (which is not the start)
+			case len(seen) < maxSeen:
+				cmpLeft = -1
+				for _, s := range seen {
+					if s.r == ol.r && ol.seq-s.seq < s.n {
+						cmpLeft = 1
+						break
+					}
+				}
+			default:
+				cmpLeft = cmpInt(t.rawIndex(ol), leftIdx)
 			}
-			oright := t.raw
-			if !or.none() {
-				oright = t.rawIndex(or)
-			}
-			if oleft < leftIdx {
+			if cmpLeft < 0 {
 				break
 			}
-			if oleft == leftIdx {
-				if oright < rightIdx {
+			if cmpLeft == 0 {
+				// Siblings of the new item: only now does o's right
+				// origin matter.
+				cmpRight := 0
+				switch {
+				case or == right:
+				case or.none():
+					cmpRight = 1 // the end, after right (which is not the end)
+				default:
+					cmpRight = cmpInt(t.rawIndex(or), rightIdx)
+				}
+				if cmpRight < 0 {
 					scanning = true
-				} else if oright == rightIdx {
+				} else if cmpRight == 0 {
 					if rid.Compare(t.d.replicas[o.r]) < 0 {
 						break
 					}
@@ -515,9 +539,13 @@ func (t *text) integrate(it item, left, right ref) {
 					scanning = false
 				}
 			}
+			if len(seen) < maxSeen {
+				seen = append(seen, idRun{o.r, o.seq, o.n})
+			}
 			cur += int(o.n)
 			i++
 		}
+		t.seen = seen[:0]
 	}
 	l, i := t.rawBoundary(dest)
 	t.insertItem(l, i, it)
@@ -528,6 +556,24 @@ func (t *text) integrate(it item, left, right ref) {
 			t.fixLeaf(t.findLeaf(o))
 		}
 	}
+}
+
+// maxSeen bounds the items integrate's scan remembers to place origins
+// without position lookups; longer scans (many concurrent inserts at one
+// place) look positions up.
+const maxSeen = 32
+
+// idRun is the ids r:seq .. r:seq+n-1.
+type idRun struct{ r, seq, n uint32 }
+
+func cmpInt(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // afterIfNext reports whether right is the character right after left (or

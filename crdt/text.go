@@ -68,6 +68,8 @@ type text struct {
 	// tail[r] is the entry of ids[r] with the greatest start, or nil when
 	// unknown: typing grows it in place without touching the index.
 	tail []*idEntry
+	// seen is integrate's scratch list of the items its scan passed.
+	seen []idRun
 }
 
 // cursor remembers where visAt found a position: item i of l starts at
