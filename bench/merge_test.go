@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/weftsync/weft/crdt"
@@ -23,6 +24,7 @@ func BenchmarkMergePhases(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		runtime.GC() // as RunMerge does: the forks' garbage is setup
 		b.StartTimer()
 		return x, y
 	}

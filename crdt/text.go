@@ -382,8 +382,8 @@ func (t *text) insertItem(l *leaf, i int, it item) {
 
 // fixLeaf splits l while it holds more than leafCap items.
 func (t *text) fixLeaf(l *leaf) {
-	t.ver++
 	for len(l.items) > leafCap {
+		t.ver++
 		half := len(l.items) / 2
 		nl := &leaf{items: make([]item, len(l.items)-half, leafCap+2)}
 		copy(nl.items, l.items[half:])

@@ -214,8 +214,11 @@ func (k OpKind) FieldType() FieldType {
 // Op is one operation of a change. Which fields are meaningful depends on
 // Kind; the others are zero.
 type Op struct {
-	Kind  OpKind
-	Field string
+	Kind OpKind
+	// Backward (OpTextDelete) sits next to Kind, in what would otherwise
+	// be padding: changes carry thousands of ops.
+	Backward bool // OpTextDelete: targets run downwards from Target
+	Field    string
 
 	Delta int64  // OpCounterAdd
 	Value []byte // OpRegisterSet: one msgpack-encoded value
@@ -223,9 +226,8 @@ type Op struct {
 	Text        string // OpTextInsert: UTF-8, at least one rune
 	Left, Right ID     // OpTextInsert: origins
 
-	Target   ID     // OpTextDelete: first character deleted
-	Count    uint64 // OpTextDelete: characters deleted
-	Backward bool   // OpTextDelete: targets run downwards from Target
+	Target ID     // OpTextDelete: first character deleted
+	Count  uint64 // OpTextDelete: characters deleted
 }
 
 // Len returns the number of sequence numbers the op takes.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // ChangesFormatDeflate marks a batch whose body (everything after the format
@@ -27,6 +28,16 @@ const (
 	MaxRawBatch = 16 << 20
 )
 
+// flateWriters reuses compressors: a new flate.Writer allocates about
+// 1.3 MB of tables, more than the work of compressing a large batch.
+var flateWriters = sync.Pool{New: func() any {
+	fw, err := flate.NewWriter(nil, flate.BestSpeed)
+	if err != nil {
+		panic("codec: flate.NewWriter with a valid level: " + err.Error())
+	}
+	return fw
+}}
+
 // maybeCompress returns plain (a ChangesFormat batch) or, when it pays, its
 // compressed form.
 func maybeCompress(plain []byte) []byte {
@@ -38,13 +49,13 @@ func maybeCompress(plain []byte) []byte {
 	z.WriteByte(ChangesFormatDeflate)
 	var n [binary.MaxVarintLen64]byte
 	z.Write(n[:binary.PutUvarint(n[:], uint64(len(body)))])
-	fw, err := flate.NewWriter(&z, flate.BestSpeed)
-	if err != nil {
-		panic("codec: flate.NewWriter with a valid level: " + err.Error())
-	}
+	fw := flateWriters.Get().(*flate.Writer)
+	fw.Reset(&z)
 	// Writes to a bytes.Buffer cannot fail.
 	_, _ = fw.Write(body)
 	_ = fw.Close()
+	fw.Reset(nil) // do not keep z alive from the pool
+	flateWriters.Put(fw)
 	if z.Len() > len(plain)-len(plain)/8 {
 		return plain
 	}
