@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
 )
 
@@ -60,5 +62,62 @@ func BenchmarkFanout(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
+	}
+}
+
+// Updates that queue up while a room is busy go out as one changes message
+// per subscriber, and no author gets its own changes back.
+func TestBroadcastCoalescesQueuedUpdates(t *testing.T) {
+	ts := newTestServer(t, nil)
+	a, b, c := ts.dial(ts.token("a")), ts.dial(ts.token("b")), ts.dial(ts.token("c"))
+	for _, wc := range []*wsClient{a, b, c} {
+		wc.subscribe("doc")
+	}
+	ts.srv.rooms.Lock()
+	r := ts.srv.rooms.m["doc"]
+	ts.srv.rooms.Unlock()
+	// Hold the room busy until both updates wait in its queue.
+	entered, gate := make(chan struct{}), make(chan struct{})
+	if err := r.send(context.Background(), cmdDo{fn: func(*room) { close(entered); <-gate }}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	for _, wc := range []*wsClient{a, b} {
+		payload := wc.edit("doc", insert("t", 0, "x"))
+		wc.batch++
+		wc.send(&syncproto.Update{Doc: "doc", Batch: wc.batch, Changes: payload})
+	}
+	eventually(t, "both updates queued", func() bool { return len(r.cmds) == 2 })
+	close(gate)
+
+	replicas := func(m *syncproto.Changes) []crdt.ReplicaID {
+		chs, err := codec.DecodeChanges(m.Changes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []crdt.ReplicaID
+		for _, ch := range chs {
+			out = append(out, ch.Replica)
+		}
+		return out
+	}
+	m := recvType[*syncproto.Changes](c)
+	if got := replicas(m); len(got) != 2 || !slices.Contains(got, a.replica) || !slices.Contains(got, b.replica) {
+		t.Fatalf("bystander got changes of %v in its first message, want both writers' (%v, %v)", got, a.replica, b.replica)
+	}
+	c.absorb(m)
+	for _, w := range []struct{ self, other *wsClient }{{a, b}, {b, a}} {
+		m := recvType[*syncproto.Changes](w.self)
+		if got := replicas(m); !slices.Equal(got, []crdt.ReplicaID{w.other.replica}) {
+			t.Fatalf("author %v got changes of %v, want only %v", w.self.replica, got, w.other.replica)
+		}
+		w.self.absorb(m)
+		w.self.waitAck("doc", w.self.batch)
+	}
+	want := c.doc("doc").Text("t")
+	for _, wc := range []*wsClient{a, b} {
+		if got := wc.doc("doc").Text("t"); got != want || len(got) != 2 {
+			t.Fatalf("texts differ: %q vs %q", got, want)
+		}
 	}
 }

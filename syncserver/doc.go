@@ -90,6 +90,15 @@
 // lost sends it back on its next subscribe. The price is that other
 // clients may briefly hold a change that no server has on disk.
 //
+// Fan-out coalesces without waiting: the updates a room takes from its
+// queue in one go (those that arrived while it was busy) reach each
+// subscriber as one changes message with all of them, less the
+// subscriber's own. When the room keeps up, that is one message per update,
+// as before; when it falls behind, frames, writes and the clients' decodes
+// and applies stop growing with the backlog. Nothing is held back for a
+// later update, and other commands (a newcomer's catch-up, presence) flush
+// the pending fan-out first, so they never overtake it.
+//
 // # Sessions
 //
 // A WebSocket connection has one reader goroutine and at most one writer

@@ -48,6 +48,7 @@ type room struct {
 	snapshotBytes    int64
 	logBytes         int64
 	held             []heldBroadcast // only with Server.broadcastAfterDurable
+	casts            []roomCast      // fan-out to sessions not yet queued (see castFlush)
 	failed           error           // the store failed: fail-stop
 	stopping         bool
 	lastPending      int
@@ -129,6 +130,15 @@ type heldBroadcast struct {
 	withAuthor bool
 	received   time.Time
 	version    crdt.VersionVector // the document's version after these changes
+}
+
+// roomCast is one update's fresh changes waiting, until the room has
+// handled what was queued with it, to be sent to the subscribed sessions.
+type roomCast struct {
+	author     *session
+	fresh      []crdt.Change
+	withAuthor bool
+	received   time.Time
 }
 
 type persistResult struct {
@@ -253,6 +263,7 @@ func (r *room) run() {
 				}
 				break
 			}
+			r.castFlush()
 		case res := <-r.persistDone:
 			r.persisted(res)
 		case now := <-tick:
@@ -276,6 +287,12 @@ func (r *room) run() {
 
 // handle runs one command; it reports whether the room has exited.
 func (r *room) handle(c roomCmd) bool {
+	if _, ok := c.(cmdUpdate); !ok {
+		// Whatever else the room does (a newcomer's catch-up, presence
+		// that may point into the changes) comes after the fan-out of the
+		// updates before it.
+		r.castFlush()
+	}
 	switch c := c.(type) {
 	case cmdSubscribe:
 		r.subscribe(c)
@@ -499,10 +516,8 @@ func (r *room) update(c cmdUpdate) {
 		if r.s.broadcastAfterDurable {
 			r.held = append(r.held, heldBroadcast{c.from, before, fresh, len(fresh) != len(c.changes), c.received, r.doc.Version()})
 		} else {
-			r.broadcast(c.from, before, fresh, len(fresh) != len(c.changes))
-			if !c.received.IsZero() {
-				r.s.m.fanoutSecs.Observe(time.Since(c.received).Seconds())
-			}
+			r.streamCast(before, fresh)
+			r.casts = append(r.casts, roomCast{c.from, fresh, len(fresh) != len(c.changes), c.received})
 		}
 	}
 	if c.ack == nil {
@@ -579,31 +594,122 @@ func (r *room) claimOwners(c cmdUpdate) {
 // broadcast sends freshly applied changes (everything after version
 // before) to every subscriber except their author, and to every event
 // stream. NB: it runs before the changes are durable (see "Broadcast before
-// persist" in the package doc). withAuthor: the batch unblocked other
-// changes, which the author may lack too.
+// persist" in the package doc), except with broadcastAfterDurable.
+// withAuthor: the batch unblocked other changes, which the author may lack
+// too.
 func (r *room) broadcast(author *session, before crdt.VersionVector, fresh []crdt.Change, withAuthor bool) {
+	r.sessionCast(author, fresh, withAuthor)
+	r.streamCast(before, fresh)
+}
+
+// sessionCast queues fresh changes to every subscribed session except
+// their author (unless withAuthor), encoded once for all of them.
+func (r *room) sessionCast(author *session, fresh []crdt.Change, withAuthor bool) {
+	if len(r.subs) == 0 {
+		return
+	}
 	// Unblocked pending changes can make fresh larger than one message.
-	chunks := codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2))
+	for _, ch := range codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2)) {
+		frame, err := syncproto.Encode(&syncproto.Changes{Doc: r.id, Changes: ch.Data})
+		if err != nil {
+			r.s.log.Error("encoding a changes message", "doc", r.id, "err", err)
+			continue
+		}
+		for sess := range r.subs {
+			if sess != author || withAuthor {
+				sess.queueFrame(frame)
+			}
+		}
+	}
+}
+
+// streamCast sends fresh changes (everything after version before) to
+// every event stream, one event per update so each carries its own resume
+// version.
+func (r *room) streamCast(before crdt.VersionVector, fresh []crdt.Change) {
+	if len(r.streams) == 0 {
+		return
+	}
 	at := before.Clone()
-	for _, ch := range chunks {
-		if len(r.subs) > 0 {
+	for _, ch := range codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2)) {
+		advance(at, ch.Changes)
+		ev := sseEvent{id: encodeVersionToken(at), name: "changes", data: ch.Data}
+		for st := range r.streams {
+			r.streamSend(st, ev)
+		}
+	}
+}
+
+// castFlush sends the sessions the changes of the updates handled since
+// the last call. One update (the usual case when the room keeps up) goes
+// out as before: one changes message, encoded once, to everyone but its
+// author. Several updates that queued up while the room was busy go out as
+// one changes message per subscriber: everyone gets all of them, except
+// that an author does not get back its own (a second encoding per author).
+//
+// NB: this is coalescing without waiting: a batch forms only from updates
+// that were already queued, so no change is held back for a later one.
+// Under load it is what keeps the work per change from growing with the
+// backlog: one frame, one write and, on the client, one decode and apply
+// per batch instead of per update. It runs before the room handles any
+// other command, so a newcomer's catch-up or a presence message never
+// overtakes changes applied before it.
+func (r *room) castFlush() {
+	casts := r.casts
+	if len(casts) == 0 {
+		return
+	}
+	defer func() {
+		now := time.Now()
+		for _, c := range casts {
+			if !c.received.IsZero() {
+				r.s.m.fanoutSecs.Observe(now.Sub(c.received).Seconds())
+			}
+		}
+		clear(casts)
+		r.casts = casts[:0]
+	}()
+	if len(casts) == 1 {
+		r.sessionCast(casts[0].author, casts[0].fresh, casts[0].withAuthor)
+		return
+	}
+	if len(r.subs) == 0 {
+		return
+	}
+	var all []crdt.Change
+	authors := make(map[*session]struct{}, len(casts))
+	for _, c := range casts {
+		all = append(all, c.fresh...)
+		if c.author != nil && !c.withAuthor {
+			authors[c.author] = struct{}{}
+		}
+	}
+	frames := func(chs []crdt.Change) [][]byte {
+		var out [][]byte
+		for _, ch := range codec.EncodeChunks(chs, int(r.s.opts.MaxFrameBytes/2)) {
 			frame, err := syncproto.Encode(&syncproto.Changes{Doc: r.id, Changes: ch.Data})
 			if err != nil {
 				r.s.log.Error("encoding a changes message", "doc", r.id, "err", err)
 				continue
 			}
-			for sess := range r.subs {
-				if sess != author || withAuthor {
-					sess.queueFrame(frame)
+			out = append(out, frame)
+		}
+		return out
+	}
+	everyone := frames(all)
+	for sess := range r.subs {
+		fs := everyone
+		if _, ok := authors[sess]; ok {
+			var others []crdt.Change
+			for _, c := range casts {
+				if c.author != sess || c.withAuthor {
+					others = append(others, c.fresh...)
 				}
 			}
+			fs = frames(others)
 		}
-		if len(r.streams) > 0 {
-			advance(at, ch.Changes)
-			ev := sseEvent{id: encodeVersionToken(at), name: "changes", data: ch.Data}
-			for st := range r.streams {
-				r.streamSend(st, ev)
-			}
+		for _, f := range fs {
+			sess.queueFrame(f)
 		}
 	}
 }
