@@ -561,6 +561,7 @@ func validate(m Message) error {
 		}
 		if len(m.State) > 0 {
 			rd := newReader(m.State)
+			defer rd.release()
 			rd.msg = "presence"
 			if err := rd.skip("state", 1); err != nil {
 				add(err)
@@ -592,6 +593,7 @@ func validate(m Message) error {
 // The returned message does not alias data.
 func Decode(data []byte) (Message, error) {
 	rd := newReader(data)
+	defer rd.release()
 	rd.msg = "frame"
 	n, err := rd.arrayLen("")
 	if err != nil {
