@@ -219,10 +219,10 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		return bad("content length disagrees with the log")
 	}
 	// Texts: items in order; each must be exactly the chars the log inserted.
-	sorted := make([][][]idEntry, len(s.Texts))
-	for fi := range sorted {
-		sorted[fi] = make([][]idEntry, len(d.replicas))
-	}
+	// present[fi][r] marks the seqs of replica r that are characters of
+	// text field fi: reference checks below are then a bit test each
+	// instead of a search (they were a third of loading a snapshot).
+	present := make([][]bitset, len(s.Texts))
 	for fi, items := range s.Texts {
 		f := d.fields[fi]
 		if f.Type != FieldText {
@@ -233,6 +233,10 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		}
 		t := f.text
 		t.leaves = t.leaves[:0]
+		present[fi] = make([]bitset, len(d.replicas))
+		for r := range present[fi] {
+			present[fi][r] = newBitset(d.logs[r].next)
+		}
 		spanOf := make([]int32, 0, len(items))
 		var l *leaf
 		for _, si := range items {
@@ -258,6 +262,9 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 				if l == nil || len(l.items) >= leafCap*3/4 {
 					l = &leaf{items: make([]item, 0, leafCap+2), idx: len(t.leaves)}
 					t.leaves = append(t.leaves, l)
+				}
+				if !present[fi][r].setRange(seq, seq+m) {
+					return bad("characters listed twice")
 				}
 				it := item{r: r, seq: seq, n: m, off: sp.off + uint32(bo), nb: uint32(be - bo), del: si.Deleted}
 				l.items = append(l.items, it)
@@ -327,12 +334,11 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			for i := range entries {
 				tr.put(&entries[i])
 			}
-			sorted[fi][r] = entries
 		}
 		t.rebuild()
 	}
-	// covered checks references against the sorted entries: the same
-	// answer as text.covered, without index lookups.
+	// covered reports whether the n ids from x (downwards when back) are
+	// characters of text field fi: the same answer as text.covered.
 	covered := func(fi uint32, x ref, n uint32, back bool) bool {
 		lo, hi := x.seq, x.seq+n
 		if back {
@@ -341,27 +347,10 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			}
 			lo, hi = x.seq-n+1, x.seq+1
 		}
-		if int(x.r) >= len(sorted[fi]) {
+		if int(fi) >= len(present) || int(x.r) >= len(present[fi]) {
 			return false
 		}
-		es := sorted[fi][x.r]
-		i, hi2 := 0, len(es)
-		for i < hi2 {
-			m := int(uint(i+hi2) >> 1)
-			if es[m].end > lo {
-				hi2 = m
-			} else {
-				i = m + 1
-			}
-		}
-		for lo < hi {
-			if i >= len(es) || es[i].start > lo {
-				return false
-			}
-			lo = es[i].end
-			i++
-		}
-		return true
+		return present[fi][x.r].allSet(lo, hi)
 	}
 	// Every insert must have its characters in the text, every reference
 	// must name characters of the right field; recompute counters and
@@ -402,4 +391,46 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		}
 	}
 	return d, nil
+}
+
+// bitset is a set of seqs, used while loading a snapshot.
+type bitset []uint64
+
+func newBitset(n uint32) bitset { return make(bitset, (uint64(n)+63)/64) }
+
+// setRange adds [lo, hi); it reports false (and may have added some) if
+// any was already there or the range does not fit.
+func (b bitset) setRange(lo, hi uint32) bool {
+	if lo > hi || uint64(hi) > uint64(len(b))*64 {
+		return false
+	}
+	for i := lo; i < hi; {
+		w, bit := i/64, i%64
+		k := min(hi-i, 64-bit)
+		mask := ^uint64(0) >> (64 - k) << bit
+		if b[w]&mask != 0 {
+			return false
+		}
+		b[w] |= mask
+		i += k
+	}
+	return true
+}
+
+// allSet reports whether every seq of [lo, hi) is in the set (false if the
+// range does not fit).
+func (b bitset) allSet(lo, hi uint32) bool {
+	if lo > hi || uint64(hi) > uint64(len(b))*64 {
+		return false
+	}
+	for i := lo; i < hi; {
+		w, bit := i/64, i%64
+		k := min(hi-i, 64-bit)
+		mask := ^uint64(0) >> (64 - k) << bit
+		if b[w]&mask != mask {
+			return false
+		}
+		i += k
+	}
+	return true
 }
