@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"unicode/utf8"
 )
 
@@ -110,6 +109,18 @@ func cloneChange(c Change) Change {
 	return c
 }
 
+// validUTF8 is utf8.ValidString with a fast path for short ASCII strings:
+// a remote keystroke is one byte, and the call overhead was most of its
+// cost.
+func validUTF8(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return utf8.ValidString(s[i:])
+		}
+	}
+	return true
+}
+
 // checkShape validates what can be checked of a change without the document.
 func checkShape(c *Change) error {
 	if c.Replica.IsZero() {
@@ -137,7 +148,7 @@ func checkShape(c *Change) error {
 				return fmt.Errorf("%w: op %d: register value: %v", ErrInvalidChange, i, err)
 			}
 		case OpTextInsert:
-			if op.Text == "" || !utf8.ValidString(op.Text) {
+			if op.Text == "" || !validUTF8(op.Text) {
 				return fmt.Errorf("%w: op %d: inserted text must be non-empty UTF-8", ErrInvalidChange, i)
 			}
 			if op.Left.Seq > maxSeq || op.Right.Seq > maxSeq {
@@ -193,6 +204,26 @@ type planReplica struct {
 	r       ReplicaID
 	next    uint64
 	inserts []planRange
+	// chars marks (as offsets from base, the first seq the batch gave
+	// this replica) the characters the batch inserted, while they all
+	// belong to one field (name; multi once they do not): references into
+	// the batch are then a bit test, not a search of inserts.
+	base  uint64
+	chars bitset
+	name  string
+	multi bool
+}
+
+// batchChars reports whether [lo, hi) are characters of text field name
+// inserted by ready changes of the batch.
+func (a *planReplica) batchChars(lo, hi uint64, name string) bool {
+	if a.multi {
+		return coveredBy(a.inserts, lo, hi, name)
+	}
+	if a.name != name {
+		return false // every character the batch inserted is in field a.name
+	}
+	return lo >= a.base && a.chars.allSet(uint32(lo-a.base), uint32(hi-a.base))
 }
 
 func (d *Doc) newPlan() *plan {
@@ -280,7 +311,7 @@ func (p *plan) run(changes []Change, drop bool) error {
 func (p *plan) accept(c Change) {
 	a := p.advanced(c.Replica)
 	if a == nil {
-		p.adv = append(p.adv, planReplica{r: c.Replica})
+		p.adv = append(p.adv, planReplica{r: c.Replica, base: c.Seq})
 		a = &p.adv[len(p.adv)-1]
 	}
 	seq := c.Seq
@@ -288,7 +319,21 @@ func (p *plan) accept(c Change) {
 		op := &c.Ops[i]
 		n := op.Len()
 		if op.Kind == OpTextInsert {
-			a.inserts = append(a.inserts, planRange{seq, seq + n, op.Field})
+			if k := len(a.inserts) - 1; k >= 0 && a.inserts[k].hi == seq && a.inserts[k].name == op.Field {
+				a.inserts[k].hi = seq + n // typing: one range per run
+			} else {
+				a.inserts = append(a.inserts, planRange{seq, seq + n, op.Field})
+			}
+			if a.name == "" && !a.multi {
+				a.name = op.Field
+			}
+			if a.name != op.Field {
+				a.multi, a.chars = true, nil
+			}
+			if !a.multi {
+				a.chars = a.chars.grow(seq + n - a.base)
+				a.chars.setRange(uint32(seq-a.base), uint32(seq+n-a.base))
+			}
 		}
 		seq += n
 	}
@@ -352,33 +397,35 @@ func (p *plan) isChar(id ID, n uint64, back bool, name string, c *Change, own []
 	if lo >= hi {
 		return nil
 	}
-	if hi > p.nextSeq(id.Replica) {
+	r, inDoc := p.d.lookupReplica(id.Replica)
+	docNext := uint64(1)
+	if inDoc {
+		docNext = uint64(p.d.logs[r].next)
+	}
+	a := p.advanced(id.Replica)
+	next := docNext
+	if a != nil {
+		next = a.next
+	}
+	if hi > next {
 		return errWait
 	}
 	// [lo, hi) is known: it must be characters of the field, in the
-	// document or inserted by ready changes of this batch.
+	// document or inserted by ready changes of this batch (whose ranges
+	// sit above everything the document has).
 	fromDoc := hi
-	if a := p.advanced(id.Replica); a != nil && len(a.inserts) > 0 {
-		rs := a.inserts
-		// Ranges of this batch sit above everything the document has.
-		docNext := uint64(1)
-		if i, ok := p.d.lookupReplica(id.Replica); ok {
-			docNext = uint64(p.d.logs[i].next)
+	if hi > docNext {
+		from := max(lo, docNext)
+		if a == nil || !a.batchChars(from, hi, name) {
+			return fmt.Errorf("%w: not a character of text %q", ErrInvalidChange, name)
 		}
-		if hi > docNext {
-			from := max(lo, docNext)
-			if !coveredBy(rs, from, hi, name) {
-				return fmt.Errorf("%w: not a character of text %q", ErrInvalidChange, name)
-			}
-			fromDoc = from
-		}
+		fromDoc = from
 	}
 	if lo >= fromDoc {
 		return nil
 	}
 	f := p.d.field(Field{name, FieldText}, false)
-	r, ok := p.d.lookupReplica(id.Replica)
-	if f == nil || !ok || !f.text.covered(ref{r, uint32(lo)}, uint32(fromDoc-lo), false) {
+	if f == nil || !inDoc || !f.text.covered(ref{r, uint32(lo)}, uint32(fromDoc-lo), false) {
 		return fmt.Errorf("%w: not a character of text %q", ErrInvalidChange, name)
 	}
 	return nil
@@ -387,7 +434,17 @@ func (p *plan) isChar(id ID, n uint64, back bool, name string, c *Change, own []
 // coveredBy reports whether ranges (sorted, disjoint) cover [lo, hi) with
 // characters of field name.
 func coveredBy(rs []planRange, lo, hi uint64, name string) bool {
-	i := sort.Search(len(rs), func(i int) bool { return rs[i].hi > lo })
+	// The first range ending after lo (a hand-rolled sort.Search: this
+	// runs for every reference to a character of the same batch).
+	i, j := 0, len(rs)
+	for i < j {
+		m := int(uint(i+j) >> 1)
+		if rs[m].hi > lo {
+			j = m
+		} else {
+			i = m + 1
+		}
+	}
 	for lo < hi {
 		if i >= len(rs) || rs[i].lo > lo || rs[i].name != name {
 			return false

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -372,6 +373,63 @@ func TestMergeLawsCountersRegisters(t *testing.T) {
 	} {
 		if got != want {
 			t.Fatalf("%s: %s\nwant %s", name, got, want)
+		}
+	}
+}
+
+// References to characters inserted earlier in the same batch are checked
+// against what the batch inserted: the right field, characters only (not a
+// counter op's seq), whether the batch wrote one text field or several.
+func TestBatchReferencesToItsOwnCharacters(t *testing.T) {
+	for _, fields := range [][]string{{"t"}, {"t", "u"}} {
+		a := newDoc(1, &hlc.ManualWall{Millis: 5})
+		for _, f := range fields {
+			tx := a.Begin()
+			tx.Insert(f, 0, "ab") // seqs 1-2 ("t"), 4-5 ("u")
+			tx.Add("c", 1)        // seq 3 (then 6): not characters
+			tx.Commit()
+		}
+		base := a.ChangesSince(nil)
+		del := func(field string, seq uint64, n uint64) crdt.Change {
+			return crdt.Change{Replica: rid(1), Seq: uint64(3*len(fields) + 1), Time: hlc.New(6, 0), Ops: []crdt.Op{{
+				Kind: crdt.OpTextDelete, Field: field, Target: crdt.ID{Replica: rid(1), Seq: seq}, Count: n,
+			}}}
+		}
+		cases := []struct {
+			name  string
+			c     crdt.Change
+			valid bool
+		}{
+			{"own characters", del("t", 1, 2), true},
+			{"run into a counter op", del("t", 2, 2), false},
+			{"counter op", del("t", 3, 1), false},
+			{"wrong field", del("x", 1, 1), false},
+		}
+		if len(fields) == 2 {
+			cases = append(cases,
+				struct {
+					name  string
+					c     crdt.Change
+					valid bool
+				}{"second field", del("u", 4, 2), true},
+				struct {
+					name  string
+					c     crdt.Change
+					valid bool
+				}{"first field's characters as the second's", del("u", 1, 1), false})
+		}
+		for _, tc := range cases {
+			b := newDoc(2, &hlc.ManualWall{Millis: 5})
+			err := b.Apply(append(slices.Clone(base), tc.c)...)
+			if tc.valid && err != nil {
+				t.Errorf("%v/%s: %v", fields, tc.name, err)
+			}
+			if !tc.valid && !errors.Is(err, crdt.ErrInvalidChange) {
+				t.Errorf("%v/%s: want ErrInvalidChange, got %v", fields, tc.name, err)
+			}
+			if !tc.valid && b.Text("t") != "" {
+				t.Errorf("%v/%s: a rejected batch changed the document", fields, tc.name)
+			}
 		}
 	}
 }

@@ -74,7 +74,7 @@ func (tx *Tx) reserve(n int) (uint32, error) {
 }
 
 func checkName(name string) error {
-	if name == "" || len(name) > MaxFieldName || !utf8.ValidString(name) {
+	if name == "" || len(name) > MaxFieldName || !validUTF8(name) {
 		return fmt.Errorf("%w: field name must be 1..%d bytes of UTF-8", ErrFieldType, MaxFieldName)
 	}
 	return nil

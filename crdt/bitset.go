@@ -1,0 +1,53 @@
+package crdt
+
+// bitset is a set of seqs (or offsets from a base seq): loading a
+// snapshot marks which characters a text holds, and a batch plan which
+// characters the batch inserts, so that checking a reference is a bit test.
+type bitset []uint64
+
+func newBitset(n uint32) bitset { return make(bitset, (uint64(n)+63)/64) }
+
+// setRange adds [lo, hi); it reports false (and may have added some) if
+// any was already there or the range does not fit.
+func (b bitset) setRange(lo, hi uint32) bool {
+	if lo > hi || uint64(hi) > uint64(len(b))*64 {
+		return false
+	}
+	for i := lo; i < hi; {
+		w, bit := i/64, i%64
+		k := min(hi-i, 64-bit)
+		mask := ^uint64(0) >> (64 - k) << bit
+		if b[w]&mask != 0 {
+			return false
+		}
+		b[w] |= mask
+		i += k
+	}
+	return true
+}
+
+// allSet reports whether every seq of [lo, hi) is in the set (false if the
+// range does not fit).
+func (b bitset) allSet(lo, hi uint32) bool {
+	if lo > hi || uint64(hi) > uint64(len(b))*64 {
+		return false
+	}
+	for i := lo; i < hi; {
+		w, bit := i/64, i%64
+		k := min(hi-i, 64-bit)
+		mask := ^uint64(0) >> (64 - k) << bit
+		if b[w]&mask != mask {
+			return false
+		}
+		i += k
+	}
+	return true
+}
+
+// grow makes room for [0, n).
+func (b bitset) grow(n uint64) bitset {
+	if w := int((n + 63) / 64); w > len(b) {
+		b = append(b, make(bitset, w-len(b))...)
+	}
+	return b
+}
