@@ -24,8 +24,9 @@ func (d *Doc) MemSize() int64 {
 				if x == nil {
 					continue
 				}
+				n += int64(cap(x.chunks))*int64(unsafe.Sizeof(idChunkT{})) + int64(cap(x.firsts))*4
 				for _, ch := range x.chunks {
-					n += int64(cap(ch))*8 + int64(len(ch))*int64(unsafe.Sizeof(idEntry{}))
+					n += int64(cap(ch.ents))*8 + int64(cap(ch.starts))*4 + int64(len(ch.ents))*int64(unsafe.Sizeof(idEntry{}))
 				}
 			}
 		}

@@ -331,9 +331,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			tr := t.index(uint32(r))
 			entries := make([]idEntry, len(merged)) // one allocation for all
 			copy(entries, merged)
-			for i := range entries {
-				tr.put(&entries[i])
-			}
+			tr.load(entries)
 		}
 		t.rebuild()
 	}
