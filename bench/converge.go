@@ -270,7 +270,7 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 			defer tick.Stop()
 			tr := trackers[m.doc]
 			for {
-				next := m.d.Version()[me] + 1
+				next := m.d.Seq() + 1
 				tr.start(crdt.ID{Replica: me, Seq: next}, subscribers[m.doc]-1)
 				if err := m.d.Edit(func(tx *crdt.Tx, doc *crdt.Doc) error { return convergeRandomEdit(tx, doc, rng, i) }); err != nil {
 					errs[i] = err

@@ -64,6 +64,10 @@ type Client struct {
 	// maxRate is the server's MaxChangesPerSec from welcome (0: none).
 	maxRate atomic.Int64
 	session atomic.Pointer[string]
+	// docsGen counts changes to mu.docs (made under mu), so that the
+	// reader can trust the document it looked up last while it is
+	// unchanged.
+	docsGen atomic.Uint64
 
 	// NB: lock order is Document.mu before Client.mu: a document may mark
 	// itself dirty while locked, so the client never locks a document
@@ -184,12 +188,14 @@ func (c *Client) Open(id string, o DocOptions) (*Document, error) {
 	// Reserve the id so that a concurrent Open of it fails, then load
 	// without the client lock held (loading reads a file).
 	c.mu.docs[id] = nil
+	c.docsGen.Add(1)
 	c.mu.Unlock()
 
 	d, err := c.newDocument(id, o)
 	c.mu.Lock()
 	if err != nil || c.mu.closed {
 		delete(c.mu.docs, id)
+		c.docsGen.Add(1)
 		c.mu.Unlock()
 		if err == nil {
 			d.closeFile() // NB: after c.mu is released (lock order d.mu → c.mu)
@@ -198,6 +204,7 @@ func (c *Client) Open(id string, o DocOptions) (*Document, error) {
 		return nil, err
 	}
 	c.mu.docs[id] = d
+	c.docsGen.Add(1)
 	c.markDirtyLocked(d)
 	c.mu.Unlock()
 	return d, nil
@@ -228,6 +235,7 @@ func (c *Client) Close() error {
 		}
 	}
 	c.mu.docs = map[string]*Document{}
+	c.docsGen.Add(1)
 	c.mu.Unlock()
 	var errs []error
 	for _, d := range docs {

@@ -234,6 +234,15 @@ func (d *Document) Version() crdt.VersionVector {
 	return d.mu.doc.Version()
 }
 
+// Seq returns the sequence number of this client's latest edit of the
+// document (0 before the first): the edit is saved once Acked reaches it.
+// Unlike Version()[replica], it copies nothing.
+func (d *Document) Seq() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.knownLocked()[d.c.replica]
+}
+
 // Saved reports whether every local change is held durably by the server.
 func (d *Document) Saved() bool {
 	d.mu.Lock()
@@ -242,7 +251,7 @@ func (d *Document) Saved() bool {
 }
 
 func (d *Document) savedLocked() bool {
-	return d.mu.rejected == nil && d.mu.acked >= d.mu.doc.Version()[d.c.replica]
+	return d.mu.rejected == nil && d.mu.acked >= d.knownLocked()[d.c.replica]
 }
 
 // Acked returns the highest sequence number of this client's replica that
@@ -266,7 +275,7 @@ func (d *Document) Err() error {
 // ErrRejected), the document closed, or ctx ended.
 func (d *Document) WaitSaved(ctx context.Context) error {
 	d.mu.Lock()
-	target := d.mu.doc.Version()[d.c.replica]
+	target := d.knownLocked()[d.c.replica]
 	d.mu.Unlock()
 	for {
 		d.mu.Lock()
@@ -345,6 +354,7 @@ func (d *Document) Close() error {
 	c.mu.Lock()
 	if c.mu.docs[d.id] == d {
 		delete(c.mu.docs, d.id)
+		c.docsGen.Add(1)
 		delete(c.mu.dirty, d)
 		c.mu.ctrl = append(c.mu.ctrl, &syncproto.Unsubscribe{Doc: d.id})
 		select {

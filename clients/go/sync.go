@@ -139,9 +139,9 @@ func (d *Document) trackLocked(out, msgs []syncproto.Message) []syncproto.Messag
 	}
 	var own uint64
 	if last >= 0 {
-		// NB: only now: Version copies a map, and most calls carry no
-		// update (this runs for every message received).
-		own = d.mu.doc.Version()[d.c.replica]
+		// NB: only now, and from the mirror: Version copies a map, and most
+		// calls carry no update (this runs for every message received).
+		own = d.knownLocked()[d.c.replica]
 	}
 	maxFrame := d.c.maxFrame.Load()
 	for i, m := range msgs {

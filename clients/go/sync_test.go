@@ -72,12 +72,18 @@ func TestReceiveReportsExactlyWhatWasApplied(t *testing.T) {
 	if err := d.Edit(func(tx *crdt.Tx, _ *crdt.Doc) error { return tx.Insert("t", 0, "z") }); err != nil {
 		t.Fatal(err)
 	}
+	if s := d.Seq(); s != 1 {
+		t.Fatalf("Seq after one local edit of one character = %d, want 1", s)
+	}
 	send(edits[3]) // its dependency is missing: held, nothing applied
 	want()
 	send(edits[2]) // releases the held change
 	want("4-4 5-5")
 	send(edits[3])
 	want()
+	if s, v := d.Seq(), d.Version()[c.Replica()]; s != v {
+		t.Fatalf("Seq %d, Version says %d", s, v)
+	}
 	if s := d.Text("t"); len(s) != len("zedcab") {
 		t.Fatalf("text %q after the remote edits (%q) and one local one", s, remote.Text("t"))
 	}
