@@ -89,12 +89,18 @@ func newText(d *Doc) *text {
 	return t
 }
 
+// rebuild renumbers the leaves and rebuilds both Fenwick trees, in one
+// pass over the leaves (each is a pointer to chase; this runs on every
+// leaf split).
 func (t *text) rebuild() {
+	n := len(t.leaves)
+	fv, fr := t.fvis.reset(n), t.fraw.reset(n)
 	for i, l := range t.leaves {
 		l.idx = i
+		fv[i+1], fr[i+1] = l.vis, l.raw
 	}
-	t.fvis.rebuild(t.leaves, func(l *leaf) int { return l.vis })
-	t.fraw.rebuild(t.leaves, func(l *leaf) int { return l.raw })
+	t.fvis.build()
+	t.fraw.build()
 }
 
 func (t *text) index(r uint32) *idIndex {
@@ -529,18 +535,20 @@ func byteOffset(s []byte, n, runes int) int {
 // fenwick is a binary indexed tree of ints over the leaves.
 type fenwick struct{ t []int }
 
-// rebuild sets the tree to the values of leaves in O(n), reusing its
-// memory.
-func (f *fenwick) rebuild(leaves []*leaf, val func(*leaf) int) {
-	n := len(leaves)
+// reset sizes the tree for n values, reusing its memory, and returns its
+// array: the caller stores value i at index i+1, then calls build.
+func (f *fenwick) reset(n int) []int {
 	if cap(f.t) < n+1 {
 		f.t = make([]int, n+1, (n+1)*5/4+8)
 	}
 	f.t = f.t[:n+1]
 	f.t[0] = 0
-	for i, l := range leaves {
-		f.t[i+1] = val(l)
-	}
+	return f.t
+}
+
+// build turns the values stored after reset into the tree, in O(n).
+func (f *fenwick) build() {
+	n := len(f.t) - 1
 	for i := 1; i <= n; i++ {
 		if j := i + i&-i; j <= n {
 			f.t[j] += f.t[i]
