@@ -287,7 +287,7 @@ func EncodeChanges(changes []crdt.Change) []byte {
 		out = binary.AppendUvarint(out, uint64(len(scratch)))
 		out = append(out, scratch...)
 	}
-	return maybeCompress(out)
+	return maybeCompress(out, len(text)+len(values))
 }
 
 func checkSeq(s uint64) {

@@ -16,9 +16,12 @@ import (
 //
 //	0x02, uvarint rawLen, deflate(body)
 //
-// EncodeChanges uses it when the body is at least compressMin bytes and
-// compression saves at least an eighth: whole histories and large catch-ups
-// (text compresses well), never keystrokes.
+// EncodeChanges tries it when the body is at least compressMin bytes and
+// at least half of it is inserted text and register values, and uses it
+// when compression saves at least an eighth: whole histories and large
+// catch-ups, never keystrokes. The other columns are already run-length and
+// varint coded and rarely shrink by an eighth; trying anyway cost more than
+// the rest of encoding a 10,000-edit catch-up.
 const ChangesFormatDeflate = 2
 
 const (
@@ -38,11 +41,11 @@ var flateWriters = sync.Pool{New: func() any {
 	return fw
 }}
 
-// maybeCompress returns plain (a ChangesFormat batch) or, when it pays, its
-// compressed form.
-func maybeCompress(plain []byte) []byte {
+// maybeCompress returns plain (a ChangesFormat batch, content bytes of it
+// text and values) or, when it pays, its compressed form.
+func maybeCompress(plain []byte, content int) []byte {
 	body := plain[1:]
-	if len(body) < compressMin || len(body) > MaxRawBatch {
+	if len(body) < compressMin || len(body) > MaxRawBatch || 2*content < len(body) {
 		return plain
 	}
 	var z bytes.Buffer
