@@ -99,9 +99,16 @@ func (x *idIndex) put(e *idEntry) (old *idEntry) {
 		x.firsts = append(x.firsts, e.start)
 		return nil
 	}
-	ci := x.chunkFor(e.start)
+	ci := len(x.chunks) - 1
 	ch := &x.chunks[ci]
-	j := lower(ch.starts, e.start)
+	var j int
+	if last := ch.starts[len(ch.starts)-1]; e.start > last {
+		j = len(ch.starts) // ids arrive in order: append, no search
+	} else {
+		ci = x.chunkFor(e.start)
+		ch = &x.chunks[ci]
+		j = lower(ch.starts, e.start)
+	}
 	if j < len(ch.starts) && ch.starts[j] == e.start {
 		old, ch.ents[j] = ch.ents[j], e
 		return old

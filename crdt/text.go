@@ -70,6 +70,8 @@ type text struct {
 	tail []*idEntry
 	// seen is integrate's scratch list of the items its scan passed.
 	seen []idRun
+	// slab is where newEntry takes index entries from.
+	slab []idEntry
 }
 
 // cursor remembers where visAt found a position: item i of l starts at
@@ -178,6 +180,17 @@ func (t *text) lastEntry(r uint32) *idEntry {
 	return t.tail[r]
 }
 
+// newEntry allocates an index entry from a slab: a merge adds one per
+// remote insert, and one allocation per 64 entries is far cheaper.
+// (Entries live as long as the text, so the slab wastes little.)
+func (t *text) newEntry(start, end uint32, l *leaf) *idEntry {
+	if len(t.slab) == cap(t.slab) {
+		t.slab = make([]idEntry, 0, 64)
+	}
+	t.slab = append(t.slab, idEntry{start: start, end: end, l: l})
+	return &t.slab[len(t.slab)-1]
+}
+
 // assign records that ids r:start..r:end-1 are in leaf l.
 func (t *text) assign(r, start, end uint32, l *leaf) {
 	tr := t.index(r)
@@ -186,7 +199,7 @@ func (t *text) assign(r, start, end uint32, l *leaf) {
 		last.end = end
 		return
 	} else if last == nil || last.end <= start {
-		e := &idEntry{start: start, end: end, l: l}
+		e := t.newEntry(start, end, l)
 		tr.put(e)
 		t.tail[r] = e
 		return
