@@ -103,7 +103,16 @@ func (x *idIndex) put(e *idEntry) (old *idEntry) {
 	ch := &x.chunks[ci]
 	var j int
 	if last := ch.starts[len(ch.starts)-1]; e.start > last {
-		j = len(ch.starts) // ids arrive in order: append, no search
+		// Ids arrive in order: append, no search; a full last chunk
+		// gets a new one rather than a split, so chunks stay full.
+		if len(ch.starts) == idChunk {
+			nc := newChunk(1)
+			nc.starts[0], nc.ents[0] = e.start, e
+			x.chunks = append(x.chunks, nc)
+			x.firsts = append(x.firsts, e.start)
+			return nil
+		}
+		j = len(ch.starts)
 	} else {
 		ci = x.chunkFor(e.start)
 		ch = &x.chunks[ci]
@@ -113,13 +122,18 @@ func (x *idIndex) put(e *idEntry) (old *idEntry) {
 		old, ch.ents[j] = ch.ents[j], e
 		return old
 	}
-	ch.starts = append(ch.starts, 0)
-	copy(ch.starts[j+1:], ch.starts[j:])
-	ch.starts[j] = e.start
-	ch.ents = append(ch.ents, nil)
-	copy(ch.ents[j+1:], ch.ents[j:])
-	ch.ents[j] = e
-	x.firsts[ci] = ch.starts[0]
+	if j == len(ch.starts) {
+		ch.starts = append(ch.starts, e.start)
+		ch.ents = append(ch.ents, e)
+	} else {
+		ch.starts = append(ch.starts, 0)
+		copy(ch.starts[j+1:], ch.starts[j:])
+		ch.starts[j] = e.start
+		ch.ents = append(ch.ents, nil)
+		copy(ch.ents[j+1:], ch.ents[j:])
+		ch.ents[j] = e
+		x.firsts[ci] = ch.starts[0]
+	}
 	if len(ch.ents) > idChunk {
 		half := len(ch.ents) / 2
 		right := newChunk(len(ch.ents) - half)
