@@ -7,6 +7,9 @@ type bitset []uint64
 
 func newBitset(n uint32) bitset { return make(bitset, (uint64(n)+63)/64) }
 
+// setRange and allSet walk words the same way but stay two loops: a shared
+// walker taking a closure cost 1% of applying a large merge.
+
 // setRange adds [lo, hi); it reports false (and may have added some) if
 // any was already there or the range does not fit.
 func (b bitset) setRange(lo, hi uint32) bool {
