@@ -191,6 +191,7 @@ type plan struct {
 	ready   []Change
 	waiting []Change
 	dropped int
+	bits    bool // mark the batch's characters in bitsets (see bitsFrom)
 }
 
 // planRange: ids lo..hi-1 of a replica are characters of text field name,
@@ -205,19 +206,20 @@ type planReplica struct {
 	next    uint64
 	inserts []planRange
 	// chars marks (as offsets from base, the first seq the batch gave
-	// this replica) the characters the batch inserted, while they all
-	// belong to one field (name; multi once they do not): references into
-	// the batch are then a bit test, not a search of inserts.
-	base  uint64
-	chars bitset
-	name  string
-	multi bool
+	// this replica) the characters a large batch inserted, while they all
+	// belong to one field (name): references into the batch are then a
+	// bit test, not a search of inserts. With ranges set (a small batch,
+	// or characters in several fields) inserts are searched instead.
+	base   uint64
+	chars  bitset
+	name   string
+	ranges bool
 }
 
 // batchChars reports whether [lo, hi) are characters of text field name
 // inserted by ready changes of the batch.
 func (a *planReplica) batchChars(lo, hi uint64, name string) bool {
-	if a.multi {
+	if a.ranges {
 		return coveredBy(a.inserts, lo, hi, name)
 	}
 	if a.name != name {
@@ -230,6 +232,11 @@ func (d *Doc) newPlan() *plan {
 	return &plan{d: d}
 }
 
+// bitsFrom is the batch size from which plans mark the batch's characters
+// in bitsets: below it, searching the few ranges costs less than the
+// bitset's allocation.
+const bitsFrom = 16
+
 // presize readies the plan for a batch of n changes: a catch-up of
 // thousands of changes would otherwise regrow ready (and copy it) a dozen
 // times. Single changes, the common case, allocate nothing more.
@@ -237,6 +244,7 @@ func (p *plan) presize(n int) {
 	if n > 1 {
 		p.ready = make([]Change, 0, n)
 	}
+	p.bits = n >= bitsFrom
 }
 
 func (p *plan) advanced(r ReplicaID) *planReplica {
@@ -311,7 +319,7 @@ func (p *plan) run(changes []Change, drop bool) error {
 func (p *plan) accept(c Change) {
 	a := p.advanced(c.Replica)
 	if a == nil {
-		p.adv = append(p.adv, planReplica{r: c.Replica, base: c.Seq})
+		p.adv = append(p.adv, planReplica{r: c.Replica, base: c.Seq, ranges: !p.bits})
 		a = &p.adv[len(p.adv)-1]
 	}
 	seq := c.Seq
@@ -324,13 +332,13 @@ func (p *plan) accept(c Change) {
 			} else {
 				a.inserts = append(a.inserts, planRange{seq, seq + n, op.Field})
 			}
-			if a.name == "" && !a.multi {
+			if a.name == "" {
 				a.name = op.Field
 			}
 			if a.name != op.Field {
-				a.multi, a.chars = true, nil
+				a.ranges, a.chars = true, nil
 			}
-			if !a.multi {
+			if !a.ranges {
 				a.chars = a.chars.grow(seq + n - a.base)
 				a.chars.setRange(uint32(seq-a.base), uint32(seq+n-a.base))
 			}

@@ -381,7 +381,13 @@ func TestMergeLawsCountersRegisters(t *testing.T) {
 // against what the batch inserted: the right field, characters only (not a
 // counter op's seq), whether the batch wrote one text field or several.
 func TestBatchReferencesToItsOwnCharacters(t *testing.T) {
-	for _, fields := range [][]string{{"t"}, {"t", "u"}} {
+	// Small batches search the batch's insert ranges; large ones (padded
+	// here with counter changes) use bitsets.
+	for _, test := range []struct {
+		fields []string
+		pad    int
+	}{{[]string{"t"}, 0}, {[]string{"t", "u"}, 0}, {[]string{"t"}, 30}, {[]string{"t", "u"}, 30}} {
+		fields := test.fields
 		a := newDoc(1, &hlc.ManualWall{Millis: 5})
 		for _, f := range fields {
 			tx := a.Begin()
@@ -389,9 +395,17 @@ func TestBatchReferencesToItsOwnCharacters(t *testing.T) {
 			tx.Add("c", 1)        // seq 3 (then 6): not characters
 			tx.Commit()
 		}
+		for range test.pad {
+			tx := a.Begin()
+			tx.Add("c", 1)
+			tx.Commit()
+		}
 		base := a.ChangesSince(nil)
+		if test.pad > 0 && len(base) < 16 {
+			t.Fatalf("padded batch of %d changes: too small to take the bitset path", len(base))
+		}
 		del := func(field string, seq uint64, n uint64) crdt.Change {
-			return crdt.Change{Replica: rid(1), Seq: uint64(3*len(fields) + 1), Time: hlc.New(6, 0), Ops: []crdt.Op{{
+			return crdt.Change{Replica: rid(1), Seq: uint64(3*len(fields) + test.pad + 1), Time: hlc.New(6, 0), Ops: []crdt.Op{{
 				Kind: crdt.OpTextDelete, Field: field, Target: crdt.ID{Replica: rid(1), Seq: seq}, Count: n,
 			}}}
 		}
