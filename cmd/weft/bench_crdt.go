@@ -16,13 +16,23 @@ func init() {
 	benchmarks["merge"] = benchMerge
 }
 
-func printResult(stdout io.Writer, asJSON bool, v any, table func()) {
+// printResult prints v as one line of JSON (one object per result, so
+// several traces give JSON lines) or, without asJSON, calls table.
+func printResult(stdout io.Writer, asJSON bool, v any, table func()) error {
 	if asJSON {
-		b, _ := json.Marshal(v)
-		fmt.Fprintln(stdout, string(b))
-		return
+		return writeJSON(stdout, v, false)
 	}
 	table()
+	return nil
+}
+
+// writeJSON writes v and a newline, indented or on one line.
+func writeJSON(w io.Writer, v any, indent bool) error {
+	enc := json.NewEncoder(w)
+	if indent {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
 }
 
 func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -56,10 +66,13 @@ func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		if !r.OK {
 			code = 1
 		}
-		printResult(stdout, *asJSON, r, func() {
+		if err := printResult(stdout, *asJSON, r, func() {
 			fmt.Fprintf(stdout, "%-32s patches %7d  ok %-5v  replay %8.2f ms  encode %6.2f ms  %8d bytes  decode %6.2f ms  heap %6.2f MiB %s\n",
 				r.Trace, r.Patches, r.OK, r.ReplayMS, r.EncodeMS, r.EncodedBytes, r.DecodeMS, float64(r.HeapBytes)/(1<<20), r.Error)
-		})
+		}); err != nil {
+			fmt.Fprintf(stderr, "weft bench trace: %v\n", err)
+			return 1
+		}
 	}
 	return code
 }
@@ -78,9 +91,12 @@ func benchMerge(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	r := bench.RunMerge(bench.MergeOptions{Edits: *edits, Runs: *runs})
-	printResult(stdout, *asJSON, r, func() {
+	if err := printResult(stdout, *asJSON, r, func() {
 		fmt.Fprintf(stdout, "merge: edits %d each  delta %d bytes (A→B)  merge %.2f ms  ok %v %s\n", r.Edits, r.DeltaBytes, r.MergeMS, r.OK, r.Error)
-	})
+	}); err != nil {
+		fmt.Fprintf(stderr, "weft bench merge: %v\n", err)
+		return 1
+	}
 	if !r.OK {
 		return 1
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -47,9 +46,7 @@ func runBenchCrash(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	res := bench.RunCrash(ctx, o)
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		if err := writeJSON(stdout, res, true); err != nil {
 			fmt.Fprintf(stderr, "weft bench crash: %v\n", err)
 			return 1
 		}
@@ -101,9 +98,7 @@ func runBenchStore(ctx context.Context, args []string, stdout, stderr io.Writer)
 		Timeout:  *timeout,
 	})
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		if err := writeJSON(stdout, res, true); err != nil {
 			fmt.Fprintf(stderr, "weft bench store: %v\n", err)
 			return 1
 		}
