@@ -250,50 +250,10 @@ func (d *Document) receive(gen uint64, m syncproto.Message) error {
 }
 
 // appliedLocked returns exactly what the last Receive added to the document
-// (changes released from the pending buffer included, duplicates excluded)
-// and raises before, the known mirror, to the document's version.
-//
-// NB: almost always that is just what the message carried: every change
-// lies past the mirror and nothing was or is pending. Checking that costs a
-// map lookup per change; ChangesSince, the fallback, walks every replica of
-// the document and copies, and was 7% of a 200-client load generator. A
-// change parked in the pending buffer during Apply and dropped as invalid
-// when released shows in Rejected.
+// and raises before, the known mirror, to the document's version (see
+// syncproto.Fresh).
 func (d *Document) appliedLocked(before crdt.VersionVector, pendingBefore, rejectedBefore int) []crdt.Change {
-	chs := d.mu.peer.Received()
-	if pendingBefore == 0 && d.mu.doc.Pending() == 0 && d.mu.doc.Rejected() == rejectedBefore {
-		// undo restores before if a duplicate turns up half-way.
-		type prev struct {
-			r crdt.ReplicaID
-			s uint64
-		}
-		var undoBuf [8]prev
-		undo := undoBuf[:0]
-		fresh := true
-		for i := range chs {
-			ch := &chs[i]
-			s := before[ch.Replica]
-			if ch.Seq <= s {
-				fresh = false
-				break
-			}
-			undo = append(undo, prev{ch.Replica, s})
-			before[ch.Replica] = ch.End()
-		}
-		if fresh {
-			return chs
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			before[undo[i].r] = undo[i].s
-		}
-	}
-	applied := d.mu.doc.ChangesSince(before)
-	for i := range applied {
-		if e := applied[i].End(); e > before[applied[i].Replica] {
-			before[applied[i].Replica] = e
-		}
-	}
-	return applied
+	return syncproto.Fresh(d.mu.doc, before, d.mu.peer.Received(), pendingBefore, rejectedBefore)
 }
 
 // knownLocked returns the mirror of the document's version vector that
