@@ -44,8 +44,9 @@ func (d *Doc) Apply(changes ...Change) error {
 			panic("crdt: clock refused a checked time: " + err.Error())
 		}
 	}
-	d.reserve(p.ready)
+	grown := d.reserve(p.ready)
 	d.applyAll(p.ready)
+	d.trimLogs(grown)
 	d.addPending(p.waiting)
 	if len(p.ready) > 0 && len(d.pending) > 0 {
 		d.retryPending()
@@ -509,11 +510,11 @@ func lenOps(ops []Op) uint64 {
 
 // reserve grows the logs of the replicas in cs once for all of them: a
 // large batch would otherwise regrow (and copy) each log many times, as
-// large slices grow by a quarter at a time. Capacity is an upper bound
-// (runs merge), so batches of one or two changes skip this.
-func (d *Doc) reserve(cs []Change) {
+// large slices grow by a quarter at a time. It returns the replicas whose
+// logs it grew, for trimLogs. Batches under 64 changes skip this.
+func (d *Doc) reserve(cs []Change) []uint32 {
 	if len(cs) < 64 {
-		return
+		return nil
 	}
 	type need struct {
 		r   ReplicaID
@@ -528,10 +529,29 @@ func (d *Doc) reserve(cs []Change) {
 		}
 		needs[j].ops += len(cs[i].Ops)
 	}
+	grown := make([]uint32, 0, len(needs))
 	for _, x := range needs {
-		lg := &d.logs[d.replicaIndex(x.r)]
+		r := d.replicaIndex(x.r)
+		lg := &d.logs[r]
 		lg.spans = slices.Grow(lg.spans, x.ops)
 		lg.times = slices.Grow(lg.times, x.ops)
+		grown = append(grown, r)
+	}
+	return grown
+}
+
+// trimLogs gives back what reserve over-estimated: ops merge into runs
+// (a typed paragraph is one span), so a large catch-up could otherwise
+// leave a document holding capacity for every op it was sent.
+func (d *Doc) trimLogs(grown []uint32) {
+	for _, r := range grown {
+		lg := &d.logs[r]
+		if cap(lg.spans)-len(lg.spans) > len(lg.spans)/2+64 {
+			lg.spans = slices.Clone(lg.spans)
+		}
+		if cap(lg.times)-len(lg.times) > len(lg.times)/2+64 {
+			lg.times = slices.Clone(lg.times)
+		}
 	}
 }
 

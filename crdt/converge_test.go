@@ -447,3 +447,31 @@ func TestBatchReferencesToItsOwnCharacters(t *testing.T) {
 		}
 	}
 }
+
+// A large batch of typing (runs that merge into few log entries) leaves the
+// receiving document no bigger than receiving it change by change: the
+// log capacity reserved for the batch is given back.
+func TestLargeBatchKeepsNoSpareLog(t *testing.T) {
+	a := newDoc(1, &hlc.ManualWall{Millis: 5})
+	for i := range 5000 {
+		tx := a.Begin()
+		tx.Insert("t", i, "x")
+		tx.Commit()
+	}
+	cs := a.ChangesSince(nil)
+	whole, oneByOne := newDoc(2, &hlc.ManualWall{Millis: 5}), newDoc(3, &hlc.ManualWall{Millis: 5})
+	if err := whole.Apply(cs...); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if err := oneByOne.Apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if whole.Text("t") != oneByOne.Text("t") {
+		t.Fatal("texts differ")
+	}
+	if w, o := whole.MemSize(), oneByOne.MemSize(); w > o+o/4 {
+		t.Fatalf("one batch of %d changes: %d bytes; one at a time: %d bytes", len(cs), w, o)
+	}
+}
