@@ -233,10 +233,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		}
 		t := f.text
 		t.leaves = t.leaves[:0]
-		present[fi] = make([]bitset, len(d.replicas))
-		for r := range present[fi] {
-			present[fi][r] = newBitset(d.logs[r].next)
-		}
+		present[fi] = make([]bitset, len(d.replicas)) // made on first use: many fields, few writers each
 		spanOf := make([]int32, 0, len(items))
 		var l *leaf
 		for _, si := range items {
@@ -262,6 +259,9 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 				if l == nil || len(l.items) >= leafCap*3/4 {
 					l = &leaf{items: make([]item, 0, leafCap+2), idx: len(t.leaves)}
 					t.leaves = append(t.leaves, l)
+				}
+				if present[fi][r] == nil {
+					present[fi][r] = newBitset(d.logs[r].next)
 				}
 				if !present[fi][r].setRange(seq, seq+m) {
 					return bad("characters listed twice")
