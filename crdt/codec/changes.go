@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/weftsync/weft/crdt"
@@ -177,6 +178,7 @@ func EncodeChanges(changes []crdt.Change) []byte {
 		return packID(e.index(id.Replica), id.Seq)
 	}
 	pred := newPredictor(perKind[crdt.OpTextInsert])
+	defer pred.release()
 	var col [numColumns]rleWriter
 	opsTotal := perKind[1] + perKind[2] + perKind[3] + perKind[4]
 	for c, n := range [numColumns]int{
@@ -555,6 +557,7 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 
 	// Every insert takes at least one byte of text: a safe size hint.
 	pred := newPredictor(min(int(nOps), len(text)))
+	defer pred.release()
 	changes := make([]crdt.Change, nCh)
 	ops := make([]crdt.Op, nOps)
 	expected := make([]uint64, nRep)
@@ -808,12 +811,29 @@ type predictor struct {
 	runEnd    pidTable // last id of an inserted run → the run's Right origin
 }
 
+// predictors recycles predictors and their tables: decoding a keystroke
+// would otherwise allocate two tables per message, the largest part of a
+// client's allocations under load.
+var predictors = sync.Pool{New: func() any { return new(predictor) }}
+
+// newPredictor returns an empty predictor for about size inserts; release
+// it when done.
 func newPredictor(size int) *predictor {
-	p := &predictor{}
+	p := predictors.Get().(*predictor)
 	p.lastAfter.init(size)
 	p.runEnd.init(size)
 	return p
 }
+
+// release returns p to the pool unless its tables are large (a big batch's
+// tables are not worth keeping).
+func (p *predictor) release() {
+	if len(p.lastAfter.keys) <= maxPooledTable {
+		predictors.Put(p)
+	}
+}
+
+const maxPooledTable = 1 << 12
 
 func (p *predictor) right(left pid) (pid, bool) {
 	if id, ok := p.lastAfter.get(left); ok {
@@ -845,12 +865,20 @@ type pidTable struct {
 	hasZero    bool
 }
 
+// init empties the table and sizes it for about hint keys, reusing its
+// arrays when they are big enough.
 func (t *pidTable) init(hint int) {
 	size := 16
 	for size < 2*hint {
 		size <<= 1
 	}
-	t.keys, t.vals, t.n = make([]pid, size), make([]pid, size), 0
+	if cap(t.keys) >= size {
+		t.keys, t.vals = t.keys[:size], t.vals[:size]
+		clear(t.keys) // 0 marks an empty slot; vals are read only where keys are set
+	} else {
+		t.keys, t.vals = make([]pid, size), make([]pid, size)
+	}
+	t.n, t.zero, t.hasZero = 0, 0, false
 	t.shift = uint(64 - bitsLen(size-1))
 }
 
