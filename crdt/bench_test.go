@@ -100,3 +100,43 @@ func BenchmarkChangesSinceNothingNew(b *testing.B) {
 		}
 	}
 }
+
+// A remote keystroke into a document 20 writers share (a busy room): each
+// change comes from another writer and its origins from others again, so
+// replica lookups miss any one-entry memo.
+func BenchmarkRemoteInsertManyWriters(b *testing.B) {
+	const writers = 20
+	src := make([]*crdt.Doc, writers)
+	for w := range src {
+		src[w] = crdt.NewDoc(crdt.ReplicaID{byte(w + 1), 7: byte(w * 37), 15: byte(w)}, hlc.NewClock((&hlc.ManualWall{}).Read, 0), crdt.Options{})
+	}
+	// The writers take turns typing one character each after everything
+	// so far, each seeing all earlier changes: 20,000 changes.
+	var all []crdt.Change
+	for i := 0; i < 20000; i++ {
+		w := src[i%writers]
+		if err := w.Apply(all[len(all)-min(len(all), writers):]...); err != nil {
+			b.Fatal(err)
+		}
+		before := w.Version()
+		tx := w.Begin()
+		tx.Insert("body", w.TextLen("body")/2, "x")
+		tx.Commit()
+		all = append(all, w.ChangesSince(before)...)
+	}
+	dst := newDoc(99, &hlc.ManualWall{})
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(all) {
+			b.StopTimer()
+			dst = newDoc(99, &hlc.ManualWall{})
+			i = 0
+			b.StartTimer()
+		}
+		if err := dst.Apply(all[i]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
