@@ -193,6 +193,11 @@ type plan struct {
 	waiting []Change
 	dropped int
 	bits    bool // mark the batch's characters in bitsets (see bitsFrom)
+
+	// Room for a one-change batch (a remote keystroke), so that planning
+	// it allocates nothing.
+	advBuf   [1]planReplica
+	readyBuf [1]Change
 }
 
 // planRange: ids lo..hi-1 of a replica are characters of text field name,
@@ -206,6 +211,7 @@ type planReplica struct {
 	r       ReplicaID
 	next    uint64
 	inserts []planRange
+	insBuf  [1]planRange // room for a keystroke's one range
 	// chars marks (as offsets from base, the first seq the batch gave
 	// this replica) the characters a large batch inserted, while they all
 	// belong to one field (name): references into the batch are then a
@@ -230,7 +236,9 @@ func (a *planReplica) batchChars(lo, hi uint64, name string) bool {
 }
 
 func (d *Doc) newPlan() *plan {
-	return &plan{d: d}
+	p := &plan{d: d}
+	p.adv, p.ready = p.advBuf[:0], p.readyBuf[:0]
+	return p
 }
 
 // bitsFrom is the batch size from which plans mark the batch's characters
@@ -322,6 +330,7 @@ func (p *plan) accept(c Change) {
 	if a == nil {
 		p.adv = append(p.adv, planReplica{r: c.Replica, base: c.Seq, ranges: !p.bits})
 		a = &p.adv[len(p.adv)-1]
+		a.inserts = a.insBuf[:0]
 	}
 	seq := c.Seq
 	for i := range c.Ops {

@@ -206,7 +206,8 @@ func (t *text) assign(r, start, end uint32, l *leaf) {
 	}
 	// General case: cut [start,end) out of the entries that overlap it.
 	t.tail[r] = nil
-	var cut []*idEntry
+	var cutBuf [4]*idEntry // usually one or two entries
+	cut := cutBuf[:0]
 	if prev := t.entryAt(r, start); prev != nil && prev.start < start {
 		cut = append(cut, prev)
 	}
@@ -217,13 +218,13 @@ func (t *text) assign(r, start, end uint32, l *leaf) {
 	for _, e := range cut {
 		tr.remove(e.start)
 		if e.start < start {
-			tr.put(&idEntry{start: e.start, end: start, l: e.l})
+			tr.put(t.newEntry(e.start, start, e.l))
 		}
 		if e.end > end {
-			tr.put(&idEntry{start: end, end: e.end, l: e.l})
+			tr.put(t.newEntry(end, e.end, e.l))
 		}
 	}
-	tr.put(&idEntry{start: start, end: end, l: l})
+	tr.put(t.newEntry(start, end, l))
 }
 
 // reassign records that ids r:start..r:end-1, which the index already
