@@ -658,11 +658,16 @@ func (d *Doc) ChangesSince(v VersionVector) []Change {
 			continue
 		}
 		// Size the output once: an upper bound on changes (a stepped time
-		// run is one change per seq, any other run at most one) and on ops
-		// (one per span, plus one per change a span is cut at).
+		// run is one change per seq, any other run at most one). Ops
+		// number at least max(changes, spans) and at most their sum (one
+		// per span, plus one per change a span is cut at); the sum
+		// doubled the largest allocation of a catch-up, so take the lower
+		// bound plus a little and let append grow the rare rest (changes
+		// already built keep their own slices of the old array).
 		c := d.countChanges(uint32(r), from[r])
 		nchanges += c
-		nops += c + len(lg.spans) - d.spanAt(uint32(r), from[r])
+		spans := len(lg.spans) - d.spanAt(uint32(r), from[r])
+		nops += max(c, spans) + min(c, spans)/16
 		nrep++
 	}
 	if nrep == 0 {
