@@ -67,17 +67,25 @@ func BenchmarkRemoteInsertChar(b *testing.B) {
 		tx.Commit()
 	}
 	cs = src.ChangesSince(nil)
-	dst := newDoc(2, &hlc.ManualWall{})
+	applyEach(b, cs)
+}
+
+// applyEach applies cs one change per iteration to a fresh document,
+// starting over (untimed) when they run out.
+func applyEach(b *testing.B, cs []crdt.Change) {
+	dst := newDoc(99, &hlc.ManualWall{})
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		if i == len(cs) {
 			b.StopTimer()
-			dst = newDoc(2, &hlc.ManualWall{})
+			dst = newDoc(99, &hlc.ManualWall{})
 			i = 0
 			b.StartTimer()
 		}
-		dst.Apply(cs[i])
+		if err := dst.Apply(cs[i]); err != nil {
+			b.Fatal(err)
+		}
 		i++
 	}
 }
@@ -124,19 +132,5 @@ func BenchmarkRemoteInsertManyWriters(b *testing.B) {
 		tx.Commit()
 		all = append(all, w.ChangesSince(before)...)
 	}
-	dst := newDoc(99, &hlc.ManualWall{})
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if i == len(all) {
-			b.StopTimer()
-			dst = newDoc(99, &hlc.ManualWall{})
-			i = 0
-			b.StartTimer()
-		}
-		if err := dst.Apply(all[i]); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
+	applyEach(b, all)
 }
