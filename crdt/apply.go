@@ -244,7 +244,7 @@ func (d *Doc) newPlan() *plan {
 // bitsFrom is the batch size from which plans mark the batch's characters
 // in bitsets: below it, searching the few ranges costs less than the
 // bitset's allocation.
-const bitsFrom = 16
+var bitsFrom = 16 // a variable so that tests can compare both paths
 
 // presize readies the plan for a batch of n changes: a catch-up of
 // thousands of changes would otherwise regrow ready (and copy it) a dozen

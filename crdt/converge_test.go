@@ -475,3 +475,90 @@ func TestLargeBatchKeepsNoSpareLog(t *testing.T) {
 		t.Fatalf("one batch of %d changes: %d bytes; one at a time: %d bytes", len(cs), w, o)
 	}
 }
+
+// Large batches check references to their own characters with bitsets,
+// small ones by searching ranges: the same batch must get the same verdict
+// and the same document either way, valid or not. Seeded random batches
+// from two writers (one typing in one text field, one in two), with
+// references corrupted at random (other seqs, the other field, counter
+// ops, seqs past the batch).
+func TestBatchCheckPathsAgree(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	refused := 0
+	for round := 0; round < 300; round++ {
+		a, b := newDoc(1, &hlc.ManualWall{Millis: 5}), newDoc(2, &hlc.ManualWall{Millis: 5})
+		for i := 0; i < 40; i++ {
+			d := a
+			if rng.IntN(3) == 0 {
+				d = b
+				if err := b.Apply(a.ChangesSince(b.Version())...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tx := d.Begin()
+			// Writer 1 types in one field (its batch characters go in a
+			// bitset), writer 2 in both (its are searched as ranges).
+			f := "t"
+			if d == b && rng.IntN(2) == 0 {
+				f = "u"
+			}
+			switch n := d.TextLen(f); {
+			case rng.IntN(6) == 0:
+				tx.Add("c", 1)
+			case n > 0 && rng.IntN(4) == 0:
+				tx.Delete(f, rng.IntN(n), 1+rng.IntN(min(n, 3)))
+			default:
+				tx.Insert(f, rng.IntN(n+1), "xy"[:1+rng.IntN(2)])
+			}
+			tx.Commit()
+		}
+		if err := a.Apply(b.ChangesSince(a.Version())...); err != nil {
+			t.Fatal(err)
+		}
+		batch := a.ChangesSince(nil)
+		// Corrupt one reference in about half the rounds.
+		if round%2 == 1 {
+			c := &batch[rng.IntN(len(batch))]
+			ops := slices.Clone(c.Ops)
+			op := &ops[rng.IntN(len(ops))]
+			bad := crdt.ID{Replica: rid(byte(1 + rng.IntN(2))), Seq: uint64(1 + rng.IntN(60))}
+			switch op.Kind {
+			case crdt.OpTextInsert:
+				if rng.IntN(2) == 0 {
+					op.Left = bad
+				} else {
+					op.Right = bad
+				}
+			case crdt.OpTextDelete:
+				op.Target = bad
+			}
+			if rng.IntN(4) == 0 && op.Kind != crdt.OpCounterAdd {
+				op.Field = map[string]string{"t": "u", "u": "t"}[op.Field]
+			}
+			c.Ops = ops
+		}
+		var verdicts [2]error
+		var texts [2]string
+		for k, from := range []int{1, 1 << 30} { // bitsets, then ranges only
+			old := crdt.SetBitsFrom(from)
+			d := newDoc(3, &hlc.ManualWall{Millis: 5})
+			verdicts[k] = d.Apply(batch...)
+			crdt.SetBitsFrom(old)
+			texts[k] = d.Text("t") + "|" + d.Text("u")
+		}
+		if (verdicts[0] == nil) != (verdicts[1] == nil) || texts[0] != texts[1] {
+			t.Fatalf("round %d: bitsets say %v (%q), ranges say %v (%q)", round, verdicts[0], texts[0], verdicts[1], texts[1])
+		}
+		if round%2 == 0 && verdicts[0] != nil {
+			t.Fatalf("round %d: an uncorrupted batch was refused: %v", round, verdicts[0])
+		}
+		if verdicts[0] != nil {
+			refused++
+		}
+	}
+	// Some corruptions land on valid references; most must not, or the
+	// comparison above proves little.
+	if refused < 75 {
+		t.Fatalf("only %d of 150 corrupted batches were refused", refused)
+	}
+}

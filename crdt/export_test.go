@@ -9,3 +9,7 @@ func AtByReplay(d *Doc, t hlc.Timestamp) *Doc { return d.atByReplay(t) }
 func AtByCut(d *Doc, t hlc.Timestamp) (*Doc, error) {
 	return FromState(d.stateAt(t), d.replica, hlc.NewClock(func() int64 { return t.WallMillis() }, 0), d.opts)
 }
+
+// SetBitsFrom sets the batch size from which plans use bitsets, returning
+// the old value: tests run the same batch through both paths.
+func SetBitsFrom(n int) int { old := bitsFrom; bitsFrom = n; return old }
