@@ -98,6 +98,22 @@ type rlog struct {
 	times []timeRun
 	next  uint32 // next expected seq: version vector entry + 1
 	hint  int    // index of the span spanAt found last
+	// blocks[b] is the index of the span holding seq b·64 (seq 1 for
+	// b = 0): spanAt searches only the spans of one block, not the whole
+	// log, whose upper levels missed the cache on every random lookup.
+	blocks []int32
+}
+
+const spanBlockBits = 6
+
+// indexTail extends blocks over the seqs the last span covers: call it
+// after appending or growing the last span.
+func (lg *rlog) indexTail() {
+	k := len(lg.spans) - 1
+	end := uint64(lg.spans[k].seq) + uint64(lg.spans[k].n) // first seq past the span
+	for uint64(len(lg.blocks))<<spanBlockBits < end {
+		lg.blocks = append(lg.blocks, int32(k))
+	}
 }
 
 // Doc is one replica of a document. See the package documentation.
@@ -324,29 +340,34 @@ func (d *Doc) appendSpan(r uint32, s span) {
 				if s.a == (ref{r, s.seq - 1}) && s.b == p.b && p.off+p.nb == s.off {
 					p.n += s.n
 					p.nb += s.nb
+					lg.indexTail()
 					return
 				}
 			case OpTextDelete:
 				if s.a.r == p.a.r {
 					if !p.back && !s.back && s.a.seq == p.a.seq+p.n {
 						p.n += s.n
+						lg.indexTail()
 						return
 					}
 					if (p.back || p.n == 1) && s.n == 1 && s.a.seq+p.n == p.a.seq && p.a.seq >= p.n {
 						p.back = true
 						p.n++
+						lg.indexTail()
 						return
 					}
 				}
 			case OpCounterAdd:
 				if s.delta == p.delta {
 					p.n += s.n
+					lg.indexTail()
 					return
 				}
 			}
 		}
 	}
 	lg.spans = append(lg.spans, s)
+	lg.indexTail()
 }
 
 // appendTime records that seqs seq..seq+n-1 of r were stamped t.
@@ -384,6 +405,12 @@ func (d *Doc) spanAt(r uint32, seq uint32) int {
 		}
 	}
 	lo, hi := 0, len(sp)
+	if b := int(seq >> spanBlockBits); b < len(lg.blocks) {
+		lo = int(lg.blocks[b])
+		if b+1 < len(lg.blocks) {
+			hi = int(lg.blocks[b+1]) + 1
+		}
+	}
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
 		if sp[m].seq+sp[m].n > seq {

@@ -25,6 +25,17 @@ func (d *Doc) checkInvariants() {
 		if seq != lg.next || tseq != lg.next {
 			panic(fmt.Sprintf("crdt invariant: replica %d log ends %d, times %d, next %d", r, seq, tseq, lg.next))
 		}
+		// Block b names the span holding seq b·64 (seq 1 for block 0),
+		// for every block the log reaches.
+		if want := (uint64(lg.next) + 63) >> spanBlockBits; len(lg.spans) > 0 && uint64(len(lg.blocks)) != want {
+			panic(fmt.Sprintf("crdt invariant: replica %d has %d span blocks, want %d", r, len(lg.blocks), want))
+		}
+		for b, k := range lg.blocks {
+			first := max(uint32(b)<<spanBlockBits, 1)
+			if s := lg.spans[k]; first < s.seq || first >= s.seq+s.n {
+				panic(fmt.Sprintf("crdt invariant: replica %d block %d names span %d (%d+%d)", r, b, k, s.seq, s.n))
+			}
+		}
 	}
 	for _, f := range d.fields {
 		if f.text != nil {

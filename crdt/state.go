@@ -199,6 +199,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 				}
 			}
 			lg.spans = append(lg.spans, x)
+			lg.indexTail()
 			off += sp.Bytes
 			seq += sp.N
 		}

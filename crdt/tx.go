@@ -153,6 +153,7 @@ func (tx *Tx) Insert(name string, pos int, s string) error {
 					t.assign(0, seq, seq+uint32(n), l)
 					sp.n += uint32(n)
 					sp.nb += nb
+					lg.indexTail()
 					// The grown item still starts where it did, and nothing
 					// else moved: the cursor stays valid.
 					t.ver++
