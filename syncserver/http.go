@@ -199,7 +199,9 @@ func versionJSON(v crdt.VersionVector) map[string]uint64 {
 	return out
 }
 
-func docJSON(id string, d *crdt.Doc) DocJSON {
+// NewDocJSON renders d in the shape GET /v1/docs/{id} serves (weft doc get
+// prints the same).
+func NewDocJSON(id string, d *crdt.Doc) DocJSON {
 	out := DocJSON{ID: id, Version: versionJSON(d.Version()), Text: map[string]string{},
 		Counter: map[string]int64{}, Register: map[string]any{}}
 	for _, f := range d.Fields() {
@@ -278,7 +280,7 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 		if at != 0 {
 			d = d.At(at)
 		}
-		out := docJSON(doc, d)
+		out := NewDocJSON(doc, d)
 		if at != 0 {
 			out.At = at.Time().Format(time.RFC3339Nano)
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
@@ -155,16 +153,16 @@ func docLocal(ctx context.Context, f docFlags, verb string, args []string, stdin
 		if err != nil {
 			return err
 		}
-		out := docGetJSON{DocJSON: toDocJSON(args[0], d), Meta: metaJSON(meta)}
+		out := docGetJSON{DocJSON: syncserver.NewDocJSON(args[0], d), Meta: metaJSON(meta)}
 		if f.at != "" {
 			t, err := time.Parse(time.RFC3339Nano, f.at)
 			if err != nil {
 				return fmt.Errorf("--at: want an RFC 3339 time: %w", err)
 			}
-			out.DocJSON = toDocJSON(args[0], d.At(hlc.FromTime(t)))
+			out.DocJSON = syncserver.NewDocJSON(args[0], d.At(hlc.FromTime(t)))
 			out.At = t.UTC().Format(time.RFC3339Nano)
 		}
-		return writeIndentedJSON(stdout, out)
+		return writeJSON(stdout, out, true)
 	case "import":
 		return docImportLocal(ctx, st, args[0], stdin, stdout)
 	}
@@ -300,7 +298,7 @@ func docList(ctx context.Context, st *storage.Store, f docFlags, stdout io.Write
 		for _, m := range metas {
 			out = append(out, *metaJSON(m))
 		}
-		return writeIndentedJSON(stdout, out)
+		return writeJSON(stdout, out, true)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSNAPSHOT\tLOG\tBATCHES\tUPDATED")
@@ -331,47 +329,6 @@ func metaJSON(m storage.DocMeta) *docMetaJSON {
 type docGetJSON struct {
 	syncserver.DocJSON
 	Meta *docMetaJSON `json:"meta,omitempty"`
-}
-
-// toDocJSON renders d in the shape of GET /v1/docs/{id}.
-func toDocJSON(id string, d *crdt.Doc) syncserver.DocJSON {
-	out := syncserver.DocJSON{ID: id, Version: map[string]uint64{}, Text: map[string]string{},
-		Counter: map[string]int64{}, Register: map[string]any{}}
-	for r, s := range d.Version() {
-		out.Version[r.String()] = s
-	}
-	for _, fl := range d.Fields() {
-		switch fl.Type {
-		case crdt.FieldText:
-			out.Text[fl.Name] = d.Text(fl.Name)
-		case crdt.FieldCounter:
-			out.Counter[fl.Name] = d.Counter(fl.Name)
-		case crdt.FieldRegister:
-			if v, ok := d.Register(fl.Name); ok {
-				out.Register[fl.Name] = registerValueJSON(v)
-			}
-		}
-	}
-	return out
-}
-
-// registerValueJSON decodes a register's msgpack value for JSON; a value
-// that does not decode, or that JSON cannot hold, is shown as
-// {"msgpack": base64}.
-func registerValueJSON(v []byte) any {
-	var x any
-	if err := msgpack.Unmarshal(v, &x); err == nil {
-		if _, err := json.Marshal(x); err == nil {
-			return x
-		}
-	}
-	return map[string]string{"msgpack": base64.StdEncoding.EncodeToString(v)}
-}
-
-func writeIndentedJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // docRemote runs a verb against a running server's HTTP API.
@@ -405,7 +362,7 @@ func docRemote(ctx context.Context, f docFlags, verb string, args []string, stdi
 			for i, id := range list.Docs {
 				out[i] = idOnly{ID: id}
 			}
-			return writeIndentedJSON(stdout, out)
+			return writeJSON(stdout, out, true)
 		}
 		fmt.Fprintln(stdout, "ID")
 		for _, id := range list.Docs {
