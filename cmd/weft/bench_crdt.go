@@ -44,19 +44,16 @@ func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "Usage: weft bench trace [--json] [--runs N] FILE...\n\nReplays editing traces (gzipped JSON, ../shared/traces format); a bare name is looked up in %s.\n\n", traces.Dir())
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(interleaved(fs, args)); err != nil {
-		return 2
+	files, code, done := parseAnywhere(fs, args, stderr)
+	if done {
+		return code
 	}
-	if err := fillFromEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "weft bench trace: %v\n", err)
-		return 2
-	}
-	if fs.NArg() == 0 {
+	if len(files) == 0 {
 		fs.Usage()
 		return 2
 	}
-	code := 0
-	for _, name := range fs.Args() {
+	code = 0
+	for _, name := range files {
 		tr, err := traces.Load(name)
 		if err != nil {
 			fmt.Fprintf(stderr, "weft bench trace: %v\n", err)
@@ -83,12 +80,8 @@ func benchMerge(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	asJSON := fs.Bool("json", false, "print JSON")
 	edits := fs.Int("edits", 10000, "random single-character edits per replica")
 	runs := fs.Int("runs", 5, "timed runs after one warm-up (the median is reported)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if err := fillFromEnv(fs); err != nil {
-		fmt.Fprintf(stderr, "weft bench merge: %v\n", err)
-		return 2
+	if code, done := parseFlags(fs, args, stderr); done {
+		return code
 	}
 	r := bench.RunMerge(bench.MergeOptions{Edits: *edits, Runs: *runs})
 	if err := printResult(stdout, *asJSON, r, func() {
@@ -101,29 +94,4 @@ func benchMerge(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	return 0
-}
-
-// interleaved moves flags after positional arguments to the front, so
-// `weft bench trace FILE --json` works as users expect.
-func interleaved(fs *flag.FlagSet, args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if len(a) > 1 && a[0] == '-' {
-			flags = append(flags, a)
-			name := a
-			for len(name) > 0 && name[0] == '-' {
-				name = name[1:]
-			}
-			if f := fs.Lookup(name); f != nil {
-				if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); !isBool && i+1 < len(args) {
-					i++
-					flags = append(flags, args[i])
-				}
-			}
-			continue
-		}
-		pos = append(pos, a)
-	}
-	return append(flags, pos...)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,27 +16,6 @@ import (
 func init() {
 	benchmarks["converge"] = benchConverge
 	benchmarks["conns"] = benchConns
-}
-
-// parseBenchFlags parses a benchmark's flags (help and errors on the flag
-// set's output), refuses stray arguments, and fills the rest from
-// WEFT_<NAME>. done reports that the caller should return code.
-func parseBenchFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, true
-		}
-		return 2, true
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
-		return 2, true
-	}
-	if err := fillFromEnv(fs); err != nil {
-		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
-		return 2, true
-	}
-	return 0, false
 }
 
 func benchLogger(stderr io.Writer, verbose bool) *slog.Logger {
@@ -71,7 +49,7 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 			"arrival at every other subscriber of its document. Every flag may also be set as WEFT_<NAME>.\n\n")
 		fs.PrintDefaults()
 	}
-	if code, done := parseBenchFlags(fs, args); done {
+	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
 	if *gogc != -1 && os.Getenv("GOGC") == "" {
@@ -136,7 +114,7 @@ func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			"server's resident memory growth per connection. Every flag may also be set as WEFT_<NAME>.\n\n")
 		fs.PrintDefaults()
 	}
-	if code, done := parseBenchFlags(fs, args); done {
+	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
 	r, err := bench.Conns(ctx, bench.ConnsOptions{

@@ -31,7 +31,7 @@ func runBenchCrash(ctx context.Context, args []string, stdout, stderr io.Writer)
 	seed := fs.Uint64("seed", 1, "seed of the kill times")
 	dir := fs.String("dir", os.TempDir(), "directory for the server's temporary data directory")
 	verbose := fs.Bool("v", false, "show the server's warnings and errors")
-	if code, done := parseStoreFlags(fs, args); done {
+	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
 	bin, err := os.Executable()
@@ -78,7 +78,7 @@ func runBenchStore(ctx context.Context, args []string, stdout, stderr io.Writer)
 	dir := fs.String("dir", os.TempDir(), "directory for the temporary stores (use the disk you want to measure)")
 	trace := fs.String("trace", "automerge-paper.json.gz", "trace whose document is cold-loaded")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the whole benchmark")
-	if code, done := parseStoreFlags(fs, args); done {
+	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
 	res := bench.RunStore(ctx, bench.StoreOptions{
@@ -120,21 +120,4 @@ func runBenchStore(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 1
 	}
 	return 0
-}
-
-// parseStoreFlags parses args after filling every flag not given on the
-// command line from its WEFT_<NAME> environment variable. done reports that
-// the caller should return code (help was printed, or an error).
-func parseStoreFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0, true
-		}
-		return 2, true
-	}
-	if bad := fillFromEnv(fs); bad != nil {
-		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), bad)
-		return 2, true
-	}
-	return 0, false
 }

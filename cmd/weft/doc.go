@@ -78,7 +78,7 @@ func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(fs.Output(), docUsage)
 		fs.PrintDefaults()
 	}
-	pos, code, done := parseStoreFlagsAnywhere(fs, args)
+	pos, code, done := parseAnywhere(fs, args, stderr)
 	if done {
 		return code
 	}
@@ -530,20 +530,4 @@ func (c *remoteDocs) postChanges(ctx context.Context, id string, batch []byte) e
 	req.Header.Set("Content-Type", syncserver.ChangesContentType)
 	_, _, err = c.do(req)
 	return err
-}
-
-// parseStoreFlagsAnywhere parses flags placed before, between or after the
-// positional arguments (`weft doc get ID --data DIR`), then fills unset
-// flags from WEFT_<NAME>. It returns the positional arguments.
-func parseStoreFlagsAnywhere(fs *flag.FlagSet, args []string) (pos []string, code int, done bool) {
-	for {
-		if code, done := parseStoreFlags(fs, args); done {
-			return nil, code, true
-		}
-		if fs.NArg() == 0 {
-			return pos, 0, false
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
 }

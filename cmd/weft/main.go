@@ -97,3 +97,57 @@ func fillFromEnv(fs *flag.FlagSet) error {
 func envName(flagName string) string {
 	return "WEFT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
+
+// parseFlags parses a command's flags, refuses positional arguments, and
+// fills every flag not given on the command line from WEFT_<NAME>. Help
+// that was asked for goes to helpOut. done reports that the command should
+// return code now (help, a bad flag, a stray argument).
+func parseFlags(fs *flag.FlagSet, args []string, helpOut io.Writer) (code int, done bool) {
+	pos, code, done := parseAnywhere(fs, args, helpOut)
+	if done {
+		return code, true
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %q\n", fs.Name(), pos)
+		return 2, true
+	}
+	return 0, false
+}
+
+// parseAnywhere is parseFlags for commands with positional arguments: flags
+// may come before, between or after them (`weft doc get ID --data DIR`),
+// and everything after "--" is positional. It returns the positional
+// arguments in order.
+func parseAnywhere(fs *flag.FlagSet, args []string, helpOut io.Writer) (pos []string, code int, done bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			fs.SetOutput(helpOut) // asked for: help is the output
+		}
+	}
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0, true
+			}
+			return nil, 2, true
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if i := len(args) - len(rest) - 1; i >= 0 && args[i] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if err := fillFromEnv(fs); err != nil {
+		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+		return nil, 2, true
+	}
+	return pos, 0, false
+}

@@ -202,35 +202,6 @@ func shutdownServer(srv *syncserver.Server, hs *http.Server, timeout time.Durati
 	return err
 }
 
-// parseFlags parses args, then fills every flag not given on the command
-// line from its WEFT_<NAME> environment variable. done reports that the
-// command should return code now (help, or a bad flag).
-func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
-			fs.SetOutput(stdout) // asked for: help is the output, not an error
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, true
-		}
-		return 2, true
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
-		return 2, true
-	}
-	if err := fillFromEnv(fs); err != nil {
-		fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
-		return 2, true
-	}
-	return 0, false
-}
-
 // flagUsage prints a command's help: every flag with its default and the
 // environment variable that may set it.
 func flagUsage(fs *flag.FlagSet, usage, about string) {
