@@ -32,27 +32,12 @@ func (c *Client) run() {
 	log := c.opts.Logger
 	for c.ctx.Err() == nil {
 		conn, welcome, err := c.dial()
-		if err != nil {
-			if c.ctx.Err() != nil {
-				return
-			}
-			if errors.Is(err, ErrTerminal) {
-				log.Error("weft client: giving up", "err", err)
-				c.mu.Lock()
-				c.mu.terminal = err
-				c.broadcastStateLocked()
-				c.mu.Unlock()
-				return
-			}
-			delay := c.opts.Backoff.Next()
-			log.Info("weft client: connect failed", "err", err, "retry_in", delay)
-			if !c.sleep(delay) {
-				return
-			}
-			continue
+		what := "connect failed"
+		if err == nil {
+			c.opts.Backoff.Reset()
+			err = c.serve(conn, welcome)
+			what = "disconnected"
 		}
-		c.opts.Backoff.Reset()
-		err = c.serve(conn, welcome)
 		if c.ctx.Err() != nil {
 			return
 		}
@@ -65,7 +50,7 @@ func (c *Client) run() {
 			return
 		}
 		delay := c.opts.Backoff.Next()
-		log.Info("weft client: disconnected", "err", err, "retry_in", delay)
+		log.Info("weft client: "+what, "err", err, "retry_in", delay)
 		if !c.sleep(delay) {
 			return
 		}
