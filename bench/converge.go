@@ -407,18 +407,6 @@ func convergeWaitEqual(ctx context.Context, group []*client.Document) error {
 // convergeState renders every field of a replica for comparison.
 func convergeState(d *client.Document) string {
 	var out string
-	d.Read(func(doc *crdt.Doc) {
-		for _, f := range doc.Fields() {
-			switch f.Type {
-			case crdt.FieldText:
-				out += fmt.Sprintf("%s text %q\n", f.Name, doc.Text(f.Name))
-			case crdt.FieldCounter:
-				out += fmt.Sprintf("%s counter %d\n", f.Name, doc.Counter(f.Name))
-			case crdt.FieldRegister:
-				v, ok := doc.Register(f.Name)
-				out += fmt.Sprintf("%s register %x %v\n", f.Name, v, ok)
-			}
-		}
-	})
+	d.Read(func(doc *crdt.Doc) { out = doc.Describe() })
 	return out
 }

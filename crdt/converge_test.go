@@ -17,20 +17,7 @@ var seeds = flag.Int("seeds", 40, "number of random seeds for the convergence te
 
 // state renders everything observable about a document.
 func state(d *crdt.Doc) string {
-	var b strings.Builder
-	for _, f := range d.Fields() {
-		switch f.Type {
-		case crdt.FieldText:
-			fmt.Fprintf(&b, "text %s=%q\n", f.Name, d.Text(f.Name))
-		case crdt.FieldCounter:
-			fmt.Fprintf(&b, "counter %s=%d\n", f.Name, d.Counter(f.Name))
-		case crdt.FieldRegister:
-			v, _ := d.Register(f.Name)
-			fmt.Fprintf(&b, "register %s=%x\n", f.Name, v)
-		}
-	}
-	fmt.Fprintf(&b, "version %v pending %d\n", d.Version(), d.Pending())
-	return b.String()
+	return d.Describe() + fmt.Sprintf("version %v pending %d\n", d.Version(), d.Pending())
 }
 
 var alphabet = []rune("abcdefghij XYZ\n→é😀")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"unsafe"
 
 	"github.com/weftsync/weft/hlc"
@@ -264,6 +265,25 @@ func (d *Doc) Fields() []Field {
 		return cmp.Compare(a.Type, b.Type)
 	})
 	return out
+}
+
+// Describe renders the value of every field, one line each in Fields
+// order: equal for replicas that show the same document, whatever their
+// histories. Tests and benchmarks compare replicas with it.
+func (d *Doc) Describe() string {
+	var b strings.Builder
+	for _, f := range d.Fields() {
+		switch f.Type {
+		case FieldText:
+			fmt.Fprintf(&b, "text %s=%q\n", f.Name, d.Text(f.Name))
+		case FieldCounter:
+			fmt.Fprintf(&b, "counter %s=%d\n", f.Name, d.Counter(f.Name))
+		case FieldRegister:
+			v, ok := d.Register(f.Name)
+			fmt.Fprintf(&b, "register %s=%x set=%v\n", f.Name, v, ok)
+		}
+	}
+	return b.String()
 }
 
 // Text returns the visible content of a text field ("" if there is none).

@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -152,19 +151,7 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 // state renders every field of a replica.
 func state(d *client.Document) string {
 	var out string
-	d.Read(func(doc *crdt.Doc) {
-		for _, f := range doc.Fields() {
-			switch f.Type {
-			case crdt.FieldText:
-				out += fmt.Sprintf("%s text %q\n", f.Name, doc.Text(f.Name))
-			case crdt.FieldCounter:
-				out += fmt.Sprintf("%s counter %d\n", f.Name, doc.Counter(f.Name))
-			case crdt.FieldRegister:
-				v, ok := doc.Register(f.Name)
-				out += fmt.Sprintf("%s register %x %v\n", f.Name, v, ok)
-			}
-		}
-	})
+	d.Read(func(doc *crdt.Doc) { out = doc.Describe() })
 	return out
 }
 

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/weftsync/weft/crdt"
@@ -64,13 +63,7 @@ func snapDocs(t testing.TB, seed uint64) *crdt.Doc {
 }
 
 func describe(d *crdt.Doc) string {
-	var b strings.Builder
-	for _, f := range d.Fields() {
-		v, _ := d.Register(f.Name)
-		fmt.Fprintf(&b, "%s/%v text=%q counter=%d reg=%x\n", f.Name, f.Type, d.Text(f.Name), d.Counter(f.Name), v)
-	}
-	fmt.Fprintf(&b, "version %v\n", d.Version())
-	return b.String()
+	return d.Describe() + fmt.Sprintf("version %v\n", d.Version())
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
