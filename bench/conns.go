@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	cryptorand "crypto/rand"
 	"encoding/hex"
@@ -46,18 +47,10 @@ func DefaultConnsOptions() ConnsOptions {
 
 func (o ConnsOptions) withDefaults() (ConnsOptions, error) {
 	d := DefaultConnsOptions()
-	if o.Conns == 0 {
-		o.Conns = d.Conns
-	}
-	if o.Docs == 0 {
-		o.Docs = d.Docs
-	}
-	if o.Parallel == 0 {
-		o.Parallel = d.Parallel
-	}
-	if o.Timeout == 0 {
-		o.Timeout = d.Timeout
-	}
+	o.Conns = cmp.Or(o.Conns, d.Conns)
+	o.Docs = cmp.Or(o.Docs, d.Docs)
+	o.Parallel = cmp.Or(o.Parallel, d.Parallel)
+	o.Timeout = cmp.Or(o.Timeout, d.Timeout)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,24 +58,12 @@ func DefaultConvergeOptions() ConvergeOptions {
 
 func (o ConvergeOptions) withDefaults() (ConvergeOptions, error) {
 	d := DefaultConvergeOptions()
-	if o.Clients == 0 {
-		o.Clients = d.Clients
-	}
-	if o.Docs == 0 {
-		o.Docs = d.Docs
-	}
-	if o.Rate == 0 {
-		o.Rate = d.Rate
-	}
-	if o.Duration == 0 {
-		o.Duration = d.Duration
-	}
-	if o.Settle == 0 {
-		o.Settle = d.Settle
-	}
-	if o.Seed == 0 {
-		o.Seed = d.Seed
-	}
+	o.Clients = cmp.Or(o.Clients, d.Clients)
+	o.Docs = cmp.Or(o.Docs, d.Docs)
+	o.Rate = cmp.Or(o.Rate, d.Rate)
+	o.Duration = cmp.Or(o.Duration, d.Duration)
+	o.Settle = cmp.Or(o.Settle, d.Settle)
+	o.Seed = cmp.Or(o.Seed, d.Seed)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

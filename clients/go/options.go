@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,27 +101,13 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Backoff.Base == 0 {
-		o.Backoff.Base = d.Backoff.Base
-	}
-	if o.Backoff.Max == 0 {
-		o.Backoff.Max = d.Backoff.Max
-	}
-	if o.DialTimeout == 0 {
-		o.DialTimeout = d.DialTimeout
-	}
-	if o.PingInterval == 0 {
-		o.PingInterval = d.PingInterval
-	}
-	if o.SendQueue == 0 {
-		o.SendQueue = d.SendQueue
-	}
-	if o.MaxBatchOps == 0 {
-		o.MaxBatchOps = d.MaxBatchOps
-	}
-	if o.MaxPending == 0 {
-		o.MaxPending = d.MaxPending
-	}
+	o.Backoff.Base = cmp.Or(o.Backoff.Base, d.Backoff.Base)
+	o.Backoff.Max = cmp.Or(o.Backoff.Max, d.Backoff.Max)
+	o.DialTimeout = cmp.Or(o.DialTimeout, d.DialTimeout)
+	o.PingInterval = cmp.Or(o.PingInterval, d.PingInterval)
+	o.SendQueue = cmp.Or(o.SendQueue, d.SendQueue)
+	o.MaxBatchOps = cmp.Or(o.MaxBatchOps, d.MaxBatchOps)
+	o.MaxPending = cmp.Or(o.MaxPending, d.MaxPending)
 	o.Header = o.Header.Clone()
 	o.Backoff.attempt = 0
 

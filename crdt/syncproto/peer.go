@@ -1,6 +1,7 @@
 package syncproto
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 
@@ -67,15 +68,9 @@ func DefaultOptions() Options {
 
 func (o Options) withDefaults() (Options, error) {
 	def := DefaultOptions()
-	if o.Role == 0 {
-		o.Role = def.Role
-	}
-	if o.MaxOpsPerMessage == 0 {
-		o.MaxOpsPerMessage = def.MaxOpsPerMessage
-	}
-	if o.MaxBytesPerMessage == 0 {
-		o.MaxBytesPerMessage = def.MaxBytesPerMessage
-	}
+	o.Role = cmp.Or(o.Role, def.Role)
+	o.MaxOpsPerMessage = cmp.Or(o.MaxOpsPerMessage, def.MaxOpsPerMessage)
+	o.MaxBytesPerMessage = cmp.Or(o.MaxBytesPerMessage, def.MaxBytesPerMessage)
 	var errs []error
 	if o.Role != RoleClient && o.Role != RoleServer {
 		errs = append(errs, fmt.Errorf("syncproto: Options.Role %d is neither client nor server", o.Role))
