@@ -517,106 +517,109 @@ func (d *Doc) applyRemoteDelete(f *field, r, seq uint32, target ref, n uint32, b
 }
 
 // integrate places a remote item using its origins (YjsMod / FugueMax).
+//
+// It walks the items from just after left towards right, by item rather
+// than by raw position: no position lookups unless an item's origins cannot
+// be placed by id (see below). In the common case nothing was inserted
+// concurrently between the origins and the walk stops at its first item.
 func (t *text) integrate(it item, left, right ref) {
-	// Common case: nothing was inserted concurrently between the origins,
-	// so the item goes right after left with no scan and no positions.
-	if l, i, ok := t.afterIfNext(left, right); ok {
-		t.insertItem(l, i, it)
-		return
-	}
-	leftIdx := -1
-	if !left.none() {
-		leftIdx = t.rawIndex(left)
-	}
-	start := leftIdx + 1
-	t.rawBoundary(start)
-	rightIdx := t.raw
-	if !right.none() {
-		rightIdx = t.rawIndex(right)
-		t.rawBoundary(rightIdx)
-	}
+	l, i := t.afterLeft(left)
+	leftLeaf := l
+	var splitLeaf *leaf // the leaf where right had to be cut from its item
+	leftIdx, rightIdx := -2, -2 // raw positions, looked up only if needed
 	rid := t.d.replicas[it.r]
-	dest := start
-	if start < rightIdx {
-		l, i := t.rawBoundary(start)
-		scanning := false
-		cur := start
-		seen := t.seen[:0]
-		for {
-			if !scanning {
-				dest = cur
-			}
-			if cur >= t.raw || cur == rightIdx {
+	dl, di := l, i // where the item goes
+	scanning := false
+	seen := t.seen[:0]
+	for {
+		for i >= len(l.items) && l.idx+1 < len(t.leaves) {
+			l, i = t.leaves[l.idx+1], 0
+		}
+		if !scanning {
+			dl, di = l, i
+		}
+		if i >= len(l.items) {
+			break // the end of the text
+		}
+		o := &l.items[i]
+		if o.r == right.r && right.seq >= o.seq && right.seq-o.seq < o.n {
+			if right.seq == o.seq {
 				break
 			}
-			for i >= len(l.items) {
-				l = t.leaves[l.idx+1]
-				i = 0
+			// right inside an item: cut it so that right starts one.
+			t.split(l, i, right.seq-o.seq)
+			splitLeaf = l
+			o = &l.items[i]
+		}
+		ol, or := t.d.origins(o.r, o.seq)
+		// Where o's left origin sits relative to left, without a position
+		// lookup when it can be told from ids: it is left itself, or one
+		// of the items scanned since left (so after left), or — being
+		// left of o — before left.
+		var cmpLeft int
+		switch {
+		case ol == left:
+			cmpLeft = 0
+		case ol.none():
+			cmpLeft = -1 // the start, before left (which is not the start)
+		case len(seen) < maxSeen:
+			cmpLeft = -1
+			for _, s := range seen {
+				if s.r == ol.r && ol.seq-s.seq < s.n {
+					cmpLeft = 1
+					break
+				}
 			}
-			o := &l.items[i]
-			ol, or := t.d.origins(o.r, o.seq)
-			// Where o's left origin sits relative to left, without a
-			// position lookup when it can be told from ids: it is left
-			// itself, or one of the items scanned since start (so after
-			// left), or — being left of o — before left.
-			var cmpLeft int
+		default:
+			if leftIdx == -2 {
+				leftIdx = t.rawIndexOrStart(left)
+			}
+			cmpLeft = cmpInt(t.rawIndex(ol), leftIdx)
+		}
+		if cmpLeft < 0 {
+			break
+		}
+		if cmpLeft == 0 {
+			// Siblings of the new item: only now does o's right origin
+			// matter.
+			cmpRight := 0
 			switch {
-			case ol == left:
-				cmpLeft = 0
-			case ol.none():
-				cmpLeft = -1 // the start, before left (which is not the start)
-			case len(seen) < maxSeen:
-				cmpLeft = -1
-				for _, s := range seen {
-					if s.r == ol.r && ol.seq-s.seq < s.n {
-						cmpLeft = 1
-						break
-					}
-				}
+			case or == right:
+			case or.none():
+				cmpRight = 1 // the end, after right (which is not the end)
 			default:
-				cmpLeft = cmpInt(t.rawIndex(ol), leftIdx)
-			}
-			if cmpLeft < 0 {
-				break
-			}
-			if cmpLeft == 0 {
-				// Siblings of the new item: only now does o's right
-				// origin matter.
-				cmpRight := 0
-				switch {
-				case or == right:
-				case or.none():
-					cmpRight = 1 // the end, after right (which is not the end)
-				default:
-					cmpRight = cmpInt(t.rawIndex(or), rightIdx)
-				}
-				if cmpRight < 0 {
-					scanning = true
-				} else if cmpRight == 0 {
-					if rid.Compare(t.d.replicas[o.r]) < 0 {
-						break
+				if rightIdx == -2 {
+					rightIdx = t.raw
+					if !right.none() {
+						rightIdx = t.rawIndex(right)
 					}
-					scanning = false
-				} else {
-					scanning = false
 				}
+				cmpRight = cmpInt(t.rawIndex(or), rightIdx)
 			}
-			if len(seen) < maxSeen {
-				seen = append(seen, idRun{o.r, o.seq, o.n})
+			if cmpRight < 0 {
+				scanning = true
+			} else if cmpRight == 0 {
+				if rid.Compare(t.d.replicas[o.r]) < 0 {
+					break
+				}
+				scanning = false
+			} else {
+				scanning = false
 			}
-			cur += int(o.n)
-			i++
 		}
-		t.seen = seen[:0]
+		if len(seen) < maxSeen {
+			seen = append(seen, idRun{o.r, o.seq, o.n})
+		}
+		i++
 	}
-	l, i := t.rawBoundary(dest)
-	t.insertItem(l, i, it)
-	// The boundary splits at the origins may have grown leaves the insert
-	// did not touch past leafCap.
-	for _, o := range [2]ref{left, right} {
-		if !o.none() {
-			t.fixLeaf(t.findLeaf(o))
-		}
+	t.seen = seen[:0]
+	t.insertItem(dl, di, it)
+	// The cuts after left and before right may have grown leaves the
+	// insert did not touch past leafCap. (Leaves are never removed, so
+	// the pointers are still leaves of the text.)
+	t.fixLeaf(leftLeaf)
+	if splitLeaf != nil {
+		t.fixLeaf(splitLeaf)
 	}
 }
 
@@ -638,38 +641,21 @@ func cmpInt(a, b int) int {
 	return 0
 }
 
-// afterIfNext reports whether right is the character right after left (or
-// the end), and if so returns the item boundary just after left, splitting
-// its item if needed.
-func (t *text) afterIfNext(left, right ref) (*leaf, int, bool) {
-	var l *leaf
-	var i int
-	var k uint32
+// afterLeft returns the item boundary just after left (the start of the
+// text when left is none), cutting left's item after it if needed. The
+// leaf may then exceed leafCap until the caller fixes it.
+func (t *text) afterLeft(left ref) (*leaf, int) {
 	if left.none() {
-		l, i = t.leaves[0], 0
-		if len(l.items) == 0 {
-			return l, 0, right.none()
-		}
-		first := ref{l.items[0].r, l.items[0].seq}
-		return l, 0, first == right
+		return t.leaves[0], 0
 	}
-	var ok bool
-	l, i, k, ok = t.locate(left)
+	l, i, k, ok := t.locate(left)
 	if !ok {
 		panic("crdt: integrate with unknown left origin")
 	}
-	it := &l.items[i]
-	if k+1 < it.n {
-		if right != (ref{it.r, it.seq + k + 1}) {
-			return nil, 0, false
-		}
+	if k+1 < l.items[i].n {
 		t.split(l, i, k+1)
-		return l, i + 1, true
 	}
-	if t.nextID(l, i) != right {
-		return nil, 0, false
-	}
-	return l, i + 1, true
+	return l, i + 1
 }
 
 // ---- reading the log back as changes ----

@@ -279,6 +279,14 @@ func (t *text) rawIndex(id ref) int {
 	return pos + int(k)
 }
 
+// rawIndexOrStart is rawIndex, with -1 for none (the start of the text).
+func (t *text) rawIndexOrStart(id ref) int {
+	if id.none() {
+		return -1
+	}
+	return t.rawIndex(id)
+}
+
 // visIndex returns the number of visible characters before id and whether
 // id itself is visible.
 func (t *text) visIndex(id ref) (int, bool) {
@@ -332,31 +340,6 @@ func (t *text) visAt(pos int) (*leaf, int, uint32) {
 		rel -= int(it.n)
 	}
 	panic("crdt: visible index outside leaf")
-}
-
-// rawBoundary returns the leaf and item index of the item boundary at raw
-// position pos, splitting an item if pos falls inside it. pos == t.raw gives
-// the end of the last leaf.
-func (t *text) rawBoundary(pos int) (*leaf, int) {
-	if pos >= t.raw {
-		l := t.leaves[len(t.leaves)-1]
-		return l, len(l.items)
-	}
-	li, before := t.fraw.search(pos)
-	l := t.leaves[li]
-	pos -= before
-	for i := range l.items {
-		n := int(l.items[i].n)
-		if pos == 0 {
-			return l, i
-		}
-		if pos < n {
-			t.split(l, i, uint32(pos))
-			return l, i + 1
-		}
-		pos -= n
-	}
-	return l, len(l.items)
 }
 
 // split cuts item i of l after k runes (0 < k < n); both parts stay in l at
