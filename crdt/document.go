@@ -525,7 +525,7 @@ func (d *Doc) applyRemoteDelete(f *field, r, seq uint32, target ref, n uint32, b
 func (t *text) integrate(it item, left, right ref) {
 	l, i := t.afterLeft(left)
 	leftLeaf := l
-	var splitLeaf *leaf // the leaf where right had to be cut from its item
+	var splitLeaf *leaf         // the leaf where right had to be cut from its item
 	leftIdx, rightIdx := -2, -2 // raw positions, looked up only if needed
 	rid := t.d.replicas[it.r]
 	dl, di := l, i // where the item goes
