@@ -532,8 +532,12 @@ func (t *text) integrate(it item, left, right ref) {
 	scanning := false
 	seen := t.seen[:0]
 	for {
-		for i >= len(l.items) && l.idx+1 < len(t.leaves) {
-			l, i = t.leaves[l.idx+1], 0
+		for i >= len(l.items) {
+			nl := t.nextLeaf(l)
+			if nl == nil {
+				break
+			}
+			l, i = nl, 0
 		}
 		if !scanning {
 			dl, di = l, i

@@ -46,7 +46,16 @@ func (d *Doc) checkInvariants() {
 
 func (t *text) checkInvariants() {
 	vis, raw := 0, 0
+	if len(t.leaves) == 0 || t.leaves[0] == nil {
+		panic("crdt invariant: no first leaf in slot 0")
+	}
 	for i, l := range t.leaves {
+		if l == nil {
+			if t.fvis.prefix(i+1) != t.fvis.prefix(i) || t.fraw.prefix(i+1) != t.fraw.prefix(i) {
+				panic("crdt invariant: a free leaf slot has a length")
+			}
+			continue
+		}
 		if l.idx != i {
 			panic("crdt invariant: leaf index out of date")
 		}

@@ -16,7 +16,7 @@ func (d *Doc) MemSize() int64 {
 	for _, f := range d.fields {
 		n += int64(unsafe.Sizeof(field{})) + int64(len(f.Name))
 		if t := f.text; t != nil {
-			for _, l := range t.leaves {
+			for l := range t.all {
 				n += int64(unsafe.Sizeof(leaf{})) + int64(cap(l.items))*int64(unsafe.Sizeof(item{}))
 			}
 			n += 2 * int64(cap(t.fvis.t)) * 8

@@ -97,7 +97,7 @@ func (d *Doc) ExportState() *State {
 			continue
 		}
 		var items []StateItem
-		for _, l := range f.text.leaves {
+		for l := range f.text.all {
 			for _, it := range l.items {
 				if k := len(items) - 1; k >= 0 {
 					p := &items[k]

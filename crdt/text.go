@@ -1,13 +1,17 @@
 package crdt
 
 import (
+	"slices"
 	"unicode/utf8"
 )
 
 // This file holds the sequence CRDT: the order of the characters of one text
 // field, as run-length encoded items in a two-level blocked list (leaves of
 // at most leafCap items, with Fenwick trees over the leaves' visible and raw
-// lengths) plus an id → leaf index. Integration follows the "YjsMod" rule
+// lengths) plus an id → leaf index. The leaves sit in slots with free ones
+// between them, so that a leaf split usually takes a free slot next to it
+// (or shifts a few leaves to one) instead of renumbering every leaf and
+// rebuilding the trees. Integration follows the "YjsMod" rule
 // (left and right origins, equivalent to FugueMax for maximal
 // non-interleaving; Weidner & Kleppmann, "The Art of the Fugue", 2023).
 
@@ -42,7 +46,7 @@ func (it *item) vis() int {
 
 type leaf struct {
 	items []item
-	idx   int // position in text.leaves
+	idx   int // slot in text.leaves
 	vis   int
 	raw   int
 }
@@ -55,8 +59,11 @@ type idEntry struct {
 }
 
 type text struct {
-	d      *Doc
+	d *Doc
+	// leaves holds the leaves in order, in slots with nil (free) slots
+	// between them; slot 0 always holds the first leaf.
 	leaves []*leaf
+	spare  []*leaf // the previous slot array, for rebuild to reuse
 	fvis   fenwick
 	fraw   fenwick
 	vis    int
@@ -91,18 +98,95 @@ func newText(d *Doc) *text {
 	return t
 }
 
-// rebuild renumbers the leaves and rebuilds both Fenwick trees, in one
-// pass over the leaves (each is a pointer to chase; this runs on every
-// leaf split).
+// rebuild lays the leaves out again with a free slot after each,
+// renumbers them and rebuilds both Fenwick trees, in one pass.
 func (t *text) rebuild() {
-	n := len(t.leaves)
-	fv, fr := t.fvis.reset(n), t.fraw.reset(n)
-	for i, l := range t.leaves {
-		l.idx = i
-		fv[i+1], fr[i+1] = l.vis, l.raw
+	n := 0
+	for _, l := range t.leaves {
+		if l != nil {
+			n++
+		}
+	}
+	slots := 2 * n
+	old := t.leaves
+	next := t.spare
+	if cap(next) < slots {
+		next = make([]*leaf, slots, slots*5/4+8)
+	}
+	next = next[:slots]
+	clear(next)
+	fv, fr := t.fvis.reset(slots), t.fraw.reset(slots)
+	clear(fv)
+	clear(fr)
+	k := 0
+	for _, l := range old {
+		if l == nil {
+			continue
+		}
+		l.idx = k
+		next[k] = l
+		fv[k+1], fr[k+1] = l.vis, l.raw
+		k += 2
 	}
 	t.fvis.build()
 	t.fraw.build()
+	t.leaves, t.spare = next, old[:0]
+}
+
+// maxShift bounds how many leaves a split shifts right to reach a free
+// slot before it lays all leaves out again instead.
+const maxShift = 8
+
+// placeAfter puts nl, which l has just given its last items (l's lengths
+// already exclude them), in the slot after l.
+func (t *text) placeAfter(l, nl *leaf) {
+	s := l.idx
+	free := -1
+	for j := s + 1; j < len(t.leaves) && j <= s+1+maxShift; j++ {
+		if t.leaves[j] == nil {
+			free = j
+			break
+		}
+	}
+	if free < 0 {
+		t.fvis.add(s, -nl.vis)
+		t.fraw.add(s, -nl.raw)
+		t.leaves = slices.Insert(t.leaves, s+1, nl)
+		t.rebuild()
+		return
+	}
+	for j := free; j > s+1; j-- {
+		m := t.leaves[j-1]
+		t.leaves[j], m.idx = m, j
+		t.fvis.add(j-1, -m.vis)
+		t.fvis.add(j, m.vis)
+		t.fraw.add(j-1, -m.raw)
+		t.fraw.add(j, m.raw)
+	}
+	t.leaves[s+1], nl.idx = nl, s+1
+	t.fvis.add(s, -nl.vis)
+	t.fvis.add(s+1, nl.vis)
+	t.fraw.add(s, -nl.raw)
+	t.fraw.add(s+1, nl.raw)
+}
+
+// nextLeaf returns the leaf after l, or nil if l is the last.
+func (t *text) nextLeaf(l *leaf) *leaf {
+	for j := l.idx + 1; j < len(t.leaves); j++ {
+		if t.leaves[j] != nil {
+			return t.leaves[j]
+		}
+	}
+	return nil
+}
+
+// all yields the leaves in order.
+func (t *text) all(yield func(*leaf) bool) {
+	for _, l := range t.leaves {
+		if l != nil && !yield(l) {
+			return
+		}
+	}
 }
 
 func (t *text) index(r uint32) *idIndex {
@@ -398,10 +482,7 @@ func (t *text) fixLeaf(l *leaf) {
 		}
 		l.raw -= nl.raw
 		l.vis -= nl.vis
-		t.leaves = append(t.leaves, nil)
-		copy(t.leaves[l.idx+2:], t.leaves[l.idx+1:])
-		t.leaves[l.idx+1] = nl
-		t.rebuild()
+		t.placeAfter(l, nl)
 		for j := range nl.items {
 			it := &nl.items[j]
 			t.reassign(it.r, it.seq, it.seq+it.n, nl)
@@ -481,8 +562,8 @@ func (t *text) nextID(l *leaf, i int) ref {
 	if i+1 < len(l.items) {
 		return ref{l.items[i+1].r, l.items[i+1].seq}
 	}
-	for li := l.idx + 1; li < len(t.leaves); li++ {
-		if nl := t.leaves[li]; len(nl.items) > 0 {
+	for nl := t.nextLeaf(l); nl != nil; nl = t.nextLeaf(nl) {
+		if len(nl.items) > 0 {
 			return ref{nl.items[0].r, nl.items[0].seq}
 		}
 	}
@@ -492,7 +573,7 @@ func (t *text) nextID(l *leaf, i int) ref {
 // String returns the visible text.
 func (t *text) String() string {
 	b := make([]byte, 0, t.vis)
-	for _, l := range t.leaves {
+	for l := range t.all {
 		for i := range l.items {
 			it := &l.items[i]
 			if !it.del {

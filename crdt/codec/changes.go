@@ -825,15 +825,21 @@ func newPredictor(size int) *predictor {
 	return p
 }
 
-// release returns p to the pool unless its tables are large (a big batch's
-// tables are not worth keeping).
+// release returns p to the pool unless its tables are larger than
+// maxPooledTable.
 func (p *predictor) release() {
-	if len(p.lastAfter.keys) <= maxPooledTable {
+	if cap(p.lastAfter.slots) <= maxPooledTable && cap(p.runEnd.slots) <= maxPooledTable {
 		predictors.Put(p)
 	}
 }
 
-const maxPooledTable = 1 << 12
+// maxPooledTable bounds the slots of a pooled table. Tables hold at most
+// half their slots, so pooled tables serve batches of up to 32k inserts
+// (a merge of offline sessions, a large paste) without allocating and
+// faulting in fresh pages per batch; at 16 bytes a slot, a pooled
+// predictor keeps at most 2 MiB, and the pool lets idle ones go at GC.
+// Larger batches allocate their tables and drop them.
+const maxPooledTable = 1 << 16
 
 func (p *predictor) right(left pid) (pid, bool) {
 	if id, ok := p.lastAfter.get(left); ok {
@@ -855,28 +861,31 @@ func (p *predictor) inserted(first pid, n uint64, left, right pid) {
 
 // pidTable is a hash map from pid to pid with open addressing and linear
 // probing: the predictor does two puts and up to two gets per insert, and
-// this is several times cheaper than a Go map for 8-byte keys. The zero key
-// (the zero id, a legitimate Left) is kept aside, as 0 marks empty slots.
+// this is several times cheaper than a Go map for 8-byte keys. A key and its
+// value share a slot, so a probe touches one cache line. The zero key (the
+// zero id, a legitimate Left) is kept aside, as 0 marks empty slots.
 type pidTable struct {
-	keys, vals []pid
-	n          int
-	shift      uint
-	zero       pid
-	hasZero    bool
+	slots   []pidSlot
+	n       int
+	shift   uint
+	zero    pid
+	hasZero bool
 }
 
+type pidSlot struct{ key, val pid }
+
 // init empties the table and sizes it for about hint keys, reusing its
-// arrays when they are big enough.
+// array when it is big enough.
 func (t *pidTable) init(hint int) {
 	size := 16
 	for size < 2*hint {
 		size <<= 1
 	}
-	if cap(t.keys) >= size {
-		t.keys, t.vals = t.keys[:size], t.vals[:size]
-		clear(t.keys) // 0 marks an empty slot; vals are read only where keys are set
+	if cap(t.slots) >= size {
+		t.slots = t.slots[:size]
+		clear(t.slots)
 	} else {
-		t.keys, t.vals = make([]pid, size), make([]pid, size)
+		t.slots = make([]pidSlot, size)
 	}
 	t.n, t.zero, t.hasZero = 0, 0, false
 	t.shift = uint(64 - bitsLen(size-1))
@@ -896,11 +905,11 @@ func (t *pidTable) get(k pid) (pid, bool) {
 	if k == 0 {
 		return t.zero, t.hasZero
 	}
-	mask := len(t.keys) - 1
-	for i := t.slot(k); ; i = (i + 1) & mask {
-		switch t.keys[i] {
+	mask := len(t.slots) - 1
+	for i := t.slot(k) & mask; ; i = (i + 1) & mask {
+		switch s := &t.slots[i]; s.key {
 		case k:
-			return t.vals[i], true
+			return s.val, true
 		case 0:
 			return 0, false
 		}
@@ -912,26 +921,30 @@ func (t *pidTable) put(k, v pid) {
 		t.zero, t.hasZero = v, true
 		return
 	}
-	if 2*(t.n+1) > len(t.keys) {
-		old, oldVals := t.keys, t.vals
-		t.keys, t.vals, t.n = make([]pid, 2*len(old)), make([]pid, 2*len(old)), 0
-		t.shift--
-		for i, ok := range old {
-			if ok != 0 {
-				t.put(ok, oldVals[i])
-			}
-		}
+	if 2*(t.n+1) > len(t.slots) {
+		t.grow()
 	}
-	mask := len(t.keys) - 1
-	for i := t.slot(k); ; i = (i + 1) & mask {
-		switch t.keys[i] {
+	mask := len(t.slots) - 1
+	for i := t.slot(k) & mask; ; i = (i + 1) & mask {
+		switch s := &t.slots[i]; s.key {
 		case k:
-			t.vals[i] = v
+			s.val = v
 			return
 		case 0:
-			t.keys[i], t.vals[i] = k, v
+			s.key, s.val = k, v
 			t.n++
 			return
+		}
+	}
+}
+
+func (t *pidTable) grow() {
+	old := t.slots
+	t.slots, t.n = make([]pidSlot, 2*len(old)), 0
+	t.shift--
+	for _, s := range old {
+		if s.key != 0 {
+			t.put(s.key, s.val)
 		}
 	}
 }
