@@ -193,6 +193,13 @@ type plan struct {
 	waiting []Change
 	dropped int
 	bits    bool // mark the batch's characters in bitsets (see bitsFrom)
+	size    int  // the batch's length, for sizing ready
+	// While direct, the ready changes are the first prefix changes of the
+	// batch, unchanged and in order (a catch-up usually is all of it), and
+	// ready is not filled: copying each change there was a tenth of
+	// planning a large batch.
+	direct bool
+	prefix int
 
 	// Room for a one-change batch (a remote keystroke), so that planning
 	// it allocates nothing.
@@ -250,9 +257,7 @@ var bitsFrom = 16 // a variable so that tests can compare both paths
 // thousands of changes would otherwise regrow ready (and copy it) a dozen
 // times. Single changes, the common case, allocate nothing more.
 func (p *plan) presize(n int) {
-	if n > 1 {
-		p.ready = make([]Change, 0, n)
-	}
+	p.size = n
 	p.bits = n >= bitsFrom
 }
 
@@ -281,13 +286,15 @@ var errWait = errors.New("wait")
 // counted and dropped; without, the first one fails the run.
 func (p *plan) run(changes []Change, drop bool) error {
 	todo := changes
-	for {
+	p.direct, p.prefix = true, 0
+	for pass := 0; ; pass++ {
 		var later []Change
 		progress := false
 		for i := range todo {
 			c := todo[i]
 			next := p.nextSeq(c.Replica)
 			n := c.Len()
+			asIs := pass == 0 && i == p.prefix
 			if c.Seq+n <= next {
 				continue // duplicate
 			}
@@ -297,6 +304,7 @@ func (p *plan) run(changes []Change, drop bool) error {
 			}
 			if c.Seq < next {
 				c = trimChange(c, next-c.Seq)
+				asIs = false
 			}
 			err := p.check(&c)
 			if err == errWait {
@@ -313,6 +321,14 @@ func (p *plan) run(changes []Change, drop bool) error {
 				}
 				return fmt.Errorf("change %s@%d: %w", c.Replica.String()[:8], c.Seq, err)
 			}
+			if p.direct && !asIs {
+				// ready stops being a prefix of the batch: fill it.
+				p.direct = false
+				if p.size > 1 {
+					p.ready = make([]Change, 0, p.size)
+				}
+				p.ready = append(p.ready, changes[:p.prefix]...)
+			}
 			p.accept(c)
 			progress = true
 		}
@@ -320,6 +336,9 @@ func (p *plan) run(changes []Change, drop bool) error {
 		if !progress || len(todo) == 0 {
 			break
 		}
+	}
+	if p.direct {
+		p.ready = changes[:p.prefix]
 	}
 	p.waiting = todo
 	return nil
@@ -356,7 +375,11 @@ func (p *plan) accept(c Change) {
 		seq += n
 	}
 	a.next = seq
-	p.ready = append(p.ready, c)
+	if p.direct {
+		p.prefix++
+	} else {
+		p.ready = append(p.ready, c)
+	}
 }
 
 // check validates c's references against the document plus the ready part
