@@ -99,13 +99,13 @@ type rlog struct {
 	times []timeRun
 	next  uint32 // next expected seq: version vector entry + 1
 	hint  int    // index of the span spanAt found last
-	// blocks[b] is the index of the span holding seq b·64 (seq 1 for
+	// blocks[b] is the index of the span holding seq b·16 (seq 1 for
 	// b = 0): spanAt searches only the spans of one block, not the whole
 	// log, whose upper levels missed the cache on every random lookup.
 	blocks []int32
 }
 
-const spanBlockBits = 6
+const spanBlockBits = 4
 
 // indexTail extends blocks over the seqs the last span covers: call it
 // after appending or growing the last span.

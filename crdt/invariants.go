@@ -25,9 +25,9 @@ func (d *Doc) checkInvariants() {
 		if seq != lg.next || tseq != lg.next {
 			panic(fmt.Sprintf("crdt invariant: replica %d log ends %d, times %d, next %d", r, seq, tseq, lg.next))
 		}
-		// Block b names the span holding seq b·64 (seq 1 for block 0),
+		// Block b names the span holding seq b·16 (seq 1 for block 0),
 		// for every block the log reaches.
-		if want := (uint64(lg.next) + 63) >> spanBlockBits; len(lg.spans) > 0 && uint64(len(lg.blocks)) != want {
+		if want := (uint64(lg.next) + 1<<spanBlockBits - 1) >> spanBlockBits; len(lg.spans) > 0 && uint64(len(lg.blocks)) != want {
 			panic(fmt.Sprintf("crdt invariant: replica %d has %d span blocks, want %d", r, len(lg.blocks), want))
 		}
 		for b, k := range lg.blocks {

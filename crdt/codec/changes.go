@@ -132,79 +132,68 @@ func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
 // seq above MaxSeq or an unknown op kind (crdt never produces either); other
 // malformed input encodes to bytes that DecodeChanges rejects.
 func EncodeChanges(changes []crdt.Change) []byte {
-	e := encoder{reps: map[crdt.ReplicaID]int{}, fieldIdx: map[string]int{}}
 	// Tables first: the origin code's radix is the replica count. Count
 	// the ops of each kind too, to size the columns.
+	var reps repTable
+	var fields fieldTable
 	var perKind [5]int
 	for i := range changes {
 		ch := &changes[i]
-		e.rep(ch.Replica)
+		reps.add(ch.Replica)
 		for j := range ch.Ops {
 			op := &ch.Ops[j]
-			e.field(op.Field)
-			if op.Kind <= crdt.OpTextDelete {
-				perKind[op.Kind]++
-			}
+			fields.add(op.Field)
 			switch op.Kind {
 			case crdt.OpTextInsert:
 				if !op.Left.IsZero() {
-					e.rep(op.Left.Replica)
+					reps.add(op.Left.Replica)
 				}
 				if !op.Right.IsZero() {
-					e.rep(op.Right.Replica)
+					reps.add(op.Right.Replica)
 				}
 			case crdt.OpTextDelete:
 				if !op.Target.IsZero() {
-					e.rep(op.Target.Replica)
+					reps.add(op.Target.Replica)
 				}
+			}
+			if op.Kind <= crdt.OpTextDelete {
+				perKind[op.Kind]++
 			}
 		}
 	}
+	nRep := len(reps.list)
 	var ids [numIDCols]idCoder
 	for k := range ids {
-		ids[k] = idCoder{cursor: make([]uint64, len(e.repList)), nRep: uint64(max(len(e.repList), 1))}
+		ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: uint64(max(nRep, 1))}
 	}
-	code := func(k int, id crdt.ID) uint64 {
-		if id.IsZero() {
-			return 0
-		}
-		checkSeq(id.Seq)
-		return ids[k].encode(e.index(id.Replica), id.Seq)
-	}
-	pack := func(id crdt.ID) pid {
-		if id.IsZero() {
-			return 0
-		}
-		return packID(e.index(id.Replica), id.Seq)
-	}
-	pred := newPredictor(perKind[crdt.OpTextInsert])
+	nIns := perKind[crdt.OpTextInsert]
+	pred := newPredictor(nIns)
 	defer pred.release()
 	var col [numColumns]rleWriter
-	opsTotal := perKind[1] + perKind[2] + perKind[3] + perKind[4]
-	for c, n := range [numColumns]int{
-		colChReplica: len(changes), colChSeq: len(changes), colChTime: len(changes), colChLogical: len(changes), colChOps: len(changes),
-		colOpField: opsTotal, colInsLen: perKind[crdt.OpTextInsert], colInsLeft: perKind[crdt.OpTextInsert], colInsRight: perKind[crdt.OpTextInsert],
-		colDelTarget: perKind[crdt.OpTextDelete], colDelCount: perKind[crdt.OpTextDelete], colDelBackward: perKind[crdt.OpTextDelete],
-		colAddDelta: perKind[crdt.OpCounterAdd], colSetLen: perKind[crdt.OpRegisterSet],
-	} {
-		col[c].vals = make([]uint64, 0, n)
-	}
 	var kinds kindWriter
 	var text, values []byte
 	nOps := 0
-	expected := make([]uint64, len(e.repList))
+	expected := make([]uint64, nRep)
 	var prevWall int64
 	var prevLogical uint16
 	for i := range changes {
 		ch := &changes[i]
-		r := e.index(ch.Replica)
+		r := reps.index(ch.Replica)
 		checkSeq(ch.Seq)
 		col[colChReplica].add(uint64(r))
 		if expected[r] == 0 {
 			expected[r] = 1
 		}
 		col[colChSeq].add(zigzag(int64(ch.Seq) - int64(expected[r])))
-		startChange(&ids, r, ch.Seq)
+		// A replica seen for the first time: its first insert usually
+		// continues, and its first delete usually removes, its own last
+		// character.
+		if ids[idLeft].cursor[r] == 0 {
+			ids[idLeft].cursor[r] = ch.Seq - 1
+		}
+		if ids[idTarget].cursor[r] == 0 {
+			ids[idTarget].cursor[r] = ch.Seq - 1
+		}
 		wall, logical := ch.Time.WallMillis(), ch.Time.Logical()
 		// One column says how the time moved; the logical counter, usually
 		// 0 after the wall moved, goes in a column of its own then.
@@ -216,59 +205,92 @@ func EncodeChanges(changes []crdt.Change) []byte {
 		}
 		prevWall, prevLogical = wall, logical
 		col[colChOps].add(uint64(len(ch.Ops)))
+		nOps += len(ch.Ops)
 		seq := ch.Seq
 		for j := range ch.Ops {
 			op := &ch.Ops[j]
-			nOps++
 			if op.Kind < crdt.OpCounterAdd || op.Kind > crdt.OpTextDelete {
 				panic(fmt.Sprintf("codec: unknown op kind %d: not a change crdt produces", op.Kind))
 			}
 			kinds.add(byte(op.Kind - 1))
-			col[colOpField].add(uint64(e.fieldIndex(op.Field)))
+			col[colOpField].add(uint64(fields.index(op.Field)))
 			switch op.Kind {
 			case crdt.OpTextInsert:
-				col[colInsLen].add(uint64(utf8.RuneCountInString(op.Text)))
-				col[colInsLeft].add(code(idLeft, op.Left))
+				n := uint64(utf8.RuneCountInString(op.Text))
+				col[colInsLen].add(n)
+				var left, right pid
+				code := uint64(0)
+				if s := op.Left.Seq; s != 0 {
+					checkSeq(s)
+					li := r
+					if op.Left.Replica != ch.Replica {
+						li = reps.index(op.Left.Replica)
+					}
+					code, left = ids[idLeft].encode(li, s), packID(li, s)
+				}
+				col[colInsLeft].add(code)
 				checkSeq(op.Right.Seq)
-				left, right := pack(op.Left), pack(op.Right)
-				if guess, ok := pred.right(left); ok && guess == right {
+				ri := 0
+				if s := op.Right.Seq; s != 0 {
+					ri = r
+					if op.Right.Replica != ch.Replica {
+						ri = reps.index(op.Right.Replica)
+					}
+					right = packID(ri, s)
+				}
+				switch guess, ok := pred.right(left); {
+				case ok && guess == right:
 					col[colInsRight].add(0)
 					if right != 0 {
-						ids[idRight].cursor[right.index()] = op.Right.Seq
+						ids[idRight].cursor[ri] = op.Right.Seq
 					}
-				} else {
-					col[colInsRight].add(1 + code(idRight, op.Right))
+				case right == 0:
+					col[colInsRight].add(1)
+				default:
+					col[colInsRight].add(1 + ids[idRight].encode(ri, op.Right.Seq))
 				}
-				pred.inserted(packID(r, seq), op.Len(), left, right)
-				ids[idLeft].cursor[r] = seq + op.Len() - 1
+				pred.inserted(packID(r, seq), n, left, right)
+				ids[idLeft].cursor[r] = seq + n - 1
 				text = append(text, op.Text...)
+				seq += n
 			case crdt.OpTextDelete:
-				col[colDelTarget].add(code(idTarget, op.Target))
+				code := uint64(0)
+				if s := op.Target.Seq; s != 0 {
+					checkSeq(s)
+					ti := r
+					if op.Target.Replica != ch.Replica {
+						ti = reps.index(op.Target.Replica)
+					}
+					code = ids[idTarget].encode(ti, s)
+				}
+				col[colDelTarget].add(code)
 				col[colDelCount].add(op.Count)
 				b := uint64(0)
 				if op.Backward {
 					b = 1
 				}
 				col[colDelBackward].add(b)
+				seq += op.Count
 			case crdt.OpCounterAdd:
 				col[colAddDelta].add(zigzag(op.Delta))
+				seq++
 			case crdt.OpRegisterSet:
 				col[colSetLen].add(uint64(len(op.Value)))
 				values = append(values, op.Value...)
+				seq++
 			}
-			seq += op.Len()
 		}
 		expected[r] = seq
 	}
 
-	out := make([]byte, 0, 64+16*len(e.repList)+len(text)+len(values)+4*nOps)
+	out := make([]byte, 0, 64+16*nRep+len(text)+len(values)+4*nOps)
 	out = append(out, ChangesFormat)
-	out = binary.AppendUvarint(out, uint64(len(e.repList)))
-	for _, r := range e.repList {
+	out = binary.AppendUvarint(out, uint64(nRep))
+	for _, r := range reps.list {
 		out = append(out, r[:]...)
 	}
-	out = binary.AppendUvarint(out, uint64(len(e.fieldList)))
-	for _, f := range e.fieldList {
+	out = binary.AppendUvarint(out, uint64(len(fields.list)))
+	for _, f := range fields.list {
 		out = binary.AppendUvarint(out, uint64(len(f)))
 		out = append(out, f...)
 	}
@@ -298,71 +320,83 @@ func checkSeq(s uint64) {
 	}
 }
 
-type encoder struct {
-	cache     [2]repCache
-	lastField struct {
-		name string
-		i    int
-		ok   bool
-	}
-	reps      map[crdt.ReplicaID]int
-	repList   []crdt.ReplicaID
-	fieldIdx  map[string]int
-	fieldList []string
+// repTable numbers the replicas of a batch in the order first seen. A batch
+// rarely names more than a few replicas, and comparing a few 16-byte ids
+// beats hashing them; the map takes over past linearReps.
+type repTable struct {
+	list []crdt.ReplicaID
+	idx  map[crdt.ReplicaID]int // nil until list outgrows linearReps
 }
 
-// index returns the table index of a replica. Most lookups in a batch hit
-// the last replica or two, so a small cache spares the map (and hashing 16
-// bytes) most of the time.
-func (e *encoder) index(r crdt.ReplicaID) int {
-	for i := range e.cache {
-		if e.cache[i].ok && e.cache[i].r == r {
-			return e.cache[i].i
+const linearReps = 8
+
+func (t *repTable) find(r crdt.ReplicaID) (int, bool) {
+	if t.idx != nil {
+		i, ok := t.idx[r]
+		return i, ok
+	}
+	for i := range t.list {
+		if t.list[i] == r {
+			return i, true
 		}
 	}
-	i := e.reps[r]
-	e.cache[1] = e.cache[0]
-	e.cache[0] = repCache{r: r, i: i, ok: true}
+	return 0, false
+}
+
+// index returns the index of a replica added before.
+func (t *repTable) index(r crdt.ReplicaID) int {
+	i, _ := t.find(r)
 	return i
 }
 
-type repCache struct {
-	r  crdt.ReplicaID
-	i  int
-	ok bool
-}
-
-func (e *encoder) rep(r crdt.ReplicaID) {
-	if e.cache[0].ok && e.cache[0].r == r {
+func (t *repTable) add(r crdt.ReplicaID) {
+	if _, ok := t.find(r); ok {
 		return
 	}
-	if i, ok := e.reps[r]; ok {
-		e.cache[0] = repCache{r: r, i: i, ok: true}
-	} else {
-		e.reps[r] = len(e.repList)
-		e.repList = append(e.repList, r)
+	if t.idx == nil && len(t.list) == linearReps {
+		t.idx = make(map[crdt.ReplicaID]int, 2*linearReps)
+		for i, x := range t.list {
+			t.idx[x] = i
+		}
 	}
+	if t.idx != nil {
+		t.idx[r] = len(t.list)
+	}
+	t.list = append(t.list, r)
 }
 
-func (e *encoder) fieldIndex(f string) int {
-	if e.lastField.ok && e.lastField.name == f {
-		return e.lastField.i
-	}
-	i := e.fieldIdx[f]
-	e.lastField.name, e.lastField.i, e.lastField.ok = f, i, true
-	return i
+// fieldTable numbers the fields of a batch in the order first seen. Ops
+// usually repeat the previous op's field, so that is checked first.
+type fieldTable struct {
+	list  []string
+	idx   map[string]int
+	last  string
+	lastI int
 }
 
-func (e *encoder) field(f string) {
-	if e.lastField.ok && e.lastField.name == f {
+// index returns the index of a field added before.
+func (t *fieldTable) index(f string) int {
+	if f == t.last && t.list != nil {
+		return t.lastI
+	}
+	t.last, t.lastI = f, t.idx[f]
+	return t.lastI
+}
+
+func (t *fieldTable) add(f string) {
+	if f == t.last && t.list != nil {
 		return
 	}
-	if i, ok := e.fieldIdx[f]; ok {
-		e.lastField.name, e.lastField.i, e.lastField.ok = f, i, true
-	} else {
-		e.fieldIdx[f] = len(e.fieldList)
-		e.fieldList = append(e.fieldList, f)
+	i, ok := t.idx[f]
+	if !ok {
+		if t.idx == nil {
+			t.idx = map[string]int{}
+		}
+		i = len(t.list)
+		t.idx[f] = i
+		t.list = append(t.list, f)
 	}
+	t.last, t.lastI = f, i
 }
 
 // Counts returns the number of changes and ops a batch declares, reading

@@ -19,58 +19,94 @@ import (
 func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
 func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
-// rleWriter collects the values of one column.
-type rleWriter struct{ vals []uint64 }
-
-func (w *rleWriter) add(v uint64) { w.vals = append(w.vals, v) }
-
-// appendTo writes the column's groups to dst.
-func (w *rleWriter) appendTo(dst []byte) []byte {
-	v := w.vals
-	for i := 0; i < len(v); {
-		j := i + 1
-		for j < len(v) && v[j] == v[i] {
-			j++
-		}
-		if j-i >= 2 {
-			dst = binary.AppendUvarint(dst, uint64(j-i-1)<<1)
-			dst = binary.AppendUvarint(dst, v[i])
-			i = j
-			continue
-		}
-		// Literal: extend until a value repeats.
-		j = i + 1
-		for j < len(v) && !(j+1 < len(v) && v[j+1] == v[j]) {
-			j++
-		}
-		dst = binary.AppendUvarint(dst, uint64(j-i-1)<<1|1)
-		for _, x := range v[i:j] {
-			dst = binary.AppendUvarint(dst, x)
-		}
-		i = j
-	}
-	return dst
+// rleWriter encodes a column as its values arrive. A run is open until a
+// different value comes; a value that turns out not to repeat joins the
+// pending literal group, which is written out when a run ends it. This
+// groups values exactly as a pass over the finished column would, without
+// keeping the column's values.
+type rleWriter struct {
+	out  []byte // groups written so far
+	lit  []byte // the pending literal group's values, as varints
+	nLit uint64 // values in lit
+	cur  uint64 // the open run's value
+	n    uint64 // the open run's length; 0 before the first value
 }
 
-// kindWriter collects a column of small symbols (0..3) as runs: each varint
+func (w *rleWriter) add(v uint64) {
+	if v == w.cur && w.n != 0 {
+		w.n++
+		return
+	}
+	w.next(v)
+}
+
+// next closes the open run and opens one of v.
+func (w *rleWriter) next(v uint64) {
+	w.closeRun()
+	w.cur, w.n = v, 1
+}
+
+func (w *rleWriter) closeRun() {
+	switch {
+	case w.n == 1:
+		w.lit = binary.AppendUvarint(w.lit, w.cur)
+		w.nLit++
+	case w.n >= 2:
+		w.closeLiteral()
+		w.out = binary.AppendUvarint(w.out, (w.n-1)<<1)
+		w.out = binary.AppendUvarint(w.out, w.cur)
+	}
+	w.n = 0
+}
+
+func (w *rleWriter) closeLiteral() {
+	if w.nLit > 0 {
+		w.out = binary.AppendUvarint(w.out, (w.nLit-1)<<1|1)
+		w.out = append(w.out, w.lit...)
+		w.lit, w.nLit = w.lit[:0], 0
+	}
+}
+
+// appendTo writes the column's groups to dst; it ends the column.
+func (w *rleWriter) appendTo(dst []byte) []byte {
+	w.closeRun()
+	w.closeLiteral()
+	return append(dst, w.out...)
+}
+
+// kindWriter encodes a column of small symbols (0..3) as runs: each varint
 // is (runLength-1)<<2 | symbol. Used for op kinds, which alternate too often
 // for the general RLE column to pay.
 type kindWriter struct {
-	sym []byte
+	out []byte
+	sym byte
+	n   uint64 // length of the open run of sym; 0 before the first symbol
 }
 
-func (w *kindWriter) add(s byte) { w.sym = append(w.sym, s) }
-
-func (w *kindWriter) appendTo(dst []byte) []byte {
-	for i := 0; i < len(w.sym); {
-		j := i + 1
-		for j < len(w.sym) && w.sym[j] == w.sym[i] {
-			j++
-		}
-		dst = binary.AppendUvarint(dst, uint64(j-i-1)<<2|uint64(w.sym[i]))
-		i = j
+func (w *kindWriter) add(s byte) {
+	if s == w.sym && w.n != 0 {
+		w.n++
+		return
 	}
-	return dst
+	w.next(s)
+}
+
+func (w *kindWriter) next(s byte) {
+	w.closeRun()
+	w.sym, w.n = s, 1
+}
+
+func (w *kindWriter) closeRun() {
+	if w.n != 0 {
+		w.out = binary.AppendUvarint(w.out, (w.n-1)<<2|uint64(w.sym))
+		w.n = 0
+	}
+}
+
+// appendTo writes the column to dst; it ends the column.
+func (w *kindWriter) appendTo(dst []byte) []byte {
+	w.closeRun()
+	return append(dst, w.out...)
 }
 
 var errColumnEnd = errors.New("column ended early")
