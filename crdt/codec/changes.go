@@ -139,21 +139,29 @@ func EncodeChanges(changes []crdt.Change) []byte {
 	var perKind [5]int
 	for i := range changes {
 		ch := &changes[i]
-		reps.add(ch.Replica)
+		if _, ok := reps.find(ch.Replica); !ok {
+			reps.insert(ch.Replica)
+		}
 		for j := range ch.Ops {
 			op := &ch.Ops[j]
 			fields.add(op.Field)
 			switch op.Kind {
 			case crdt.OpTextInsert:
 				if !op.Left.IsZero() {
-					reps.add(op.Left.Replica)
+					if _, ok := reps.find(op.Left.Replica); !ok {
+						reps.insert(op.Left.Replica)
+					}
 				}
 				if !op.Right.IsZero() {
-					reps.add(op.Right.Replica)
+					if _, ok := reps.find(op.Right.Replica); !ok {
+						reps.insert(op.Right.Replica)
+					}
 				}
 			case crdt.OpTextDelete:
 				if !op.Target.IsZero() {
-					reps.add(op.Target.Replica)
+					if _, ok := reps.find(op.Target.Replica); !ok {
+						reps.insert(op.Target.Replica)
+					}
 				}
 			}
 			if op.Kind <= crdt.OpTextDelete {
@@ -349,10 +357,8 @@ func (t *repTable) index(r crdt.ReplicaID) int {
 	return i
 }
 
-func (t *repTable) add(r crdt.ReplicaID) {
-	if _, ok := t.find(r); ok {
-		return
-	}
+// insert adds r, which must not be there yet.
+func (t *repTable) insert(r crdt.ReplicaID) {
 	if t.idx == nil && len(t.list) == linearReps {
 		t.idx = make(map[crdt.ReplicaID]int, 2*linearReps)
 		for i, x := range t.list {

@@ -37,16 +37,12 @@ func (w *rleWriter) add(v uint64) {
 		w.n++
 		return
 	}
-	w.next(v)
+	w.push(v)
 }
 
-// next closes the open run and opens one of v.
-func (w *rleWriter) next(v uint64) {
-	w.closeRun()
-	w.cur, w.n = v, 1
-}
-
-func (w *rleWriter) closeRun() {
+// push closes the open run and opens one of v. (Kept apart from add so that
+// add, the common case, inlines.)
+func (w *rleWriter) push(v uint64) {
 	switch {
 	case w.n == 1:
 		w.lit = binary.AppendUvarint(w.lit, w.cur)
@@ -56,7 +52,7 @@ func (w *rleWriter) closeRun() {
 		w.out = binary.AppendUvarint(w.out, (w.n-1)<<1)
 		w.out = binary.AppendUvarint(w.out, w.cur)
 	}
-	w.n = 0
+	w.cur, w.n = v, 1
 }
 
 func (w *rleWriter) closeLiteral() {
@@ -69,7 +65,8 @@ func (w *rleWriter) closeLiteral() {
 
 // appendTo writes the column's groups to dst; it ends the column.
 func (w *rleWriter) appendTo(dst []byte) []byte {
-	w.closeRun()
+	w.push(0) // closes the open run; the one it opens is dropped
+	w.n = 0
 	w.closeLiteral()
 	return append(dst, w.out...)
 }
