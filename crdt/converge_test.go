@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -118,6 +119,7 @@ func TestRandomConvergence(t *testing.T) {
 				} else {
 					j := rng.IntN(n)
 					if j != i {
+						sameAsChangesSince(t, docs[i], stale[j])
 						deliver(t, rng, docs[i], docs[j], stale[j])
 						if rng.IntN(4) == 0 {
 							stale[j] = docs[j].Version()
@@ -547,5 +549,20 @@ func TestBatchCheckPathsAgree(t *testing.T) {
 	// comparison above proves little.
 	if refused < 75 {
 		t.Fatalf("only %d of 150 corrupted batches were refused", refused)
+	}
+}
+
+// sameAsChangesSince checks that EachChangeSince yields exactly what
+// ChangesSince returns, in the same order.
+func sameAsChangesSince(t *testing.T, d *crdt.Doc, v crdt.VersionVector) {
+	t.Helper()
+	var got []crdt.Change
+	for c := range d.EachChangeSince(v) {
+		cc := *c
+		cc.Ops = slices.Clone(c.Ops) // the yielded ops are reused
+		got = append(got, cc)
+	}
+	if want := d.ChangesSince(v); !reflect.DeepEqual(got, want) {
+		t.Fatalf("EachChangeSince(%v) yields %d changes that differ from ChangesSince's %d", v, len(got), len(want))
 	}
 }

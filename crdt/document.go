@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"slices"
 	"sort"
 	"strings"
@@ -670,57 +671,83 @@ func (t *text) afterLeft(left ref) (*leaf, int) {
 // freely: inserted text shares the document's content bytes, which are never
 // rewritten, and nothing else is shared.
 func (d *Doc) ChangesSince(v VersionVector) []Change {
-	// Asking "anything new?" is the common case (after every message a
-	// peer checks what to send): small documents need no allocation.
-	var fromBuf [64]uint32
-	var from []uint32
-	if len(d.replicas) <= len(fromBuf) {
-		from = fromBuf[:len(d.replicas)]
-	} else {
-		from = make([]uint32, len(d.replicas))
+	var headBuf [8]changeHead // "anything new?" usually finds a change or two
+	hs, nops := d.headsSince(v, headBuf[:0])
+	if len(hs) == 0 {
+		return nil
 	}
-	nchanges, nops, nrep := 0, 0, 0
+	out := make([]Change, len(hs))
+	buf := make([]Op, 0, nops)
+	for i, h := range hs {
+		// Changes already built keep their slices when append moves buf.
+		start := len(buf)
+		buf = d.ops(buf, h.r, h.seq, h.end)
+		out[i] = Change{Replica: d.replicas[h.r], Seq: uint64(h.seq), Time: h.t, Ops: buf[start:len(buf):len(buf)]}
+	}
+	return out
+}
+
+// EachChangeSince yields the changes ChangesSince(v) returns, in the same
+// order, without holding them all: each change and its ops are valid only
+// until the next one is yielded (the ops' memory is reused). Encoding a
+// large delta this way needs a few bytes per change instead of a Change
+// and its Ops (over 200 bytes) per change.
+func (d *Doc) EachChangeSince(v VersionVector) iter.Seq[*Change] {
+	return func(yield func(*Change) bool) {
+		hs, _ := d.headsSince(v, nil)
+		var buf []Op
+		var c Change
+		for _, h := range hs {
+			buf = d.ops(buf[:0], h.r, h.seq, h.end)
+			c = Change{Replica: d.replicas[h.r], Seq: uint64(h.seq), Time: h.t, Ops: buf}
+			if !yield(&c) {
+				return
+			}
+		}
+	}
+}
+
+// changeHead is a change as the log holds it: seqs seq..end of replica r,
+// stamped t. (No pointers: a catch-up's heads cost the collector nothing.)
+type changeHead struct {
+	t        hlc.Timestamp
+	r        uint32
+	seq, end uint32
+}
+
+// headsSince appends to hs the changes the document holds that v does not
+// include, in ChangesSince's order, and returns them with an estimate of
+// their ops (at least the lower bound).
+func (d *Doc) headsSince(v VersionVector, hs []changeHead) ([]changeHead, int) {
+	nops, nrep := 0, 0
 	for r := range d.replicas {
 		lg := &d.logs[r]
-		from[r] = 1
+		from := uint32(1)
 		if v != nil {
 			s := v[d.replicas[r]]
 			if s >= uint64(lg.next-1) {
-				from[r] = lg.next // nothing to send
-				continue
+				continue // nothing to send
 			}
-			from[r] = uint32(s) + 1
+			from = uint32(s) + 1
 		}
-		if from[r] >= lg.next {
+		if from >= lg.next {
 			continue
 		}
-		// Size the output once: an upper bound on changes (a stepped time
-		// run is one change per seq, any other run at most one). Ops
-		// number at least max(changes, spans) and at most their sum (one
-		// per span, plus one per change a span is cut at); the sum
+		hs = slices.Grow(hs, d.countChanges(uint32(r), from))
+		n := len(hs)
+		hs = d.heads(hs, uint32(r), from, lg.next-1, nil)
+		// Ops number at least max(changes, spans) and at most their sum
+		// (one per span, plus one per change a span is cut at); the sum
 		// doubled the largest allocation of a catch-up, so take the lower
-		// bound plus a little and let append grow the rare rest (changes
-		// already built keep their own slices of the old array).
-		c := d.countChanges(uint32(r), from[r])
-		nchanges += c
-		spans := len(lg.spans) - d.spanAt(uint32(r), from[r])
+		// bound plus a little and let append grow the rare rest.
+		c, spans := len(hs)-n, len(lg.spans)-d.spanAt(uint32(r), from)
 		nops += max(c, spans) + min(c, spans)/16
 		nrep++
 	}
-	if nrep == 0 {
-		return nil
-	}
-	out := make([]Change, 0, nchanges)
-	buf := make([]Op, 0, nops)
-	for r := range d.replicas {
-		if from[r] < d.logs[r].next {
-			out, buf = d.appendChanges(out, buf, uint32(r), from[r], d.logs[r].next-1, nil)
-		}
-	}
 	if nrep > 1 {
-		slices.SortStableFunc(out, func(a, b Change) int { return cmp.Compare(a.Time, b.Time) })
+		slices.SortStableFunc(hs, func(a, b changeHead) int { return cmp.Compare(a.t, b.t) })
 	}
-	return out
+	return hs, nops
 }
 
 // countChanges bounds the number of changes of r from seq on.
@@ -738,18 +765,17 @@ func (d *Doc) countChanges(r, seq uint32) int {
 	return n
 }
 
-// appendChanges appends the changes of r covering seqs from..to (widened to
-// whole changes) whose time passes keep (nil keeps all).
-func (d *Doc) appendChanges(out []Change, buf []Op, r uint32, from, to uint32, keep func(hlc.Timestamp) bool) ([]Change, []Op) {
+// heads appends the changes of r covering seqs from..to (widened to whole
+// changes) whose time passes keep (nil keeps all).
+func (d *Doc) heads(out []changeHead, r uint32, from, to uint32, keep func(hlc.Timestamp) bool) []changeHead {
 	lg := &d.logs[r]
 	if from > to || len(lg.times) == 0 {
-		return out, buf
+		return out
 	}
 	// Widen from back to the start of its change.
 	for from > 1 && d.timeAt(r, from-1) == d.timeAt(r, from) {
 		from--
 	}
-	rid := d.replicas[r]
 	runs := lg.times
 	ri := sort.Search(len(runs), func(i int) bool { return runs[i].seq+runs[i].n > from })
 	seq := from
@@ -770,16 +796,14 @@ func (d *Doc) appendChanges(out []Change, buf []Op, r uint32, from, to uint32, k
 			}
 		}
 		if keep == nil || keep(t) {
-			start := len(buf)
-			buf = d.ops(buf, r, seq, end)
-			out = append(out, Change{Replica: rid, Seq: uint64(seq), Time: t, Ops: buf[start:len(buf):len(buf)]})
+			out = append(out, changeHead{t: t, r: r, seq: seq, end: end})
 		}
 		seq = end + 1
 		if ri < len(runs) && seq >= runs[ri].seq+runs[ri].n {
 			ri++
 		}
 	}
-	return out, buf
+	return out
 }
 
 // ops appends the ops of r for seqs from..to to ops.
@@ -846,11 +870,15 @@ func (d *Doc) At(t hlc.Timestamp) *Doc {
 // document.
 func (d *Doc) atByReplay(t hlc.Timestamp) *Doc {
 	v := NewDoc(d.replica, hlc.NewClock(func() int64 { return t.WallMillis() }, 0), d.opts)
-	var changes []Change
+	var hs []changeHead
 	for r := range d.replicas {
-		changes, _ = d.appendChanges(changes, nil, uint32(r), 1, d.logs[r].next-1, func(ct hlc.Timestamp) bool { return ct <= t })
+		hs = d.heads(hs, uint32(r), 1, d.logs[r].next-1, func(ct hlc.Timestamp) bool { return ct <= t })
 	}
-	slices.SortStableFunc(changes, func(a, b Change) int { return cmp.Compare(a.Time, b.Time) })
+	slices.SortStableFunc(hs, func(a, b changeHead) int { return cmp.Compare(a.t, b.t) })
+	changes := make([]Change, len(hs))
+	for i, h := range hs {
+		changes[i] = Change{Replica: d.replicas[h.r], Seq: uint64(h.seq), Time: h.t, Ops: d.ops(nil, h.r, h.seq, h.end)}
+	}
 	if err := v.Apply(changes...); err != nil {
 		panic("crdt: At: re-applying own history failed: " + err.Error())
 	}
