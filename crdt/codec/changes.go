@@ -583,17 +583,6 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 	for k := range ids {
 		ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: max(nRep, 1)}
 	}
-	readID := func(c int) (crdt.ID, pid, error) {
-		code, err := cols[c].next()
-		if err != nil || code == 0 {
-			return crdt.ID{}, 0, err
-		}
-		r, seq, err := ids[idLeft].decode(code)
-		if err != nil {
-			return crdt.ID{}, 0, fmt.Errorf("column %s: %w", columnNames[c], err)
-		}
-		return crdt.ID{Replica: reps[r], Seq: seq}, packID(r, seq), nil
-	}
 
 	// Every insert takes at least one byte of text: a safe size hint.
 	pred := newPredictor(min(int(nOps), len(text)))
@@ -604,19 +593,24 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 	var prevWall int64
 	var prevLogical uint16
 	opAt := 0
+	chRep, chSeq, chTime, chLogical, chOps := &cols[colChReplica], &cols[colChSeq], &cols[colChTime], &cols[colChLogical], &cols[colChOps]
+	opField := &cols[colOpField]
+	insLen, insLeft, insRight := &cols[colInsLen], &cols[colInsLeft], &cols[colInsRight]
+	delTarget, delCount, delBackward := &cols[colDelTarget], &cols[colDelCount], &cols[colDelBackward]
+	addDelta, setLen := &cols[colAddDelta], &cols[colSetLen]
 	for i := range changes {
 		ch := &changes[i]
-		r, err := cols[colChReplica].next()
-		if err != nil {
-			return nil, err
+		r := chRep.next()
+		if chRep.err != nil {
+			return nil, chRep.err
 		}
 		if r >= nRep {
 			return nil, fmt.Errorf("change %d: replica index %d of %d", i, r, nRep)
 		}
 		ch.Replica = reps[r]
-		dz, err := cols[colChSeq].next()
-		if err != nil {
-			return nil, err
+		dz := chSeq.next()
+		if chSeq.err != nil {
+			return nil, chSeq.err
 		}
 		if expected[r] == 0 {
 			expected[r] = 1
@@ -628,9 +622,9 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 		ch.Seq = uint64(int64(expected[r]) + d)
 		startChange(&ids, int(r), ch.Seq)
 
-		tc, err := cols[colChTime].next()
-		if err != nil {
-			return nil, err
+		tc := chTime.next()
+		if chTime.err != nil {
+			return nil, chTime.err
 		}
 		const maxWall = 1<<(64-hlc.LogicalBits) - 1
 		wall, logical := prevWall, int64(prevLogical)
@@ -644,9 +638,9 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 			if d == 0 || d > maxWall || d < -maxWall || wall < 0 || wall > maxWall {
 				return nil, fmt.Errorf("change %d: wall time out of range", i)
 			}
-			lv, err := cols[colChLogical].next()
-			if err != nil {
-				return nil, err
+			lv := chLogical.next()
+			if chLogical.err != nil {
+				return nil, chLogical.err
 			}
 			if lv >= 1<<hlc.LogicalBits {
 				return nil, fmt.Errorf("change %d: logical clock out of range", i)
@@ -659,9 +653,9 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 		ch.Time = hlc.New(wall, uint16(logical))
 		prevWall, prevLogical = wall, uint16(logical)
 
-		n, err := cols[colChOps].next()
-		if err != nil {
-			return nil, err
+		n := chOps.next()
+		if chOps.err != nil {
+			return nil, chOps.err
 		}
 		if n == 0 {
 			return nil, fmt.Errorf("change %d has no ops", i)
@@ -674,44 +668,58 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 		seq := ch.Seq
 		for j := range ch.Ops {
 			op := &ch.Ops[j]
-			k, err := kinds.next()
-			if err != nil {
-				return nil, err
+			k := kinds.next()
+			if kinds.err != nil {
+				return nil, kinds.err
 			}
 			op.Kind = crdt.OpKind(k + 1)
-			fi, err := cols[colOpField].next()
-			if err != nil {
-				return nil, err
+			fi := opField.next()
+			if opField.err != nil {
+				return nil, opField.err
 			}
 			if fi >= nField {
 				return nil, fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
 			}
 			op.Field = fields[fi]
+			size := uint64(1) // seqs the op takes
 			switch op.Kind {
 			case crdt.OpTextInsert:
-				nr, err := cols[colInsLen].next()
-				if err != nil {
-					return nil, err
+				nr := insLen.next()
+				if insLen.err != nil {
+					return nil, insLen.err
 				}
 				if nr == 0 || nr > uint64(len(text)-textPos) {
 					return nil, fmt.Errorf("change %d op %d: insert of %d runes, %d bytes of text left", i, j, nr, len(text)-textPos)
 				}
+				size = nr
 				start := textPos
-				for ; nr > 0; nr-- {
-					_, size := utf8.DecodeRuneInString(text[textPos:])
-					textPos += size
-					if textPos >= len(text) && nr > 1 {
-						return nil, fmt.Errorf("change %d op %d: inserted text runs out", i, j)
+				if nr == 1 && text[textPos] < utf8.RuneSelf {
+					textPos++
+				} else {
+					for ; nr > 0; nr-- {
+						_, size := utf8.DecodeRuneInString(text[textPos:])
+						textPos += size
+						if textPos >= len(text) && nr > 1 {
+							return nil, fmt.Errorf("change %d op %d: inserted text runs out", i, j)
+						}
 					}
 				}
 				op.Text = text[start:textPos]
 				var left, right pid
-				if op.Left, left, err = readID(colInsLeft); err != nil {
-					return nil, err
+				code := insLeft.next()
+				if insLeft.err != nil {
+					return nil, insLeft.err
 				}
-				rc, err := cols[colInsRight].next()
-				if err != nil {
-					return nil, err
+				if code != 0 {
+					ri, s, err := ids[idLeft].decode(code)
+					if err != nil {
+						return nil, fmt.Errorf("column %s: %w", insLeft.name, err)
+					}
+					op.Left, left = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
+				}
+				rc := insRight.next()
+				if insRight.err != nil {
+					return nil, insRight.err
 				}
 				switch rc {
 				case 0:
@@ -729,33 +737,33 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 				case 1:
 					op.Right = crdt.ID{}
 				default:
-					r, s, err := ids[idRight].decode(rc - 1)
+					ri, s, err := ids[idRight].decode(rc - 1)
 					if err != nil {
 						return nil, fmt.Errorf("change %d op %d: right origin: %w", i, j, err)
 					}
-					op.Right, right = crdt.ID{Replica: reps[r], Seq: s}, packID(r, s)
+					op.Right, right = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
 				}
-				pred.inserted(packID(int(r), seq), op.Len(), left, right)
-				ids[idLeft].cursor[r] = seq + op.Len() - 1
+				pred.inserted(packID(int(r), seq), size, left, right)
+				ids[idLeft].cursor[r] = seq + size - 1
 			case crdt.OpTextDelete:
-				code, err := cols[colDelTarget].next()
-				if err != nil {
-					return nil, err
+				code := delTarget.next()
+				if delTarget.err != nil {
+					return nil, delTarget.err
 				}
 				if code == 0 {
 					return nil, fmt.Errorf("change %d op %d: delete without target", i, j)
 				}
-				r, s, err := ids[idTarget].decode(code)
+				ti, s, err := ids[idTarget].decode(code)
 				if err != nil {
 					return nil, fmt.Errorf("change %d op %d: delete target: %w", i, j, err)
 				}
-				op.Target = crdt.ID{Replica: reps[r], Seq: s}
-				if op.Count, err = cols[colDelCount].next(); err != nil {
-					return nil, err
+				op.Target = crdt.ID{Replica: reps[ti], Seq: s}
+				if op.Count = delCount.next(); delCount.err != nil {
+					return nil, delCount.err
 				}
-				b, err := cols[colDelBackward].next()
-				if err != nil {
-					return nil, err
+				b := delBackward.next()
+				if delBackward.err != nil {
+					return nil, delBackward.err
 				}
 				if b > 1 {
 					return nil, fmt.Errorf("change %d op %d: backward flag %d", i, j, b)
@@ -771,16 +779,17 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 				case !op.Backward && s+op.Count-1 > MaxSeq:
 					return nil, fmt.Errorf("change %d op %d: delete runs past MaxSeq", i, j)
 				}
+				size = op.Count
 			case crdt.OpCounterAdd:
-				dz, err := cols[colAddDelta].next()
-				if err != nil {
-					return nil, err
+				dz := addDelta.next()
+				if addDelta.err != nil {
+					return nil, addDelta.err
 				}
 				op.Delta = unzigzag(dz)
 			case crdt.OpRegisterSet:
-				n, err := cols[colSetLen].next()
-				if err != nil {
-					return nil, err
+				n := setLen.next()
+				if setLen.err != nil {
+					return nil, setLen.err
 				}
 				b, err := values.take(n)
 				if err != nil {
@@ -788,7 +797,7 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 				}
 				op.Value = append([]byte(nil), b...)
 			}
-			seq += op.Len()
+			seq += size
 			if seq-1 > MaxSeq {
 				return nil, fmt.Errorf("change %d: seqs run past MaxSeq", i)
 			}

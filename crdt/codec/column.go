@@ -106,7 +106,10 @@ func (w *kindWriter) appendTo(dst []byte) []byte {
 	return append(dst, w.out...)
 }
 
-var errColumnEnd = errors.New("column ended early")
+var (
+	errColumnEnd      = errors.New("column ended early")
+	errVarintOverflow = errors.New("varint overflows 64 bits")
+)
 
 // byteReader reads varints from a byte slice.
 type byteReader struct {
@@ -116,16 +119,26 @@ type byteReader struct {
 
 func (r *byteReader) left() int { return len(r.b) - r.pos }
 
+// uvarint is binary.Uvarint on r.b[r.pos:], without making the slice.
 func (r *byteReader) uvarint() (uint64, error) {
-	v, n := binary.Uvarint(r.b[r.pos:])
-	if n == 0 {
-		return 0, errColumnEnd
+	var x uint64
+	var s uint
+	for i := r.pos; i < len(r.b); i++ {
+		b, n := r.b[i], i-r.pos
+		if n == binary.MaxVarintLen64 {
+			return 0, errVarintOverflow
+		}
+		if b < 0x80 {
+			if n == binary.MaxVarintLen64-1 && b > 1 {
+				return 0, errVarintOverflow
+			}
+			r.pos = i + 1
+			return x | uint64(b)<<s, nil
+		}
+		x |= uint64(b&0x7f) << s
+		s += 7
 	}
-	if n < 0 {
-		return 0, errors.New("varint overflows 64 bits")
-	}
-	r.pos += n
-	return v, nil
+	return 0, errColumnEnd
 }
 
 // take returns the next n bytes, without copying.
@@ -140,65 +153,89 @@ func (r *byteReader) take(n uint64) ([]byte, error) {
 
 // rleReader yields the values of an RLE column one at a time. Counts are
 // never used to allocate, so a claimed run of 2^63 values costs nothing.
+//
+// next returns a single result so that it inlines (a second result puts it
+// over the inlining budget): on a malformed column it returns 0 and sets
+// err, which the caller checks after each value.
 type rleReader struct {
 	byteReader
-	run  uint64 // values left in the current group
-	lit  bool   // current group is a literal
+	run  uint64 // values left in the current run group
+	lit  uint64 // values left in the current literal group
 	val  uint64 // the run's value
+	err  error  // why the column could not yield the last value asked for
 	name string
 }
 
-func (r *rleReader) next() (uint64, error) {
+func (r *rleReader) next() uint64 {
 	if r.run == 0 {
-		h, err := r.uvarint()
-		if err != nil {
-			return 0, fmt.Errorf("column %s: %w", r.name, err)
-		}
-		r.run = h>>1 + 1
-		r.lit = h&1 == 1
-		if !r.lit {
-			if r.val, err = r.uvarint(); err != nil {
-				return 0, fmt.Errorf("column %s: %w", r.name, err)
-			}
-		}
+		return r.nextGroup()
 	}
 	r.run--
-	if !r.lit {
-		return r.val, nil
+	return r.val
+}
+
+// nextGroup is next outside a run: a literal value, or a new group.
+func (r *rleReader) nextGroup() uint64 {
+	if r.lit == 0 {
+		h, err := r.uvarint()
+		if err != nil {
+			return r.fail(err)
+		}
+		if h&1 == 0 {
+			if r.val, err = r.uvarint(); err != nil {
+				return r.fail(err)
+			}
+			r.run = h >> 1 // the value returned now is the first of h>>1 + 1
+			return r.val
+		}
+		r.lit = h>>1 + 1
 	}
+	r.lit--
 	v, err := r.uvarint()
 	if err != nil {
-		return 0, fmt.Errorf("column %s: %w", r.name, err)
+		return r.fail(err)
 	}
-	return v, nil
+	return v
+}
+
+func (r *rleReader) fail(err error) uint64 {
+	r.err = fmt.Errorf("column %s: %w", r.name, err)
+	return 0
 }
 
 // done reports an error unless every value of the column was consumed.
 func (r *rleReader) done() error {
-	if r.run != 0 || r.left() != 0 {
+	if r.run != 0 || r.lit != 0 || r.left() != 0 {
 		return fmt.Errorf("column %s has values left over", r.name)
 	}
 	return nil
 }
 
-// kindReader yields the symbols of a kind column.
+// kindReader yields the symbols of a kind column; errors as rleReader.
 type kindReader struct {
 	byteReader
 	run uint64
 	sym byte
+	err error
 }
 
-func (r *kindReader) next() (byte, error) {
+func (r *kindReader) next() byte {
 	if r.run == 0 {
-		h, err := r.uvarint()
-		if err != nil {
-			return 0, fmt.Errorf("column kinds: %w", err)
-		}
-		r.run = h>>2 + 1
-		r.sym = byte(h & 3)
+		return r.nextRun()
 	}
 	r.run--
-	return r.sym, nil
+	return r.sym
+}
+
+func (r *kindReader) nextRun() byte {
+	h, err := r.uvarint()
+	if err != nil {
+		r.err = fmt.Errorf("column kinds: %w", err)
+		return 0
+	}
+	r.run = h >> 2 // the symbol returned now is the first of h>>2 + 1
+	r.sym = byte(h & 3)
+	return r.sym
 }
 
 func (r *kindReader) done() error {
