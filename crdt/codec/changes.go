@@ -98,10 +98,11 @@ const (
 // first time: its first insert usually continues, and its first delete
 // usually removes, its own last character.
 func startChange(ids *[numIDCols]idCoder, r int, seq uint64) {
-	for _, k := range []int{idLeft, idTarget} {
-		if ids[k].cursor[r] == 0 {
-			ids[k].cursor[r] = seq - 1
-		}
+	if ids[idLeft].cursor[r] == 0 {
+		ids[idLeft].cursor[r] = seq - 1
+	}
+	if ids[idTarget].cursor[r] == 0 {
+		ids[idTarget].cursor[r] = seq - 1
 	}
 }
 
@@ -193,15 +194,7 @@ func EncodeChanges(changes []crdt.Change) []byte {
 			expected[r] = 1
 		}
 		col[colChSeq].add(zigzag(int64(ch.Seq) - int64(expected[r])))
-		// A replica seen for the first time: its first insert usually
-		// continues, and its first delete usually removes, its own last
-		// character.
-		if ids[idLeft].cursor[r] == 0 {
-			ids[idLeft].cursor[r] = ch.Seq - 1
-		}
-		if ids[idTarget].cursor[r] == 0 {
-			ids[idTarget].cursor[r] = ch.Seq - 1
-		}
+		startChange(&ids, r, ch.Seq)
 		wall, logical := ch.Time.WallMillis(), ch.Time.Logical()
 		// One column says how the time moved; the logical counter, usually
 		// 0 after the wall moved, goes in a column of its own then.

@@ -119,8 +119,24 @@ type byteReader struct {
 
 func (r *byteReader) left() int { return len(r.b) - r.pos }
 
-// uvarint is binary.Uvarint on r.b[r.pos:], without making the slice.
+// uvarint is binary.Uvarint on r.b[r.pos:]. Values of one and two bytes,
+// most of a column, are read without a loop.
 func (r *byteReader) uvarint() (uint64, error) {
+	if i := r.pos; i+1 < len(r.b) {
+		b0, b1 := r.b[i], r.b[i+1]
+		if b0 < 0x80 {
+			r.pos = i + 1
+			return uint64(b0), nil
+		}
+		if b1 < 0x80 {
+			r.pos = i + 2
+			return uint64(b0&0x7f) | uint64(b1)<<7, nil
+		}
+	}
+	return r.longUvarint()
+}
+
+func (r *byteReader) longUvarint() (uint64, error) {
 	var x uint64
 	var s uint
 	for i := r.pos; i < len(r.b); i++ {
@@ -133,9 +149,9 @@ func (r *byteReader) uvarint() (uint64, error) {
 				return 0, errVarintOverflow
 			}
 			r.pos = i + 1
-			return x | uint64(b)<<s, nil
+			return x | uint64(b)<<(s&63), nil
 		}
-		x |= uint64(b&0x7f) << s
+		x |= uint64(b&0x7f) << (s & 63)
 		s += 7
 	}
 	return 0, errColumnEnd
