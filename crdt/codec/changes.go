@@ -133,11 +133,73 @@ func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
 // seq above MaxSeq or an unknown op kind (crdt never produces either); other
 // malformed input encodes to bytes that DecodeChanges rejects.
 func EncodeChanges(changes []crdt.Change) []byte {
-	// Tables first: the origin code's radix is the replica count. Count
-	// the ops of each kind too, to size the columns.
-	var reps repTable
-	var fields fieldTable
-	var perKind [5]int
+	var e encoder
+	// Tables first: the origin code's radix is the replica count.
+	nIns := e.tables(changes)
+	nRep := len(e.reps.list)
+	for k := range e.ids {
+		e.ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: uint64(max(nRep, 1))}
+	}
+	e.expected = make([]uint64, nRep)
+	e.pred = newPredictor(nIns)
+	defer e.pred.release()
+	for i := range changes {
+		e.change(&changes[i])
+	}
+
+	out := make([]byte, 0, 64+16*nRep+len(e.text)+len(e.values)+4*e.nOps)
+	out = append(out, ChangesFormat)
+	out = binary.AppendUvarint(out, uint64(nRep))
+	for _, r := range e.reps.list {
+		out = append(out, r[:]...)
+	}
+	out = binary.AppendUvarint(out, uint64(len(e.fields.list)))
+	for _, f := range e.fields.list {
+		out = binary.AppendUvarint(out, uint64(len(f)))
+		out = append(out, f...)
+	}
+	out = binary.AppendUvarint(out, uint64(len(changes)))
+	out = binary.AppendUvarint(out, uint64(e.nOps))
+	var scratch []byte
+	for c := 0; c < numColumns; c++ {
+		switch c {
+		case colOpKind:
+			scratch = e.kinds.appendTo(scratch[:0])
+		case colInsText:
+			scratch = append(scratch[:0], e.text...)
+		case colSetValue:
+			scratch = append(scratch[:0], e.values...)
+		default:
+			scratch = e.col[c].appendTo(scratch[:0])
+		}
+		out = binary.AppendUvarint(out, uint64(len(scratch)))
+		out = append(out, scratch...)
+	}
+	return maybeCompress(out, len(e.text)+len(e.values))
+}
+
+// encoder is EncodeChanges' state. Columns are written change by change
+// (change), after the tables (tables).
+type encoder struct {
+	reps   repTable
+	fields fieldTable
+	ids    [numIDCols]idCoder
+	pred   *predictor
+	col    [numColumns]rleWriter
+	kinds  kindWriter
+	text   []byte
+	values []byte
+	nOps   int
+
+	expected    []uint64 // per replica: the seq after its last change
+	prevWall    int64
+	prevLogical uint16
+}
+
+// tables fills the replica and field tables and returns the number of
+// inserts.
+func (e *encoder) tables(changes []crdt.Change) (inserts int) {
+	reps := &e.reps
 	for i := range changes {
 		ch := &changes[i]
 		if _, ok := reps.find(ch.Replica); !ok {
@@ -145,9 +207,10 @@ func EncodeChanges(changes []crdt.Change) []byte {
 		}
 		for j := range ch.Ops {
 			op := &ch.Ops[j]
-			fields.add(op.Field)
+			e.fields.add(op.Field)
 			switch op.Kind {
 			case crdt.OpTextInsert:
+				inserts++
 				if !op.Left.IsZero() {
 					if _, ok := reps.find(op.Left.Replica); !ok {
 						reps.insert(op.Left.Replica)
@@ -165,154 +228,115 @@ func EncodeChanges(changes []crdt.Change) []byte {
 					}
 				}
 			}
-			if op.Kind <= crdt.OpTextDelete {
-				perKind[op.Kind]++
-			}
 		}
 	}
-	nRep := len(reps.list)
-	var ids [numIDCols]idCoder
-	for k := range ids {
-		ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: uint64(max(nRep, 1))}
-	}
-	nIns := perKind[crdt.OpTextInsert]
-	pred := newPredictor(nIns)
-	defer pred.release()
-	var col [numColumns]rleWriter
-	var kinds kindWriter
-	var text, values []byte
-	nOps := 0
-	expected := make([]uint64, nRep)
-	var prevWall int64
-	var prevLogical uint16
-	for i := range changes {
-		ch := &changes[i]
-		r := reps.index(ch.Replica)
-		checkSeq(ch.Seq)
-		col[colChReplica].add(uint64(r))
-		if expected[r] == 0 {
-			expected[r] = 1
-		}
-		col[colChSeq].add(zigzag(int64(ch.Seq) - int64(expected[r])))
-		startChange(&ids, r, ch.Seq)
-		wall, logical := ch.Time.WallMillis(), ch.Time.Logical()
-		// One column says how the time moved; the logical counter, usually
-		// 0 after the wall moved, goes in a column of its own then.
-		if wall == prevWall {
-			col[colChTime].add(zigzag(int64(logical)-int64(prevLogical)) << 1)
-		} else {
-			col[colChTime].add(zigzag(wall-prevWall)<<1 | 1)
-			col[colChLogical].add(uint64(logical))
-		}
-		prevWall, prevLogical = wall, logical
-		col[colChOps].add(uint64(len(ch.Ops)))
-		nOps += len(ch.Ops)
-		seq := ch.Seq
-		for j := range ch.Ops {
-			op := &ch.Ops[j]
-			if op.Kind < crdt.OpCounterAdd || op.Kind > crdt.OpTextDelete {
-				panic(fmt.Sprintf("codec: unknown op kind %d: not a change crdt produces", op.Kind))
-			}
-			kinds.add(byte(op.Kind - 1))
-			col[colOpField].add(uint64(fields.index(op.Field)))
-			switch op.Kind {
-			case crdt.OpTextInsert:
-				n := uint64(utf8.RuneCountInString(op.Text))
-				col[colInsLen].add(n)
-				var left, right pid
-				code := uint64(0)
-				if s := op.Left.Seq; s != 0 {
-					checkSeq(s)
-					li := r
-					if op.Left.Replica != ch.Replica {
-						li = reps.index(op.Left.Replica)
-					}
-					code, left = ids[idLeft].encode(li, s), packID(li, s)
-				}
-				col[colInsLeft].add(code)
-				checkSeq(op.Right.Seq)
-				ri := 0
-				if s := op.Right.Seq; s != 0 {
-					ri = r
-					if op.Right.Replica != ch.Replica {
-						ri = reps.index(op.Right.Replica)
-					}
-					right = packID(ri, s)
-				}
-				switch guess, ok := pred.right(left); {
-				case ok && guess == right:
-					col[colInsRight].add(0)
-					if right != 0 {
-						ids[idRight].cursor[ri] = op.Right.Seq
-					}
-				case right == 0:
-					col[colInsRight].add(1)
-				default:
-					col[colInsRight].add(1 + ids[idRight].encode(ri, op.Right.Seq))
-				}
-				pred.inserted(packID(r, seq), n, left, right)
-				ids[idLeft].cursor[r] = seq + n - 1
-				text = append(text, op.Text...)
-				seq += n
-			case crdt.OpTextDelete:
-				code := uint64(0)
-				if s := op.Target.Seq; s != 0 {
-					checkSeq(s)
-					ti := r
-					if op.Target.Replica != ch.Replica {
-						ti = reps.index(op.Target.Replica)
-					}
-					code = ids[idTarget].encode(ti, s)
-				}
-				col[colDelTarget].add(code)
-				col[colDelCount].add(op.Count)
-				b := uint64(0)
-				if op.Backward {
-					b = 1
-				}
-				col[colDelBackward].add(b)
-				seq += op.Count
-			case crdt.OpCounterAdd:
-				col[colAddDelta].add(zigzag(op.Delta))
-				seq++
-			case crdt.OpRegisterSet:
-				col[colSetLen].add(uint64(len(op.Value)))
-				values = append(values, op.Value...)
-				seq++
-			}
-		}
-		expected[r] = seq
-	}
+	return inserts
+}
 
-	out := make([]byte, 0, 64+16*nRep+len(text)+len(values)+4*nOps)
-	out = append(out, ChangesFormat)
-	out = binary.AppendUvarint(out, uint64(nRep))
-	for _, r := range reps.list {
-		out = append(out, r[:]...)
+func (e *encoder) change(ch *crdt.Change) {
+	col := &e.col
+	r := e.reps.index(ch.Replica)
+	checkSeq(ch.Seq)
+	col[colChReplica].add(uint64(r))
+	if e.expected[r] == 0 {
+		e.expected[r] = 1
 	}
-	out = binary.AppendUvarint(out, uint64(len(fields.list)))
-	for _, f := range fields.list {
-		out = binary.AppendUvarint(out, uint64(len(f)))
-		out = append(out, f...)
+	col[colChSeq].add(zigzag(int64(ch.Seq) - int64(e.expected[r])))
+	startChange(&e.ids, r, ch.Seq)
+	wall, logical := ch.Time.WallMillis(), ch.Time.Logical()
+	// One column says how the time moved; the logical counter, usually 0
+	// after the wall moved, goes in a column of its own then.
+	if wall == e.prevWall {
+		col[colChTime].add(zigzag(int64(logical)-int64(e.prevLogical)) << 1)
+	} else {
+		col[colChTime].add(zigzag(wall-e.prevWall)<<1 | 1)
+		col[colChLogical].add(uint64(logical))
 	}
-	out = binary.AppendUvarint(out, uint64(len(changes)))
-	out = binary.AppendUvarint(out, uint64(nOps))
-	var scratch []byte
-	for c := 0; c < numColumns; c++ {
-		switch c {
-		case colOpKind:
-			scratch = kinds.appendTo(scratch[:0])
-		case colInsText:
-			scratch = append(scratch[:0], text...)
-		case colSetValue:
-			scratch = append(scratch[:0], values...)
-		default:
-			scratch = col[c].appendTo(scratch[:0])
+	e.prevWall, e.prevLogical = wall, logical
+	col[colChOps].add(uint64(len(ch.Ops)))
+	e.nOps += len(ch.Ops)
+	seq := ch.Seq
+	for j := range ch.Ops {
+		op := &ch.Ops[j]
+		if op.Kind < crdt.OpCounterAdd || op.Kind > crdt.OpTextDelete {
+			panic(fmt.Sprintf("codec: unknown op kind %d: not a change crdt produces", op.Kind))
 		}
-		out = binary.AppendUvarint(out, uint64(len(scratch)))
-		out = append(out, scratch...)
+		e.kinds.add(byte(op.Kind - 1))
+		col[colOpField].add(uint64(e.fields.index(op.Field)))
+		switch op.Kind {
+		case crdt.OpTextInsert:
+			seq += e.insert(op, ch.Replica, r, seq)
+		case crdt.OpTextDelete:
+			code := uint64(0)
+			if s := op.Target.Seq; s != 0 {
+				checkSeq(s)
+				ti := r
+				if op.Target.Replica != ch.Replica {
+					ti = e.reps.index(op.Target.Replica)
+				}
+				code = e.ids[idTarget].encode(ti, s)
+			}
+			col[colDelTarget].add(code)
+			col[colDelCount].add(op.Count)
+			b := uint64(0)
+			if op.Backward {
+				b = 1
+			}
+			col[colDelBackward].add(b)
+			seq += op.Count
+		case crdt.OpCounterAdd:
+			col[colAddDelta].add(zigzag(op.Delta))
+			seq++
+		case crdt.OpRegisterSet:
+			col[colSetLen].add(uint64(len(op.Value)))
+			e.values = append(e.values, op.Value...)
+			seq++
+		}
 	}
-	return maybeCompress(out, len(text)+len(values))
+	e.expected[r] = seq
+}
+
+// insert encodes an insert op of the change by replica rep (index r) that
+// takes ids from seq on, and returns how many it takes.
+func (e *encoder) insert(op *crdt.Op, rep crdt.ReplicaID, r int, seq uint64) uint64 {
+	col := &e.col
+	n := uint64(utf8.RuneCountInString(op.Text))
+	col[colInsLen].add(n)
+	var left, right pid
+	code := uint64(0)
+	if s := op.Left.Seq; s != 0 {
+		checkSeq(s)
+		li := r
+		if op.Left.Replica != rep {
+			li = e.reps.index(op.Left.Replica)
+		}
+		code, left = e.ids[idLeft].encode(li, s), packID(li, s)
+	}
+	col[colInsLeft].add(code)
+	checkSeq(op.Right.Seq)
+	ri := 0
+	if s := op.Right.Seq; s != 0 {
+		ri = r
+		if op.Right.Replica != rep {
+			ri = e.reps.index(op.Right.Replica)
+		}
+		right = packID(ri, s)
+	}
+	switch guess, ok := e.pred.right(left); {
+	case ok && guess == right:
+		col[colInsRight].add(0)
+		if right != 0 {
+			e.ids[idRight].cursor[ri] = op.Right.Seq
+		}
+	case right == 0:
+		col[colInsRight].add(1)
+	default:
+		col[colInsRight].add(1 + e.ids[idRight].encode(ri, op.Right.Seq))
+	}
+	e.pred.inserted(packID(r, seq), n, left, right)
+	e.ids[idLeft].cursor[r] = seq + n - 1
+	e.text = append(e.text, op.Text...)
+	return n
 }
 
 func checkSeq(s uint64) {
