@@ -965,15 +965,15 @@ func bitsLen(x int) int {
 	return n
 }
 
-func (t *pidTable) slot(k pid) int { return int((uint64(k) * 0x9e3779b97f4a7c15) >> t.shift) }
+func (t *pidTable) slot(k pid) uint64 { return (uint64(k) * 0x9e3779b97f4a7c15) >> (t.shift & 63) }
 
 func (t *pidTable) get(k pid) (pid, bool) {
 	if k == 0 {
 		return t.zero, t.hasZero
 	}
-	mask := len(t.slots) - 1
-	for i := t.slot(k) & mask; ; i = (i + 1) & mask {
-		switch s := &t.slots[i]; s.key {
+	mask := uint64(len(t.slots) - 1)
+	for i := t.slot(k); ; i = (i + 1) & mask {
+		switch s := &t.slots[i&mask]; s.key {
 		case k:
 			return s.val, true
 		case 0:
@@ -990,9 +990,9 @@ func (t *pidTable) put(k, v pid) {
 	if 2*(t.n+1) > len(t.slots) {
 		t.grow()
 	}
-	mask := len(t.slots) - 1
-	for i := t.slot(k) & mask; ; i = (i + 1) & mask {
-		switch s := &t.slots[i]; s.key {
+	mask := uint64(len(t.slots) - 1)
+	for i := t.slot(k); ; i = (i + 1) & mask {
+		switch s := &t.slots[i&mask]; s.key {
 		case k:
 			s.val = v
 			return
