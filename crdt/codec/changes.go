@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 	"unicode/utf8"
 
@@ -133,9 +134,29 @@ func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
 // seq above MaxSeq or an unknown op kind (crdt never produces either); other
 // malformed input encodes to bytes that DecodeChanges rejects.
 func EncodeChanges(changes []crdt.Change) []byte {
+	return EncodeChangeSeq(func(yield func(*crdt.Change) bool) {
+		for i := range changes {
+			if !yield(&changes[i]) {
+				return
+			}
+		}
+	})
+}
+
+// EncodeChangeSeq encodes the changes seq yields exactly as EncodeChanges
+// encodes the same changes in a slice, without needing them all in memory:
+// with crdt.Doc.EachChangeSince, a catch-up is encoded straight from the
+// document's log. It ranges over seq twice (the tables come first, as the
+// origin code's radix is the replica count), so seq must yield the same
+// changes both times, as EachChangeSince does while the document is not
+// changed. A yielded change is not used after the next is asked for.
+func EncodeChangeSeq(seq iter.Seq[*crdt.Change]) []byte {
 	var e encoder
-	// Tables first: the origin code's radix is the replica count.
-	nIns := e.tables(changes)
+	nCh, nIns := 0, 0
+	for ch := range seq {
+		nIns += e.tables(ch)
+		nCh++
+	}
 	nRep := len(e.reps.list)
 	for k := range e.ids {
 		e.ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: uint64(max(nRep, 1))}
@@ -143,8 +164,8 @@ func EncodeChanges(changes []crdt.Change) []byte {
 	e.expected = make([]uint64, nRep)
 	e.pred = newPredictor(nIns)
 	defer e.pred.release()
-	for i := range changes {
-		e.change(&changes[i])
+	for ch := range seq {
+		e.change(ch)
 	}
 
 	out := make([]byte, 0, 64+16*nRep+len(e.text)+len(e.values)+4*e.nOps)
@@ -158,7 +179,7 @@ func EncodeChanges(changes []crdt.Change) []byte {
 		out = binary.AppendUvarint(out, uint64(len(f)))
 		out = append(out, f...)
 	}
-	out = binary.AppendUvarint(out, uint64(len(changes)))
+	out = binary.AppendUvarint(out, uint64(nCh))
 	out = binary.AppendUvarint(out, uint64(e.nOps))
 	var scratch []byte
 	for c := 0; c < numColumns; c++ {
@@ -196,36 +217,33 @@ type encoder struct {
 	prevLogical uint16
 }
 
-// tables fills the replica and field tables and returns the number of
-// inserts.
-func (e *encoder) tables(changes []crdt.Change) (inserts int) {
+// tables adds ch's replicas and fields to the tables and returns the
+// number of its inserts.
+func (e *encoder) tables(ch *crdt.Change) (inserts int) {
 	reps := &e.reps
-	for i := range changes {
-		ch := &changes[i]
-		if _, ok := reps.find(ch.Replica); !ok {
-			reps.insert(ch.Replica)
-		}
-		for j := range ch.Ops {
-			op := &ch.Ops[j]
-			e.fields.add(op.Field)
-			switch op.Kind {
-			case crdt.OpTextInsert:
-				inserts++
-				if !op.Left.IsZero() {
-					if _, ok := reps.find(op.Left.Replica); !ok {
-						reps.insert(op.Left.Replica)
-					}
+	if _, ok := reps.find(ch.Replica); !ok {
+		reps.insert(ch.Replica)
+	}
+	for j := range ch.Ops {
+		op := &ch.Ops[j]
+		e.fields.add(op.Field)
+		switch op.Kind {
+		case crdt.OpTextInsert:
+			inserts++
+			if !op.Left.IsZero() {
+				if _, ok := reps.find(op.Left.Replica); !ok {
+					reps.insert(op.Left.Replica)
 				}
-				if !op.Right.IsZero() {
-					if _, ok := reps.find(op.Right.Replica); !ok {
-						reps.insert(op.Right.Replica)
-					}
+			}
+			if !op.Right.IsZero() {
+				if _, ok := reps.find(op.Right.Replica); !ok {
+					reps.insert(op.Right.Replica)
 				}
-			case crdt.OpTextDelete:
-				if !op.Target.IsZero() {
-					if _, ok := reps.find(op.Target.Replica); !ok {
-						reps.insert(op.Target.Replica)
-					}
+			}
+		case crdt.OpTextDelete:
+			if !op.Target.IsZero() {
+				if _, ok := reps.find(op.Target.Replica); !ok {
+					reps.insert(op.Target.Replica)
 				}
 			}
 		}
