@@ -95,8 +95,10 @@ func RunMerge(opts MergeOptions) MergeResult {
 		}
 		runtime.GC() // the forks' garbage is setup, not merge work
 		start := time.Now()
-		ab := codec.EncodeChanges(a.ChangesSince(b.Version()))
-		ba := codec.EncodeChanges(b.ChangesSince(a.Version()))
+		// Each side exports its delta straight from its log, as a sync
+		// server does for a catch-up.
+		ab := codec.EncodeChangeSeq(a.EachChangeSince(b.Version()))
+		ba := codec.EncodeChangeSeq(b.EachChangeSince(a.Version()))
 		ca, err1 := codec.DecodeChanges(ab)
 		cb, err2 := codec.DecodeChanges(ba)
 		if err1 == nil {

@@ -181,7 +181,7 @@ func storeTypingBatches(replica crdt.ReplicaID, n int) ([][]byte, error) {
 		if err := tx.Commit(); err != nil {
 			return nil, err
 		}
-		out = append(out, codec.EncodeChanges(d.ChangesSince(v)))
+		out = append(out, codec.EncodeChangeSeq(d.EachChangeSince(v)))
 		v = d.Version()
 	}
 	return out, nil

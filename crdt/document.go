@@ -692,9 +692,19 @@ func (d *Doc) ChangesSince(v VersionVector) []Change {
 // until the next one is yielded (the ops' memory is reused). Encoding a
 // large delta this way needs a few bytes per change instead of a Change
 // and its Ops (over 200 bytes) per change.
+//
+// The sequence may be ranged over more than once (an encoder reads a delta
+// twice: its tables, then its columns); the changes are found on the
+// first pass and kept for the next, so the document must not change in
+// between.
 func (d *Doc) EachChangeSince(v VersionVector) iter.Seq[*Change] {
+	var hs []changeHead
+	found := false
 	return func(yield func(*Change) bool) {
-		hs, _ := d.headsSince(v, nil)
+		if !found {
+			hs, _ = d.headsSince(v, nil)
+			found = true
+		}
 		var buf []Op
 		var c Change
 		for _, h := range hs {
