@@ -223,7 +223,8 @@ type planReplica struct {
 	// this replica) the characters a large batch inserted, while they all
 	// belong to one field (name): references into the batch are then a
 	// bit test, not a search of inserts. With ranges set (a small batch,
-	// or characters in several fields) inserts are searched instead.
+	// or characters in several fields) inserts holds them instead; only
+	// one of the two is kept.
 	base   uint64
 	chars  bitset
 	name   string
@@ -356,18 +357,21 @@ func (p *plan) accept(c Change) {
 		op := &c.Ops[i]
 		n := op.Len()
 		if op.Kind == OpTextInsert {
-			if k := len(a.inserts) - 1; k >= 0 && a.inserts[k].hi == seq && a.inserts[k].name == op.Field {
-				a.inserts[k].hi = seq + n // typing: one range per run
-			} else {
-				a.inserts = append(a.inserts, planRange{seq, seq + n, op.Field})
-			}
 			if a.name == "" {
 				a.name = op.Field
 			}
-			if a.name != op.Field {
+			if !a.ranges && a.name != op.Field {
+				// Characters in a second field: back to ranges.
+				a.inserts = a.chars.appendRanges(a.inserts, a.base, a.name)
 				a.ranges, a.chars = true, nil
 			}
-			if !a.ranges {
+			if a.ranges {
+				if k := len(a.inserts) - 1; k >= 0 && a.inserts[k].hi == seq && a.inserts[k].name == op.Field {
+					a.inserts[k].hi = seq + n // typing: one range per run
+				} else {
+					a.inserts = append(a.inserts, planRange{seq, seq + n, op.Field})
+				}
+			} else {
 				a.chars = a.chars.grow(seq + n - a.base)
 				a.chars.setRange(uint32(seq-a.base), uint32(seq+n-a.base))
 			}

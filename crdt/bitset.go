@@ -54,3 +54,20 @@ func (b bitset) grow(n uint64) bitset {
 	}
 	return b
 }
+
+// appendRanges appends to rs the runs of the set as ranges of seqs (base
+// plus offset), all in field name.
+func (b bitset) appendRanges(rs []planRange, base uint64, name string) []planRange {
+	lo := -1
+	for i := 0; i <= len(b)*64; i++ {
+		in := i < len(b)*64 && b[i/64]&(1<<(i%64)) != 0
+		switch {
+		case in && lo < 0:
+			lo = i
+		case !in && lo >= 0:
+			rs = append(rs, planRange{base + uint64(lo), base + uint64(i), name})
+			lo = -1
+		}
+	}
+	return rs
+}

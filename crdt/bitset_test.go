@@ -1,6 +1,9 @@
 package crdt
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestBitsetRanges(t *testing.T) {
 	b := newBitset(200)
@@ -18,5 +21,21 @@ func TestBitsetRanges(t *testing.T) {
 	}
 	if b = b.grow(400); !b.setRange(300, 400) || !b.allSet(300, 400) || !b.allSet(3, 130) {
 		t.Fatal("grow lost bits or room")
+	}
+}
+
+func TestBitsetAppendRanges(t *testing.T) {
+	b := newBitset(200)
+	b.setRange(0, 2)
+	b.setRange(63, 65)
+	b.setRange(70, 71)
+	b.setRange(190, 192)
+	got := b.appendRanges([]planRange{{1, 2, "x"}}, 100, "t")
+	want := []planRange{{1, 2, "x"}, {100, 102, "t"}, {163, 165, "t"}, {170, 171, "t"}, {290, 292, "t"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("appendRanges = %v, want %v", got, want)
+	}
+	if got := newBitset(0).appendRanges(nil, 5, "t"); len(got) != 0 {
+		t.Fatalf("empty set gave %v", got)
 	}
 }
