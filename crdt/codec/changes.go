@@ -134,13 +134,20 @@ func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
 // seq above MaxSeq or an unknown op kind (crdt never produces either); other
 // malformed input encodes to bytes that DecodeChanges rejects.
 func EncodeChanges(changes []crdt.Change) []byte {
-	return EncodeChangeSeq(func(yield func(*crdt.Change) bool) {
-		for i := range changes {
-			if !yield(&changes[i]) {
-				return
-			}
-		}
-	})
+	// The same steps as EncodeChangeSeq, over the slice directly: a
+	// function iterator costs a few calls per change and moves the encoder
+	// to the heap.
+	var e encoder
+	nIns := 0
+	for i := range changes {
+		nIns += e.tables(&changes[i])
+	}
+	e.start(nIns)
+	defer e.pred.release()
+	for i := range changes {
+		e.change(&changes[i])
+	}
+	return e.finish(len(changes))
 }
 
 // EncodeChangeSeq encodes the changes seq yields exactly as EncodeChanges
@@ -157,17 +164,28 @@ func EncodeChangeSeq(seq iter.Seq[*crdt.Change]) []byte {
 		nIns += e.tables(ch)
 		nCh++
 	}
+	e.start(nIns)
+	defer e.pred.release()
+	for ch := range seq {
+		e.change(ch)
+	}
+	return e.finish(nCh)
+}
+
+// start readies the encoder for the columns once the tables are complete;
+// the caller releases e.pred when done.
+func (e *encoder) start(inserts int) {
 	nRep := len(e.reps.list)
 	for k := range e.ids {
 		e.ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: uint64(max(nRep, 1))}
 	}
 	e.expected = make([]uint64, nRep)
-	e.pred = newPredictor(nIns)
-	defer e.pred.release()
-	for ch := range seq {
-		e.change(ch)
-	}
+	e.pred = newPredictor(inserts)
+}
 
+// finish lays out the batch of nCh changes.
+func (e *encoder) finish(nCh int) []byte {
+	nRep := len(e.reps.list)
 	out := make([]byte, 0, 64+16*nRep+len(e.text)+len(e.values)+4*e.nOps)
 	out = append(out, ChangesFormat)
 	out = binary.AppendUvarint(out, uint64(nRep))
