@@ -15,7 +15,7 @@ import (
 // (left and right origins, equivalent to FugueMax for maximal
 // non-interleaving; Weidner & Kleppmann, "The Art of the Fugue", 2023).
 
-const leafCap = 64
+const leafCap = 32
 
 // ref is an id inside a Doc: a replica index and a sequence number. seq 0
 // means none.
