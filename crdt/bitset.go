@@ -47,10 +47,11 @@ func (b bitset) allSet(lo, hi uint32) bool {
 	return true
 }
 
-// grow makes room for [0, n).
+// grow makes room for [0, n). Growing a word at a time (typing) is
+// amortized by append.
 func (b bitset) grow(n uint64) bitset {
-	if w := int((n + 63) / 64); w > len(b) {
-		b = append(b, make(bitset, w-len(b))...)
+	for w := int((n + 63) / 64); len(b) < w; {
+		b = append(b, 0)
 	}
 	return b
 }

@@ -1,6 +1,9 @@
 package crdt
 
-import "fmt"
+import (
+	"fmt"
+	"math/bits"
+)
 
 // checkInvariants panics if the document's structures disagree with each
 // other. It is called after every local edit and every Apply when built
@@ -88,6 +91,25 @@ func (t *text) checkInvariants() {
 	}
 	if vis != t.vis || raw != t.raw {
 		panic("crdt invariant: text lengths out of date")
+	}
+	// chars marks exactly the items' ids.
+	marked := make([]int, len(t.chars))
+	for l := range t.all {
+		for _, it := range l.items {
+			if !t.covered(ref{it.r, it.seq}, it.n, false) {
+				panic(fmt.Sprintf("crdt invariant: characters %d:%d+%d not marked", it.r, it.seq, it.n))
+			}
+			marked[it.r] += int(it.n)
+		}
+	}
+	for r, b := range t.chars {
+		n := 0
+		for _, w := range b {
+			n += bits.OnesCount64(w)
+		}
+		if n != marked[r] {
+			panic(fmt.Sprintf("crdt invariant: replica %d has %d characters marked, %d in items", r, n, marked[r]))
+		}
 	}
 	// Every index entry covers ids that are in its leaf, and entries are
 	// disjoint.

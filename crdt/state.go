@@ -334,6 +334,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			copy(entries, merged)
 			tr.load(entries)
 		}
+		t.chars = present[fi]
 		t.rebuild()
 	}
 	// covered reports whether the n ids from x (downwards when back) are

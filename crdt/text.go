@@ -79,6 +79,10 @@ type text struct {
 	seen []idRun
 	// slab is where newEntry takes index entries from.
 	slab []idEntry
+	// chars[r] marks the seqs of replica r that are characters of this
+	// text, so that checking a reference to them (a remote insert names
+	// two, a delete one) is a bit test, not a search of the id index.
+	chars []bitset
 }
 
 // cursor remembers where visAt found a position: item i of l starts at
@@ -236,24 +240,18 @@ func (t *text) covered(id ref, n uint32, back bool) bool {
 		}
 		lo, hi = id.seq-n+1, id.seq+1
 	}
-	e := t.entryAt(id.r, lo)
-	if e == nil {
-		return false
+	return int(id.r) < len(t.chars) && t.chars[id.r].allSet(lo, hi)
+}
+
+// markChars records that r:lo .. r:hi-1 are characters of the text.
+func (t *text) markChars(r, lo, hi uint32) {
+	for int(r) >= len(t.chars) {
+		t.chars = append(t.chars, nil)
 	}
-	next := e.end
-	if next >= hi {
-		return true
+	t.chars[r] = t.chars[r].grow(uint64(hi))
+	if !t.chars[r].setRange(lo, hi) {
+		panic("crdt: a character inserted twice")
 	}
-	ok := true
-	t.ids[id.r].ascend(next, hi, func(e *idEntry) bool {
-		if e.start != next {
-			ok = false
-			return false
-		}
-		next = e.end
-		return next < hi
-	})
-	return ok && next >= hi
 }
 
 // lastEntry returns the entry of r with the greatest start (cached).
@@ -464,6 +462,7 @@ func (t *text) insertItem(l *leaf, i int, it item) {
 		t.fvis.add(l.idx, d)
 	}
 	t.assign(it.r, it.seq, it.seq+it.n, l)
+	t.markChars(it.r, it.seq, it.seq+it.n)
 	t.fixLeaf(l)
 }
 

@@ -151,6 +151,7 @@ func (tx *Tx) Insert(name string, pos int, s string) error {
 					t.fvis.add(l.idx, n)
 					t.fraw.add(l.idx, n)
 					t.assign(0, seq, seq+uint32(n), l)
+					t.markChars(0, seq, seq+uint32(n))
 					sp.n += uint32(n)
 					sp.nb += nb
 					lg.indexTail()
