@@ -3,7 +3,7 @@
 # invariant checks compiled in (the codec's trace tests are too long for that).
 GO ?= go
 
-.PHONY: test build fuzz bench-figures
+.PHONY: test build fuzz bench-figures pgo
 
 build:
 	$(GO) build -o weft ./cmd/weft
@@ -23,3 +23,18 @@ fuzz:
 bench-figures: build
 	./weft bench trace --json automerge-paper.json.gz seph-blog1.json.gz friendsforever_flat.json.gz clownschool_flat.json.gz ascii_only/seph-blog1.json.gz
 	./weft bench merge --json --edits 10000
+
+# Regenerates cmd/weft/default.pgo, the CPU profile `go build` uses for
+# profile-guided optimization of the weft binary (Go does this by itself
+# when the file is there): the merge, trace replay, keystroke, codec,
+# sync-message and fan-out benchmarks, merged. Run it after changing hot
+# code; a stale profile only optimizes less.
+PGO_TMP ?= /tmp/weft-pgo-profiles
+pgo:
+	mkdir -p $(PGO_TMP)
+	$(GO) test -run '^$$' -bench 'MergePhases|DecodeSnapshot' -benchtime 2s -cpuprofile $(PGO_TMP)/bench.prof ./bench
+	$(GO) test -run '^$$' -bench 'Replay|RemoteInsert|Local' -cpuprofile $(PGO_TMP)/crdt.prof ./crdt
+	$(GO) test -run '^$$' -bench . -cpuprofile $(PGO_TMP)/codec.prof ./crdt/codec
+	$(GO) test -run '^$$' -bench . -cpuprofile $(PGO_TMP)/syncproto.prof ./crdt/syncproto
+	$(GO) test -run '^$$' -bench Fanout -cpuprofile $(PGO_TMP)/syncserver.prof ./syncserver
+	$(GO) tool pprof -proto $(PGO_TMP)/bench.prof $(PGO_TMP)/crdt.prof $(PGO_TMP)/codec.prof $(PGO_TMP)/syncproto.prof $(PGO_TMP)/syncserver.prof > cmd/weft/default.pgo
