@@ -52,6 +52,13 @@ func (t *text) checkInvariants() {
 	if len(t.leaves) == 0 || t.leaves[0] == nil {
 		panic("crdt invariant: no first leaf in slot 0")
 	}
+	var last *leaf
+	for l := range t.all {
+		last = l
+	}
+	if t.last != last {
+		panic("crdt invariant: the cached last leaf is not the last")
+	}
 	for i, l := range t.leaves {
 		if l == nil {
 			if t.fvis.prefix(i+1) != t.fvis.prefix(i) || t.fraw.prefix(i+1) != t.fraw.prefix(i) {

@@ -64,6 +64,7 @@ type text struct {
 	// between them; slot 0 always holds the first leaf.
 	leaves []*leaf
 	spare  []*leaf // the previous slot array, for rebuild to reuse
+	last   *leaf   // the last leaf (free slots follow it)
 	fvis   fenwick
 	fraw   fenwick
 	vis    int
@@ -102,8 +103,10 @@ func newText(d *Doc) *text {
 	return t
 }
 
-// rebuild lays the leaves out again with a free slot after each,
-// renumbers them and rebuilds both Fenwick trees, in one pass.
+// rebuild lays the leaves out again with a free slot after each and free
+// slots after the last (typing at the end splits the last leaf over and
+// over: without them every other such split would lay everything out
+// again), renumbers them and rebuilds both Fenwick trees, in one pass.
 func (t *text) rebuild() {
 	n := 0
 	for _, l := range t.leaves {
@@ -111,7 +114,7 @@ func (t *text) rebuild() {
 			n++
 		}
 	}
-	slots := 2 * n
+	slots := 2*n + n/2 + 8
 	old := t.leaves
 	next := t.spare
 	if cap(next) < slots {
@@ -131,6 +134,7 @@ func (t *text) rebuild() {
 		next[k] = l
 		fv[k+1], fr[k+1] = l.vis, l.raw
 		k += 2
+		t.last = l
 	}
 	t.fvis.build()
 	t.fraw.build()
@@ -168,6 +172,9 @@ func (t *text) placeAfter(l, nl *leaf) {
 		t.fraw.add(j, m.raw)
 	}
 	t.leaves[s+1], nl.idx = nl, s+1
+	if t.last == l {
+		t.last = nl
+	}
 	t.fvis.add(s, -nl.vis)
 	t.fvis.add(s+1, nl.vis)
 	t.fraw.add(s, -nl.raw)
@@ -176,6 +183,9 @@ func (t *text) placeAfter(l, nl *leaf) {
 
 // nextLeaf returns the leaf after l, or nil if l is the last.
 func (t *text) nextLeaf(l *leaf) *leaf {
+	if l == t.last {
+		return nil
+	}
 	for j := l.idx + 1; j < len(t.leaves); j++ {
 		if t.leaves[j] != nil {
 			return t.leaves[j]
