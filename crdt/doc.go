@@ -29,23 +29,26 @@
 //
 // # Representation
 //
-// Nothing is stored per character. A replica's history is a log of spans
-// (runs of ops of one kind on one field: typing "hello" is one span) and of
-// time runs (a run of one-op transactions with consecutive HLC times is one
-// entry). A text is a two-level blocked list of run-length items (leaves of
-// at most 64 items, Fenwick trees over leaf lengths for position lookups)
-// with a sorted, chunked index per replica mapping id ranges to leaves, and
-// a cursor that remembers the last position lookup. Typing at the end of
+// Nothing is stored per character but one bit. A replica's history is a log
+// of spans (runs of ops of one kind on one field: typing "hello" is one span)
+// and of time runs (a run of one-op transactions with consecutive HLC times
+// is one entry). A text is a two-level blocked list of run-length items
+// (leaves of at most 32 items in slots with free ones between them, Fenwick
+// trees over the slots' lengths for position lookups) with a sorted, chunked
+// index per replica mapping id ranges to leaves, a bitset per replica of the
+// ids that are its characters (so validating a reference is a bit test),
+// and a cursor that remembers the last position lookup. Typing at the end of
 // one's own run grows the item, the index entry and the span in place.
-// ChangesSince rebuilds exact changes from the log; ExportState/FromState
-// give codecs the structure itself, so loading a snapshot replays nothing,
-// and At(t) cuts that state to the changes stamped ≤ t instead of replaying
-// them.
+// ChangesSince rebuilds exact changes from the log (EachChangeSince streams
+// them); ExportState/FromState give codecs the structure itself, so loading
+// a snapshot replays nothing, and At(t) cuts that state to the changes
+// stamped ≤ t instead of replaying them.
 //
 // Costs, with n items and L leaves: position ↔ id lookups are O(log L +
-// leaf size); inserting or deleting is that plus O(L) when a leaf splits
-// (one split per ~32 new items). A real B-tree over leaves would make splits
-// O(log L) too.
+// leaf size); inserting or deleting is that plus, when a leaf splits (one
+// split per ~16 new items), O(log L) to take a free slot nearby (shifting at
+// most 8 leaves), or O(L) to lay the slots out again when none is near,
+// which leaves about L free slots for the next splits.
 //
 // # Invariants
 //

@@ -40,6 +40,8 @@
 // # Example
 //
 //	b := codec.EncodeChanges(doc.ChangesSince(peerVersion))
+//	// or, without holding the delta's changes (a large catch-up):
+//	b = codec.EncodeChangeSeq(doc.EachChangeSince(peerVersion))
 //	...
 //	changes, err := codec.DecodeChanges(b)
 //	if err != nil { /* status invalid */ }
