@@ -61,7 +61,7 @@ func (t *text) checkInvariants() {
 	}
 	for i, l := range t.leaves {
 		if l == nil {
-			if t.fvis.prefix(i+1) != t.fvis.prefix(i) || t.fraw.prefix(i+1) != t.fraw.prefix(i) {
+			if t.lens.prefix(i+1) != t.lens.prefix(i) {
 				panic("crdt invariant: a free leaf slot has a length")
 			}
 			continue
@@ -90,7 +90,7 @@ func (t *text) checkInvariants() {
 		if lv != l.vis || lr != l.raw {
 			panic("crdt invariant: leaf lengths out of date")
 		}
-		if t.fvis.prefix(i) != vis || t.fraw.prefix(i) != raw {
+		if t.lens.prefix(i) != (lens{vis, raw}) {
 			panic("crdt invariant: Fenwick prefix sums out of date")
 		}
 		vis += lv

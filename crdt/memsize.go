@@ -19,7 +19,7 @@ func (d *Doc) MemSize() int64 {
 			for l := range t.all {
 				n += int64(unsafe.Sizeof(leaf{})) + int64(cap(l.items))*int64(unsafe.Sizeof(item{}))
 			}
-			n += 2 * int64(cap(t.fvis.t)) * 8
+			n += int64(cap(t.lens.t)) * int64(unsafe.Sizeof(lens{}))
 			for _, x := range t.ids {
 				if x == nil {
 					continue

@@ -65,8 +65,7 @@ type text struct {
 	leaves []*leaf
 	spare  []*leaf // the previous slot array, for rebuild to reuse
 	last   *leaf   // the last leaf (free slots follow it)
-	fvis   fenwick
-	fraw   fenwick
+	lens   fenwick // visible and raw lengths of the leaf slots
 	vis    int
 	raw    int
 	ids    []*idIndex // per replica
@@ -122,9 +121,7 @@ func (t *text) rebuild() {
 	}
 	next = next[:slots]
 	clear(next)
-	fv, fr := t.fvis.reset(slots), t.fraw.reset(slots)
-	clear(fv)
-	clear(fr)
+	fl := t.lens.reset(slots)
 	k := 0
 	for _, l := range old {
 		if l == nil {
@@ -132,12 +129,11 @@ func (t *text) rebuild() {
 		}
 		l.idx = k
 		next[k] = l
-		fv[k+1], fr[k+1] = l.vis, l.raw
+		fl[k+1] = lens{l.vis, l.raw}
 		k += 2
 		t.last = l
 	}
-	t.fvis.build()
-	t.fraw.build()
+	t.lens.build()
 	t.leaves, t.spare = next, old[:0]
 }
 
@@ -157,8 +153,7 @@ func (t *text) placeAfter(l, nl *leaf) {
 		}
 	}
 	if free < 0 {
-		t.fvis.add(s, -nl.vis)
-		t.fraw.add(s, -nl.raw)
+		t.lens.add(s, -nl.vis, -nl.raw)
 		t.leaves = slices.Insert(t.leaves, s+1, nl)
 		t.rebuild()
 		return
@@ -166,19 +161,15 @@ func (t *text) placeAfter(l, nl *leaf) {
 	for j := free; j > s+1; j-- {
 		m := t.leaves[j-1]
 		t.leaves[j], m.idx = m, j
-		t.fvis.add(j-1, -m.vis)
-		t.fvis.add(j, m.vis)
-		t.fraw.add(j-1, -m.raw)
-		t.fraw.add(j, m.raw)
+		t.lens.add(j-1, -m.vis, -m.raw)
+		t.lens.add(j, m.vis, m.raw)
 	}
 	t.leaves[s+1], nl.idx = nl, s+1
 	if t.last == l {
 		t.last = nl
 	}
-	t.fvis.add(s, -nl.vis)
-	t.fvis.add(s+1, nl.vis)
-	t.fraw.add(s, -nl.raw)
-	t.fraw.add(s+1, nl.raw)
+	t.lens.add(s, -nl.vis, -nl.raw)
+	t.lens.add(s+1, nl.vis, nl.raw)
 }
 
 // nextLeaf returns the leaf after l, or nil if l is the last.
@@ -364,7 +355,7 @@ func (t *text) rawIndex(id ref) int {
 	if !ok {
 		panic("crdt: rawIndex of unknown id")
 	}
-	pos := t.fraw.prefix(l.idx)
+	pos := t.lens.prefix(l.idx).raw
 	for j := 0; j < i; j++ {
 		pos += int(l.items[j].n)
 	}
@@ -386,7 +377,7 @@ func (t *text) visIndex(id ref) (int, bool) {
 	if !ok {
 		panic("crdt: visIndex of unknown id")
 	}
-	pos := t.fvis.prefix(l.idx)
+	pos := t.lens.prefix(l.idx).vis
 	for j := 0; j < i; j++ {
 		pos += l.items[j].vis()
 	}
@@ -417,7 +408,7 @@ func (t *text) visAt(pos int) (*leaf, int, uint32) {
 			start += int(it.n)
 		}
 	}
-	li, before := t.fvis.search(pos)
+	li, before := t.lens.searchVis(pos)
 	l := t.leaves[li]
 	rel := pos - before
 	for i := range l.items {
@@ -463,14 +454,12 @@ func (t *text) insertItem(l *leaf, i int, it item) {
 	copy(l.items[i+1:], l.items[i:])
 	l.items[i] = it
 	d := int(it.n)
+	dv := it.vis()
 	l.raw += d
 	t.raw += d
-	t.fraw.add(l.idx, d)
-	if !it.del {
-		l.vis += d
-		t.vis += d
-		t.fvis.add(l.idx, d)
-	}
+	l.vis += dv
+	t.vis += dv
+	t.lens.add(l.idx, dv, d)
 	t.assign(it.r, it.seq, it.seq+it.n, l)
 	t.markChars(it.r, it.seq, it.seq+it.n)
 	t.fixLeaf(l)
@@ -520,7 +509,7 @@ func (t *text) deleteRange(l *leaf, i int, k, n uint32) {
 	d := int(l.items[i].n)
 	l.vis -= d
 	t.vis -= d
-	t.fvis.add(l.idx, -d)
+	t.lens.add(l.idx, -d, 0)
 	// Re-join tombstones that a run of deletes (backspacing, say) cut
 	// apart, so deleting does not leave one item per character.
 	if i+1 < len(l.items) && t.joinable(&l.items[i], &l.items[i+1]) {
@@ -619,17 +608,22 @@ func byteOffset(s []byte, n, runes int) int {
 	return off
 }
 
-// fenwick is a binary indexed tree of ints over the leaves.
-type fenwick struct{ t []int }
+// lens is the visible and raw length of a leaf, or of a range of leaves.
+type lens struct{ vis, raw int }
+
+// fenwick is a binary indexed tree of lens over the leaf slots: both
+// lengths in one array, so that an update or a lookup walks one path (an
+// insert changes both).
+type fenwick struct{ t []lens }
 
 // reset sizes the tree for n values, reusing its memory, and returns its
-// array: the caller stores value i at index i+1, then calls build.
-func (f *fenwick) reset(n int) []int {
+// array, zeroed: the caller stores value i at index i+1, then calls build.
+func (f *fenwick) reset(n int) []lens {
 	if cap(f.t) < n+1 {
-		f.t = make([]int, n+1, (n+1)*5/4+8)
+		f.t = make([]lens, n+1, (n+1)*5/4+8)
 	}
 	f.t = f.t[:n+1]
-	f.t[0] = 0
+	clear(f.t)
 	return f.t
 }
 
@@ -638,29 +632,34 @@ func (f *fenwick) build() {
 	n := len(f.t) - 1
 	for i := 1; i <= n; i++ {
 		if j := i + i&-i; j <= n {
-			f.t[j] += f.t[i]
+			f.t[j].vis += f.t[i].vis
+			f.t[j].raw += f.t[i].raw
 		}
 	}
 }
 
-func (f *fenwick) add(i, d int) {
+// add adds dvis and draw to value i.
+func (f *fenwick) add(i, dvis, draw int) {
 	for i++; i < len(f.t); i += i & -i {
-		f.t[i] += d
+		f.t[i].vis += dvis
+		f.t[i].raw += draw
 	}
 }
 
-// prefix returns the sum of elements [0, i).
-func (f *fenwick) prefix(i int) int {
-	s := 0
+// prefix returns the sums of values [0, i).
+func (f *fenwick) prefix(i int) lens {
+	var s lens
 	for ; i > 0; i -= i & -i {
-		s += f.t[i]
+		s.vis += f.t[i].vis
+		s.raw += f.t[i].raw
 	}
 	return s
 }
 
-// search returns the smallest index i with prefix(i+1) > pos, and prefix(i).
-// pos must be less than the total.
-func (f *fenwick) search(pos int) (int, int) {
+// searchVis returns the smallest index i whose visible prefix through i
+// exceeds pos, and the visible prefix before i. pos must be less than the
+// visible total.
+func (f *fenwick) searchVis(pos int) (int, int) {
 	n := len(f.t) - 1
 	step := 1
 	for step*2 <= n {
@@ -668,9 +667,9 @@ func (f *fenwick) search(pos int) (int, int) {
 	}
 	i, sum := 0, 0
 	for ; step > 0; step /= 2 {
-		if j := i + step; j <= n && sum+f.t[j] <= pos {
+		if j := i + step; j <= n && sum+f.t[j].vis <= pos {
 			i = j
-			sum += f.t[j]
+			sum += f.t[j].vis
 		}
 	}
 	if i >= n {

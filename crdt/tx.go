@@ -148,8 +148,7 @@ func (tx *Tx) Insert(name string, pos int, s string) error {
 					l.raw += n
 					t.vis += n
 					t.raw += n
-					t.fvis.add(l.idx, n)
-					t.fraw.add(l.idx, n)
+					t.lens.add(l.idx, n, n)
 					t.assign(0, seq, seq+uint32(n), l)
 					t.markChars(0, seq, seq+uint32(n))
 					sp.n += uint32(n)
