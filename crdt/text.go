@@ -249,8 +249,20 @@ func (t *text) markChars(r, lo, hi uint32) {
 	for int(r) >= len(t.chars) {
 		t.chars = append(t.chars, nil)
 	}
-	t.chars[r] = t.chars[r].grow(uint64(hi))
-	if !t.chars[r].setRange(lo, hi) {
+	b := t.chars[r]
+	if uint64(hi) > uint64(len(b))*64 {
+		b = b.grow(uint64(hi))
+		t.chars[r] = b
+	}
+	if hi == lo+1 { // a keystroke
+		w, m := lo/64, uint64(1)<<(lo%64)
+		if b[w]&m != 0 {
+			panic("crdt: a character inserted twice")
+		}
+		b[w] |= m
+		return
+	}
+	if !b.setRange(lo, hi) {
 		panic("crdt: a character inserted twice")
 	}
 }
