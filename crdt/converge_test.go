@@ -566,3 +566,42 @@ func sameAsChangesSince(t *testing.T, d *crdt.Doc, v crdt.VersionVector) {
 		t.Fatalf("EachChangeSince(%v) yields %d changes that differ from ChangesSince's %d", v, len(got), len(want))
 	}
 }
+
+// A remote insert whose right origin sits inside a run (a history no
+// honest replica writes: the run's earlier characters lie between the
+// origins) is still placed the same way by every replica, and the run is
+// cut where the right origin starts.
+func TestRightOriginInsideARun(t *testing.T) {
+	a := newDoc(1, &hlc.ManualWall{Millis: 5})
+	tx := a.Begin()
+	tx.Insert("t", 0, "abc") // one run, seqs 1-3
+	tx.Commit()
+	base := a.ChangesSince(nil)
+	odd := crdt.Change{Replica: rid(2), Seq: 1, Time: hlc.New(6, 0), Ops: []crdt.Op{{
+		Kind: crdt.OpTextInsert, Field: "t", Text: "X", Right: crdt.ID{Replica: rid(1), Seq: 2},
+	}}}
+	b := newDoc(3, &hlc.ManualWall{Millis: 5})
+	if err := b.Apply(base...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(odd); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(odd); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*crdt.Doc{a, b} {
+		if got := d.Text("t"); got != "aXbc" {
+			t.Fatalf("text %q, want %q", got, "aXbc")
+		}
+	}
+	// The cut run still behaves as text: delete across the cut.
+	tx = b.Begin()
+	if err := tx.Delete("t", 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit()
+	if got := b.Text("t"); got != "" {
+		t.Fatalf("after deleting all: %q", got)
+	}
+}
