@@ -254,9 +254,9 @@ func (d *Doc) newPlan() *plan {
 // bitset's allocation.
 var bitsFrom = 16 // a variable so that tests can compare both paths
 
-// presize readies the plan for a batch of n changes: a catch-up of
-// thousands of changes would otherwise regrow ready (and copy it) a dozen
-// times. Single changes, the common case, allocate nothing more.
+// presize readies the plan for a batch of n changes: ready, if the plan
+// has to fill it (see direct), is made for all n at once, and a large
+// batch marks its characters in bitsets.
 func (p *plan) presize(n int) {
 	p.size = n
 	p.bits = n >= bitsFrom

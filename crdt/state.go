@@ -338,19 +338,10 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		t.rebuild()
 	}
 	// covered reports whether the n ids from x (downwards when back) are
-	// characters of text field fi: the same answer as text.covered.
+	// characters of text field fi (whose bitsets were filled above).
 	covered := func(fi uint32, x ref, n uint32, back bool) bool {
-		lo, hi := x.seq, x.seq+n
-		if back {
-			if n > x.seq {
-				return false
-			}
-			lo, hi = x.seq-n+1, x.seq+1
-		}
-		if int(fi) >= len(present) || int(x.r) >= len(present[fi]) {
-			return false
-		}
-		return present[fi][x.r].allSet(lo, hi)
+		t := d.fields[fi].text
+		return t != nil && t.covered(x, n, back)
 	}
 	// Every insert must have its characters in the text, every reference
 	// must name characters of the right field; recompute counters and
