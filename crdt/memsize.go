@@ -19,7 +19,10 @@ func (d *Doc) MemSize() int64 {
 			for l := range t.all {
 				n += int64(unsafe.Sizeof(leaf{})) + int64(cap(l.items))*int64(unsafe.Sizeof(item{}))
 			}
-			n += int64(cap(t.lens.t)) * int64(unsafe.Sizeof(lens{}))
+			n += int64(cap(t.lens.t))*int64(unsafe.Sizeof(lens{})) + int64(cap(t.leaves))*8
+			for _, b := range t.chars {
+				n += int64(cap(b)) * 8
+			}
 			for _, x := range t.ids {
 				if x == nil {
 					continue

@@ -63,7 +63,6 @@ type text struct {
 	// leaves holds the leaves in order, in slots with nil (free) slots
 	// between them; slot 0 always holds the first leaf.
 	leaves []*leaf
-	spare  []*leaf // the previous slot array, for rebuild to reuse
 	last   *leaf   // the last leaf (free slots follow it)
 	lens   fenwick // visible and raw lengths of the leaf slots
 	vis    int
@@ -115,12 +114,7 @@ func (t *text) rebuild() {
 	}
 	slots := 2*n + n/2 + 8
 	old := t.leaves
-	next := t.spare
-	if cap(next) < slots {
-		next = make([]*leaf, slots, slots*5/4+8)
-	}
-	next = next[:slots]
-	clear(next)
+	next := make([]*leaf, slots)
 	fl := t.lens.reset(slots)
 	k := 0
 	for _, l := range old {
@@ -134,7 +128,7 @@ func (t *text) rebuild() {
 		t.last = l
 	}
 	t.lens.build()
-	t.leaves, t.spare = next, old[:0]
+	t.leaves = next
 }
 
 // maxShift bounds how many leaves a split shifts right to reach a free
