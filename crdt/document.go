@@ -676,15 +676,26 @@ func (d *Doc) ChangesSince(v VersionVector) []Change {
 	if len(hs) == 0 {
 		return nil
 	}
+	return d.changes(hs, nops)
+}
+
+// changes builds the changes hs name, their ops in one array sized for
+// about nops.
+func (d *Doc) changes(hs []changeHead, nops int) []Change {
 	out := make([]Change, len(hs))
 	buf := make([]Op, 0, nops)
 	for i, h := range hs {
 		// Changes already built keep their slices when append moves buf.
 		start := len(buf)
 		buf = d.ops(buf, h.r, h.seq, h.end)
-		out[i] = Change{Replica: d.replicas[h.r], Seq: uint64(h.seq), Time: h.t, Ops: buf[start:len(buf):len(buf)]}
+		out[i] = d.change(h, buf[start:len(buf):len(buf)])
 	}
 	return out
+}
+
+// change is the change h names, with its ops.
+func (d *Doc) change(h changeHead, ops []Op) Change {
+	return Change{Replica: d.replicas[h.r], Seq: uint64(h.seq), Time: h.t, Ops: ops}
 }
 
 // EachChangeSince yields the changes ChangesSince(v) returns, in the same
@@ -709,7 +720,7 @@ func (d *Doc) EachChangeSince(v VersionVector) iter.Seq[*Change] {
 		var c Change
 		for _, h := range hs {
 			buf = d.ops(buf[:0], h.r, h.seq, h.end)
-			c = Change{Replica: d.replicas[h.r], Seq: uint64(h.seq), Time: h.t, Ops: buf}
+			c = d.change(h, buf)
 			if !yield(&c) {
 				return
 			}
@@ -885,11 +896,7 @@ func (d *Doc) atByReplay(t hlc.Timestamp) *Doc {
 		hs = d.heads(hs, uint32(r), 1, d.logs[r].next-1, func(ct hlc.Timestamp) bool { return ct <= t })
 	}
 	slices.SortStableFunc(hs, func(a, b changeHead) int { return cmp.Compare(a.t, b.t) })
-	changes := make([]Change, len(hs))
-	for i, h := range hs {
-		changes[i] = Change{Replica: d.replicas[h.r], Seq: uint64(h.seq), Time: h.t, Ops: d.ops(nil, h.r, h.seq, h.end)}
-	}
-	if err := v.Apply(changes...); err != nil {
+	if err := v.Apply(d.changes(hs, len(hs))...); err != nil {
 		panic("crdt: At: re-applying own history failed: " + err.Error())
 	}
 	v.readOnly = true
