@@ -99,14 +99,10 @@ func RunMerge(opts MergeOptions) MergeResult {
 		// server does for a catch-up.
 		ab := codec.EncodeChangeSeq(a.EachChangeSince(b.Version()))
 		ba := codec.EncodeChangeSeq(b.EachChangeSince(a.Version()))
-		ca, err1 := codec.DecodeChanges(ab)
-		cb, err2 := codec.DecodeChanges(ba)
-		if err1 == nil {
-			err1 = b.Apply(ca...)
-		}
-		if err2 == nil {
-			err2 = a.Apply(cb...)
-		}
+		// Each applies the other's as a server does a received batch:
+		// decoded change by change, never held as a []Change.
+		err1 := b.ApplySeq(codec.ChangeSeq(ab))
+		err2 := a.ApplySeq(codec.ChangeSeq(ba))
 		el := time.Since(start)
 		if err1 != nil || err2 != nil {
 			res.Error, res.OK = fmt.Sprint(err1, err2), false

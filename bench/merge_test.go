@@ -67,6 +67,23 @@ func BenchmarkMergePhases(b *testing.B) {
 			}
 		}
 	})
+	// decode-apply is what RunMerge times after export: each side reads
+	// the other's delta change by change (ApplySeq over ChangeSeq).
+	phase("decode-apply", func(b *testing.B) {
+		for range b.N {
+			x, y := fork(b)
+			b.StopTimer()
+			ex := codec.EncodeChangeSeq(x.EachChangeSince(y.Version()))
+			ey := codec.EncodeChangeSeq(y.EachChangeSince(x.Version()))
+			b.StartTimer()
+			if err := y.ApplySeq(codec.ChangeSeq(ex)); err != nil {
+				b.Fatal(err)
+			}
+			if err := x.ApplySeq(codec.ChangeSeq(ey)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	phase("apply", func(b *testing.B) {
 		for range b.N {
 			x, y := fork(b)

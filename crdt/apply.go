@@ -3,6 +3,7 @@ package crdt
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"unicode/utf8"
 )
@@ -44,7 +45,7 @@ func (d *Doc) Apply(changes ...Change) error {
 			panic("crdt: clock refused a checked time: " + err.Error())
 		}
 	}
-	grown := d.reserve(p.ready)
+	grown := d.reserve(p)
 	d.applyAll(p.ready)
 	d.trimLogs(grown)
 	d.addPending(p.waiting)
@@ -55,6 +56,124 @@ func (d *Doc) Apply(changes ...Change) error {
 		d.checkInvariants()
 	}
 	return nil
+}
+
+// ApplySeq is Apply for a batch read from a source, such as a decoder over
+// received bytes (codec.ChangeSeq), so that a large batch never has to
+// exist as a []Change: decoded, a one-keystroke change takes 208 bytes (a
+// Change and an Op), some forty times its encoded size, and a catch-up of
+// many thousands of them is garbage for the collector the moment it has
+// been applied.
+//
+// ApplySeq ranges over changes twice: it validates the whole batch, then
+// applies it, so the batch is as atomic as Apply's. Every pass must yield
+// the same changes in the same order, and a yielded Change (with its Ops)
+// need only stay valid until the next one is yielded: the source may reuse
+// it. ApplySeq panics if the second pass yields a change the first did not
+// (a source that is not deterministic is a bug). A non-nil error from the
+// source ends the first pass, and ApplySeq returns it with the document
+// unchanged.
+//
+// A batch that is not simply the next changes of each replica in order
+// (it repeats changes the document has, or holds changes that must wait for
+// others) is collected into a slice and given to Apply.
+func (d *Doc) ApplySeq(changes iter.Seq2[*Change, error]) error {
+	if d.readOnly {
+		return ErrReadOnly
+	}
+	if d.tx.open {
+		d.tx.Commit()
+	}
+	p := d.newPlan()
+	p.bits = true // the size is unknown; a batch worth streaming is large
+	p.direct = true
+	n, inOrder := 0, true
+	for c, err := range changes {
+		if err != nil {
+			return err
+		}
+		if err := checkShape(c); err != nil {
+			return fmt.Errorf("change %d (%s@%d): %w", n, c.Replica.String()[:8], c.Seq, err)
+		}
+		if c.Seq != p.nextSeq(c.Replica) {
+			inOrder = false
+			break
+		}
+		err := p.validate(c)
+		if err == errWait {
+			inOrder = false
+			break
+		}
+		if err != nil {
+			return err
+		}
+		p.accept(*c)
+		n++
+	}
+	if !inOrder {
+		cs, err := collect(changes)
+		if err != nil {
+			return err
+		}
+		return d.Apply(cs...)
+	}
+	grown := d.reserve(p)
+	i := 0
+	for c, err := range changes {
+		if err != nil || i == n || c.Seq != d.nextSeqOf(c.Replica) {
+			panic("crdt: ApplySeq's source yielded other changes on its second pass")
+		}
+		if _, err := d.clock.Update(c.Time); err != nil {
+			panic("crdt: clock refused a checked time: " + err.Error())
+		}
+		d.applyChange(c)
+		i++
+	}
+	if i != n {
+		panic("crdt: ApplySeq's source yielded fewer changes on its second pass")
+	}
+	d.trimLogs(grown)
+	if n > 0 && len(d.pending) > 0 {
+		d.retryPending()
+	}
+	if invariants {
+		d.checkInvariants()
+	}
+	return nil
+}
+
+// collect copies the changes of a source into one slice, their ops into
+// one array.
+func collect(changes iter.Seq2[*Change, error]) ([]Change, error) {
+	var cs []Change
+	var ops []Op
+	for c, err := range changes {
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, *c)
+		for _, op := range c.Ops {
+			if op.Value != nil { // the source may reuse its bytes
+				op.Value = append([]byte(nil), op.Value...)
+			}
+			ops = append(ops, op)
+		}
+	}
+	at := 0
+	for i := range cs {
+		k := len(cs[i].Ops)
+		cs[i].Ops = ops[at : at+k : at+k]
+		at += k
+	}
+	return cs, nil
+}
+
+// nextSeqOf returns the next seq the document expects from replica r.
+func (d *Doc) nextSeqOf(r ReplicaID) uint64 {
+	if i, ok := d.lookupReplica(r); ok {
+		return uint64(d.logs[i].next)
+	}
+	return 1
 }
 
 func (d *Doc) addPending(cs []Change) {
@@ -188,12 +307,13 @@ type plan struct {
 	// seq and the text characters the batch inserted. Batches name few
 	// replicas, so a slice beats two maps (and allocates nothing for a
 	// keystroke until it is accepted).
-	adv     []planReplica
-	ready   []Change
-	waiting []Change
-	dropped int
-	bits    bool // mark the batch's characters in bitsets (see bitsFrom)
-	size    int  // the batch's length, for sizing ready
+	adv      []planReplica
+	ready    []Change
+	waiting  []Change
+	dropped  int
+	accepted int  // changes made ready
+	bits     bool // mark the batch's characters in bitsets (see bitsFrom)
+	size     int  // the batch's length, for sizing ready
 	// While direct, the ready changes are the first prefix changes of the
 	// batch, unchanged and in order (a catch-up usually is all of it), and
 	// ready is not filled: copying each change there was a tenth of
@@ -217,6 +337,7 @@ type planRange struct {
 type planReplica struct {
 	r       ReplicaID
 	next    uint64
+	ops     int // in the ready changes
 	inserts []planRange
 	insBuf  [1]planRange // room for a keystroke's one range
 	// chars marks (as offsets from base, the first seq the batch gave
@@ -275,10 +396,7 @@ func (p *plan) nextSeq(r ReplicaID) uint64 {
 	if a := p.advanced(r); a != nil {
 		return a.next
 	}
-	if i, ok := p.d.lookupReplica(r); ok {
-		return uint64(p.d.logs[i].next)
-	}
-	return 1
+	return p.d.nextSeqOf(r)
 }
 
 var errWait = errors.New("wait")
@@ -307,20 +425,17 @@ func (p *plan) run(changes []Change, drop bool) error {
 				c = trimChange(c, next-c.Seq)
 				asIs = false
 			}
-			err := p.check(&c)
+			err := p.validate(&c)
 			if err == errWait {
 				later = append(later, c)
 				continue
-			}
-			if err == nil {
-				err = p.d.clock.Check(c.Time)
 			}
 			if err != nil {
 				if drop {
 					p.dropped++
 					continue
 				}
-				return fmt.Errorf("change %s@%d: %w", c.Replica.String()[:8], c.Seq, err)
+				return err
 			}
 			if p.direct && !asIs {
 				// ready stops being a prefix of the batch: fill it.
@@ -342,6 +457,23 @@ func (p *plan) run(changes []Change, drop bool) error {
 		p.ready = changes[:p.prefix]
 	}
 	p.waiting = todo
+	return nil
+}
+
+// validate checks c, the next change of its replica, against the document
+// and the batch's ready changes: nil if it can be applied, errWait if it
+// refers to operations not known yet, else why it is invalid.
+func (p *plan) validate(c *Change) error {
+	err := p.check(c)
+	if err == errWait {
+		return err
+	}
+	if err == nil {
+		err = p.d.clock.Check(c.Time)
+	}
+	if err != nil {
+		return fmt.Errorf("change %s@%d: %w", c.Replica.String()[:8], c.Seq, err)
+	}
 	return nil
 }
 
@@ -379,6 +511,8 @@ func (p *plan) accept(c Change) {
 		seq += n
 	}
 	a.next = seq
+	a.ops += len(c.Ops)
+	p.accepted++
 	if p.direct {
 		p.prefix++
 	} else {
@@ -544,33 +678,21 @@ func lenOps(ops []Op) uint64 {
 	return n
 }
 
-// reserve grows the logs of the replicas in cs once for all of them: a
-// large batch would otherwise regrow (and copy) each log many times, as
-// large slices grow by a quarter at a time. It returns the replicas whose
-// logs it grew, for trimLogs. Batches under 64 changes skip this.
-func (d *Doc) reserve(cs []Change) []uint32 {
-	if len(cs) < 64 {
+// reserve grows the logs of the replicas p made ready changes of, once for
+// all of them: a large batch would otherwise regrow (and copy) each log many
+// times, as large slices grow by a quarter at a time. It returns the
+// replicas whose logs it grew, for trimLogs. Batches under 64 changes skip
+// this.
+func (d *Doc) reserve(p *plan) []uint32 {
+	if p.accepted < 64 {
 		return nil
 	}
-	type need struct {
-		r   ReplicaID
-		ops int
-	}
-	var needs []need // batches name few replicas
-	for i := range cs {
-		j := slices.IndexFunc(needs, func(x need) bool { return x.r == cs[i].Replica })
-		if j < 0 {
-			j = len(needs)
-			needs = append(needs, need{r: cs[i].Replica})
-		}
-		needs[j].ops += len(cs[i].Ops)
-	}
-	grown := make([]uint32, 0, len(needs))
-	for _, x := range needs {
-		r := d.replicaIndex(x.r)
+	grown := make([]uint32, 0, len(p.adv))
+	for _, a := range p.adv {
+		r := d.replicaIndex(a.r)
 		lg := &d.logs[r]
-		lg.spans = slices.Grow(lg.spans, x.ops)
-		lg.times = slices.Grow(lg.times, x.ops)
+		lg.spans = slices.Grow(lg.spans, a.ops)
+		lg.times = slices.Grow(lg.times, a.ops)
 		grown = append(grown, r)
 	}
 	return grown

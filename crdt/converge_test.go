@@ -85,8 +85,16 @@ func deliver(t *testing.T, rng *rand.Rand, from, to *crdt.Doc, stale crdt.Versio
 	if rng.IntN(2) == 0 {
 		rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	}
-	if rng.IntN(2) == 0 {
+	switch rng.IntN(3) {
+	case 0:
 		if err := to.Apply(out...); err != nil {
+			t.Fatal(err)
+		}
+		return
+	case 1:
+		// Read from a source, as a server applies a received batch:
+		// in order it is applied as read, else collected for Apply.
+		if err := to.ApplySeq(reusingSeq(out, -1, nil)); err != nil {
 			t.Fatal(err)
 		}
 		return
@@ -243,6 +251,13 @@ func TestRejectedBatchLeavesNoTrace(t *testing.T) {
 	}
 	if got := state(b); got != before {
 		t.Fatalf("rejected batch changed the doc:\n%s", got)
+	}
+	err = b.ApplySeq(reusingSeq(append(good, bad), -1, nil))
+	if !errors.Is(err, crdt.ErrInvalidChange) {
+		t.Fatalf("ApplySeq: want ErrInvalidChange, got %v", err)
+	}
+	if got := state(b); got != before {
+		t.Fatalf("batch ApplySeq rejected changed the doc:\n%s", got)
 	}
 	far := crdt.Change{Replica: rid(9), Seq: 1, Time: hlc.New(1e12, 0), Ops: []crdt.Op{{Kind: crdt.OpCounterAdd, Field: "c", Delta: 1}}}
 	c := crdt.NewDoc(rid(3), hlc.NewClock((&hlc.ManualWall{Millis: 5}).Read, 500e6), crdt.Options{})
@@ -526,8 +541,8 @@ func TestBatchCheckPathsAgree(t *testing.T) {
 			}
 			c.Ops = ops
 		}
-		var verdicts [2]error
-		var texts [2]string
+		var verdicts [3]error
+		var texts [3]string
 		for k, from := range []int{1, 1 << 30} { // bitsets, then ranges only
 			old := crdt.SetBitsFrom(from)
 			d := newDoc(3, &hlc.ManualWall{Millis: 5})
@@ -535,8 +550,14 @@ func TestBatchCheckPathsAgree(t *testing.T) {
 			crdt.SetBitsFrom(old)
 			texts[k] = d.Text("t") + "|" + d.Text("u")
 		}
+		d := newDoc(3, &hlc.ManualWall{Millis: 5})
+		verdicts[2] = d.ApplySeq(reusingSeq(batch, -1, nil))
+		texts[2] = d.Text("t") + "|" + d.Text("u")
 		if (verdicts[0] == nil) != (verdicts[1] == nil) || texts[0] != texts[1] {
 			t.Fatalf("round %d: bitsets say %v (%q), ranges say %v (%q)", round, verdicts[0], texts[0], verdicts[1], texts[1])
+		}
+		if (verdicts[0] == nil) != (verdicts[2] == nil) || texts[0] != texts[2] {
+			t.Fatalf("round %d: Apply says %v (%q), ApplySeq says %v (%q)", round, verdicts[0], texts[0], verdicts[2], texts[2])
 		}
 		if round%2 == 0 && verdicts[0] != nil {
 			t.Fatalf("round %d: an uncorrupted batch was refused: %v", round, verdicts[0])
@@ -604,4 +625,58 @@ func TestRightOriginInsideARun(t *testing.T) {
 	if got := b.Text("t"); got != "" {
 		t.Fatalf("after deleting all: %q", got)
 	}
+}
+
+// ApplySeq applies a batch it reads twice: a source's error leaves the
+// document as it was, and a source whose second pass differs is a bug it
+// reports by panicking rather than applying changes it did not check.
+func TestApplySeqSource(t *testing.T) {
+	a := newDoc(1, &hlc.ManualWall{Millis: 5})
+	for i := range 50 {
+		tx := a.Begin()
+		tx.Insert("t", i, "ab")
+		tx.Commit()
+	}
+	batch := a.ChangesSince(nil)
+
+	b := newDoc(2, &hlc.ManualWall{Millis: 5})
+	before := state(b)
+	boom := errors.New("boom")
+	if err := b.ApplySeq(reusingSeq(batch, 30, boom)); err != boom {
+		t.Fatalf("want the source's error, got %v", err)
+	}
+	if got := state(b); got != before {
+		t.Fatalf("a failed source changed the doc:\n%s", got)
+	}
+
+	if err := b.ApplySeq(reusingSeq(batch, -1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if b.Text("t") != a.Text("t") {
+		t.Fatalf("ApplySeq: %q, want %q", b.Text("t"), a.Text("t"))
+	}
+	// Again, all duplicates: collected and given to Apply, a no-op.
+	if err := b.ApplySeq(reusingSeq(batch, -1, nil)); err != nil || state(b) != state(a) {
+		t.Fatalf("duplicate batch: %v\n%s", err, state(b))
+	}
+
+	passes := 0
+	fickle := func(yield func(*crdt.Change, error) bool) {
+		passes++
+		cs := batch
+		if passes > 1 {
+			cs = batch[1:]
+		}
+		for i := range cs {
+			if !yield(&cs[i], nil) {
+				return
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a source that changed between passes was not caught")
+		}
+	}()
+	newDoc(3, &hlc.ManualWall{Millis: 5}).ApplySeq(fickle)
 }

@@ -1,6 +1,8 @@
 package crdt_test
 
 import (
+	"iter"
+	"slices"
 	"testing"
 
 	"github.com/weftsync/weft/crdt"
@@ -63,4 +65,33 @@ func replayWalls(t testing.TB, tr *traces.Trace, walls []int64) *crdt.Doc {
 		}
 	}
 	return d
+}
+
+// reusingSeq yields cs for Doc.ApplySeq the way a decoder does: every
+// change is copied into one Change and one ops buffer, which the next
+// change overwrites, so that ApplySeq holding on to a yielded change shows.
+// It fails the pass after fail changes (never, if fail < 0).
+func reusingSeq(cs []crdt.Change, fail int, err error) iter.Seq2[*crdt.Change, error] {
+	return func(yield func(*crdt.Change, error) bool) {
+		var c crdt.Change
+		var ops []crdt.Op
+		for i := range cs {
+			if i == fail {
+				yield(nil, err)
+				return
+			}
+			for j := range ops {
+				ops[j] = crdt.Op{Kind: crdt.OpCounterAdd, Field: "scribbled", Delta: 99}
+			}
+			ops = append(ops[:0], cs[i].Ops...)
+			for j := range ops {
+				ops[j].Value = slices.Clone(ops[j].Value)
+			}
+			c = cs[i]
+			c.Ops = ops
+			if !yield(&c, nil) {
+				return
+			}
+		}
+	}
 }

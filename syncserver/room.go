@@ -344,16 +344,14 @@ func (r *room) load() error {
 	}
 	var logBytes int64
 	for i, b := range batches {
-		changes, err := codec.DecodeChanges(b)
-		if err != nil {
+		// Decoded change by change, never as a []Change: a log of
+		// keystrokes would take some forty times its stored size.
+		// NB: ApplySeq checks timestamps against the wall clock's max
+		// offset; stored changes passed that check when they arrived and
+		// the wall clock has moved on since, so a refusal here is a real
+		// problem and is reported, never papered over.
+		if err := r.doc.ApplySeq(codec.ChangeSeq(b)); err != nil {
 			return fmt.Errorf("syncserver: loading %q: batch %d: %w", r.id, i, err)
-		}
-		// NB: Apply checks timestamps against the wall clock's max offset;
-		// stored changes passed that check when they arrived and the wall
-		// clock has moved on since, so a refusal here is a real problem and
-		// is reported, never papered over.
-		if err := r.doc.Apply(changes...); err != nil {
-			return fmt.Errorf("syncserver: loading %q: applying batch %d: %w", r.id, i, err)
 		}
 		logBytes += int64(len(b))
 	}

@@ -215,11 +215,7 @@ func replayStored(snap []byte, batches [][]byte) (*crdt.Doc, error) {
 		d = crdt.NewDoc(toolReplica(), toolClock(), crdt.Options{})
 	}
 	for i, b := range batches {
-		changes, err := codec.DecodeChanges(b)
-		if err != nil {
-			return nil, fmt.Errorf("log batch %d: %w", i, err)
-		}
-		if err := d.Apply(changes...); err != nil {
+		if err := d.ApplySeq(codec.ChangeSeq(b)); err != nil {
 			return nil, fmt.Errorf("log batch %d: %w", i, err)
 		}
 	}

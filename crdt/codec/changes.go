@@ -23,8 +23,8 @@ const ChangesFormat = 1
 const (
 	// MaxChanges bounds the changes in one encoded batch.
 	MaxChanges = 1 << 18
-	// MaxOps bounds the ops in one encoded batch (an Op takes 160 bytes in
-	// memory, so MaxOps ops take 40 MiB). A 1 MiB frame of typical edits
+	// MaxOps bounds the ops in one encoded batch (an Op takes 152 bytes in
+	// memory, so MaxOps ops take 38 MiB; ChangeSeq holds one change's). A 1 MiB frame of typical edits
 	// (3-5 bytes per op) stays well under it.
 	MaxOps = 1 << 18
 	// MaxSeq bounds every sequence number in a batch (crdt itself uses 32
@@ -521,28 +521,110 @@ func DecodeChanges(data []byte) ([]crdt.Change, error) {
 }
 
 func decodeChanges(data []byte) ([]crdt.Change, error) {
+	var h batchHeader
+	if err := h.parse(data); err != nil {
+		return nil, err
+	}
+	var dec changeDecoder
+	dec.start(&h)
+	defer dec.pred.release()
+	changes := make([]crdt.Change, h.nCh)
+	ops := make([]crdt.Op, h.nOps)
+	for i := range changes {
+		// The ops go into the batch's one array, in place (its
+		// capacity is the declared count, which next checks).
+		if _, err := dec.next(&changes[i], ops[dec.opAt:dec.opAt]); err != nil {
+			return nil, err
+		}
+	}
+	if err := dec.finish(); err != nil {
+		return nil, err
+	}
+	return changes, nil
+}
+
+// ChangeSeq returns the changes of a batch encoded by EncodeChanges, for
+// crdt.Doc.ApplySeq: it decodes one change at a time into a Change and ops
+// it reuses, so a batch of any size takes memory for its largest change
+// only. Each range over the sequence decodes data anew (ApplySeq ranges
+// twice), and yields the same changes, checked as DecodeChanges checks
+// them; a yielded Change is valid until the next is yielded. An error
+// (wrapping ErrCorrupt) is yielded with a nil Change and ends the sequence;
+// it may come after changes were yielded, when the batch's end does not
+// match what it declared.
+//
+// data must not change while the sequence is used.
+func ChangeSeq(data []byte) iter.Seq2[*crdt.Change, error] {
+	var h batchHeader
+	var hErr error
+	parsed := false
+	return func(yield func(*crdt.Change, error) bool) {
+		if !parsed {
+			hErr, parsed = h.parse(data), true
+		}
+		if hErr != nil {
+			yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, hErr))
+			return
+		}
+		var dec changeDecoder
+		dec.start(&h)
+		defer dec.pred.release()
+		var ch crdt.Change
+		var ops []crdt.Op
+		for range h.nCh {
+			var err error
+			if ops, err = dec.next(&ch, ops[:0]); err != nil {
+				yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
+				return
+			}
+			if !yield(&ch, nil) {
+				return
+			}
+		}
+		if err := dec.finish(); err != nil {
+			yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
+		}
+	}
+}
+
+// batchHeader is what an encoded batch declares before its changes: the
+// replica and field tables, the counts, and the columns.
+type batchHeader struct {
+	reps      []crdt.ReplicaID
+	fields    []string
+	nRep      uint64
+	nField    uint64
+	nCh, nOps uint64
+	cols      [numColumns]rleReader
+	text      string // all inserted text; op texts are substrings
+}
+
+// parse reads the header of data (inflated first if it is deflated) and
+// checks it: tables, counts against the limits and the bytes left, column
+// lengths, and that the inserted text is UTF-8.
+func (h *batchHeader) parse(data []byte) error {
 	in := byteReader{b: data}
 	if len(data) == 0 {
-		return nil, errors.New("empty input")
+		return errors.New("empty input")
 	}
 	if data[0] == ChangesFormatDeflate {
 		plain, err := inflate(data)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		data, in = plain, byteReader{b: plain}
 	}
 	if data[0] != ChangesFormat {
-		return nil, fmt.Errorf("unknown format %d (want %d or %d)", data[0], ChangesFormat, ChangesFormatDeflate)
+		return fmt.Errorf("unknown format %d (want %d or %d)", data[0], ChangesFormat, ChangesFormatDeflate)
 	}
 	in.pos = 1
 
 	nRep, err := in.uvarint()
 	if err != nil {
-		return nil, fmt.Errorf("replica count: %w", err)
+		return fmt.Errorf("replica count: %w", err)
 	}
 	if nRep > uint64(in.left()/16) {
-		return nil, fmt.Errorf("%d replicas but only %d bytes left", nRep, in.left())
+		return fmt.Errorf("%d replicas but only %d bytes left", nRep, in.left())
 	}
 	reps := make([]crdt.ReplicaID, nRep)
 	seen := make(map[crdt.ReplicaID]struct{}, nRep)
@@ -550,334 +632,367 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 		b, _ := in.take(16)
 		copy(reps[i][:], b)
 		if reps[i].IsZero() {
-			return nil, fmt.Errorf("replica %d is the zero id", i)
+			return fmt.Errorf("replica %d is the zero id", i)
 		}
 		if _, dup := seen[reps[i]]; dup {
-			return nil, fmt.Errorf("replica %s listed twice", reps[i])
+			return fmt.Errorf("replica %s listed twice", reps[i])
 		}
 		seen[reps[i]] = struct{}{}
 	}
 
 	nField, err := in.uvarint()
 	if err != nil {
-		return nil, fmt.Errorf("field count: %w", err)
+		return fmt.Errorf("field count: %w", err)
 	}
 	if nField > uint64(in.left()) {
-		return nil, fmt.Errorf("%d fields but only %d bytes left", nField, in.left())
+		return fmt.Errorf("%d fields but only %d bytes left", nField, in.left())
 	}
 	fields := make([]string, nField)
 	seenField := make(map[string]struct{}, nField)
 	for i := range fields {
 		n, err := in.uvarint()
 		if err != nil {
-			return nil, fmt.Errorf("field %d: %w", i, err)
+			return fmt.Errorf("field %d: %w", i, err)
 		}
 		if n > MaxFieldName {
-			return nil, fmt.Errorf("field %d: name of %d bytes exceeds %d", i, n, MaxFieldName)
+			return fmt.Errorf("field %d: name of %d bytes exceeds %d", i, n, MaxFieldName)
 		}
 		b, err := in.take(n)
 		if err != nil {
-			return nil, fmt.Errorf("field %d: %w", i, err)
+			return fmt.Errorf("field %d: %w", i, err)
 		}
 		if !utf8.Valid(b) {
-			return nil, fmt.Errorf("field %d: name is not UTF-8", i)
+			return fmt.Errorf("field %d: name is not UTF-8", i)
 		}
 		fields[i] = string(b)
 		if _, dup := seenField[fields[i]]; dup {
-			return nil, fmt.Errorf("field %q listed twice", fields[i])
+			return fmt.Errorf("field %q listed twice", fields[i])
 		}
 		seenField[fields[i]] = struct{}{}
 	}
 
 	nCh, err := in.uvarint()
 	if err != nil {
-		return nil, fmt.Errorf("change count: %w", err)
+		return fmt.Errorf("change count: %w", err)
 	}
 	nOps, err := in.uvarint()
 	if err != nil {
-		return nil, fmt.Errorf("op count: %w", err)
+		return fmt.Errorf("op count: %w", err)
 	}
 	switch {
 	case nCh > uint64(changesLimit):
-		return nil, fmt.Errorf("%d changes exceed the limit %d", nCh, changesLimit)
+		return fmt.Errorf("%d changes exceed the limit %d", nCh, changesLimit)
 	case nOps > uint64(opsLimit):
-		return nil, fmt.Errorf("%d ops exceed the limit %d", nOps, opsLimit)
+		return fmt.Errorf("%d ops exceed the limit %d", nOps, opsLimit)
 	case nOps < nCh:
-		return nil, fmt.Errorf("%d ops for %d changes (every change has one)", nOps, nCh)
+		return fmt.Errorf("%d ops for %d changes (every change has one)", nOps, nCh)
 	case nCh > 0 && nRep == 0:
-		return nil, errors.New("changes but no replicas")
+		return errors.New("changes but no replicas")
 	}
 
 	var cols [numColumns]rleReader
 	for c := range cols {
 		n, err := in.uvarint()
 		if err != nil {
-			return nil, fmt.Errorf("column %s length: %w", columnNames[c], err)
+			return fmt.Errorf("column %s length: %w", columnNames[c], err)
 		}
 		b, err := in.take(n)
 		if err != nil {
-			return nil, fmt.Errorf("column %s: %w", columnNames[c], err)
+			return fmt.Errorf("column %s: %w", columnNames[c], err)
 		}
 		cols[c] = rleReader{byteReader: byteReader{b: b}, name: columnNames[c]}
 	}
 	if in.left() != 0 {
-		return nil, fmt.Errorf("%d trailing bytes", in.left())
+		return fmt.Errorf("%d trailing bytes", in.left())
 	}
-	kinds := kindReader{byteReader: cols[colOpKind].byteReader}
+	h.reps, h.fields, h.nRep, h.nField, h.nCh, h.nOps, h.cols = reps, fields, nRep, nField, nCh, nOps, cols
 	textCol := cols[colInsText].b
 	if !utf8.Valid(textCol) {
-		return nil, errors.New("inserted text is not UTF-8")
+		return errors.New("inserted text is not UTF-8")
 	}
-	text := string(textCol) // one allocation; op texts are substrings
-	textPos := 0
-	values := &cols[colSetValue].byteReader
+	h.text = string(textCol) // one allocation; op texts are substrings
+	return nil
+}
 
-	var ids [numIDCols]idCoder
-	for k := range ids {
-		ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: max(nRep, 1)}
+// changeDecoder decodes the changes of a parsed batch one at a time, with
+// the state that carries from one change to the next.
+type changeDecoder struct {
+	h        *batchHeader
+	cols     [numColumns]rleReader
+	kinds    kindReader
+	values   *byteReader
+	textPos  int
+	ids      [numIDCols]idCoder
+	pred     *predictor
+	expected []uint64
+	prevWall int64
+	prevLog  uint16
+	opAt     int // ops decoded so far
+	i        int // changes decoded so far
+}
+
+// start readies dc to decode h's changes from the first; release dc.pred
+// when done.
+func (dc *changeDecoder) start(h *batchHeader) {
+	*dc = changeDecoder{h: h, cols: h.cols}
+	dc.kinds = kindReader{byteReader: dc.cols[colOpKind].byteReader}
+	dc.values = &dc.cols[colSetValue].byteReader
+	for k := range dc.ids {
+		dc.ids[k] = idCoder{cursor: make([]uint64, h.nRep), nRep: max(h.nRep, 1)}
 	}
-
+	dc.expected = make([]uint64, h.nRep)
 	// Every insert takes at least one byte of text: a safe size hint.
-	pred := newPredictor(min(int(nOps), len(text)))
-	defer pred.release()
-	changes := make([]crdt.Change, nCh)
-	ops := make([]crdt.Op, nOps)
-	expected := make([]uint64, nRep)
-	var prevWall int64
-	var prevLogical uint16
-	opAt := 0
+	dc.pred = newPredictor(min(int(h.nOps), len(h.text)))
+}
+
+// next decodes the next change into ch, its ops appended to ops (which it
+// returns, grown if need be; ch.Ops is the part appended).
+func (dc *changeDecoder) next(ch *crdt.Change, ops []crdt.Op) ([]crdt.Op, error) {
+	h, i := dc.h, dc.i
+	nRep, nOps, nField, reps, fields, text := h.nRep, h.nOps, h.nField, h.reps, h.fields, h.text
+	ids, pred, expected := &dc.ids, dc.pred, dc.expected
+	kinds, values := &dc.kinds, dc.values
+	cols := &dc.cols
 	chRep, chSeq, chTime, chLogical, chOps := &cols[colChReplica], &cols[colChSeq], &cols[colChTime], &cols[colChLogical], &cols[colChOps]
 	opField := &cols[colOpField]
 	insLen, insLeft, insRight := &cols[colInsLen], &cols[colInsLeft], &cols[colInsRight]
 	delTarget, delCount, delBackward := &cols[colDelTarget], &cols[colDelCount], &cols[colDelBackward]
 	addDelta, setLen := &cols[colAddDelta], &cols[colSetLen]
-	for i := range changes {
-		ch := &changes[i]
-		r := chRep.next()
-		if chRep.err != nil {
-			return nil, chRep.err
-		}
-		if r >= nRep {
-			return nil, fmt.Errorf("change %d: replica index %d of %d", i, r, nRep)
-		}
-		ch.Replica = reps[r]
-		dz := chSeq.next()
-		if chSeq.err != nil {
-			return nil, chSeq.err
-		}
-		if expected[r] == 0 {
-			expected[r] = 1
-		}
-		d := unzigzag(dz)
-		if d > MaxSeq || d < -MaxSeq || int64(expected[r])+d < 1 || int64(expected[r])+d > MaxSeq {
-			return nil, fmt.Errorf("change %d: seq out of range [1, 2^40]", i)
-		}
-		ch.Seq = uint64(int64(expected[r]) + d)
-		startChange(&ids, int(r), ch.Seq)
+	textPos := dc.textPos
+	dc.i++
+	r := chRep.next()
+	if chRep.err != nil {
+		return ops, chRep.err
+	}
+	if r >= nRep {
+		return ops, fmt.Errorf("change %d: replica index %d of %d", i, r, nRep)
+	}
+	ch.Replica = reps[r]
+	dz := chSeq.next()
+	if chSeq.err != nil {
+		return ops, chSeq.err
+	}
+	if expected[r] == 0 {
+		expected[r] = 1
+	}
+	d := unzigzag(dz)
+	if d > MaxSeq || d < -MaxSeq || int64(expected[r])+d < 1 || int64(expected[r])+d > MaxSeq {
+		return ops, fmt.Errorf("change %d: seq out of range [1, 2^40]", i)
+	}
+	ch.Seq = uint64(int64(expected[r]) + d)
+	startChange(ids, int(r), ch.Seq)
 
-		tc := chTime.next()
-		if chTime.err != nil {
-			return nil, chTime.err
+	tc := chTime.next()
+	if chTime.err != nil {
+		return ops, chTime.err
+	}
+	const maxWall = 1<<(64-hlc.LogicalBits) - 1
+	wall, logical := dc.prevWall, int64(dc.prevLog)
+	if d := unzigzag(tc >> 1); tc&1 == 0 {
+		if d >= 1<<hlc.LogicalBits || d <= -1<<hlc.LogicalBits {
+			return ops, fmt.Errorf("change %d: logical clock out of range", i)
 		}
-		const maxWall = 1<<(64-hlc.LogicalBits) - 1
-		wall, logical := prevWall, int64(prevLogical)
-		if d := unzigzag(tc >> 1); tc&1 == 0 {
-			if d >= 1<<hlc.LogicalBits || d <= -1<<hlc.LogicalBits {
-				return nil, fmt.Errorf("change %d: logical clock out of range", i)
-			}
-			logical += d
-		} else {
-			wall += d
-			if d == 0 || d > maxWall || d < -maxWall || wall < 0 || wall > maxWall {
-				return nil, fmt.Errorf("change %d: wall time out of range", i)
-			}
-			lv := chLogical.next()
-			if chLogical.err != nil {
-				return nil, chLogical.err
-			}
-			if lv >= 1<<hlc.LogicalBits {
-				return nil, fmt.Errorf("change %d: logical clock out of range", i)
-			}
-			logical = int64(lv)
+		logical += d
+	} else {
+		wall += d
+		if d == 0 || d > maxWall || d < -maxWall || wall < 0 || wall > maxWall {
+			return ops, fmt.Errorf("change %d: wall time out of range", i)
 		}
-		if logical < 0 || logical >= 1<<hlc.LogicalBits {
-			return nil, fmt.Errorf("change %d: logical clock out of range", i)
+		lv := chLogical.next()
+		if chLogical.err != nil {
+			return ops, chLogical.err
 		}
-		ch.Time = hlc.New(wall, uint16(logical))
-		prevWall, prevLogical = wall, uint16(logical)
+		if lv >= 1<<hlc.LogicalBits {
+			return ops, fmt.Errorf("change %d: logical clock out of range", i)
+		}
+		logical = int64(lv)
+	}
+	if logical < 0 || logical >= 1<<hlc.LogicalBits {
+		return ops, fmt.Errorf("change %d: logical clock out of range", i)
+	}
+	ch.Time = hlc.New(wall, uint16(logical))
+	dc.prevWall, dc.prevLog = wall, uint16(logical)
 
-		n := chOps.next()
-		if chOps.err != nil {
-			return nil, chOps.err
+	n := chOps.next()
+	if chOps.err != nil {
+		return ops, chOps.err
+	}
+	if n == 0 {
+		return ops, fmt.Errorf("change %d has no ops", i)
+	}
+	if n > nOps-uint64(dc.opAt) {
+		return ops, fmt.Errorf("change %d: %d ops but only %d left of %d", i, n, nOps-uint64(dc.opAt), nOps)
+	}
+	base := len(ops)
+	ops = append(ops, make([]crdt.Op, n)...)
+	ch.Ops = ops[base : base+int(n) : base+int(n)]
+	dc.opAt += int(n)
+	seq := ch.Seq
+	for j := range ch.Ops {
+		op := &ch.Ops[j] // zeroed by the append
+		k := kinds.next()
+		if kinds.err != nil {
+			return ops, kinds.err
 		}
-		if n == 0 {
-			return nil, fmt.Errorf("change %d has no ops", i)
+		op.Kind = crdt.OpKind(k + 1)
+		fi := opField.next()
+		if opField.err != nil {
+			return ops, opField.err
 		}
-		if n > nOps-uint64(opAt) {
-			return nil, fmt.Errorf("change %d: %d ops but only %d left of %d", i, n, nOps-uint64(opAt), nOps)
+		if fi >= nField {
+			return ops, fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
 		}
-		ch.Ops = ops[opAt : opAt+int(n) : opAt+int(n)]
-		opAt += int(n)
-		seq := ch.Seq
-		for j := range ch.Ops {
-			op := &ch.Ops[j]
-			k := kinds.next()
-			if kinds.err != nil {
-				return nil, kinds.err
+		op.Field = fields[fi]
+		size := uint64(1) // seqs the op takes
+		switch op.Kind {
+		case crdt.OpTextInsert:
+			nr := insLen.next()
+			if insLen.err != nil {
+				return ops, insLen.err
 			}
-			op.Kind = crdt.OpKind(k + 1)
-			fi := opField.next()
-			if opField.err != nil {
-				return nil, opField.err
+			if nr == 0 || nr > uint64(len(text)-textPos) {
+				return ops, fmt.Errorf("change %d op %d: insert of %d runes, %d bytes of text left", i, j, nr, len(text)-textPos)
 			}
-			if fi >= nField {
-				return nil, fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
+			size = nr
+			start := textPos
+			if nr == 1 && text[textPos] < utf8.RuneSelf {
+				textPos++
+			} else {
+				for ; nr > 0; nr-- {
+					_, size := utf8.DecodeRuneInString(text[textPos:])
+					textPos += size
+					if textPos >= len(text) && nr > 1 {
+						return ops, fmt.Errorf("change %d op %d: inserted text runs out", i, j)
+					}
+				}
 			}
-			op.Field = fields[fi]
-			size := uint64(1) // seqs the op takes
-			switch op.Kind {
-			case crdt.OpTextInsert:
-				nr := insLen.next()
-				if insLen.err != nil {
-					return nil, insLen.err
-				}
-				if nr == 0 || nr > uint64(len(text)-textPos) {
-					return nil, fmt.Errorf("change %d op %d: insert of %d runes, %d bytes of text left", i, j, nr, len(text)-textPos)
-				}
-				size = nr
-				start := textPos
-				if nr == 1 && text[textPos] < utf8.RuneSelf {
-					textPos++
-				} else {
-					for ; nr > 0; nr-- {
-						_, size := utf8.DecodeRuneInString(text[textPos:])
-						textPos += size
-						if textPos >= len(text) && nr > 1 {
-							return nil, fmt.Errorf("change %d op %d: inserted text runs out", i, j)
-						}
-					}
-				}
-				op.Text = text[start:textPos]
-				var left, right pid
-				code := insLeft.next()
-				if insLeft.err != nil {
-					return nil, insLeft.err
-				}
-				if code != 0 {
-					ri, s, err := ids[idLeft].decode(code)
-					if err != nil {
-						return nil, fmt.Errorf("column %s: %w", insLeft.name, err)
-					}
-					op.Left, left = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
-				}
-				rc := insRight.next()
-				if insRight.err != nil {
-					return nil, insRight.err
-				}
-				switch rc {
-				case 0:
-					guess, ok := pred.right(left)
-					if !ok {
-						return nil, fmt.Errorf("change %d op %d: right origin predicted where there is no prediction", i, j)
-					}
-					if guess.seq() > MaxSeq {
-						return nil, fmt.Errorf("change %d op %d: predicted right origin past MaxSeq", i, j)
-					}
-					if right = guess; right != 0 {
-						op.Right = crdt.ID{Replica: reps[guess.index()], Seq: guess.seq()}
-						ids[idRight].cursor[guess.index()] = guess.seq()
-					}
-				case 1:
-					op.Right = crdt.ID{}
-				default:
-					ri, s, err := ids[idRight].decode(rc - 1)
-					if err != nil {
-						return nil, fmt.Errorf("change %d op %d: right origin: %w", i, j, err)
-					}
-					op.Right, right = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
-				}
-				pred.inserted(packID(int(r), seq), size, left, right)
-				ids[idLeft].cursor[r] = seq + size - 1
-			case crdt.OpTextDelete:
-				code := delTarget.next()
-				if delTarget.err != nil {
-					return nil, delTarget.err
-				}
-				if code == 0 {
-					return nil, fmt.Errorf("change %d op %d: delete without target", i, j)
-				}
-				ti, s, err := ids[idTarget].decode(code)
+			op.Text = text[start:textPos]
+			var left, right pid
+			code := insLeft.next()
+			if insLeft.err != nil {
+				return ops, insLeft.err
+			}
+			if code != 0 {
+				ri, s, err := ids[idLeft].decode(code)
 				if err != nil {
-					return nil, fmt.Errorf("change %d op %d: delete target: %w", i, j, err)
+					return ops, fmt.Errorf("column %s: %w", insLeft.name, err)
 				}
-				op.Target = crdt.ID{Replica: reps[ti], Seq: s}
-				if op.Count = delCount.next(); delCount.err != nil {
-					return nil, delCount.err
+				op.Left, left = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
+			}
+			rc := insRight.next()
+			if insRight.err != nil {
+				return ops, insRight.err
+			}
+			switch rc {
+			case 0:
+				guess, ok := pred.right(left)
+				if !ok {
+					return ops, fmt.Errorf("change %d op %d: right origin predicted where there is no prediction", i, j)
 				}
-				b := delBackward.next()
-				if delBackward.err != nil {
-					return nil, delBackward.err
+				if guess.seq() > MaxSeq {
+					return ops, fmt.Errorf("change %d op %d: predicted right origin past MaxSeq", i, j)
 				}
-				if b > 1 {
-					return nil, fmt.Errorf("change %d op %d: backward flag %d", i, j, b)
+				if right = guess; right != 0 {
+					op.Right = crdt.ID{Replica: reps[guess.index()], Seq: guess.seq()}
+					ids[idRight].cursor[guess.index()] = guess.seq()
 				}
-				op.Backward = b == 1
-				switch {
-				case op.Count == 0:
-					return nil, fmt.Errorf("change %d op %d: delete of 0 characters", i, j)
-				case op.Count > MaxSeq:
-					return nil, fmt.Errorf("change %d op %d: delete of %d characters", i, j, op.Count)
-				case op.Backward && op.Count > s:
-					return nil, fmt.Errorf("change %d op %d: backward delete runs below seq 1", i, j)
-				case !op.Backward && s+op.Count-1 > MaxSeq:
-					return nil, fmt.Errorf("change %d op %d: delete runs past MaxSeq", i, j)
-				}
-				size = op.Count
-			case crdt.OpCounterAdd:
-				dz := addDelta.next()
-				if addDelta.err != nil {
-					return nil, addDelta.err
-				}
-				op.Delta = unzigzag(dz)
-			case crdt.OpRegisterSet:
-				n := setLen.next()
-				if setLen.err != nil {
-					return nil, setLen.err
-				}
-				b, err := values.take(n)
+			case 1:
+				op.Right = crdt.ID{}
+			default:
+				ri, s, err := ids[idRight].decode(rc - 1)
 				if err != nil {
-					return nil, fmt.Errorf("change %d op %d: register value: %w", i, j, err)
+					return ops, fmt.Errorf("change %d op %d: right origin: %w", i, j, err)
 				}
-				op.Value = append([]byte(nil), b...)
+				op.Right, right = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
 			}
-			seq += size
-			if seq-1 > MaxSeq {
-				return nil, fmt.Errorf("change %d: seqs run past MaxSeq", i)
+			pred.inserted(packID(int(r), seq), size, left, right)
+			ids[idLeft].cursor[r] = seq + size - 1
+		case crdt.OpTextDelete:
+			code := delTarget.next()
+			if delTarget.err != nil {
+				return ops, delTarget.err
 			}
+			if code == 0 {
+				return ops, fmt.Errorf("change %d op %d: delete without target", i, j)
+			}
+			ti, s, err := ids[idTarget].decode(code)
+			if err != nil {
+				return ops, fmt.Errorf("change %d op %d: delete target: %w", i, j, err)
+			}
+			op.Target = crdt.ID{Replica: reps[ti], Seq: s}
+			if op.Count = delCount.next(); delCount.err != nil {
+				return ops, delCount.err
+			}
+			b := delBackward.next()
+			if delBackward.err != nil {
+				return ops, delBackward.err
+			}
+			if b > 1 {
+				return ops, fmt.Errorf("change %d op %d: backward flag %d", i, j, b)
+			}
+			op.Backward = b == 1
+			switch {
+			case op.Count == 0:
+				return ops, fmt.Errorf("change %d op %d: delete of 0 characters", i, j)
+			case op.Count > MaxSeq:
+				return ops, fmt.Errorf("change %d op %d: delete of %d characters", i, j, op.Count)
+			case op.Backward && op.Count > s:
+				return ops, fmt.Errorf("change %d op %d: backward delete runs below seq 1", i, j)
+			case !op.Backward && s+op.Count-1 > MaxSeq:
+				return ops, fmt.Errorf("change %d op %d: delete runs past MaxSeq", i, j)
+			}
+			size = op.Count
+		case crdt.OpCounterAdd:
+			dz := addDelta.next()
+			if addDelta.err != nil {
+				return ops, addDelta.err
+			}
+			op.Delta = unzigzag(dz)
+		case crdt.OpRegisterSet:
+			n := setLen.next()
+			if setLen.err != nil {
+				return ops, setLen.err
+			}
+			b, err := values.take(n)
+			if err != nil {
+				return ops, fmt.Errorf("change %d op %d: register value: %w", i, j, err)
+			}
+			op.Value = append([]byte(nil), b...)
 		}
-		expected[r] = seq
+		seq += size
+		if seq-1 > MaxSeq {
+			return ops, fmt.Errorf("change %d: seqs run past MaxSeq", i)
+		}
 	}
-	if opAt != len(ops) {
-		return nil, fmt.Errorf("%d ops declared, %d used", len(ops), opAt)
+	expected[r] = seq
+	dc.textPos = textPos
+	return ops, nil
+}
+
+// finish checks, after the last change, that every column was consumed
+// exactly.
+func (dc *changeDecoder) finish() error {
+	if uint64(dc.opAt) != dc.h.nOps {
+		return fmt.Errorf("%d ops declared, %d used", dc.h.nOps, dc.opAt)
 	}
-	if textPos != len(text) {
-		return nil, fmt.Errorf("%d bytes of inserted text left over", len(text)-textPos)
+	if dc.textPos != len(dc.h.text) {
+		return fmt.Errorf("%d bytes of inserted text left over", len(dc.h.text)-dc.textPos)
 	}
-	if values.left() != 0 {
-		return nil, fmt.Errorf("%d bytes of register values left over", values.left())
+	if dc.values.left() != 0 {
+		return fmt.Errorf("%d bytes of register values left over", dc.values.left())
 	}
-	for c := range cols {
+	for c := range dc.cols {
 		if c == colInsText || c == colSetValue || c == colOpKind {
 			continue
 		}
-		if err := cols[c].done(); err != nil {
-			return nil, err
+		if err := dc.cols[c].done(); err != nil {
+			return err
 		}
 	}
-	if err := kinds.done(); err != nil {
-		return nil, err
+	if err := dc.kinds.done(); err != nil {
+		return err
 	}
-	return changes, nil
+	return nil
 }
 
 // pid packs an id as replica table index << 41 | seq (seqs are at most

@@ -102,6 +102,14 @@ func TestChangesRoundTrip(t *testing.T) {
 		if b2 := EncodeChanges(out); !bytes.Equal(b, b2) {
 			t.Fatalf("seed %d: encoding is not deterministic", seed)
 		}
+		// ChangeSeq yields the same changes, on every pass.
+		seq := ChangeSeq(b)
+		for pass := range 2 {
+			got, err := collectSeq(seq)
+			if err != nil || !reflect.DeepEqual(got, in) {
+				t.Fatalf("seed %d: ChangeSeq pass %d: %v\n in %+v\ngot %+v", seed, pass, err, in, got)
+			}
+		}
 	}
 }
 
@@ -135,6 +143,9 @@ func TestDecodeChangesCorrupt(t *testing.T) {
 				t.Fatalf("truncation to %d of %d bytes decoded", i, len(b))
 			} else if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			if _, err := collectSeq(ChangeSeq(b[:i])); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("ChangeSeq of a truncation to %d of %d bytes: %v", i, len(b), err)
 			}
 			c := bytes.Clone(b)
 			c[i] ^= byte(1 + rng.IntN(255))

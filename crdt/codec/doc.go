@@ -46,11 +46,14 @@
 //	changes, err := codec.DecodeChanges(b)
 //	if err != nil { /* status invalid */ }
 //	err = doc.Apply(changes...)
+//	// or, without holding the batch's changes (decoded, a keystroke's
+//	// change is some 200 bytes; encoded, about 5):
+//	err = doc.ApplySeq(codec.ChangeSeq(b))
 //
 // # Concurrency
 //
-// All functions are safe for concurrent use. Decoded values never alias the
-// input bytes.
+// All functions are safe for concurrent use, and a ChangeSeq for
+// concurrent ranges. Decoded values never alias the input bytes.
 //
 // HAZARD: run-length columns let a few bytes describe many ops, so decoded
 // size is not bounded by input size; it is bounded by MaxOps (40 MiB

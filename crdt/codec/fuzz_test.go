@@ -1,7 +1,10 @@
 package codec
 
 import (
+	"errors"
+	"iter"
 	"math/rand/v2"
+	"slices"
 	"reflect"
 	"testing"
 
@@ -21,8 +24,18 @@ func FuzzDecodeChanges(f *testing.F) {
 	f.Add([]byte{ChangesFormat})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		chs, err := DecodeChanges(data)
+		seq, seqErr := collectSeq(ChangeSeq(data))
+		if (err == nil) != (seqErr == nil) {
+			t.Fatalf("DecodeChanges says %v, ChangeSeq %v", err, seqErr)
+		}
 		if err != nil {
+			if !errors.Is(seqErr, ErrCorrupt) {
+				t.Fatalf("ChangeSeq's error does not wrap ErrCorrupt: %v", seqErr)
+			}
 			return
+		}
+		if len(chs) > 0 && !reflect.DeepEqual(chs, seq) {
+			t.Fatalf("ChangeSeq yields other changes:\n%+v\n%+v", chs, seq)
 		}
 		checkWellFormed(t, chs)
 		again, err := DecodeChanges(EncodeChanges(chs))
@@ -33,4 +46,18 @@ func FuzzDecodeChanges(f *testing.F) {
 			t.Fatalf("re-encoded batch differs:\n%+v\n%+v", chs, again)
 		}
 	})
+}
+
+// collectSeq copies what a ChangeSeq yields (it reuses its Change and ops).
+func collectSeq(seq iter.Seq2[*crdt.Change, error]) ([]crdt.Change, error) {
+	var out []crdt.Change
+	for c, err := range seq {
+		if err != nil {
+			return nil, err
+		}
+		cc := *c
+		cc.Ops = slices.Clone(c.Ops)
+		out = append(out, cc)
+	}
+	return out, nil
 }
