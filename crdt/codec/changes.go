@@ -529,15 +529,7 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 	dec.start(&h)
 	defer dec.pred.release()
 	changes := make([]crdt.Change, h.nCh)
-	ops := make([]crdt.Op, h.nOps)
-	for i := range changes {
-		// The ops go into the batch's one array, in place (its
-		// capacity is the declared count, which next checks).
-		if _, err := dec.next(&changes[i], ops[dec.opAt:dec.opAt]); err != nil {
-			return nil, err
-		}
-	}
-	if err := dec.finish(); err != nil {
+	if err := dec.run(changes, make([]crdt.Op, h.nOps), nil); err != nil {
 		return nil, err
 	}
 	return changes, nil
@@ -569,19 +561,8 @@ func ChangeSeq(data []byte) iter.Seq2[*crdt.Change, error] {
 		var dec changeDecoder
 		dec.start(&h)
 		defer dec.pred.release()
-		var ch crdt.Change
-		var ops []crdt.Op
-		for range h.nCh {
-			var err error
-			if ops, err = dec.next(&ch, ops[:0]); err != nil {
-				yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
-				return
-			}
-			if !yield(&ch, nil) {
-				return
-			}
-		}
-		if err := dec.finish(); err != nil {
+		err := dec.run(nil, nil, func(c *crdt.Change) bool { return yield(c, nil) })
+		if err != nil { // never after yield returned false
 			yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
 		}
 	}
@@ -721,14 +702,11 @@ type changeDecoder struct {
 	cols     [numColumns]rleReader
 	kinds    kindReader
 	values   *byteReader
-	textPos  int
 	ids      [numIDCols]idCoder
 	pred     *predictor
 	expected []uint64
-	prevWall int64
-	prevLog  uint16
-	opAt     int // ops decoded so far
-	i        int // changes decoded so far
+	textPos  int // for finish: the inserted text used
+	opAt     int // for finish: the ops decoded
 }
 
 // start readies dc to decode h's changes from the first; release dc.pred
@@ -745,10 +723,13 @@ func (dc *changeDecoder) start(h *batchHeader) {
 	dc.pred = newPredictor(min(int(h.nOps), len(h.text)))
 }
 
-// next decodes the next change into ch, its ops appended to ops (which it
-// returns, grown if need be; ch.Ops is the part appended).
-func (dc *changeDecoder) next(ch *crdt.Change, ops []crdt.Op) ([]crdt.Op, error) {
-	h, i := dc.h, dc.i
+// run decodes the batch's changes in order. Given cs and ops (as many as
+// the header declares) it decodes into them; given nil, it decodes into one
+// Change and ops it reuses, handing each change to yield, and stops early
+// (returning nil) when yield returns false. After the last change it
+// checks that every column was used up exactly.
+func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.Change) bool) error {
+	h := dc.h
 	nRep, nOps, nField, reps, fields, text := h.nRep, h.nOps, h.nField, h.reps, h.fields, h.text
 	ids, pred, expected := &dc.ids, dc.pred, dc.expected
 	kinds, values := &dc.kinds, dc.values
@@ -758,215 +739,235 @@ func (dc *changeDecoder) next(ch *crdt.Change, ops []crdt.Op) ([]crdt.Op, error)
 	insLen, insLeft, insRight := &cols[colInsLen], &cols[colInsLeft], &cols[colInsRight]
 	delTarget, delCount, delBackward := &cols[colDelTarget], &cols[colDelCount], &cols[colDelBackward]
 	addDelta, setLen := &cols[colAddDelta], &cols[colSetLen]
-	textPos := dc.textPos
-	dc.i++
-	r := chRep.next()
-	if chRep.err != nil {
-		return ops, chRep.err
-	}
-	if r >= nRep {
-		return ops, fmt.Errorf("change %d: replica index %d of %d", i, r, nRep)
-	}
-	ch.Replica = reps[r]
-	dz := chSeq.next()
-	if chSeq.err != nil {
-		return ops, chSeq.err
-	}
-	if expected[r] == 0 {
-		expected[r] = 1
-	}
-	d := unzigzag(dz)
-	if d > MaxSeq || d < -MaxSeq || int64(expected[r])+d < 1 || int64(expected[r])+d > MaxSeq {
-		return ops, fmt.Errorf("change %d: seq out of range [1, 2^40]", i)
-	}
-	ch.Seq = uint64(int64(expected[r]) + d)
-	startChange(ids, int(r), ch.Seq)
+	textPos, opAt := 0, 0
+	var prevWall int64
+	var prevLog uint16
+	reuse := cs == nil
+	var one crdt.Change
+	for i := 0; uint64(i) < h.nCh; i++ {
+		ch := &one
+		if !reuse {
+			ch = &cs[i]
+		}
+		r := chRep.next()
+		if chRep.err != nil {
+			return chRep.err
+		}
+		if r >= nRep {
+			return fmt.Errorf("change %d: replica index %d of %d", i, r, nRep)
+		}
+		ch.Replica = reps[r]
+		dz := chSeq.next()
+		if chSeq.err != nil {
+			return chSeq.err
+		}
+		if expected[r] == 0 {
+			expected[r] = 1
+		}
+		d := unzigzag(dz)
+		if d > MaxSeq || d < -MaxSeq || int64(expected[r])+d < 1 || int64(expected[r])+d > MaxSeq {
+			return fmt.Errorf("change %d: seq out of range [1, 2^40]", i)
+		}
+		ch.Seq = uint64(int64(expected[r]) + d)
+		startChange(ids, int(r), ch.Seq)
 
-	tc := chTime.next()
-	if chTime.err != nil {
-		return ops, chTime.err
-	}
-	const maxWall = 1<<(64-hlc.LogicalBits) - 1
-	wall, logical := dc.prevWall, int64(dc.prevLog)
-	if d := unzigzag(tc >> 1); tc&1 == 0 {
-		if d >= 1<<hlc.LogicalBits || d <= -1<<hlc.LogicalBits {
-			return ops, fmt.Errorf("change %d: logical clock out of range", i)
+		tc := chTime.next()
+		if chTime.err != nil {
+			return chTime.err
 		}
-		logical += d
-	} else {
-		wall += d
-		if d == 0 || d > maxWall || d < -maxWall || wall < 0 || wall > maxWall {
-			return ops, fmt.Errorf("change %d: wall time out of range", i)
+		const maxWall = 1<<(64-hlc.LogicalBits) - 1
+		wall, logical := prevWall, int64(prevLog)
+		if d := unzigzag(tc >> 1); tc&1 == 0 {
+			if d >= 1<<hlc.LogicalBits || d <= -1<<hlc.LogicalBits {
+				return fmt.Errorf("change %d: logical clock out of range", i)
+			}
+			logical += d
+		} else {
+			wall += d
+			if d == 0 || d > maxWall || d < -maxWall || wall < 0 || wall > maxWall {
+				return fmt.Errorf("change %d: wall time out of range", i)
+			}
+			lv := chLogical.next()
+			if chLogical.err != nil {
+				return chLogical.err
+			}
+			if lv >= 1<<hlc.LogicalBits {
+				return fmt.Errorf("change %d: logical clock out of range", i)
+			}
+			logical = int64(lv)
 		}
-		lv := chLogical.next()
-		if chLogical.err != nil {
-			return ops, chLogical.err
+		if logical < 0 || logical >= 1<<hlc.LogicalBits {
+			return fmt.Errorf("change %d: logical clock out of range", i)
 		}
-		if lv >= 1<<hlc.LogicalBits {
-			return ops, fmt.Errorf("change %d: logical clock out of range", i)
-		}
-		logical = int64(lv)
-	}
-	if logical < 0 || logical >= 1<<hlc.LogicalBits {
-		return ops, fmt.Errorf("change %d: logical clock out of range", i)
-	}
-	ch.Time = hlc.New(wall, uint16(logical))
-	dc.prevWall, dc.prevLog = wall, uint16(logical)
+		ch.Time = hlc.New(wall, uint16(logical))
+		prevWall, prevLog = wall, uint16(logical)
 
-	n := chOps.next()
-	if chOps.err != nil {
-		return ops, chOps.err
-	}
-	if n == 0 {
-		return ops, fmt.Errorf("change %d has no ops", i)
-	}
-	if n > nOps-uint64(dc.opAt) {
-		return ops, fmt.Errorf("change %d: %d ops but only %d left of %d", i, n, nOps-uint64(dc.opAt), nOps)
-	}
-	base := len(ops)
-	ops = append(ops, make([]crdt.Op, n)...)
-	ch.Ops = ops[base : base+int(n) : base+int(n)]
-	dc.opAt += int(n)
-	seq := ch.Seq
-	for j := range ch.Ops {
-		op := &ch.Ops[j] // zeroed by the append
-		k := kinds.next()
-		if kinds.err != nil {
-			return ops, kinds.err
+		n := chOps.next()
+		if chOps.err != nil {
+			return chOps.err
 		}
-		op.Kind = crdt.OpKind(k + 1)
-		fi := opField.next()
-		if opField.err != nil {
-			return ops, opField.err
+		if n == 0 {
+			return fmt.Errorf("change %d has no ops", i)
 		}
-		if fi >= nField {
-			return ops, fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
+		if n > nOps-uint64(opAt) {
+			return fmt.Errorf("change %d: %d ops but only %d left of %d", i, n, nOps-uint64(opAt), nOps)
 		}
-		op.Field = fields[fi]
-		size := uint64(1) // seqs the op takes
-		switch op.Kind {
-		case crdt.OpTextInsert:
-			nr := insLen.next()
-			if insLen.err != nil {
-				return ops, insLen.err
+		if reuse {
+			if uint64(cap(ops)) < n {
+				ops = make([]crdt.Op, n)
 			}
-			if nr == 0 || nr > uint64(len(text)-textPos) {
-				return ops, fmt.Errorf("change %d op %d: insert of %d runes, %d bytes of text left", i, j, nr, len(text)-textPos)
+			ch.Ops = ops[:n:n]
+		} else {
+			ch.Ops = ops[opAt : opAt+int(n) : opAt+int(n)]
+		}
+		opAt += int(n)
+		seq := ch.Seq
+		for j := range ch.Ops {
+			op := &ch.Ops[j]
+			if reuse {
+				*op = crdt.Op{}
 			}
-			size = nr
-			start := textPos
-			if nr == 1 && text[textPos] < utf8.RuneSelf {
-				textPos++
-			} else {
-				for ; nr > 0; nr-- {
-					_, size := utf8.DecodeRuneInString(text[textPos:])
-					textPos += size
-					if textPos >= len(text) && nr > 1 {
-						return ops, fmt.Errorf("change %d op %d: inserted text runs out", i, j)
+			k := kinds.next()
+			if kinds.err != nil {
+				return kinds.err
+			}
+			op.Kind = crdt.OpKind(k + 1)
+			fi := opField.next()
+			if opField.err != nil {
+				return opField.err
+			}
+			if fi >= nField {
+				return fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
+			}
+			op.Field = fields[fi]
+			size := uint64(1) // seqs the op takes
+			switch op.Kind {
+			case crdt.OpTextInsert:
+				nr := insLen.next()
+				if insLen.err != nil {
+					return insLen.err
+				}
+				if nr == 0 || nr > uint64(len(text)-textPos) {
+					return fmt.Errorf("change %d op %d: insert of %d runes, %d bytes of text left", i, j, nr, len(text)-textPos)
+				}
+				size = nr
+				start := textPos
+				if nr == 1 && text[textPos] < utf8.RuneSelf {
+					textPos++
+				} else {
+					for ; nr > 0; nr-- {
+						_, size := utf8.DecodeRuneInString(text[textPos:])
+						textPos += size
+						if textPos >= len(text) && nr > 1 {
+							return fmt.Errorf("change %d op %d: inserted text runs out", i, j)
+						}
 					}
 				}
-			}
-			op.Text = text[start:textPos]
-			var left, right pid
-			code := insLeft.next()
-			if insLeft.err != nil {
-				return ops, insLeft.err
-			}
-			if code != 0 {
-				ri, s, err := ids[idLeft].decode(code)
+				op.Text = text[start:textPos]
+				var left, right pid
+				code := insLeft.next()
+				if insLeft.err != nil {
+					return insLeft.err
+				}
+				if code != 0 {
+					ri, s, err := ids[idLeft].decode(code)
+					if err != nil {
+						return fmt.Errorf("column %s: %w", insLeft.name, err)
+					}
+					op.Left, left = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
+				}
+				rc := insRight.next()
+				if insRight.err != nil {
+					return insRight.err
+				}
+				switch rc {
+				case 0:
+					guess, ok := pred.right(left)
+					if !ok {
+						return fmt.Errorf("change %d op %d: right origin predicted where there is no prediction", i, j)
+					}
+					if guess.seq() > MaxSeq {
+						return fmt.Errorf("change %d op %d: predicted right origin past MaxSeq", i, j)
+					}
+					if right = guess; right != 0 {
+						op.Right = crdt.ID{Replica: reps[guess.index()], Seq: guess.seq()}
+						ids[idRight].cursor[guess.index()] = guess.seq()
+					}
+				case 1:
+					op.Right = crdt.ID{}
+				default:
+					ri, s, err := ids[idRight].decode(rc - 1)
+					if err != nil {
+						return fmt.Errorf("change %d op %d: right origin: %w", i, j, err)
+					}
+					op.Right, right = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
+				}
+				pred.inserted(packID(int(r), seq), size, left, right)
+				ids[idLeft].cursor[r] = seq + size - 1
+			case crdt.OpTextDelete:
+				code := delTarget.next()
+				if delTarget.err != nil {
+					return delTarget.err
+				}
+				if code == 0 {
+					return fmt.Errorf("change %d op %d: delete without target", i, j)
+				}
+				ti, s, err := ids[idTarget].decode(code)
 				if err != nil {
-					return ops, fmt.Errorf("column %s: %w", insLeft.name, err)
+					return fmt.Errorf("change %d op %d: delete target: %w", i, j, err)
 				}
-				op.Left, left = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
-			}
-			rc := insRight.next()
-			if insRight.err != nil {
-				return ops, insRight.err
-			}
-			switch rc {
-			case 0:
-				guess, ok := pred.right(left)
-				if !ok {
-					return ops, fmt.Errorf("change %d op %d: right origin predicted where there is no prediction", i, j)
+				op.Target = crdt.ID{Replica: reps[ti], Seq: s}
+				if op.Count = delCount.next(); delCount.err != nil {
+					return delCount.err
 				}
-				if guess.seq() > MaxSeq {
-					return ops, fmt.Errorf("change %d op %d: predicted right origin past MaxSeq", i, j)
+				b := delBackward.next()
+				if delBackward.err != nil {
+					return delBackward.err
 				}
-				if right = guess; right != 0 {
-					op.Right = crdt.ID{Replica: reps[guess.index()], Seq: guess.seq()}
-					ids[idRight].cursor[guess.index()] = guess.seq()
+				if b > 1 {
+					return fmt.Errorf("change %d op %d: backward flag %d", i, j, b)
 				}
-			case 1:
-				op.Right = crdt.ID{}
-			default:
-				ri, s, err := ids[idRight].decode(rc - 1)
+				op.Backward = b == 1
+				switch {
+				case op.Count == 0:
+					return fmt.Errorf("change %d op %d: delete of 0 characters", i, j)
+				case op.Count > MaxSeq:
+					return fmt.Errorf("change %d op %d: delete of %d characters", i, j, op.Count)
+				case op.Backward && op.Count > s:
+					return fmt.Errorf("change %d op %d: backward delete runs below seq 1", i, j)
+				case !op.Backward && s+op.Count-1 > MaxSeq:
+					return fmt.Errorf("change %d op %d: delete runs past MaxSeq", i, j)
+				}
+				size = op.Count
+			case crdt.OpCounterAdd:
+				dz := addDelta.next()
+				if addDelta.err != nil {
+					return addDelta.err
+				}
+				op.Delta = unzigzag(dz)
+			case crdt.OpRegisterSet:
+				n := setLen.next()
+				if setLen.err != nil {
+					return setLen.err
+				}
+				b, err := values.take(n)
 				if err != nil {
-					return ops, fmt.Errorf("change %d op %d: right origin: %w", i, j, err)
+					return fmt.Errorf("change %d op %d: register value: %w", i, j, err)
 				}
-				op.Right, right = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
+				op.Value = append([]byte(nil), b...)
 			}
-			pred.inserted(packID(int(r), seq), size, left, right)
-			ids[idLeft].cursor[r] = seq + size - 1
-		case crdt.OpTextDelete:
-			code := delTarget.next()
-			if delTarget.err != nil {
-				return ops, delTarget.err
+			seq += size
+			if seq-1 > MaxSeq {
+				return fmt.Errorf("change %d: seqs run past MaxSeq", i)
 			}
-			if code == 0 {
-				return ops, fmt.Errorf("change %d op %d: delete without target", i, j)
-			}
-			ti, s, err := ids[idTarget].decode(code)
-			if err != nil {
-				return ops, fmt.Errorf("change %d op %d: delete target: %w", i, j, err)
-			}
-			op.Target = crdt.ID{Replica: reps[ti], Seq: s}
-			if op.Count = delCount.next(); delCount.err != nil {
-				return ops, delCount.err
-			}
-			b := delBackward.next()
-			if delBackward.err != nil {
-				return ops, delBackward.err
-			}
-			if b > 1 {
-				return ops, fmt.Errorf("change %d op %d: backward flag %d", i, j, b)
-			}
-			op.Backward = b == 1
-			switch {
-			case op.Count == 0:
-				return ops, fmt.Errorf("change %d op %d: delete of 0 characters", i, j)
-			case op.Count > MaxSeq:
-				return ops, fmt.Errorf("change %d op %d: delete of %d characters", i, j, op.Count)
-			case op.Backward && op.Count > s:
-				return ops, fmt.Errorf("change %d op %d: backward delete runs below seq 1", i, j)
-			case !op.Backward && s+op.Count-1 > MaxSeq:
-				return ops, fmt.Errorf("change %d op %d: delete runs past MaxSeq", i, j)
-			}
-			size = op.Count
-		case crdt.OpCounterAdd:
-			dz := addDelta.next()
-			if addDelta.err != nil {
-				return ops, addDelta.err
-			}
-			op.Delta = unzigzag(dz)
-		case crdt.OpRegisterSet:
-			n := setLen.next()
-			if setLen.err != nil {
-				return ops, setLen.err
-			}
-			b, err := values.take(n)
-			if err != nil {
-				return ops, fmt.Errorf("change %d op %d: register value: %w", i, j, err)
-			}
-			op.Value = append([]byte(nil), b...)
 		}
-		seq += size
-		if seq-1 > MaxSeq {
-			return ops, fmt.Errorf("change %d: seqs run past MaxSeq", i)
+		expected[r] = seq
+		if reuse && !yield(ch) {
+			return nil
 		}
 	}
-	expected[r] = seq
-	dc.textPos = textPos
-	return ops, nil
+	dc.textPos, dc.opAt = textPos, opAt
+	return dc.finish()
 }
 
 // finish checks, after the last change, that every column was consumed

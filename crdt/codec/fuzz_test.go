@@ -4,8 +4,8 @@ import (
 	"errors"
 	"iter"
 	"math/rand/v2"
-	"slices"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/weftsync/weft/crdt"
