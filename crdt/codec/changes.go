@@ -181,12 +181,25 @@ func (e *encoder) start(inserts int) {
 	}
 	e.expected = make([]uint64, nRep)
 	e.pred = newPredictor(inserts)
+	e.text = make([]byte, 0, e.textBytes)
 }
 
 // finish lays out the batch of nCh changes.
 func (e *encoder) finish(nCh int) []byte {
 	nRep := len(e.reps.list)
-	out := make([]byte, 0, 64+16*nRep+len(e.text)+len(e.values)+4*e.nOps)
+	size := 64 + 16*nRep
+	for _, f := range e.fields.list {
+		size += binary.MaxVarintLen64 + len(f)
+	}
+	e.kinds.close()
+	for c := range e.col {
+		if c != colOpKind && c != colInsText && c != colSetValue {
+			e.col[c].close()
+			size += binary.MaxVarintLen64 + len(e.col[c].out)
+		}
+	}
+	size += len(e.kinds.out) + len(e.text) + len(e.values)
+	out := make([]byte, 0, size)
 	out = append(out, ChangesFormat)
 	out = binary.AppendUvarint(out, uint64(nRep))
 	for _, r := range e.reps.list {
@@ -199,20 +212,20 @@ func (e *encoder) finish(nCh int) []byte {
 	}
 	out = binary.AppendUvarint(out, uint64(nCh))
 	out = binary.AppendUvarint(out, uint64(e.nOps))
-	var scratch []byte
 	for c := 0; c < numColumns; c++ {
+		var b []byte
 		switch c {
 		case colOpKind:
-			scratch = e.kinds.appendTo(scratch[:0])
+			b = e.kinds.out
 		case colInsText:
-			scratch = append(scratch[:0], e.text...)
+			b = e.text
 		case colSetValue:
-			scratch = append(scratch[:0], e.values...)
+			b = e.values
 		default:
-			scratch = e.col[c].appendTo(scratch[:0])
+			b = e.col[c].out
 		}
-		out = binary.AppendUvarint(out, uint64(len(scratch)))
-		out = append(out, scratch...)
+		out = binary.AppendUvarint(out, uint64(len(b)))
+		out = append(out, b...)
 	}
 	return maybeCompress(out, len(e.text)+len(e.values))
 }
@@ -229,6 +242,8 @@ type encoder struct {
 	text   []byte
 	values []byte
 	nOps   int
+
+	textBytes int // of inserted text, counted by tables
 
 	expected    []uint64 // per replica: the seq after its last change
 	prevWall    int64
@@ -248,6 +263,7 @@ func (e *encoder) tables(ch *crdt.Change) (inserts int) {
 		switch op.Kind {
 		case crdt.OpTextInsert:
 			inserts++
+			e.textBytes += len(op.Text)
 			if !op.Left.IsZero() {
 				if _, ok := reps.find(op.Left.Replica); !ok {
 					reps.insert(op.Left.Replica)

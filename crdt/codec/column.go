@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Column primitives. All integers are unsigned LEB128 varints
@@ -21,15 +22,20 @@ func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
 // rleWriter encodes a column as its values arrive. A run is open until a
 // different value comes; a value that turns out not to repeat joins the
-// pending literal group, which is written out when a run ends it. This
-// groups values exactly as a pass over the finished column would, without
-// keeping the column's values.
+// pending literal group, which is closed when a run ends it. This groups
+// values exactly as a pass over the finished column would, without keeping
+// the column's values.
+//
+// A literal group's values go straight into out, after room for the
+// longest header; closing the group writes its header there and moves the
+// values up to it. (A buffer of its own per column doubled the encoder's
+// garbage.)
 type rleWriter struct {
-	out  []byte // groups written so far
-	lit  []byte // the pending literal group's values, as varints
-	nLit uint64 // values in lit
-	cur  uint64 // the open run's value
-	n    uint64 // the open run's length; 0 before the first value
+	out   []byte // groups written so far, then the pending literal group
+	litAt int    // where the pending literal group's header goes
+	nLit  uint64 // values in the pending literal group
+	cur   uint64 // the open run's value
+	n     uint64 // the open run's length; 0 before the first value
 }
 
 func (w *rleWriter) add(v uint64) {
@@ -43,9 +49,14 @@ func (w *rleWriter) add(v uint64) {
 // push closes the open run and opens one of v. (Kept apart from add so that
 // add, the common case, inlines.)
 func (w *rleWriter) push(v uint64) {
+	w.out = room(w.out, 2*binary.MaxVarintLen64)
 	switch {
 	case w.n == 1:
-		w.lit = binary.AppendUvarint(w.lit, w.cur)
+		if w.nLit == 0 {
+			w.litAt = len(w.out)
+			w.out = append(w.out, make([]byte, binary.MaxVarintLen64)...)
+		}
+		w.out = binary.AppendUvarint(w.out, w.cur)
 		w.nLit++
 	case w.n >= 2:
 		w.closeLiteral()
@@ -57,18 +68,29 @@ func (w *rleWriter) push(v uint64) {
 
 func (w *rleWriter) closeLiteral() {
 	if w.nLit > 0 {
-		w.out = binary.AppendUvarint(w.out, (w.nLit-1)<<1|1)
-		w.out = append(w.out, w.lit...)
-		w.lit, w.nLit = w.lit[:0], 0
+		var h [binary.MaxVarintLen64]byte
+		hdr := binary.AppendUvarint(h[:0], (w.nLit-1)<<1|1)
+		at := w.litAt + copy(w.out[w.litAt:], hdr)
+		n := copy(w.out[at:], w.out[w.litAt+binary.MaxVarintLen64:])
+		w.out, w.nLit = w.out[:at+n], 0
 	}
 }
 
-// appendTo writes the column's groups to dst; it ends the column.
-func (w *rleWriter) appendTo(dst []byte) []byte {
+// close ends the column; out is then its encoding.
+func (w *rleWriter) close() {
 	w.push(0) // closes the open run; the one it opens is dropped
 	w.n = 0
 	w.closeLiteral()
-	return append(dst, w.out...)
+}
+
+// room returns b with room for n more bytes, doubling its capacity when it
+// must grow: append grows large slices by a quarter, which made a column's
+// garbage several times its size.
+func room(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	return slices.Grow(b, max(n, cap(b)))
 }
 
 // kindWriter encodes a column of small symbols (0..3) as runs: each varint
@@ -100,11 +122,8 @@ func (w *kindWriter) closeRun() {
 	}
 }
 
-// appendTo writes the column to dst; it ends the column.
-func (w *kindWriter) appendTo(dst []byte) []byte {
-	w.closeRun()
-	return append(dst, w.out...)
-}
+// close ends the column; out is then its encoding.
+func (w *kindWriter) close() { w.closeRun() }
 
 var (
 	errColumnEnd      = errors.New("column ended early")
