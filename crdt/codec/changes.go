@@ -107,10 +107,13 @@ func startChange(ids *[numIDCols]idCoder, r int, seq uint64) {
 	}
 }
 
-func (c *idCoder) encode(r int, seq uint64) uint64 {
+// encode codes seq of replica index r: the code (1 + zigzag(d)*nRep + r)
+// needs the replica count, known only once the batch is, so encode
+// returns its parts as an idVal for finish to complete.
+func (c *idCoder) encode(r int, seq uint64) idVal {
 	d := int64(seq) - int64(c.cursor[r])
 	c.cursor[r] = seq
-	return 1 + zigzag(d)*c.nRep + uint64(r)
+	return idVal{zz: zigzag(d), r: uint64(r), coded: true}
 }
 
 func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
@@ -125,6 +128,49 @@ func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
 	return r, uint64(s), nil
 }
 
+// idVal is a value of an origin column (ins.left, ins.right, del.target)
+// before the replica count is known: a plain value v, or an origin code's
+// parts, plus one for ins.right.
+type idVal struct {
+	v, zz, r       uint64
+	coded, plusOne bool
+}
+
+// appendIDVal appends x to b as the varints h [zz]: h = v<<1 for a plain
+// value, r<<2 | plusOne<<1 | 1 for a code (two or three bytes an id, where
+// a slice of values would take eight).
+func appendIDVal(b []byte, x idVal) []byte {
+	b = room(b, 2*binary.MaxVarintLen64)
+	if !x.coded {
+		return binary.AppendUvarint(b, x.v<<1)
+	}
+	h := x.r<<2 | 1
+	if x.plusOne {
+		h |= 2
+	}
+	b = binary.AppendUvarint(b, h)
+	return binary.AppendUvarint(b, x.zz)
+}
+
+// flushIDVals adds the values appendIDVal wrote to b to column w, the codes
+// completed with the replica count nRep.
+func flushIDVals(w *rleWriter, b []byte, nRep uint64) {
+	in := byteReader{b: b}
+	for in.left() > 0 {
+		h, _ := in.uvarint() // written by appendIDVal: cannot fail
+		if h&1 == 0 {
+			w.add(h >> 1)
+			continue
+		}
+		zz, _ := in.uvarint()
+		code := 1 + zz*nRep + h>>2
+		if h&2 != 0 {
+			code++
+		}
+		w.add(code)
+	}
+}
+
 // EncodeChanges encodes changes (as returned by crdt.Doc.ChangesSince, in
 // that order) in the columnar format of docs/PROTOCOL.md. The output is
 // deterministic and decodes to equal changes.
@@ -134,14 +180,11 @@ func (c *idCoder) decode(code uint64) (r int, seq uint64, err error) {
 // seq above MaxSeq or an unknown op kind (crdt never produces either); other
 // malformed input encodes to bytes that DecodeChanges rejects.
 func EncodeChanges(changes []crdt.Change) []byte {
-	// The same steps as EncodeChangeSeq, over the slice directly: a
-	// function iterator costs a few calls per change and moves the encoder
-	// to the heap.
-	var e encoder
 	nIns := 0
 	for i := range changes {
-		nIns += e.tables(&changes[i])
+		nIns += len(changes[i].Ops) // bounds the inserts
 	}
+	var e encoder
 	e.start(nIns)
 	defer e.pred.release()
 	for i := range changes {
@@ -152,41 +195,49 @@ func EncodeChanges(changes []crdt.Change) []byte {
 
 // EncodeChangeSeq encodes the changes seq yields exactly as EncodeChanges
 // encodes the same changes in a slice, without needing them all in memory:
-// with crdt.Doc.EachChangeSince, a catch-up is encoded straight from the
-// document's log. It ranges over seq twice (the tables come first, as the
-// origin code's radix is the replica count), so seq must yield the same
-// changes both times, as EachChangeSince does while the document is not
-// changed. A yielded change is not used after the next is asked for.
+// with crdt.Doc.EachChangeSince, a delta is encoded straight from the
+// document's log. A yielded change is not used after the next is asked
+// for. The batch's size is not known in advance, so the predictor's tables
+// start from what a pooled predictor has (see newPredictor).
 func EncodeChangeSeq(seq iter.Seq[*crdt.Change]) []byte {
 	var e encoder
-	nCh, nIns := 0, 0
-	for ch := range seq {
-		nIns += e.tables(ch)
-		nCh++
-	}
-	e.start(nIns)
+	e.start(-1)
 	defer e.pred.release()
+	nCh := 0
 	for ch := range seq {
 		e.change(ch)
+		nCh++
 	}
 	return e.finish(nCh)
 }
 
-// start readies the encoder for the columns once the tables are complete;
-// the caller releases e.pred when done.
+// start readies the encoder for about inserts inserts (-1: unknown); the
+// caller releases e.pred when done.
 func (e *encoder) start(inserts int) {
-	nRep := len(e.reps.list)
-	for k := range e.ids {
-		e.ids[k] = idCoder{cursor: make([]uint64, nRep), nRep: uint64(max(nRep, 1))}
-	}
-	e.expected = make([]uint64, nRep)
 	e.pred = newPredictor(inserts)
-	e.text = make([]byte, 0, e.textBytes)
+}
+
+// addReplica returns the index of replica r in the batch's table, adding
+// it (and its cursors) when it is new.
+func (e *encoder) addReplica(r crdt.ReplicaID) int {
+	if i, ok := e.reps.find(r); ok {
+		return i
+	}
+	e.reps.insert(r)
+	for k := range e.ids {
+		e.ids[k].cursor = append(e.ids[k].cursor, 0)
+	}
+	e.expected = append(e.expected, 0)
+	return len(e.reps.list) - 1
 }
 
 // finish lays out the batch of nCh changes.
 func (e *encoder) finish(nCh int) []byte {
 	nRep := len(e.reps.list)
+	// The origin codes' radix is the replica count, known only now.
+	for k, c := range [numIDCols]int{colInsLeft, colInsRight, colDelTarget} {
+		flushIDVals(&e.col[c], e.idVals[k], uint64(max(nRep, 1)))
+	}
 	size := 64 + 16*nRep
 	for _, f := range e.fields.list {
 		size += binary.MaxVarintLen64 + len(f)
@@ -231,11 +282,15 @@ func (e *encoder) finish(nCh int) []byte {
 }
 
 // encoder is EncodeChanges' state. Columns are written change by change
-// (change), after the tables (tables).
+// (change), in one pass: replicas and fields are numbered as they are
+// first seen, and the origin columns, whose codes need the replica count,
+// are kept as idVals until finish. (A first pass for the tables cost a
+// delta read from a document's log a second reading.)
 type encoder struct {
 	reps   repTable
 	fields fieldTable
 	ids    [numIDCols]idCoder
+	idVals [numIDCols][]byte // the ins.left, ins.right, del.target values (appendIDVal)
 	pred   *predictor
 	col    [numColumns]rleWriter
 	kinds  kindWriter
@@ -243,51 +298,14 @@ type encoder struct {
 	values []byte
 	nOps   int
 
-	textBytes int // of inserted text, counted by tables
-
 	expected    []uint64 // per replica: the seq after its last change
 	prevWall    int64
 	prevLogical uint16
 }
 
-// tables adds ch's replicas and fields to the tables and returns the
-// number of its inserts.
-func (e *encoder) tables(ch *crdt.Change) (inserts int) {
-	reps := &e.reps
-	if _, ok := reps.find(ch.Replica); !ok {
-		reps.insert(ch.Replica)
-	}
-	for j := range ch.Ops {
-		op := &ch.Ops[j]
-		e.fields.add(op.Field)
-		switch op.Kind {
-		case crdt.OpTextInsert:
-			inserts++
-			e.textBytes += len(op.Text)
-			if !op.Left.IsZero() {
-				if _, ok := reps.find(op.Left.Replica); !ok {
-					reps.insert(op.Left.Replica)
-				}
-			}
-			if !op.Right.IsZero() {
-				if _, ok := reps.find(op.Right.Replica); !ok {
-					reps.insert(op.Right.Replica)
-				}
-			}
-		case crdt.OpTextDelete:
-			if !op.Target.IsZero() {
-				if _, ok := reps.find(op.Target.Replica); !ok {
-					reps.insert(op.Target.Replica)
-				}
-			}
-		}
-	}
-	return inserts
-}
-
 func (e *encoder) change(ch *crdt.Change) {
 	col := &e.col
-	r := e.reps.index(ch.Replica)
+	r := e.addReplica(ch.Replica)
 	checkSeq(ch.Seq)
 	col[colChReplica].add(uint64(r))
 	if e.expected[r] == 0 {
@@ -314,21 +332,21 @@ func (e *encoder) change(ch *crdt.Change) {
 			panic(fmt.Sprintf("codec: unknown op kind %d: not a change crdt produces", op.Kind))
 		}
 		e.kinds.add(byte(op.Kind - 1))
-		col[colOpField].add(uint64(e.fields.index(op.Field)))
+		col[colOpField].add(uint64(e.fields.add(op.Field)))
 		switch op.Kind {
 		case crdt.OpTextInsert:
 			seq += e.insert(op, ch.Replica, r, seq)
 		case crdt.OpTextDelete:
-			code := uint64(0)
+			var v idVal
 			if s := op.Target.Seq; s != 0 {
 				checkSeq(s)
 				ti := r
 				if op.Target.Replica != ch.Replica {
-					ti = e.reps.index(op.Target.Replica)
+					ti = e.addReplica(op.Target.Replica)
 				}
-				code = e.ids[idTarget].encode(ti, s)
+				v = e.ids[idTarget].encode(ti, s)
 			}
-			col[colDelTarget].add(code)
+			e.idVals[idTarget] = appendIDVal(e.idVals[idTarget], v)
 			col[colDelCount].add(op.Count)
 			b := uint64(0)
 			if op.Backward {
@@ -341,7 +359,7 @@ func (e *encoder) change(ch *crdt.Change) {
 			seq++
 		case crdt.OpRegisterSet:
 			col[colSetLen].add(uint64(len(op.Value)))
-			e.values = append(e.values, op.Value...)
+			e.values = append(room(e.values, len(op.Value)), op.Value...)
 			seq++
 		}
 	}
@@ -355,39 +373,41 @@ func (e *encoder) insert(op *crdt.Op, rep crdt.ReplicaID, r int, seq uint64) uin
 	n := uint64(utf8.RuneCountInString(op.Text))
 	col[colInsLen].add(n)
 	var left, right pid
-	code := uint64(0)
+	var code idVal
 	if s := op.Left.Seq; s != 0 {
 		checkSeq(s)
 		li := r
 		if op.Left.Replica != rep {
-			li = e.reps.index(op.Left.Replica)
+			li = e.addReplica(op.Left.Replica)
 		}
 		code, left = e.ids[idLeft].encode(li, s), packID(li, s)
 	}
-	col[colInsLeft].add(code)
+	e.idVals[idLeft] = appendIDVal(e.idVals[idLeft], code)
 	checkSeq(op.Right.Seq)
 	ri := 0
 	if s := op.Right.Seq; s != 0 {
 		ri = r
 		if op.Right.Replica != rep {
-			ri = e.reps.index(op.Right.Replica)
+			ri = e.addReplica(op.Right.Replica)
 		}
 		right = packID(ri, s)
 	}
+	var rv idVal // 0: predicted
 	switch guess, ok := e.pred.right(left); {
 	case ok && guess == right:
-		col[colInsRight].add(0)
 		if right != 0 {
 			e.ids[idRight].cursor[ri] = op.Right.Seq
 		}
 	case right == 0:
-		col[colInsRight].add(1)
+		rv.v = 1
 	default:
-		col[colInsRight].add(1 + e.ids[idRight].encode(ri, op.Right.Seq))
+		rv = e.ids[idRight].encode(ri, op.Right.Seq)
+		rv.plusOne = true
 	}
+	e.idVals[idRight] = appendIDVal(e.idVals[idRight], rv)
 	e.pred.inserted(packID(r, seq), n, left, right)
 	e.ids[idLeft].cursor[r] = seq + n - 1
-	e.text = append(e.text, op.Text...)
+	e.text = append(room(e.text, len(op.Text)), op.Text...)
 	return n
 }
 
@@ -420,12 +440,6 @@ func (t *repTable) find(r crdt.ReplicaID) (int, bool) {
 	return 0, false
 }
 
-// index returns the index of a replica added before.
-func (t *repTable) index(r crdt.ReplicaID) int {
-	i, _ := t.find(r)
-	return i
-}
-
 // insert adds r, which must not be there yet.
 func (t *repTable) insert(r crdt.ReplicaID) {
 	if t.idx == nil && len(t.list) == linearReps {
@@ -449,18 +463,10 @@ type fieldTable struct {
 	lastI int
 }
 
-// index returns the index of a field added before.
-func (t *fieldTable) index(f string) int {
+// add returns the index of field f, adding it when it is new.
+func (t *fieldTable) add(f string) int {
 	if f == t.last && t.list != nil {
 		return t.lastI
-	}
-	t.last, t.lastI = f, t.idx[f]
-	return t.lastI
-}
-
-func (t *fieldTable) add(f string) {
-	if f == t.last && t.list != nil {
-		return
 	}
 	i, ok := t.idx[f]
 	if !ok {
@@ -472,6 +478,7 @@ func (t *fieldTable) add(f string) {
 		t.list = append(t.list, f)
 	}
 	t.last, t.lastI = f, i
+	return i
 }
 
 // Counts returns the number of changes and ops a batch declares, reading
@@ -1050,8 +1057,10 @@ type predictor struct {
 // client's allocations under load.
 var predictors = sync.Pool{New: func() any { return new(predictor) }}
 
-// newPredictor returns an empty predictor for about size inserts; release
-// it when done.
+// newPredictor returns an empty predictor for about size inserts (-1:
+// unknown, when the tables a pooled predictor has are kept whole, as the
+// batches that do not know their size are large ones); release it when
+// done.
 func newPredictor(size int) *predictor {
 	p := predictors.Get().(*predictor)
 	p.lastAfter.init(size)
@@ -1112,6 +1121,9 @@ type pidSlot struct{ key, val pid }
 // array when it is big enough.
 func (t *pidTable) init(hint int) {
 	size := 16
+	if hint < 0 {
+		size = max(1024, cap(t.slots)) // a power of two: init and grow make no other
+	}
 	for size < 2*hint {
 		size <<= 1
 	}
@@ -1172,10 +1184,12 @@ func (t *pidTable) put(k, v pid) {
 	}
 }
 
+// grow quadruples the table: only a batch whose size was unknown grows
+// it, and doubling from the first size left as much garbage as the table.
 func (t *pidTable) grow() {
 	old := t.slots
-	t.slots, t.n = make([]pidSlot, 2*len(old)), 0
-	t.shift--
+	t.slots, t.n = make([]pidSlot, 4*len(old)), 0
+	t.shift -= 2
 	for _, s := range old {
 		if s.key != 0 {
 			t.put(s.key, s.val)

@@ -86,7 +86,7 @@ func (w *rleWriter) close() {
 // room returns b with room for n more bytes, doubling its capacity when it
 // must grow: append grows large slices by a quarter, which made a column's
 // garbage several times its size.
-func room(b []byte, n int) []byte {
+func room[S ~[]E, E any](b S, n int) S {
 	if cap(b)-len(b) >= n {
 		return b
 	}
