@@ -3,7 +3,6 @@ package crdt
 import (
 	"errors"
 	"fmt"
-	"iter"
 	"slices"
 	"unicode/utf8"
 )
@@ -56,116 +55,6 @@ func (d *Doc) Apply(changes ...Change) error {
 		d.checkInvariants()
 	}
 	return nil
-}
-
-// ApplySeq is Apply for a batch read from a source, such as a decoder over
-// received bytes (codec.ChangeSeq), so that a large batch never has to
-// exist as a []Change: decoded, a one-keystroke change takes 208 bytes (a
-// Change and an Op), some forty times its encoded size, and a catch-up of
-// many thousands of them is garbage for the collector the moment it has
-// been applied.
-//
-// ApplySeq ranges over changes twice: it validates the whole batch, then
-// applies it, so the batch is as atomic as Apply's. Every pass must yield
-// the same changes in the same order, and a yielded Change (with its Ops)
-// need only stay valid until the next one is yielded: the source may reuse
-// it. ApplySeq panics if the second pass yields a change the first did not
-// (a source that is not deterministic is a bug). A non-nil error from the
-// source ends the first pass, and ApplySeq returns it with the document
-// unchanged.
-//
-// A batch that is not simply the next changes of each replica in order
-// (it repeats changes the document has, or holds changes that must wait for
-// others) is collected into a slice and given to Apply.
-func (d *Doc) ApplySeq(changes iter.Seq2[*Change, error]) error {
-	if d.readOnly {
-		return ErrReadOnly
-	}
-	if d.tx.open {
-		d.tx.Commit()
-	}
-	p := d.newPlan()
-	p.bits = true // the size is unknown; a batch worth streaming is large
-	p.direct = true
-	n, inOrder := 0, true
-	for c, err := range changes {
-		if err != nil {
-			return err
-		}
-		if err := checkShape(c); err != nil {
-			return fmt.Errorf("change %d (%s@%d): %w", n, c.Replica.String()[:8], c.Seq, err)
-		}
-		if c.Seq != p.nextSeq(c.Replica) {
-			inOrder = false
-			break
-		}
-		err := p.validate(c)
-		if err == errWait {
-			inOrder = false
-			break
-		}
-		if err != nil {
-			return err
-		}
-		p.accept(*c)
-		n++
-	}
-	if !inOrder {
-		cs, err := collect(changes)
-		if err != nil {
-			return err
-		}
-		return d.Apply(cs...)
-	}
-	grown := d.reserve(p)
-	i := 0
-	for c, err := range changes {
-		if err != nil || i == n || c.Seq != d.nextSeqOf(c.Replica) {
-			panic("crdt: ApplySeq's source yielded other changes on its second pass")
-		}
-		if _, err := d.clock.Update(c.Time); err != nil {
-			panic("crdt: clock refused a checked time: " + err.Error())
-		}
-		d.applyChange(c)
-		i++
-	}
-	if i != n {
-		panic("crdt: ApplySeq's source yielded fewer changes on its second pass")
-	}
-	d.trimLogs(grown)
-	if n > 0 && len(d.pending) > 0 {
-		d.retryPending()
-	}
-	if invariants {
-		d.checkInvariants()
-	}
-	return nil
-}
-
-// collect copies the changes of a source into one slice, their ops into
-// one array.
-func collect(changes iter.Seq2[*Change, error]) ([]Change, error) {
-	var cs []Change
-	var ops []Op
-	for c, err := range changes {
-		if err != nil {
-			return nil, err
-		}
-		cs = append(cs, *c)
-		for _, op := range c.Ops {
-			if op.Value != nil { // the source may reuse its bytes
-				op.Value = append([]byte(nil), op.Value...)
-			}
-			ops = append(ops, op)
-		}
-	}
-	at := 0
-	for i := range cs {
-		k := len(cs[i].Ops)
-		cs[i].Ops = ops[at : at+k : at+k]
-		at += k
-	}
-	return cs, nil
 }
 
 // nextSeqOf returns the next seq the document expects from replica r.

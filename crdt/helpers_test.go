@@ -1,7 +1,6 @@
 package crdt_test
 
 import (
-	"iter"
 	"slices"
 	"testing"
 
@@ -71,8 +70,8 @@ func replayWalls(t testing.TB, tr *traces.Trace, walls []int64) *crdt.Doc {
 // change is copied into one Change and one ops buffer, which the next
 // change overwrites, so that ApplySeq holding on to a yielded change shows.
 // It fails the pass after fail changes (never, if fail < 0).
-func reusingSeq(cs []crdt.Change, fail int, err error) iter.Seq2[*crdt.Change, error] {
-	return func(yield func(*crdt.Change, error) bool) {
+func reusingSeq(cs []crdt.Change, fail int, err error) crdt.ChangeSeq {
+	return crdt.ChangeSeq{All: func(yield func(*crdt.Change, error) bool) {
 		var c crdt.Change
 		var ops []crdt.Op
 		for i := range cs {
@@ -93,5 +92,13 @@ func reusingSeq(cs []crdt.Change, fail int, err error) iter.Seq2[*crdt.Change, e
 				return
 			}
 		}
+	}, Ops: opsOf(cs)}
+}
+
+func opsOf(cs []crdt.Change) int {
+	n := 0
+	for i := range cs {
+		n += len(cs[i].Ops)
 	}
+	return n
 }

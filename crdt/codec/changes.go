@@ -559,24 +559,20 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 }
 
 // ChangeSeq returns the changes of a batch encoded by EncodeChanges, for
-// crdt.Doc.ApplySeq: it decodes one change at a time into a Change and ops
-// it reuses, so a batch of any size takes memory for its largest change
-// only. Each range over the sequence decodes data anew (ApplySeq ranges
-// twice), and yields the same changes, checked as DecodeChanges checks
-// them; a yielded Change is valid until the next is yielded. An error
-// (wrapping ErrCorrupt) is yielded with a nil Change and ends the sequence;
-// it may come after changes were yielded, when the batch's end does not
-// match what it declared.
+// crdt.Doc.ApplySeq: All decodes one change at a time into a Change and
+// ops it reuses, so a batch of any size takes memory for its largest
+// change only, and yields the same changes each time it is called, checked
+// as DecodeChanges checks them; a yielded Change is valid until the next
+// is yielded. An error (wrapping ErrCorrupt) is yielded with a nil Change
+// and ends the sequence; it may come after changes were yielded, when the
+// batch's end does not match what it declared. Ops is the op count the
+// batch declares (0 if its header is corrupt).
 //
 // data must not change while the sequence is used.
-func ChangeSeq(data []byte) iter.Seq2[*crdt.Change, error] {
+func ChangeSeq(data []byte) crdt.ChangeSeq {
 	var h batchHeader
-	var hErr error
-	parsed := false
-	return func(yield func(*crdt.Change, error) bool) {
-		if !parsed {
-			hErr, parsed = h.parse(data), true
-		}
+	hErr := h.parse(data)
+	all := func(yield func(*crdt.Change, error) bool) {
 		if hErr != nil {
 			yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, hErr))
 			return
@@ -589,6 +585,11 @@ func ChangeSeq(data []byte) iter.Seq2[*crdt.Change, error] {
 			yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
 		}
 	}
+	ops := 0
+	if hErr == nil {
+		ops = int(h.nOps)
+	}
+	return crdt.ChangeSeq{All: all, Ops: ops}
 }
 
 // batchHeader is what an encoded batch declares before its changes: the

@@ -103,7 +103,7 @@ func TestChangesRoundTrip(t *testing.T) {
 			t.Fatalf("seed %d: encoding is not deterministic", seed)
 		}
 		// ChangeSeq yields the same changes, on every pass.
-		seq := ChangeSeq(b)
+		seq := ChangeSeq(b).All
 		for pass := range 2 {
 			got, err := collectSeq(seq)
 			if err != nil || !reflect.DeepEqual(got, in) {
@@ -144,7 +144,7 @@ func TestDecodeChangesCorrupt(t *testing.T) {
 			} else if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
 			}
-			if _, err := collectSeq(ChangeSeq(b[:i])); !errors.Is(err, ErrCorrupt) {
+			if _, err := collectSeq(ChangeSeq(b[:i]).All); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("ChangeSeq of a truncation to %d of %d bytes: %v", i, len(b), err)
 			}
 			c := bytes.Clone(b)

@@ -24,7 +24,7 @@ func FuzzDecodeChanges(f *testing.F) {
 	f.Add([]byte{ChangesFormat})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		chs, err := DecodeChanges(data)
-		seq, seqErr := collectSeq(ChangeSeq(data))
+		seq, seqErr := collectSeq(ChangeSeq(data).All)
 		if (err == nil) != (seqErr == nil) {
 			t.Fatalf("DecodeChanges says %v, ChangeSeq %v", err, seqErr)
 		}

@@ -1,0 +1,323 @@
+package crdt
+
+import (
+	"fmt"
+	"iter"
+	"slices"
+
+	"github.com/weftsync/weft/hlc"
+)
+
+// ChangeSeq is a batch of changes read from a source, such as a decoder
+// over received bytes (codec.ChangeSeq), for Doc.ApplySeq.
+type ChangeSeq struct {
+	// All yields the batch's changes. It is called more than once and
+	// must yield the same changes each time, in the same order; a
+	// yielded Change (with its Ops) need only stay valid until the next
+	// one is yielded. A non-nil error ends the sequence.
+	All iter.Seq2[*Change, error]
+	// Ops is the number of ops in the batch, if known (else 0): the
+	// document then grows its logs once instead of step by step.
+	Ops int
+}
+
+// ApplySeq is Apply for a batch read from a source, so that a large batch
+// never has to exist as a []Change: decoded, a one-keystroke change takes
+// 208 bytes (a Change and an Op), some forty times its encoded size, and a
+// catch-up of many thousands of them is garbage for the collector the
+// moment it has been applied.
+//
+// The batch is as atomic as Apply's. ApplySeq reads it once, checking each
+// change as Apply does and recording its ops in the document's logs, but
+// not yet in the document's state, which the logs do not show until the
+// end; then it applies the recorded ops. If a change is invalid, or the
+// source fails, the recorded ops are taken back and the document is as it
+// was. A batch that is not simply the next changes of each replica in
+// order (it repeats changes the document has, or holds changes that must
+// wait for others) is read again into a slice and given to Apply.
+func (d *Doc) ApplySeq(cs ChangeSeq) error {
+	if d.readOnly {
+		return ErrReadOnly
+	}
+	if d.tx.open {
+		d.tx.Commit()
+	}
+	p := d.newPlan()
+	p.bits = true // the size may be unknown; a batch worth streaming is large
+	p.direct = true
+	st := d.newStage(cs.Ops)
+	n, inOrder := 0, true
+	for c, err := range cs.All {
+		if err != nil {
+			st.undo()
+			return err
+		}
+		if err := checkShape(c); err != nil {
+			st.undo()
+			return fmt.Errorf("change %d (%s@%d): %w", n, c.Replica.String()[:8], c.Seq, err)
+		}
+		if c.Seq != p.nextSeq(c.Replica) {
+			inOrder = false
+			break
+		}
+		err := p.validate(c)
+		if err == errWait {
+			inOrder = false
+			break
+		}
+		if err != nil {
+			st.undo()
+			return err
+		}
+		p.accept(*c)
+		st.record(c)
+		n++
+	}
+	if !inOrder {
+		st.undo()
+		all, err := collect(cs.All)
+		if err != nil {
+			return err
+		}
+		return d.Apply(all...)
+	}
+	st.apply()
+	if n > 0 && len(d.pending) > 0 {
+		d.retryPending()
+	}
+	if invariants {
+		d.checkInvariants()
+	}
+	return nil
+}
+
+// collect copies the changes of a source into one slice, their ops into
+// one array.
+func collect(changes iter.Seq2[*Change, error]) ([]Change, error) {
+	var cs []Change
+	var ops []Op
+	for c, err := range changes {
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, *c)
+		for _, op := range c.Ops {
+			if op.Value != nil { // the source may reuse its bytes
+				op.Value = append([]byte(nil), op.Value...)
+			}
+			ops = append(ops, op)
+		}
+	}
+	at := 0
+	for i := range cs {
+		k := len(cs[i].Ops)
+		cs[i].Ops = ops[at : at+k : at+k]
+		at += k
+	}
+	return cs, nil
+}
+
+// stage is ApplySeq's record of what it wrote to the document while reading
+// a batch: enough to take it all back, and the order in which to apply it.
+type stage struct {
+	d       *Doc
+	left    int // ops the batch may still hold (its Ops, less those recorded)
+	nRep    int // the document's replicas, fields and content before
+	nField  int
+	content []byte
+	logs    []logMark
+	runs    []stageRun
+	maxTime hlc.Timestamp
+}
+
+// logMark is a replica log as it was before the batch, and how far the
+// batch took it.
+type logMark struct {
+	r      uint32
+	old    rlog // the slices as they were (appends do not touch what they hold)
+	last   span // their last elements, which recording may have grown
+	lastT  timeRun
+	end    uint32 // the seq after the batch's last op of r
+	cursor uint32 // the first seq not applied yet
+}
+
+// stageRun: the batch's next changes, in order, are replica r's up to end.
+type stageRun struct{ r, end uint32 }
+
+func (d *Doc) newStage(ops int) *stage {
+	return &stage{d: d, left: ops, nRep: len(d.replicas), nField: len(d.fields), content: d.content}
+}
+
+// mark returns r's mark, making one (and growing its logs for the rest of
+// the batch) the first time.
+func (st *stage) mark(r uint32) *logMark {
+	for i := range st.logs {
+		if st.logs[i].r == r {
+			return &st.logs[i]
+		}
+	}
+	lg := &st.d.logs[r]
+	m := logMark{r: r, old: *lg, end: lg.next, cursor: lg.next}
+	if k := len(lg.spans); k > 0 {
+		m.last = lg.spans[k-1]
+	}
+	if k := len(lg.times); k > 0 {
+		m.lastT = lg.times[k-1]
+	}
+	if st.left > 0 {
+		lg.spans = slices.Grow(lg.spans, st.left)
+		lg.times = slices.Grow(lg.times, st.left)
+	}
+	st.logs = append(st.logs, m)
+	return &st.logs[len(st.logs)-1]
+}
+
+// record writes c's ops to its replica's log (not its next seq, and not
+// the fields: apply does that).
+func (st *stage) record(c *Change) {
+	d := st.d
+	r := d.replicaIndex(c.Replica)
+	m := st.mark(r)
+	seq := uint32(c.Seq)
+	for i := range c.Ops {
+		op := &c.Ops[i]
+		n := uint32(op.Len())
+		switch op.Kind {
+		case OpCounterAdd:
+			f := d.field(Field{op.Field, FieldCounter}, true)
+			d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpCounterAdd, delta: op.Delta})
+		case OpRegisterSet:
+			f := d.field(Field{op.Field, FieldRegister}, true)
+			off := uint32(len(d.content))
+			d.content = append(d.content, op.Value...)
+			d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpRegisterSet, off: off, nb: uint32(len(op.Value))})
+		case OpTextInsert:
+			f := d.field(Field{op.Field, FieldText}, true)
+			left, _ := d.refOf(op.Left)
+			right, _ := d.refOf(op.Right)
+			off := uint32(len(d.content))
+			d.content = append(d.content, op.Text...)
+			d.appendSpan(r, span{seq: seq, n: n, field: f.idx, kind: OpTextInsert, off: off, nb: uint32(len(op.Text)), a: left, b: right})
+		case OpTextDelete:
+			f := d.field(Field{op.Field, FieldText}, true)
+			tg, _ := d.refOf(op.Target)
+			for k := uint32(0); k < n; k++ {
+				// One op per seq, so that backward runs merge as local
+				// ones do.
+				t := tg.seq + k
+				if op.Backward {
+					t = tg.seq - k
+				}
+				d.appendSpan(r, span{seq: seq + k, n: 1, field: f.idx, kind: OpTextDelete, a: ref{tg.r, t}})
+			}
+		}
+		d.appendTime(r, seq, n, c.Time)
+		seq += n
+		st.left = max(st.left-1, 0)
+	}
+	m.end = seq
+	if k := len(st.runs) - 1; k >= 0 && st.runs[k].r == r {
+		st.runs[k].end = seq
+	} else {
+		st.runs = append(st.runs, stageRun{r, seq})
+	}
+	st.maxTime = max(st.maxTime, c.Time)
+}
+
+// undo takes back everything record wrote.
+func (st *stage) undo() {
+	d := st.d
+	for i := len(st.logs) - 1; i >= 0; i-- {
+		m := &st.logs[i]
+		if int(m.r) >= st.nRep {
+			continue // a new replica, dropped below
+		}
+		lg := &d.logs[m.r]
+		*lg = m.old
+		if k := len(lg.spans); k > 0 {
+			lg.spans[k-1] = m.last
+		}
+		if k := len(lg.times); k > 0 {
+			lg.times[k-1] = m.lastT
+		}
+	}
+	for _, id := range d.replicas[st.nRep:] {
+		delete(d.rindex, id)
+	}
+	d.replicas, d.logs = d.replicas[:st.nRep], d.logs[:st.nRep]
+	d.repCache = [len(d.repCache)]repSlot{}
+	for _, f := range d.fields[st.nField:] {
+		delete(d.fieldIdx, f.Field)
+	}
+	d.fields = d.fields[:st.nField]
+	d.lastField = nil
+	d.content = st.content
+	st.logs, st.runs = nil, nil
+}
+
+// apply applies the recorded ops to the document's state, in the batch's
+// order, and moves each log's next seq past them.
+func (st *stage) apply() {
+	d := st.d
+	for _, run := range st.runs {
+		m := st.find(run.r)
+		for seq := m.cursor; seq < run.end; {
+			seq = d.applySpan(run.r, seq, run.end)
+		}
+		m.cursor = run.end
+	}
+	var grown []uint32
+	for i := range st.logs {
+		m := &st.logs[i]
+		d.logs[m.r].next = m.end
+		grown = append(grown, m.r)
+	}
+	d.clock.Witness(st.maxTime) // every time passed Check
+	d.trimLogs(grown)
+	st.logs, st.runs = nil, nil
+}
+
+func (st *stage) find(r uint32) *logMark {
+	for i := range st.logs {
+		if st.logs[i].r == r {
+			return &st.logs[i]
+		}
+	}
+	panic("crdt: a staged run of a replica without a mark")
+}
+
+// applySpan applies the ops of replica r from seq on, as far as the span
+// holding seq goes but not to end, and returns the seq after them.
+func (d *Doc) applySpan(r, seq, end uint32) uint32 {
+	s := d.logs[r].spans[d.spanAt(r, seq)]
+	last := min(end-1, s.seq+s.n-1)
+	n := last - seq + 1
+	f := d.fields[s.field]
+	switch s.kind {
+	case OpCounterAdd:
+		f.counter += s.delta * int64(n)
+	case OpRegisterSet:
+		w := regState{set: true, t: d.timeAt(r, seq), r: r, seq: seq, off: s.off, nb: s.nb}
+		if !f.reg.set || d.regLess(f.reg, w) {
+			f.reg = w
+		}
+	case OpTextInsert:
+		content := d.content[s.off : s.off+s.nb]
+		bo := byteOffset(content, int(s.n), int(seq-s.seq))
+		be := bo + byteOffset(content[bo:], int(s.n-(seq-s.seq)), int(n))
+		left := s.a
+		if seq > s.seq {
+			left = ref{r, seq - 1}
+		}
+		f.text.integrate(item{r: r, seq: seq, n: n, off: s.off + uint32(bo), nb: uint32(be - bo)}, left, s.b)
+	case OpTextDelete:
+		k := seq - s.seq
+		if s.back {
+			// Targets run down from s.a: seq's is s.a.seq-k, last's lower.
+			f.text.deleteIDs(s.a.r, s.a.seq-k-(n-1), n)
+		} else {
+			f.text.deleteIDs(s.a.r, s.a.seq+k, n)
+		}
+	}
+	return last + 1
+}
