@@ -261,8 +261,14 @@ func (st *stage) apply() {
 	d := st.d
 	for _, run := range st.runs {
 		m := st.find(run.r)
-		for seq := m.cursor; seq < run.end; {
-			seq = d.applySpan(run.r, seq, run.end)
+		if m.cursor == run.end {
+			continue
+		}
+		// The run's ops are in consecutive spans: find the first, then
+		// walk.
+		sp := d.logs[run.r].spans
+		for i, seq := d.spanAt(run.r, m.cursor), m.cursor; seq < run.end; i++ {
+			seq = d.applySpan(run.r, &sp[i], seq, run.end)
 		}
 		m.cursor = run.end
 	}
@@ -286,10 +292,9 @@ func (st *stage) find(r uint32) *logMark {
 	panic("crdt: a staged run of a replica without a mark")
 }
 
-// applySpan applies the ops of replica r from seq on, as far as the span
-// holding seq goes but not to end, and returns the seq after them.
-func (d *Doc) applySpan(r, seq, end uint32) uint32 {
-	s := d.logs[r].spans[d.spanAt(r, seq)]
+// applySpan applies the ops of replica r in span s from seq on, but not
+// from end on, and returns the seq after them.
+func (d *Doc) applySpan(r uint32, s *span, seq, end uint32) uint32 {
 	last := min(end-1, s.seq+s.n-1)
 	n := last - seq + 1
 	f := d.fields[s.field]
