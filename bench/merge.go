@@ -95,12 +95,14 @@ func RunMerge(opts MergeOptions) MergeResult {
 		}
 		runtime.GC() // the forks' garbage is setup, not merge work
 		start := time.Now()
-		// Each side exports its delta straight from its log, as a sync
-		// server does for a catch-up.
+		// Each side exports its delta straight from its log, in one
+		// pass, without building a []Change. (The sync server's catch-up
+		// still builds the changes, to cut them into frames.)
 		ab := codec.EncodeChangeSeq(a.EachChangeSince(b.Version()))
 		ba := codec.EncodeChangeSeq(b.EachChangeSince(a.Version()))
-		// Each applies the other's as a server does a received batch:
-		// decoded change by change, never held as a []Change.
+		// Each applies the other's change by change as it is decoded,
+		// never holding a []Change, as the server replays a stored log
+		// when it loads a document.
 		err1 := b.ApplySeq(codec.ChangeSeq(ab))
 		err2 := a.ApplySeq(codec.ChangeSeq(ba))
 		el := time.Since(start)
