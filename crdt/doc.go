@@ -59,7 +59,10 @@
 //     waits in a bounded pending buffer and is never applied half-way.
 //   - Apply is atomic per batch: an invalid change, a clock_skew change or a
 //     full pending buffer fails the whole batch and leaves the document
-//     exactly as it was.
+//     exactly as it was. ApplySeq, for a batch read change by change from a
+//     source (codec.ChangeSeq over received bytes) so that it never exists
+//     as a []Change, is atomic in the same way: what it recorded while
+//     reading is taken back.
 //   - At(t) includes exactly the changes stamped ≤ t; HLC times respect
 //     causality, so that set is causally closed.
 //
@@ -77,7 +80,8 @@
 //
 // A Doc is not safe for concurrent use: one goroutine owns it (a room, a
 // client's document loop). Changes returned by ChangesSince share no memory
-// with the Doc; changes passed to Apply are not retained.
+// with the Doc; changes passed to Apply or yielded to ApplySeq are not
+// retained. A change EachChangeSince yields is valid until the next.
 //
 // HAZARD: a Doc reuses one Tx; a *Tx must not be used after Commit. Each Tx
 // method applies at once (there is no rollback of a whole transaction).
