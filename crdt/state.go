@@ -306,9 +306,9 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		}
 		k = 0
 		for _, l := range t.leaves {
-			for _, it := range l.items {
+			for i, it := range l.items {
 				b := buckets[it.r]
-				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, l: l}
+				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, at: uint32(i), l: l}
 				b[spanOf[k]]++
 				k++
 			}

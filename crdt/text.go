@@ -52,9 +52,12 @@ type leaf struct {
 }
 
 // idEntry says that the characters r:start .. r:end-1 of a text are all in
-// leaf l.
+// leaf l, starting at about item at: items inserted before them move them
+// right, so locate looks there first and scans on from it (a scan of the
+// whole leaf missed the cache on most of its dozen lines).
 type idEntry struct {
 	start, end uint32
+	at         uint32
 	l          *leaf
 }
 
@@ -272,23 +275,23 @@ func (t *text) lastEntry(r uint32) *idEntry {
 // newEntry allocates an index entry from a slab: a merge adds one per
 // remote insert, and one allocation per 64 entries is far cheaper.
 // (Entries live as long as the text, so the slab wastes little.)
-func (t *text) newEntry(start, end uint32, l *leaf) *idEntry {
+func (t *text) newEntry(start, end uint32, l *leaf, at int) *idEntry {
 	if len(t.slab) == cap(t.slab) {
 		t.slab = make([]idEntry, 0, 64)
 	}
-	t.slab = append(t.slab, idEntry{start: start, end: end, l: l})
+	t.slab = append(t.slab, idEntry{start: start, end: end, at: uint32(at), l: l})
 	return &t.slab[len(t.slab)-1]
 }
 
-// assign records that ids r:start..r:end-1 are in leaf l.
-func (t *text) assign(r, start, end uint32, l *leaf) {
+// assign records that ids r:start..r:end-1 are in leaf l, from item at.
+func (t *text) assign(r, start, end uint32, l *leaf, at int) {
 	tr := t.index(r)
 	// Fast path, typing: grow the last entry when the new ids follow it.
 	if last := t.lastEntry(r); last != nil && last.end == start && last.l == l {
 		last.end = end
 		return
 	} else if last == nil || last.end <= start {
-		e := t.newEntry(start, end, l)
+		e := t.newEntry(start, end, l, at)
 		tr.put(e)
 		t.tail[r] = e
 		return
@@ -307,28 +310,28 @@ func (t *text) assign(r, start, end uint32, l *leaf) {
 	for _, e := range cut {
 		tr.remove(e.start)
 		if e.start < start {
-			tr.put(t.newEntry(e.start, start, e.l))
+			tr.put(t.newEntry(e.start, start, e.l, int(e.at)))
 		}
 		if e.end > end {
-			tr.put(t.newEntry(end, e.end, e.l))
+			tr.put(t.newEntry(end, e.end, e.l, int(e.at)))
 		}
 	}
-	tr.put(t.newEntry(start, end, l))
+	tr.put(t.newEntry(start, end, l, at))
 }
 
 // reassign records that ids r:start..r:end-1, which the index already
 // holds, moved to leaf l. Items usually line up with index entries, so this
 // rarely changes the index's shape.
-func (t *text) reassign(r, start, end uint32, l *leaf) {
+func (t *text) reassign(r, start, end uint32, l *leaf, at int) {
 	t.index(r)
 	if e := t.entryAt(r, start); e != nil && e.start == start {
 		if e.end == end {
-			e.l = l
+			e.l, e.at = l, uint32(at)
 			return
 		}
 		if e.end > end {
-			rest := &idEntry{start: end, end: e.end, l: e.l}
-			e.end, e.l = end, l
+			rest := &idEntry{start: end, end: e.end, at: e.at, l: e.l}
+			e.end, e.l, e.at = end, l, uint32(at)
 			t.ids[r].put(rest)
 			if t.tail[r] == e {
 				t.tail[r] = rest
@@ -336,19 +339,34 @@ func (t *text) reassign(r, start, end uint32, l *leaf) {
 			return
 		}
 	}
-	t.assign(r, start, end, l)
+	t.assign(r, start, end, l, at)
 }
 
 // locate returns the position of id r:seq: its leaf, the item index in it,
 // and the offset in the item. ok is false if the text has no such char.
 func (t *text) locate(id ref) (l *leaf, i int, k uint32, ok bool) {
-	l = t.findLeaf(id)
-	if l == nil {
+	e := t.entryAt(id.r, id.seq)
+	if e == nil {
 		return nil, 0, 0, false
 	}
-	for i := range l.items {
-		it := &l.items[i]
-		if it.r == id.r && id.seq >= it.seq && id.seq < it.seq+it.n {
+	l = e.l
+	items := l.items
+	// From the entry's item on (inserts before it push it right), then
+	// back from it (joined items pull it left).
+	h := min(int(e.at), len(items))
+	for i := h; i < len(items); i++ {
+		if it := &items[i]; it.r == id.r && id.seq >= it.seq && id.seq < it.seq+it.n {
+			if it.seq == e.start {
+				e.at = uint32(i)
+			}
+			return l, i, id.seq - it.seq, true
+		}
+	}
+	for i := h - 1; i >= 0; i-- {
+		if it := &items[i]; it.r == id.r && id.seq >= it.seq && id.seq < it.seq+it.n {
+			if it.seq == e.start {
+				e.at = uint32(i)
+			}
 			return l, i, id.seq - it.seq, true
 		}
 	}
@@ -466,7 +484,7 @@ func (t *text) insertItem(l *leaf, i int, it item) {
 	l.vis += dv
 	t.vis += dv
 	t.lens.add(l.idx, dv, d)
-	t.assign(it.r, it.seq, it.seq+it.n, l)
+	t.assign(it.r, it.seq, it.seq+it.n, l, i)
 	t.markChars(it.r, it.seq, it.seq+it.n)
 	t.fixLeaf(l)
 }
@@ -489,7 +507,7 @@ func (t *text) fixLeaf(l *leaf) {
 		t.placeAfter(l, nl)
 		for j := range nl.items {
 			it := &nl.items[j]
-			t.reassign(it.r, it.seq, it.seq+it.n, nl)
+			t.reassign(it.r, it.seq, it.seq+it.n, nl, j)
 		}
 		// The moved half may itself be too big; loop on both.
 		t.fixLeaf(nl)

@@ -149,7 +149,7 @@ func (tx *Tx) Insert(name string, pos int, s string) error {
 					t.vis += n
 					t.raw += n
 					t.lens.add(l.idx, n, n)
-					t.assign(0, seq, seq+uint32(n), l)
+					t.assign(0, seq, seq+uint32(n), l, i)
 					t.markChars(0, seq, seq+uint32(n))
 					sp.n += uint32(n)
 					sp.nb += nb
