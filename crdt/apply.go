@@ -44,7 +44,7 @@ func (d *Doc) Apply(changes ...Change) error {
 			panic("crdt: clock refused a checked time: " + err.Error())
 		}
 	}
-	grown := d.reserve(p)
+	grown := d.reserve(p.ready)
 	d.applyAll(p.ready)
 	d.trimLogs(grown)
 	d.addPending(p.waiting)
@@ -196,13 +196,12 @@ type plan struct {
 	// seq and the text characters the batch inserted. Batches name few
 	// replicas, so a slice beats two maps (and allocates nothing for a
 	// keystroke until it is accepted).
-	adv      []planReplica
-	ready    []Change
-	waiting  []Change
-	dropped  int
-	accepted int  // changes made ready
-	bits     bool // mark the batch's characters in bitsets (see bitsFrom)
-	size     int  // the batch's length, for sizing ready
+	adv     []planReplica
+	ready   []Change
+	waiting []Change
+	dropped int
+	bits    bool // mark the batch's characters in bitsets (see bitsFrom)
+	size    int  // the batch's length, for sizing ready
 	// While direct, the ready changes are the first prefix changes of the
 	// batch, unchanged and in order (a catch-up usually is all of it), and
 	// ready is not filled: copying each change there was a tenth of
@@ -226,7 +225,6 @@ type planRange struct {
 type planReplica struct {
 	r       ReplicaID
 	next    uint64
-	ops     int // in the ready changes
 	inserts []planRange
 	insBuf  [1]planRange // room for a keystroke's one range
 	// chars marks (as offsets from base, the first seq the batch gave
@@ -400,8 +398,6 @@ func (p *plan) accept(c Change) {
 		seq += n
 	}
 	a.next = seq
-	a.ops += len(c.Ops)
-	p.accepted++
 	if p.direct {
 		p.prefix++
 	} else {
@@ -567,21 +563,33 @@ func lenOps(ops []Op) uint64 {
 	return n
 }
 
-// reserve grows the logs of the replicas p made ready changes of, once for
-// all of them: a large batch would otherwise regrow (and copy) each log many
-// times, as large slices grow by a quarter at a time. It returns the
-// replicas whose logs it grew, for trimLogs. Batches under 64 changes skip
-// this.
-func (d *Doc) reserve(p *plan) []uint32 {
-	if p.accepted < 64 {
+// reserve grows the logs of the replicas in cs once for all of them: a
+// large batch would otherwise regrow (and copy) each log many times, as
+// large slices grow by a quarter at a time. It returns the replicas whose
+// logs it grew, for trimLogs. Batches under 64 changes skip this.
+func (d *Doc) reserve(cs []Change) []uint32 {
+	if len(cs) < 64 {
 		return nil
 	}
-	grown := make([]uint32, 0, len(p.adv))
-	for _, a := range p.adv {
-		r := d.replicaIndex(a.r)
+	type need struct {
+		r   ReplicaID
+		ops int
+	}
+	var needs []need // batches name few replicas
+	for i := range cs {
+		j := slices.IndexFunc(needs, func(x need) bool { return x.r == cs[i].Replica })
+		if j < 0 {
+			j = len(needs)
+			needs = append(needs, need{r: cs[i].Replica})
+		}
+		needs[j].ops += len(cs[i].Ops)
+	}
+	grown := make([]uint32, 0, len(needs))
+	for _, x := range needs {
+		r := d.replicaIndex(x.r)
 		lg := &d.logs[r]
-		lg.spans = slices.Grow(lg.spans, a.ops)
-		lg.times = slices.Grow(lg.times, a.ops)
+		lg.spans = slices.Grow(lg.spans, x.ops)
+		lg.times = slices.Grow(lg.times, x.ops)
 		grown = append(grown, r)
 	}
 	return grown
