@@ -11,10 +11,11 @@ import (
 // ChangeSeq is a batch of changes read from a source, such as a decoder
 // over received bytes (codec.ChangeSeq), for Doc.ApplySeq.
 type ChangeSeq struct {
-	// All yields the batch's changes. It is called more than once and
-	// must yield the same changes each time, in the same order; a
-	// yielded Change (with its Ops) need only stay valid until the next
-	// one is yielded. A non-nil error ends the sequence.
+	// All yields the batch's changes. It may be called again (a batch
+	// ApplySeq hands to Apply is read a second time) and must then yield
+	// the same changes in the same order; a yielded Change (with its Ops)
+	// need only stay valid until the next one is yielded. A non-nil error
+	// ends the sequence.
 	All iter.Seq2[*Change, error]
 	// Ops is the number of ops in the batch, if known (else 0): the
 	// document then grows its logs once instead of step by step.

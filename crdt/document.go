@@ -704,9 +704,8 @@ func (d *Doc) change(h changeHead, ops []Op) Change {
 // large delta this way needs a few bytes per change instead of a Change
 // and its Ops (over 200 bytes) per change.
 //
-// The sequence may be ranged over more than once (an encoder reads a delta
-// twice: its tables, then its columns), so the document must not change in
-// between. Changes of one replica (a client's offline edits) are read
+// The sequence may be ranged over more than once, and the document must
+// not change in between. Changes of one replica (a client's offline edits) are read
 // straight from its log on every pass; changes of several are ordered by
 // time on the first pass, which keeps 24 bytes per change for the next.
 func (d *Doc) EachChangeSince(v VersionVector) iter.Seq[*Change] {
