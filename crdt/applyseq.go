@@ -185,32 +185,16 @@ func (st *stage) record(c *Change) {
 		n := uint32(op.Len())
 		switch op.Kind {
 		case OpCounterAdd:
-			f := d.field(Field{op.Field, FieldCounter}, true)
-			d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpCounterAdd, delta: op.Delta})
+			d.logCounter(d.field(Field{op.Field, FieldCounter}, true), r, seq, op.Delta)
 		case OpRegisterSet:
-			f := d.field(Field{op.Field, FieldRegister}, true)
-			off := uint32(len(d.content))
-			d.content = append(d.content, op.Value...)
-			d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpRegisterSet, off: off, nb: uint32(len(op.Value))})
+			d.logRegister(d.field(Field{op.Field, FieldRegister}, true), r, seq, op.Value)
 		case OpTextInsert:
-			f := d.field(Field{op.Field, FieldText}, true)
 			left, _ := d.refOf(op.Left)
 			right, _ := d.refOf(op.Right)
-			off := uint32(len(d.content))
-			d.content = append(d.content, op.Text...)
-			d.appendSpan(r, span{seq: seq, n: n, field: f.idx, kind: OpTextInsert, off: off, nb: uint32(len(op.Text)), a: left, b: right})
+			d.logInsert(d.field(Field{op.Field, FieldText}, true), r, seq, n, op.Text, left, right)
 		case OpTextDelete:
-			f := d.field(Field{op.Field, FieldText}, true)
 			tg, _ := d.refOf(op.Target)
-			for k := uint32(0); k < n; k++ {
-				// One op per seq, so that backward runs merge as local
-				// ones do.
-				t := tg.seq + k
-				if op.Backward {
-					t = tg.seq - k
-				}
-				d.appendSpan(r, span{seq: seq + k, n: 1, field: f.idx, kind: OpTextDelete, a: ref{tg.r, t}})
-			}
+			d.logDelete(d.field(Field{op.Field, FieldText}, true), r, seq, tg, n, op.Backward)
 		}
 		d.appendTime(r, seq, n, c.Time)
 		seq += n
@@ -303,10 +287,7 @@ func (d *Doc) applySpan(r uint32, s *span, seq, end uint32) uint32 {
 	case OpCounterAdd:
 		f.counter += s.delta * int64(n)
 	case OpRegisterSet:
-		w := regState{set: true, t: d.timeAt(r, seq), r: r, seq: seq, off: s.off, nb: s.nb}
-		if !f.reg.set || d.regLess(f.reg, w) {
-			f.reg = w
-		}
+		d.writeRegister(f, regState{set: true, t: d.timeAt(r, seq), r: r, seq: seq, off: s.off, nb: s.nb})
 	case OpTextInsert:
 		content := d.content[s.off : s.off+s.nb]
 		bo := byteOffset(content, int(s.n), int(seq-s.seq))

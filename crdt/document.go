@@ -466,20 +466,39 @@ func (d *Doc) origins(r uint32, seq uint32) (ref, ref) {
 
 // ---- applying ops (local and remote share these) ----
 
+// Applying an op is two steps: recording it in its replica's log (the
+// log* functions, which ApplySeq also calls alone, to apply later from the
+// log) and changing the field's state.
+
 func (d *Doc) applyCounter(f *field, r uint32, seq uint32, delta int64) {
+	d.logCounter(f, r, seq, delta)
 	f.counter += delta
+}
+
+func (d *Doc) logCounter(f *field, r uint32, seq uint32, delta int64) {
 	d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpCounterAdd, delta: delta})
 }
 
 func (d *Doc) applyRegister(f *field, r uint32, seq uint32, t hlc.Timestamp, value []byte) {
-	off := uint32(len(d.content))
+	off, nb := d.logRegister(f, r, seq, value)
+	d.writeRegister(f, regState{set: true, t: t, r: r, seq: seq, off: off, nb: nb})
+}
+
+// logRegister records a register write and returns where its value went
+// in the content.
+func (d *Doc) logRegister(f *field, r uint32, seq uint32, value []byte) (off, nb uint32) {
+	off, nb = uint32(len(d.content)), uint32(len(value))
 	d.content = append(d.content, value...)
-	nb := uint32(len(value))
-	w := regState{set: true, t: t, r: r, seq: seq, off: off, nb: nb}
+	d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpRegisterSet, off: off, nb: nb})
+	return off, nb
+}
+
+// writeRegister makes w the register's value if it wins over the current
+// one.
+func (d *Doc) writeRegister(f *field, w regState) {
 	if !f.reg.set || d.regLess(f.reg, w) {
 		f.reg = w
 	}
-	d.appendSpan(r, span{seq: seq, n: 1, field: f.idx, kind: OpRegisterSet, off: off, nb: nb})
 }
 
 func (d *Doc) regLess(a, b regState) bool {
@@ -494,11 +513,17 @@ func (d *Doc) regLess(a, b regState) bool {
 
 // applyRemoteInsert integrates a validated insert of n runes (ids r:seq..).
 func (d *Doc) applyRemoteInsert(f *field, r, seq, n uint32, text string, left, right ref) {
-	off := uint32(len(d.content))
-	d.content = append(d.content, text...)
-	nb := uint32(len(text))
+	off, nb := d.logInsert(f, r, seq, n, text, left, right)
 	f.text.integrate(item{r: r, seq: seq, n: n, off: off, nb: nb}, left, right)
+}
+
+// logInsert records an insert of n runes (ids r:seq..) between left and
+// right, and returns where its text went in the content.
+func (d *Doc) logInsert(f *field, r, seq, n uint32, text string, left, right ref) (off, nb uint32) {
+	off, nb = uint32(len(d.content)), uint32(len(text))
+	d.content = append(d.content, text...)
 	d.appendSpan(r, span{seq: seq, n: n, field: f.idx, kind: OpTextInsert, off: off, nb: nb, a: left, b: right})
+	return off, nb
 }
 
 func (d *Doc) applyRemoteDelete(f *field, r, seq uint32, target ref, n uint32, back bool) {
@@ -507,8 +532,13 @@ func (d *Doc) applyRemoteDelete(f *field, r, seq uint32, target ref, n uint32, b
 	} else {
 		f.text.deleteIDs(target.r, target.seq, n)
 	}
+	d.logDelete(f, r, seq, target, n, back)
+}
+
+// logDelete records a delete of n characters from target (downwards when
+// back), one op per seq so that backward runs merge as local ones do.
+func (d *Doc) logDelete(f *field, r, seq uint32, target ref, n uint32, back bool) {
 	for k := uint32(0); k < n; k++ {
-		// Record one op per seq so that backward runs merge like local ones.
 		t := target.seq + k
 		if back {
 			t = target.seq - k

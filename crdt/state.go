@@ -366,10 +366,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			case OpCounterAdd:
 				f.counter += sp.delta * int64(sp.n)
 			case OpRegisterSet:
-				w := regState{set: true, t: d.timeAt(uint32(r), sp.seq), r: uint32(r), seq: sp.seq, off: sp.off, nb: sp.nb}
-				if !f.reg.set || d.regLess(f.reg, w) {
-					f.reg = w
-				}
+				d.writeRegister(f, regState{set: true, t: d.timeAt(uint32(r), sp.seq), r: uint32(r), seq: sp.seq, off: sp.off, nb: sp.nb})
 			}
 		}
 	}
