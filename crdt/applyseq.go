@@ -152,10 +152,8 @@ func (d *Doc) newStage(ops int) *stage {
 // mark returns r's mark, making one (and growing its logs for the rest of
 // the batch) the first time.
 func (st *stage) mark(r uint32) *logMark {
-	for i := range st.logs {
-		if st.logs[i].r == r {
-			return &st.logs[i]
-		}
+	if m := st.markOf(r); m != nil {
+		return m
 	}
 	lg := &st.d.logs[r]
 	m := logMark{r: r, old: *lg, end: lg.next, cursor: lg.next}
@@ -245,7 +243,7 @@ func (st *stage) undo() {
 func (st *stage) apply() {
 	d := st.d
 	for _, run := range st.runs {
-		m := st.find(run.r)
+		m := st.markOf(run.r) // record made it
 		if m.cursor == run.end {
 			continue
 		}
@@ -268,13 +266,14 @@ func (st *stage) apply() {
 	st.logs, st.runs = nil, nil
 }
 
-func (st *stage) find(r uint32) *logMark {
+// markOf returns r's mark, or nil if the batch has not touched r.
+func (st *stage) markOf(r uint32) *logMark {
 	for i := range st.logs {
 		if st.logs[i].r == r {
 			return &st.logs[i]
 		}
 	}
-	panic("crdt: a staged run of a replica without a mark")
+	return nil
 }
 
 // applySpan applies the ops of replica r in span s from seq on, but not
