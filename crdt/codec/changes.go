@@ -80,9 +80,11 @@ var columnNames = [numColumns]string{
 //
 // Typing makes the distances constant (Left = cursor+1, Right = the same id
 // again, a backspace = cursor-1), so the RLE columns collapse them into runs.
+// The encoder learns nRep only at the end of the batch, so encode returns
+// the code's parts (an idVal); nRep is the decoder's.
 type idCoder struct {
 	cursor []uint64
-	nRep   uint64
+	nRep   uint64 // decode only
 }
 
 // The three id columns keep separate cursors, so that each keeps its own
