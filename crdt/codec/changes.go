@@ -604,6 +604,7 @@ type batchHeader struct {
 	nCh, nOps uint64
 	cols      [numColumns]rleReader
 	text      string // all inserted text; op texts are substrings
+	raw       int    // the batch's size inflated
 }
 
 // parse reads the header of data (inflated first if it is deflated) and
@@ -712,7 +713,14 @@ func (h *batchHeader) parse(data []byte) error {
 	if in.left() != 0 {
 		return fmt.Errorf("%d trailing bytes", in.left())
 	}
+	// The counts must be the ones the columns carry, checked before a
+	// decoder allocates by them: a few header bytes can declare 2^18
+	// changes that no column holds.
+	if err := checkCounts(&cols, nCh, nOps); err != nil {
+		return err
+	}
 	h.reps, h.fields, h.nRep, h.nField, h.nCh, h.nOps, h.cols = reps, fields, nRep, nField, nCh, nOps, cols
+	h.raw = len(data)
 	textCol := cols[colInsText].b
 	if !utf8.Valid(textCol) {
 		return errors.New("inserted text is not UTF-8")
@@ -1198,4 +1206,84 @@ func (t *pidTable) grow() {
 			t.put(s.key, s.val)
 		}
 	}
+}
+
+// checkCounts checks a batch's declared change and op counts against its
+// columns without decoding them: change.replica must hold nCh values and
+// op.kind nOps, and change.ops must add up to nOps.
+func checkCounts(cols *[numColumns]rleReader, nCh, nOps uint64) error {
+	limit := uint64(max(changesLimit, opsLimit)) + 1
+	if n, _, ok := rleCount(cols[colChReplica].b, limit, nil); !ok || n != nCh {
+		return fmt.Errorf("%d changes declared, column %s holds %s", nCh, columnNames[colChReplica], countWord(n, ok))
+	}
+	n, sum, ok := rleCount(cols[colChOps].b, limit, func(v uint64) uint64 { return v })
+	if !ok || n != nCh || sum != nOps {
+		return fmt.Errorf("%d changes of %d ops declared, column %s holds %s", nCh, nOps, columnNames[colChOps], countWord(n, ok))
+	}
+	if n, _, ok := kindCount(cols[colOpKind].b, limit, 0); !ok || n != nOps {
+		return fmt.Errorf("%d ops declared, column %s holds %s", nOps, columnNames[colOpKind], countWord(n, ok))
+	}
+	return nil
+}
+
+func countWord(n uint64, ok bool) string {
+	if !ok {
+		return "a malformed or oversized list"
+	}
+	return fmt.Sprintf("%d values", n)
+}
+
+// Info is what a batch holds, read from its header and columns without
+// decoding its changes: enough for a server to charge rate, document and
+// register limits before paying for DecodeChanges or ChangeSeq, and to
+// charge them on decoded sizes rather than on the bytes received (a
+// compressed or run-length coded batch can be far larger decoded).
+type Info struct {
+	Changes int // changes in the batch
+	Ops     int // ops in the batch
+	// Replicas is the size of the batch's replica table.
+	Replicas int
+	// Inserts and Sets count the insert and register-set ops.
+	Inserts, Sets int
+	// TextBytes is the UTF-8 text all inserts add, in bytes (what the
+	// document's content grows by, at most, if the batch is applied).
+	TextBytes int
+	// ValueBytes is the total size of the register values written, and
+	// MaxValue the largest one.
+	ValueBytes, MaxValue int
+	// RawBytes is the batch's size decoded from DEFLATE (its own size
+	// when it is not compressed).
+	RawBytes int
+}
+
+// Inspect returns what a batch holds (see Info), checking its header and
+// that its declared counts match its columns, as DecodeChanges does before
+// it allocates anything; the changes themselves are not decoded or
+// validated, so DecodeChanges may still refuse the batch. A compressed
+// batch is inflated (at most MaxRawBatch bytes, allocated as inflated).
+// Errors wrap ErrCorrupt.
+func Inspect(data []byte) (Info, error) {
+	var h batchHeader
+	if err := h.parse(data); err != nil {
+		return Info{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	info := Info{
+		Changes: int(h.nCh), Ops: int(h.nOps), Replicas: int(h.nRep),
+		TextBytes: len(h.text), ValueBytes: len(h.cols[colSetValue].b), RawBytes: h.raw,
+	}
+	limit := uint64(max(changesLimit, opsLimit)) + 1
+	_, nIns, _ := kindCount(h.cols[colOpKind].b, limit, byte(crdt.OpTextInsert-1))
+	_, nSets, _ := kindCount(h.cols[colOpKind].b, limit, byte(crdt.OpRegisterSet-1))
+	info.Inserts, info.Sets = int(nIns), int(nSets)
+	// The largest value: a pass over set.len (which decoding checks
+	// against set.value).
+	largest := uint64(0)
+	if _, _, ok := rleCount(h.cols[colSetLen].b, limit, func(v uint64) uint64 {
+		largest = max(largest, v)
+		return 0
+	}); !ok {
+		return Info{}, fmt.Errorf("%w: column %s is malformed", ErrCorrupt, columnNames[colSetLen])
+	}
+	info.MaxValue = int(min(largest, uint64(info.ValueBytes)))
+	return info, nil
 }

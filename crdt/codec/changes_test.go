@@ -2,9 +2,11 @@ package codec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -218,9 +220,12 @@ func TestDecodeChangesHostile(t *testing.T) {
 		{"trailing", append(bytes.Clone(valid), 0), "trailing"},
 		{"missing columns", cat([]byte{1}, uv(0, 0, 0, 0), emptyCols[:5]), "column"},
 		// One change whose columns are all empty: the first read fails.
-		{"empty column", cat([]byte{1}, uv(1), r1[:], uv(0, 1, 1), emptyCols), "ended early"},
-		// Run of 2^62 replica indexes, one change: left over.
-		{"bad replica index", cat([]byte{1}, uv(1), r1[:], uv(0, 1, 1), uv(2, 0, 5), emptyCols[1:]), "replica index 5"},
+		{"empty column", cat([]byte{1}, uv(1), r1[:], uv(0, 1, 1), emptyCols), "column change.replica holds 0 values"},
+		// The counts agree with the columns, the replica index does not.
+		{"bad replica index", cat([]byte{1}, uv(1), r1[:], uv(0, 1, 1), uv(2, 0, 5), emptyCols[:3], uv(2, 0, 1, 1, 0), emptyCols[6:]), "replica index 5"},
+		{"ops column disagrees", cat([]byte{1}, uv(1), r1[:], uv(0, 1, 2), uv(2, 0, 0), emptyCols[:3], uv(2, 0, 1, 1, 4), emptyCols[6:]), "column change.ops"},
+		{"kinds disagree", cat([]byte{1}, uv(1), r1[:], uv(0, 1, 2), uv(2, 0, 0), emptyCols[:3], uv(2, 0, 2, 1, 0), emptyCols[6:]), "column op.kind holds 1 values"},
+		{"count bomb", countBomb(), "262144 changes declared"},
 		{"bad text utf8", func() []byte {
 			b := bytes.Clone(valid)
 			i := bytes.IndexByte(b, 'x')
@@ -236,6 +241,96 @@ func TestDecodeChangesHostile(t *testing.T) {
 		}
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %q, want ErrCorrupt mentioning %q", c.name, err, c.want)
+		}
+	}
+}
+
+// countBomb is a 44-byte batch whose header declares MaxChanges changes
+// and MaxOps ops that its columns do not hold (issue 11 §3).
+func countBomb() []byte {
+	r := rep(1)
+	b := append([]byte{1, 1}, r[:]...)
+	b = append(b, 0)                        // no fields
+	b = binary.AppendUvarint(b, MaxChanges) // changes
+	b = binary.AppendUvarint(b, MaxOps)     // ops
+	b = append(b, 2, 0, 0)                  // change.replica: one value
+	return append(b, make([]byte, numColumns-1)...)
+}
+
+// TestDeclaredCountBomb: a batch declaring 2^18 changes it does not hold
+// is refused having allocated next to nothing — before, DecodeChanges
+// allocated the declared changes and ops (some 52 MiB) first.
+func TestDeclaredCountBomb(t *testing.T) {
+	b := countBomb()
+	if len(b) != 44 {
+		t.Fatalf("bomb is %d bytes", len(b))
+	}
+	for name, decode := range map[string]func() error{
+		"DecodeChanges": func() error { _, err := DecodeChanges(b); return err },
+		"ChangeSeq": func() error {
+			_, err := collectSeq(ChangeSeq(b).All)
+			return err
+		},
+		"Inspect": func() error { _, err := Inspect(b); return err },
+	} {
+		if err := decode(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "declared") {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range 10 {
+			_ = decode()
+		}
+		runtime.ReadMemStats(&after)
+		if per := (after.TotalAlloc - before.TotalAlloc) / 10; per > 16<<10 {
+			t.Errorf("%s allocated %d bytes refusing a 44-byte bomb", name, per)
+		}
+	}
+}
+
+func TestInspect(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	for i, chs := range [][]crdt.Change{randomChanges(rng, 40), textBatch(), {}} {
+		b := EncodeChanges(chs)
+		got, err := Inspect(b)
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		want := Info{Changes: len(chs), RawBytes: len(b)}
+		reps := map[crdt.ReplicaID]bool{}
+		for _, c := range chs {
+			reps[c.Replica] = true
+			want.Ops += len(c.Ops)
+			for _, op := range c.Ops {
+				switch op.Kind {
+				case crdt.OpTextInsert:
+					want.Inserts++
+					want.TextBytes += len(op.Text)
+				case crdt.OpRegisterSet:
+					want.Sets++
+					want.ValueBytes += len(op.Value)
+					want.MaxValue = max(want.MaxValue, len(op.Value))
+				}
+				for _, id := range []crdt.ID{op.Left, op.Right, op.Target} {
+					if !id.IsZero() {
+						reps[id.Replica] = true
+					}
+				}
+			}
+		}
+		want.Replicas = len(reps)
+		if b[0] == ChangesFormatDeflate {
+			plain, err := inflate(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want.RawBytes = len(plain)
+		}
+		if got != want {
+			t.Errorf("batch %d: Inspect = %+v, want %+v", i, got, want)
+		}
+		if nc, no, err := Counts(b); err != nil || nc != got.Changes || no != got.Ops {
+			t.Errorf("batch %d: Counts = %d, %d, %v", i, nc, no, err)
 		}
 	}
 }

@@ -279,3 +279,58 @@ func (r *kindReader) done() error {
 	}
 	return nil
 }
+
+// rleCount returns the number of values an RLE column holds and, of each
+// value v, the sum of weight(v)·(its repeats): a pass over the group
+// headers and values that allocates nothing. A count past limit stops the
+// pass (ok false), so that no sum can overflow.
+func rleCount(b []byte, limit uint64, weight func(uint64) uint64) (n, sum uint64, ok bool) {
+	r := byteReader{b: b}
+	for r.left() > 0 {
+		h, err := r.uvarint()
+		if err != nil {
+			return n, sum, false
+		}
+		k := h>>1 + 1
+		if h>>1 >= limit || n+k > limit {
+			return n, sum, false
+		}
+		n += k
+		if h&1 == 0 {
+			k, h = 1, k // a run: one value, weighed k times
+		} else {
+			h = 1
+		}
+		for ; k > 0; k-- {
+			v, err := r.uvarint()
+			if err != nil {
+				return n, sum, false
+			}
+			if weight != nil {
+				w := weight(v)
+				if w > limit || w*h > limit || sum+w*h > limit {
+					return n, sum, false
+				}
+				sum += w * h
+			}
+		}
+	}
+	return n, sum, true
+}
+
+// kindCount returns the number of symbols a kind column holds, counting
+// those of kind k apart; ok is false past limit.
+func kindCount(b []byte, limit uint64, k byte) (n, nk uint64, ok bool) {
+	r := byteReader{b: b}
+	for r.left() > 0 {
+		h, err := r.uvarint()
+		if err != nil || h>>2 >= limit || n+h>>2+1 > limit {
+			return n, nk, false
+		}
+		n += h>>2 + 1
+		if byte(h&3) == k {
+			nk += h>>2 + 1
+		}
+	}
+	return n, nk, true
+}

@@ -30,7 +30,9 @@
 //     EncodeChanges(DecodeChanges(b)) == b for every b EncodeChanges made.
 //   - DecodeChanges(EncodeChanges(cs)) equals cs for well-formed cs.
 //   - DecodeChanges treats its input as hostile: every length is checked
-//     against the bytes left before allocating, counts are capped (MaxOps,
+//     against the bytes left before allocating, the declared change and op
+//     counts against the columns that carry them (Inspect reports them and
+//     the decoded sizes without decoding), counts are capped (MaxOps,
 //     MaxChanges), every column must be used up exactly, texts are UTF-8,
 //     kinds known, counts non-zero, replicas non-zero and every seq in
 //     1..MaxSeq without overflow. Errors wrap ErrCorrupt and say what was
