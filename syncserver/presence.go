@@ -60,6 +60,7 @@ func (r *room) relayPresence(from *session, e *presenceEntry, now time.Time) {
 	}
 	e.sent, e.dirty, e.lastSent = frame, false, now
 	r.s.m.presence.Inc()
+	r.replicatePresence(e.p)
 	for sess := range r.subs {
 		if sess != from {
 			sess.queueFrame(frame)
@@ -95,7 +96,9 @@ func (r *room) dropPresence(sess *session) {
 	if e.sent == nil {
 		return
 	}
-	frame, err := syncproto.Encode(&syncproto.PresenceLeave{Doc: r.id, Session: sess.id})
+	leave := &syncproto.PresenceLeave{Doc: r.id, Session: sess.id}
+	r.replicatePresence(leave)
+	frame, err := syncproto.Encode(leave)
 	if err != nil {
 		r.s.log.Error("encoding presence_leave", "doc", r.id, "err", err)
 		return

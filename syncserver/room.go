@@ -87,6 +87,9 @@ type cmdUpdate struct {
 	ack func(status syncproto.Status, msg string)
 	// ctx, if set, ends the wait for durability (an HTTP request gone).
 	ctx context.Context
+	// peer names the cluster peer that sent the changes ("" otherwise): a
+	// trusted relay, outside replica ownership (see replicate.go).
+	peer string
 }
 
 type cmdPresence struct {
@@ -448,6 +451,7 @@ func (r *room) subscribe(c cmdSubscribe) {
 			c.sess.queueFrame(e.sent)
 		}
 	}
+	r.replayPeerPresence(c.sess)
 }
 
 func (r *room) unsubscribe(sess *session, gone bool) {
@@ -493,9 +497,11 @@ func (r *room) update(c cmdUpdate) {
 		ack(syncproto.StatusTooLarge, fmt.Sprintf("document would exceed %d bytes", r.s.opts.MaxDocBytes))
 		return
 	}
-	if msg := r.checkOwners(c); msg != "" {
-		ack(syncproto.StatusUnauthorized, msg)
-		return
+	if c.peer == "" {
+		if msg := r.checkOwners(c); msg != "" {
+			ack(syncproto.StatusUnauthorized, msg)
+			return
+		}
 	}
 	// before is needed only by event streams and the after-durable
 	// broadcast; everyone else works from the mirror.
@@ -512,7 +518,9 @@ func (r *room) update(c cmdUpdate) {
 		ack(st, err.Error())
 		return
 	}
-	r.claimOwners(c)
+	if c.peer == "" {
+		r.claimOwners(c)
+	}
 	if p := r.doc.Pending(); p != r.lastPending {
 		r.s.m.pendingTotal.Add(float64(p - r.lastPending))
 		r.lastPending = p
@@ -528,6 +536,7 @@ func (r *room) update(c cmdUpdate) {
 			r.streamCast(before, fresh)
 			r.casts = append(r.casts, roomCast{c.from, fresh, len(fresh) != len(c.changes), c.received})
 		}
+		r.replicateApplied(fresh, c.peer)
 	}
 	if c.ack == nil {
 		return
@@ -547,6 +556,7 @@ func (r *room) update(c cmdUpdate) {
 		ack(syncproto.StatusMissingDeps, fmt.Sprintf("%d changes wait for operations the server lacks (server version %s); resync and resend", r.doc.Pending(), have))
 		return
 	}
+	ack = r.withPeerAcks(&c, need, ack)
 	w := &ackWaiter{from: c.from, need: need, ack: ack, ctx: c.ctx}
 	if r.durable.Covers(need) {
 		ack(syncproto.StatusOK, "") // everything was already durable (a resend)
@@ -790,9 +800,9 @@ func (r *room) startPersist(state *crdt.State, batch []byte, version crdt.Versio
 		}
 		res.bytes = int64(len(data))
 		if state != nil {
-			res.err = store.WriteSnapshot(context.Background(), doc, data)
+			res.err = storeSnapshot(context.Background(), store, doc, data, version)
 		} else {
-			res.logBytes, res.err = store.Append(context.Background(), doc, data)
+			res.logBytes, res.err = storeAppend(context.Background(), store, doc, data, version)
 		}
 		res.elapsed = time.Since(start)
 		done <- res
@@ -828,6 +838,7 @@ func (r *room) persisted(res persistResult) {
 	}
 	r.setBytes()
 	r.durable = res.version
+	r.replicateDurable(res.version)
 	for len(r.held) > 0 && r.durable.Covers(r.held[0].version) {
 		h := r.held[0]
 		r.broadcast(h.author, h.before, h.fresh, h.withAuthor)

@@ -52,6 +52,8 @@ type Server struct {
 	// and BenchmarkFanout turn it on to compare.
 	broadcastAfterDurable bool
 
+	repl replication // the cluster, if any (replicate.go)
+
 	sessionWG sync.WaitGroup // one per session (reader and writer)
 	roomWG    sync.WaitGroup // one per room goroutine
 	stop      chan struct{}  // closed by Shutdown: stops the janitor

@@ -1,0 +1,263 @@
+package syncserver
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+)
+
+// Replicator is what a Server tells the other servers of a cluster about.
+// cluster.Node implements it; cmd/weft wires it with SetReplicator. Without
+// one the server is alone and none of this runs.
+//
+// Every method is called on a document's room goroutine (or, for
+// Presence, also on a session's): none may block or call back into the
+// Server synchronously. Slices passed in belong to the caller for the
+// duration of the call only; a version vector passed in is the callee's.
+type Replicator interface {
+	// Applied reports changes freshly applied to doc, in apply order.
+	// origin is "" for changes from this server's clients (WebSocket or
+	// HTTP), or the name of the cluster peer that sent them.
+	Applied(doc string, fresh []crdt.Change, origin string)
+	// Durable reports that the store now holds doc at version v (after
+	// each store write).
+	Durable(doc string, v crdt.VersionVector)
+	// Presence reports a presence or presence_leave message of one of this
+	// server's sessions, identity already filled in, after coalescing.
+	Presence(doc string, m syncproto.Message)
+	// AwaitPeers is asked, once a client's batch is durable here, to call
+	// done exactly once: with StatusOK when enough peers hold need durably
+	// (--ack-peers), or with a refusal when it gives up. It may call done
+	// before returning.
+	AwaitPeers(doc string, need crdt.VersionVector, done func(syncproto.Status, string))
+}
+
+// VersionStore is implemented by stores that keep each document's version
+// vector in the same atomic write as its data, so that a cluster can
+// compare documents without loading them. With one, the server passes
+// the version the store holds after each write.
+type VersionStore interface {
+	// AppendVersion is Store.Append that also records version.
+	AppendVersion(ctx context.Context, doc string, batch []byte, version crdt.VersionVector) (logBytes int64, err error)
+	// WriteSnapshotVersion is Store.WriteSnapshot that also records
+	// version.
+	WriteSnapshotVersion(ctx context.Context, doc string, snapshot []byte, version crdt.VersionVector) error
+}
+
+// replication is the Server's side of a cluster: the Replicator and the
+// presence of other servers' sessions.
+type replication struct {
+	r atomic.Pointer[Replicator]
+
+	mu struct {
+		sync.Mutex
+		// remote holds, per document, the last presence frame of each
+		// session of another server, replayed to new local subscribers.
+		remote map[string]map[string]remotePresence
+	}
+}
+
+type remotePresence struct {
+	frame []byte
+	at    time.Time
+}
+
+// SetReplicator makes the server report to rep (see Replicator). Call it
+// before the server takes traffic; nil detaches.
+func (s *Server) SetReplicator(rep Replicator) {
+	if rep == nil {
+		s.repl.r.Store(nil)
+		return
+	}
+	s.repl.r.Store(&rep)
+}
+
+func (s *Server) replicator() Replicator {
+	if p := s.repl.r.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// PeerUpdate applies changes that the cluster peer named peer sent for
+// doc. A peer is trusted: replica ownership is neither checked nor claimed
+// (it relays other users' changes). The changes fan out to this server's
+// subscribers and are persisted; ack is called once, from the room
+// goroutine, after they are durable (StatusOK) or refused; it must not
+// block. PeerUpdate blocks only while the document loads or its queue is
+// full.
+func (s *Server) PeerUpdate(ctx context.Context, doc, peer string, changes []crdt.Change, size int64, ack func(syncproto.Status, string)) error {
+	if peer == "" {
+		return fmt.Errorf("syncserver: PeerUpdate needs the peer's name")
+	}
+	r, err := s.acquire(ctx, doc)
+	if err != nil {
+		return err
+	}
+	defer s.release(r)
+	return r.send(ctx, cmdUpdate{user: "peer:" + peer, peer: peer, changes: changes, size: size, received: time.Now(), ack: ack})
+}
+
+// PeerSync answers a cluster peer's subscribe: doc's changes since
+// version, encoded in chunks of at most maxBytes (codec.EncodeChunks), and
+// doc's version. It loads the document if needed; the slices are the
+// caller's.
+func (s *Server) PeerSync(ctx context.Context, doc string, since crdt.VersionVector, maxBytes int) (chunks [][]byte, version crdt.VersionVector, err error) {
+	r, err := s.acquire(ctx, doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer s.release(r)
+	done := make(chan struct{})
+	err = r.send(ctx, cmdDo{fn: func(r *room) {
+		defer close(done)
+		for _, ch := range codec.EncodeChunks(r.doc.ChangesSince(since), maxBytes) {
+			chunks = append(chunks, ch.Data)
+		}
+		version = r.version.Clone()
+	}})
+	if err != nil {
+		return nil, nil, err
+	}
+	select {
+	case <-done:
+		return chunks, version, nil
+	case <-r.done:
+		// The room exited with the command queued (shutdown).
+		select {
+		case <-done:
+			return chunks, version, nil
+		default:
+			return nil, nil, fmt.Errorf("syncserver: document %q is closed", doc)
+		}
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// PeerPresence relays a presence or presence_leave message of a session
+// on another server to doc's local subscribers, if doc is loaded here
+// (nobody else could see it). Its identity fields are the other server's
+// and are kept. It never blocks.
+func (s *Server) PeerPresence(doc string, m syncproto.Message) {
+	var session string
+	switch p := m.(type) {
+	case *syncproto.Presence:
+		session = p.Session
+	case *syncproto.PresenceLeave:
+		session = p.Session
+	default:
+		return
+	}
+	frame, err := syncproto.Encode(m)
+	if err != nil {
+		s.log.Warn("a peer's presence does not encode", "doc", doc, "err", err)
+		return
+	}
+	s.repl.mu.Lock()
+	if _, leave := m.(*syncproto.PresenceLeave); leave {
+		delete(s.repl.mu.remote[doc], session)
+		if len(s.repl.mu.remote[doc]) == 0 {
+			delete(s.repl.mu.remote, doc)
+		}
+	} else {
+		if s.repl.mu.remote == nil {
+			s.repl.mu.remote = make(map[string]map[string]remotePresence)
+		}
+		if s.repl.mu.remote[doc] == nil {
+			s.repl.mu.remote[doc] = make(map[string]remotePresence)
+		}
+		s.repl.mu.remote[doc][session] = remotePresence{frame: frame, at: time.Now()}
+	}
+	s.repl.mu.Unlock()
+	s.rooms.Lock()
+	r := s.rooms.m[doc]
+	s.rooms.Unlock()
+	if r == nil {
+		return
+	}
+	r.trySend(cmdDo{fn: func(r *room) {
+		for sess := range r.subs {
+			sess.queueFrame(frame)
+		}
+	}})
+}
+
+// replayPeerPresence sends a new subscriber the presence of the sessions
+// of other servers (those heard from within PresenceTTL).
+func (r *room) replayPeerPresence(sess *session) {
+	rp := &r.s.repl
+	now := time.Now()
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	for id, p := range rp.mu.remote[r.id] {
+		if now.Sub(p.at) >= r.s.opts.PresenceTTL {
+			delete(rp.mu.remote[r.id], id)
+			continue
+		}
+		sess.queueFrame(p.frame)
+	}
+}
+
+// replicateApplied tells the Replicator about fresh changes.
+func (r *room) replicateApplied(fresh []crdt.Change, origin string) {
+	if rep := r.s.replicator(); rep != nil && len(fresh) > 0 {
+		rep.Applied(r.id, fresh, origin)
+	}
+}
+
+// replicateDurable tells the Replicator what the store now holds.
+func (r *room) replicateDurable(v crdt.VersionVector) {
+	if rep := r.s.replicator(); rep != nil {
+		rep.Durable(r.id, v.Clone())
+	}
+}
+
+// replicatePresence tells the Replicator about a local session's presence.
+func (r *room) replicatePresence(m syncproto.Message) {
+	if rep := r.s.replicator(); rep != nil {
+		rep.Presence(r.id, m)
+	}
+}
+
+// withPeerAcks wraps the ack of a client's update so that ok waits for the
+// Replicator (--ack-peers). Peers' own updates are acked on local
+// durability alone.
+func (r *room) withPeerAcks(c *cmdUpdate, need crdt.VersionVector, ack func(syncproto.Status, string)) func(syncproto.Status, string) {
+	rep := r.s.replicator()
+	if rep == nil || c.peer != "" {
+		return ack
+	}
+	doc := r.id
+	return func(st syncproto.Status, msg string) {
+		if st != syncproto.StatusOK {
+			ack(st, msg)
+			return
+		}
+		rep.AwaitPeers(doc, need, ack)
+	}
+}
+
+// storeAppend appends batch, recording version when the store keeps
+// versions.
+func storeAppend(ctx context.Context, st Store, doc string, batch []byte, version crdt.VersionVector) (int64, error) {
+	if vs, ok := st.(VersionStore); ok {
+		return vs.AppendVersion(ctx, doc, batch, version)
+	}
+	return st.Append(ctx, doc, batch)
+}
+
+// storeSnapshot writes a snapshot, recording version when the store keeps
+// versions.
+func storeSnapshot(ctx context.Context, st Store, doc string, snap []byte, version crdt.VersionVector) error {
+	if vs, ok := st.(VersionStore); ok {
+		return vs.WriteSnapshotVersion(ctx, doc, snap, version)
+	}
+	return st.WriteSnapshot(ctx, doc, snap)
+}

@@ -1,0 +1,186 @@
+package syncserver
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
+)
+
+// fakeReplicator records what the server reports and answers AwaitPeers
+// with a fixed status.
+type fakeReplicator struct {
+	mu       sync.Mutex
+	applied  map[string]int // origin → changes
+	durable  map[string]crdt.VersionVector
+	presence []syncproto.Message
+	awaited  int
+	answer   syncproto.Status
+}
+
+func newFakeReplicator(answer syncproto.Status) *fakeReplicator {
+	return &fakeReplicator{applied: map[string]int{}, durable: map[string]crdt.VersionVector{}, answer: answer}
+}
+
+func (f *fakeReplicator) Applied(doc string, fresh []crdt.Change, origin string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied[origin] += len(fresh)
+}
+
+func (f *fakeReplicator) Durable(doc string, v crdt.VersionVector) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.durable[doc] = v
+}
+
+func (f *fakeReplicator) Presence(doc string, m syncproto.Message) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.presence = append(f.presence, m)
+}
+
+func (f *fakeReplicator) AwaitPeers(doc string, need crdt.VersionVector, done func(syncproto.Status, string)) {
+	f.mu.Lock()
+	f.awaited++
+	st := f.answer
+	f.mu.Unlock()
+	done(st, "fake: "+st.String())
+}
+
+func (f *fakeReplicator) get(fn func(f *fakeReplicator) bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fn(f)
+}
+
+// TestReplicatorHooks: a client's change is reported as local, its
+// durable version too, and its ack goes through AwaitPeers (a refusal
+// there reaches the client); a peer's changes of another user's replica
+// are applied without claiming it, fan out to local subscribers and are
+// reported with their origin; PeerSync answers with exactly what the
+// peer lacks.
+func TestReplicatorHooks(t *testing.T) {
+	ts := newTestServer(t, nil)
+	rep := newFakeReplicator(syncproto.StatusOverloaded)
+	ts.srv.SetReplicator(rep)
+
+	alice := ts.dial(ts.token("alice"))
+	alice.subscribe("d")
+	a := alice.update("d", insert("t", 0, "hi"))
+	if a.Status != syncproto.StatusOverloaded {
+		t.Fatalf("ack with a refusing AwaitPeers: got %v, want overloaded", a.Status)
+	}
+	if !rep.get(func(f *fakeReplicator) bool { return f.applied[""] == 1 && f.awaited == 1 }) {
+		t.Fatalf("replicator saw applied=%v awaited=%d", rep.applied, rep.awaited)
+	}
+	eventually(t, "durable version reported", func() bool {
+		return rep.get(func(f *fakeReplicator) bool { return f.durable["d"].Covers(alice.doc("d").Version()) })
+	})
+
+	// A peer relays changes of a replica no one here has seen.
+	other := crdt.ReplicaID(uuid.New())
+	od := crdt.NewDoc(other, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := od.Begin()
+	if err := tx.Insert("u", 0, "from n2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	changes := od.ChangesSince(nil)
+	acked := make(chan syncproto.Status, 1)
+	if err := ts.srv.PeerUpdate(context.Background(), "d", "n2", changes, 10, func(st syncproto.Status, _ string) { acked <- st }); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-acked; st != syncproto.StatusOK {
+		t.Fatalf("peer update: %v", st)
+	}
+	c := recvType[*syncproto.Changes](alice)
+	alice.absorb(c)
+	if got := alice.doc("d").Text("u"); got != "from n2" {
+		t.Fatalf("subscriber got %q", got)
+	}
+	if !rep.get(func(f *fakeReplicator) bool { return f.applied["n2"] == 1 && f.awaited == 1 }) {
+		t.Fatalf("peer change: applied=%v awaited=%d (a peer's update must not wait for peers)", rep.applied, rep.awaited)
+	}
+	// The relayed replica was not claimed by the peer: its owner may
+	// still write with it.
+	rep.mu.Lock()
+	rep.answer = syncproto.StatusOK
+	rep.mu.Unlock()
+	bob := ts.dialAs(ts.token("bob"), other)
+	bob.docs["d"] = od
+	bob.sent["d"] = od.Version()
+	bob.subscribe("d")
+	if a := bob.update("d", insert("u", 0, "bob: ")); a.Status != syncproto.StatusOK {
+		t.Fatalf("owner writing after a peer relayed its replica: %v %s", a.Status, a.Message)
+	}
+
+	// PeerSync: exactly what a peer with alice's changes lacks.
+	chunks, v, err := ts.srv.PeerSync(context.Background(), "d", alice.doc("d").Version(), 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ch := range chunks {
+		cs, err := codec.DecodeChanges(ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Replica == alice.replica {
+				t.Fatalf("PeerSync sent back a change the peer has: %v", c.Replica)
+			}
+		}
+		n += len(cs)
+	}
+	if n == 0 || !v.Covers(od.Version()) {
+		t.Fatalf("PeerSync: %d changes, version %v", n, v)
+	}
+}
+
+// TestPeerPresence: a session on another server shows up on local
+// subscribers, is replayed to newcomers and leaves; local presence is
+// reported to the replicator.
+func TestPeerPresence(t *testing.T) {
+	ts := newTestServer(t, nil)
+	rep := newFakeReplicator(syncproto.StatusOK)
+	ts.srv.SetReplicator(rep)
+	alice := ts.dial(ts.token("alice"))
+	alice.subscribe("d")
+
+	remote := &syncproto.Presence{Doc: "d", Session: "n2-s1", User: "carol", Name: "Carol", Color: "#abcdef", Clock: 1}
+	ts.srv.PeerPresence("d", remote)
+	p := recvType[*syncproto.Presence](alice)
+	if p.Session != "n2-s1" || p.User != "carol" {
+		t.Fatalf("remote presence arrived as %+v", p)
+	}
+	bob := ts.dial(ts.token("bob"))
+	bob.send(&syncproto.Subscribe{Doc: "d"})
+	if p := recvType[*syncproto.Presence](bob); p.Session != "n2-s1" {
+		t.Fatalf("newcomer got %+v", p)
+	}
+	ts.srv.PeerPresence("d", &syncproto.PresenceLeave{Doc: "d", Session: "n2-s1"})
+	if l := recvType[*syncproto.PresenceLeave](alice); l.Session != "n2-s1" {
+		t.Fatalf("leave: %+v", l)
+	}
+
+	bob.send(&syncproto.Presence{Doc: "d", Clock: 1, Typing: true})
+	eventually(t, "local presence reported", func() bool {
+		return rep.get(func(f *fakeReplicator) bool {
+			for _, m := range f.presence {
+				if p, ok := m.(*syncproto.Presence); ok && p.User == "bob" {
+					return true
+				}
+			}
+			return false
+		})
+	})
+}
