@@ -48,8 +48,10 @@
 //     next request tries again.
 //
 //   - Exact deltas. Subscribe(version) is answered with ChangesSince(version)
-//     and the server's version, so the client sends back exactly what the
-//     server lacks. Catch-up larger than half a frame (or than codec's op
+//     and the server's durable version (never the in-memory one: a client
+//     counts its changes in it as saved), so the client sends back exactly
+//     what the server lacks on disk; what it holds only in memory comes back
+//     as a harmless duplicate whose ack waits for the store. Catch-up larger than half a frame (or than codec's op
 //     limits) is split with codec.EncodeChunks: changes messages first, then
 //     the sync carrying the version — what syncproto.Peer's server role
 //     sends, so clients drive one Peer per document against it.

@@ -431,7 +431,12 @@ func (r *room) close(reason string) {
 func (r *room) subscribe(c cmdSubscribe) {
 	r.subs[c.sess] = struct{}{}
 	changes := r.doc.ChangesSince(c.version)
-	version := r.doc.Version()
+	// The sync's version is what the store holds, not what memory holds:
+	// the subscriber counts its own changes in it as saved (see "subscribe
+	// and sync" in docs/PROTOCOL.md). The catch-up still carries every
+	// change in memory; what is applied but not durable yet the client
+	// resends, and its ack waits for the store like any other.
+	version := r.durable
 	// Catch-up may exceed a frame: all but the last chunk go as changes
 	// messages, the last as the sync that carries our version.
 	chunks := codec.EncodeChunks(changes, int(r.s.opts.MaxFrameBytes/2))

@@ -48,7 +48,8 @@ func startServer(t testing.TB, mutate func(*syncserver.Options)) *testServer {
 		t.Fatal(err)
 	}
 	ts := &testServer{URL: "ws://" + ln.Addr().String() + "/v1/ws", Addr: ln.Addr().String(), srv: srv,
-		hs: &http.Server{Handler: srv.Handler()}, store: o.Store.(*syncserver.MemStore)}
+		hs: &http.Server{Handler: srv.Handler()}}
+	ts.store, _ = o.Store.(*syncserver.MemStore)
 	go ts.hs.Serve(ln)
 	t.Cleanup(func() { ts.stop(t) })
 	return ts
@@ -283,4 +284,62 @@ func debugLogger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// heldStore is a MemStore whose writes wait, once hold is called, until
+// release: a disk whose fsync has not returned yet.
+type heldStore struct {
+	*syncserver.MemStore
+	mu      sync.Mutex
+	gate    chan struct{} // nil: writes pass; else they wait for it to close
+	entered chan struct{} // receives once per write that waits
+}
+
+func newHeldStore() *heldStore {
+	return &heldStore{MemStore: syncserver.NewMemStore(), entered: make(chan struct{}, 64)}
+}
+
+func (h *heldStore) hold() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gate = make(chan struct{})
+}
+
+func (h *heldStore) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.gate != nil {
+		close(h.gate)
+		h.gate = nil
+	}
+}
+
+func (h *heldStore) wait(ctx context.Context) error {
+	h.mu.Lock()
+	g := h.gate
+	h.mu.Unlock()
+	if g == nil {
+		return nil
+	}
+	h.entered <- struct{}{}
+	select {
+	case <-g:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *heldStore) Append(ctx context.Context, doc string, batch []byte) (int64, error) {
+	if err := h.wait(ctx); err != nil {
+		return 0, err
+	}
+	return h.MemStore.Append(ctx, doc, batch)
+}
+
+func (h *heldStore) WriteSnapshot(ctx context.Context, doc string, snap []byte) error {
+	if err := h.wait(ctx); err != nil {
+		return err
+	}
+	return h.MemStore.WriteSnapshot(ctx, doc, snap)
 }

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -578,5 +579,47 @@ func TestPresenceBurstCoalesces(t *testing.T) {
 	defer mu.Unlock()
 	if seen >= n/2 {
 		t.Fatalf("%d presence messages arrived for %d updates: bursts are not coalesced", seen, n)
+	}
+}
+
+// "Saved" means durable: an edit the server applied (and broadcast) but
+// has not yet made durable is not saved, not even after the connection
+// drops and the resubscribe's sync shows the server holding it in memory.
+func TestResubscribeDuringPersistIsNotSaved(t *testing.T) {
+	hs := newHeldStore()
+	ts := startServer(t, func(o *syncserver.Options) { o.Store = hs })
+	t.Cleanup(hs.release) // before the server's shutdown, which waits for the write
+	px := startProxy(t, ts.Addr)
+	watcher := open(t, newClient(t, ts.URL, nil), "doc/held")
+	wc := newClient(t, px.URL(), nil)
+	w := open(t, wc, "doc/held")
+	waitUntil(t, 5*time.Second, "synced", w.Synced, w)
+
+	hs.hold()
+	edit(t, w, func(tx *crdt.Tx, _ *crdt.Doc) error { return tx.Insert("body", 0, "not on disk") })
+	select {
+	case <-hs.entered: // the server applied the edit and waits on the disk
+	case <-ctxT(t, 5*time.Second).Done():
+		t.Fatal("the store never saw the write")
+	}
+	// The edit is in the server's memory: the watcher gets it.
+	waitUntil(t, 5*time.Second, "broadcast", func() bool { return watcher.Text("body") == "not on disk" }, watcher)
+
+	px.setDown(true)
+	waitUntil(t, 5*time.Second, "cut noticed", func() bool { return !wc.Connected() })
+	px.setDown(false)
+	waitUntil(t, 5*time.Second, "resubscribed", w.Synced, w)
+	if w.Saved() {
+		t.Fatal("Saved() is true for an edit no disk holds")
+	}
+	if err := w.WaitSaved(ctxT(t, 300*time.Millisecond)); err == nil {
+		t.Fatal("WaitSaved returned for an edit no disk holds")
+	}
+	hs.release()
+	if err := w.WaitSaved(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("after the write completed: %v", err)
+	}
+	if _, batches, err := hs.Load(context.Background(), "doc/held"); err != nil || len(batches) == 0 {
+		t.Fatalf("store after WaitSaved: %d batches, %v", len(batches), err)
 	}
 }

@@ -48,7 +48,11 @@
 //     (Apply is idempotent); anything missing shows up as changes pending
 //     in the document, and Receive then asks for a resync.
 //   - A client is Saved only when the server confirmed (sync version,
-//     changes it sent, ok acks) everything the document holds.
+//     changes it sent, ok acks) everything the document holds. A sync's
+//     version is what the server holds durably (a server Peer whose Doc
+//     is a DurableDoc reports DurableVersion), and a client's own changes
+//     echoed back in a changes message confirm nothing while their batch
+//     awaits its ack.
 //
 // The rules are specified in docs/PROTOCOL.md, "Sync rules"; the
 // transcripts in testdata/peer (datadriven; regenerate with -rewrite) show

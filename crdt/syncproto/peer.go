@@ -19,6 +19,18 @@ type Doc interface {
 	Pending() int
 }
 
+// DurableDoc is a Doc that knows which of its changes are durable. A
+// server-role Peer whose Doc implements it answers subscribe with the
+// durable version (docs/PROTOCOL.md, "subscribe and sync"): a client
+// counts its changes in a sync's version as saved, so a change applied in
+// memory but not yet on disk must not appear there.
+type DurableDoc interface {
+	Doc
+	// DurableVersion returns what is durable, always covered by Version.
+	// The Peer keeps nothing it returns.
+	DurableVersion() crdt.VersionVector
+}
+
 // Role says which side of a connection a Peer is on.
 type Role uint8
 
@@ -297,7 +309,11 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 		// The peer says exactly what it has: replace our belief.
 		p.theirs = m.Version.Clone()
 		msgs := p.send(p.doc.ChangesSince(p.theirs))
-		sync := &Sync{Doc: p.docID, Version: p.doc.Version()}
+		version := p.doc.Version()
+		if dd, ok := p.doc.(DurableDoc); ok {
+			version = dd.DurableVersion()
+		}
+		sync := &Sync{Doc: p.docID, Version: version}
 		if n := len(msgs); n > 0 {
 			// Catch-up too large for one message: changes first, the last
 			// part in the sync, so the sync marks the end of the catch-up.
@@ -345,7 +361,7 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 		// for every change a client receives, and the map coverage builds
 		// was a tenth of Receive.
 		advance(p.theirs, chs)
-		advance(p.confirmed, chs)
+		p.confirm(chs)
 		if p.doc.Pending() > pendingBefore && !p.resyncing {
 			// A message was lost (or overtaken): ask for everything we
 			// lack. One resync per episode; the sync ends it.
@@ -419,6 +435,40 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: %s is not part of document sync", ErrUnexpected, m.Type())
+}
+
+// confirm raises confirmed (client) to cover changes the server sent.
+// NB: a server may echo a client's own changes before they are durable
+// (an update that released changes from its pending buffer goes back to
+// its author too); only the ack of the batch that carried them confirms
+// those.
+func (p *Peer) confirm(chs []crdt.Change) {
+	if p.confirmed == nil {
+		return
+	}
+	if len(p.unacked) == 0 {
+		advance(p.confirmed, chs)
+		return
+	}
+	for i := range chs {
+		c := &chs[i]
+		if p.inFlight(c) {
+			continue
+		}
+		if e := c.End(); e > p.confirmed[c.Replica] {
+			p.confirmed[c.Replica] = e
+		}
+	}
+}
+
+// inFlight reports whether c lies in an update batch awaiting its ack.
+func (p *Peer) inFlight(c *crdt.Change) bool {
+	for _, cov := range p.unacked {
+		if cov[c.Replica] >= c.Seq {
+			return true
+		}
+	}
+	return false
 }
 
 // rewind falls back to what the server confirmed.

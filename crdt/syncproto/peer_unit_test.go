@@ -256,3 +256,92 @@ func TestOutgoingRespectsByteLimit(t *testing.T) {
 		t.Fatalf("saved=%t, server %d runes, client %d", f.cli.Saved(), f.sdoc.TextLen("body"), f.cdoc.TextLen("body"))
 	}
 }
+
+// lagging is a server document whose store has not caught up: durable is
+// what it reports as on disk.
+type lagging struct {
+	*crdt.Doc
+	durable crdt.VersionVector
+}
+
+func (l *lagging) DurableVersion() crdt.VersionVector { return l.durable.Clone() }
+
+// A server-role Peer answers subscribe with the durable version, so a
+// client that resubscribes while its change is applied but not durable is
+// not saved, and resends the change.
+func TestSyncCarriesTheDurableVersion(t *testing.T) {
+	f := newFixture(t)
+	ld := &lagging{Doc: f.sdoc, durable: f.sdoc.Version()}
+	srv, err := NewPeer(ld, "d", Options{Role: RoleServer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = srv
+	f.edit(t, "x")
+	out := f.cli.Outgoing()
+	if len(out) != 1 {
+		t.Fatalf("outgoing %v", out)
+	}
+	if _, err := f.srv.Receive(out[0]); err != nil { // applied; the ack is lost with the connection
+		t.Fatal(err)
+	}
+	f.cli.Reset()
+	replies, err := f.srv.Receive(f.cli.Subscribe())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resent []Message
+	for _, r := range replies {
+		if s, ok := r.(*Sync); ok && s.Version[rid(1)] != 0 {
+			t.Fatalf("sync version %v holds the client's change that is not durable", s.Version)
+		}
+		back, err := f.cli.Receive(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resent = append(resent, back...)
+	}
+	if f.cli.Saved() {
+		t.Fatal("client saved after a sync that does not hold its change durably")
+	}
+	if len(resent) != 1 {
+		t.Fatalf("client resent %d messages, want its update", len(resent))
+	}
+	ld.durable = f.sdoc.Version()
+	f.exchange(t, resent[0])
+	if !f.cli.Saved() {
+		t.Fatal("client not saved after the durable ack")
+	}
+}
+
+// A server may echo a client's own changes back before they are durable;
+// the echo confirms nothing: only the batch's ok ack does.
+func TestEchoOfOwnChangesConfirmsNothing(t *testing.T) {
+	f := newFixture(t)
+	f.edit(t, "x")
+	out := f.cli.Outgoing()
+	if len(out) != 1 {
+		t.Fatalf("outgoing %v", out)
+	}
+	u := out[0].(*Update)
+	if _, err := f.srv.Receive(u); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.cli.Receive(&Changes{Doc: "d", Changes: u.Changes}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.cli.Receive(&Ack{Doc: "d", Batch: u.Batch, Status: StatusOverloaded}); err != nil {
+		t.Fatal(err)
+	}
+	if f.cli.Saved() {
+		t.Fatal("saved after an echo and a refused ack")
+	}
+	again := f.cli.Outgoing()
+	if len(again) != 1 {
+		t.Fatalf("after the refusal the client sends %d messages, want the batch again", len(again))
+	}
+	f.exchange(t, again[0])
+	if !f.cli.Saved() {
+		t.Fatal("not saved after the ok ack")
+	}
+}
