@@ -81,6 +81,12 @@ func goldenMessages() []golden {
 		{"pong", &Pong{Nonce: 42}},
 		{"error", &Error{Status: StatusUnauthorized, Message: "token does not cover notes/42", Doc: "notes/42"}},
 		{"error_connection", &Error{Status: StatusInvalid, Message: "malformed frame"}},
+		{"ack_peer_timeout", &Ack{Doc: "notes/42", Batch: 3, Status: StatusPeerTimeout, Message: "durable here; 1 of 2 peers confirmed within 5s"}},
+		{"peer_hello", &PeerHello{Node: "weft-1", Nonce: bytes.Repeat([]byte{0xa5}, PeerNonceLen)}},
+		{"peer_hello_answer", &PeerHello{Node: "weft-2", Nonce: bytes.Repeat([]byte{0x5a}, PeerNonceLen), Proof: bytes.Repeat([]byte{0x11}, PeerNonceLen)}},
+		{"peer_hello_proof", &PeerHello{Node: "weft-1", Proof: bytes.Repeat([]byte{0x22}, PeerNonceLen)}},
+		{"digest", &Digest{Round: 9, Buckets: []uint64{0, 0x0123456789abcdef, 0, 42}}},
+		{"digest_docs", &DigestDocs{Round: 9, Bucket: 1, Docs: []string{"notes/42", "notes/7"}, Hashes: []uint64{0x0123456789abcdef, 7}}},
 	}
 }
 
@@ -174,6 +180,21 @@ func describe(m Message) map[string]any {
 		out["nonce"] = m.Nonce
 	case *Error:
 		out["status"], out["status_name"], out["message"], out["doc"] = int(m.Status), m.Status.String(), m.Message, m.Doc
+	case *PeerHello:
+		out["node"], out["nonce_hex"], out["proof_hex"] = m.Node, hex.EncodeToString(m.Nonce), hex.EncodeToString(m.Proof)
+	case *Digest:
+		// As strings: 64-bit digests exceed 2^53 (JSON numbers in JS).
+		bs := []string{}
+		for _, b := range m.Buckets {
+			bs = append(bs, fmt.Sprintf("%016x", b))
+		}
+		out["round"], out["buckets_hex"] = m.Round, bs
+	case *DigestDocs:
+		hs := []string{}
+		for _, h := range m.Hashes {
+			hs = append(hs, fmt.Sprintf("%016x", h))
+		}
+		out["round"], out["bucket"], out["docs"], out["hashes_hex"] = m.Round, m.Bucket, m.Docs, hs
 	}
 	return out
 }

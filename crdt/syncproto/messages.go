@@ -2,6 +2,7 @@ package syncproto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -64,6 +65,10 @@ const (
 	TypePing          Type = 11
 	TypePong          Type = 12
 	TypeError         Type = 13
+	// Cluster peer links only (see docs/PROTOCOL.md, "Peer links").
+	TypePeerHello  Type = 14
+	TypeDigest     Type = 15
+	TypeDigestDocs Type = 16
 )
 
 var typeNames = map[Type]string{
@@ -71,7 +76,8 @@ var typeNames = map[Type]string{
 	TypeUnsubscribe: "unsubscribe", TypeSync: "sync", TypeUpdate: "update",
 	TypeAck: "ack", TypeChanges: "changes", TypePresence: "presence",
 	TypePresenceLeave: "presence_leave", TypePing: "ping", TypePong: "pong",
-	TypeError: "error",
+	TypeError: "error", TypePeerHello: "peer_hello", TypeDigest: "digest",
+	TypeDigestDocs: "digest_docs",
 }
 
 func (t Type) String() string {
@@ -101,6 +107,11 @@ const (
 	// have (it lost them, or they came from elsewhere); it is held, not
 	// durable. Resubscribe and send what the server lacks.
 	StatusMissingDeps Status = 11
+	// StatusPeerTimeout: the batch is durable on this server, but fewer
+	// than the required number of cluster peers (--ack-peers) confirmed
+	// it in time. It is kept and keeps replicating; resend to learn when
+	// it is confirmed.
+	StatusPeerTimeout Status = 12
 )
 
 var statusNames = map[Status]string{
@@ -109,7 +120,7 @@ var statusNames = map[Status]string{
 	StatusClockSkew: "clock_skew", StatusUnauthorized: "unauthorized",
 	StatusNotFound: "not_found", StatusPendingFull: "pending_full",
 	StatusOverloaded: "overloaded", StatusInternal: "internal",
-	StatusMissingDeps: "missing_deps",
+	StatusMissingDeps: "missing_deps", StatusPeerTimeout: "peer_timeout",
 }
 
 func (s Status) String() string {
@@ -123,7 +134,7 @@ func (s Status) String() string {
 // without changing it (a client keeps such a batch queued).
 func (s Status) Retryable() bool {
 	switch s {
-	case StatusRateLimited, StatusOverloaded, StatusInternal:
+	case StatusRateLimited, StatusOverloaded, StatusInternal, StatusPeerTimeout:
 		return true
 	}
 	return false
@@ -288,6 +299,44 @@ type Error struct {
 	Doc     string // empty: about the connection
 }
 
+// Limits of the peer-link messages.
+const (
+	// PeerNonceLen is the length of a PeerHello nonce and proof.
+	PeerNonceLen = 32
+	// MaxDigestBuckets bounds the buckets of a Digest.
+	MaxDigestBuckets = 1 << 16
+)
+
+// PeerHello authenticates a cluster peer link (both directions; see
+// docs/PROTOCOL.md, "Peer links"). The dialer sends its node name and a
+// nonce; the acceptor answers with its name, its nonce and a proof over
+// both; the dialer closes the handshake with its own proof (Nonce empty).
+type PeerHello struct {
+	Node  string // the sender's node name
+	Nonce []byte // PeerNonceLen random bytes, or empty in the dialer's last message
+	Proof []byte // PeerNonceLen bytes of HMAC-SHA256, or empty in the dialer's first message
+}
+
+// Digest opens an anti-entropy round on a peer link: the sender's
+// per-bucket digests of every stored document's version.
+type Digest struct {
+	Round   uint64   // chosen by the sender; echoed in DigestDocs
+	Buckets []uint64 // a power of two of them, at most MaxDigestBuckets
+}
+
+// DigestDocs answers a Digest for one bucket whose digest differs: the
+// receiver's documents in that bucket with the hash of each one's version.
+type DigestDocs struct {
+	Round  uint64
+	Bucket uint64
+	Docs   []string // document ids, each at most MaxDocIDLen bytes
+	Hashes []uint64 // one per document
+}
+
+func (*PeerHello) Type() Type  { return TypePeerHello }
+func (*Digest) Type() Type     { return TypeDigest }
+func (*DigestDocs) Type() Type { return TypeDigestDocs }
+
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
 func (*Subscribe) Type() Type     { return TypeSubscribe }
@@ -440,6 +489,34 @@ func Encode(m Message) ([]byte, error) {
 		w.uint(uint64(m.Status))
 		w.str(m.Message)
 		w.str(m.Doc)
+	case *PeerHello:
+		w.array(4)
+		w.uint(uint64(TypePeerHello))
+		w.str(m.Node)
+		w.bin(m.Nonce)
+		w.bin(m.Proof)
+	case *Digest:
+		w.array(3)
+		w.uint(uint64(TypeDigest))
+		w.uint(m.Round)
+		b := make([]byte, 8*len(m.Buckets))
+		for i, x := range m.Buckets {
+			binary.BigEndian.PutUint64(b[8*i:], x)
+		}
+		w.bin(b)
+	case *DigestDocs:
+		w.array(5)
+		w.uint(uint64(TypeDigestDocs))
+		w.uint(m.Round)
+		w.uint(m.Bucket)
+		w.array(len(m.Docs))
+		for _, d := range m.Docs {
+			w.str(d)
+		}
+		w.array(len(m.Hashes))
+		for _, h := range m.Hashes {
+			w.uint(h)
+		}
 	default:
 		return nil, fmt.Errorf("%w: %T", ErrUnknownMessage, m)
 	}
@@ -578,6 +655,25 @@ func validate(m Message) error {
 	case *Error:
 		add(str("message", m.Message, MaxMessageLen, false))
 		add(str("doc", m.Doc, MaxDocIDLen, false))
+	case *PeerHello:
+		add(str("node", m.Node, MaxNameLen, true))
+		if len(m.Nonce) != 0 && len(m.Nonce) != PeerNonceLen {
+			add(bad("nonce", "%d bytes, want 0 or %d", len(m.Nonce), PeerNonceLen))
+		}
+		if len(m.Proof) != 0 && len(m.Proof) != PeerNonceLen {
+			add(bad("proof", "%d bytes, want 0 or %d", len(m.Proof), PeerNonceLen))
+		}
+	case *Digest:
+		if n := len(m.Buckets); n == 0 || n > MaxDigestBuckets || n&(n-1) != 0 {
+			add(bad("buckets", "%d buckets, want a power of two ≤ %d", n, MaxDigestBuckets))
+		}
+	case *DigestDocs:
+		if len(m.Docs) != len(m.Hashes) {
+			add(bad("hashes", "%d hashes for %d docs", len(m.Hashes), len(m.Docs)))
+		}
+		for _, d := range m.Docs {
+			add(str("docs", d, MaxDocIDLen, true))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -644,6 +740,7 @@ var fieldCount = map[Type]int{
 	TypeHello: 4, TypeWelcome: 5, TypeSubscribe: 2, TypeUnsubscribe: 1,
 	TypeSync: 3, TypeUpdate: 3, TypeAck: 4, TypeChanges: 2, TypePresence: 11,
 	TypePresenceLeave: 2, TypePing: 1, TypePong: 1, TypeError: 3,
+	TypePeerHello: 3, TypeDigest: 2, TypeDigestDocs: 4,
 }
 
 func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error) {
@@ -757,6 +854,64 @@ func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error)
 		x.Message = e.s(rd.string("message", MaxMessageLen))
 		x.Doc = e.s(rd.string("doc", MaxDocIDLen))
 		m = x
+	case TypePeerHello:
+		h := &PeerHello{}
+		h.Node = e.s(rd.string("node", MaxNameLen))
+		h.Nonce = e.b(rd.bytes("nonce", PeerNonceLen))
+		h.Proof = e.b(rd.bytes("proof", PeerNonceLen))
+		if e.err == nil {
+			switch {
+			case h.Node == "":
+				e.err = rd.errf("node", "empty")
+			case len(h.Nonce) != 0 && len(h.Nonce) != PeerNonceLen:
+				e.err = rd.errf("nonce", "%d bytes, want 0 or %d", len(h.Nonce), PeerNonceLen)
+			case len(h.Proof) != 0 && len(h.Proof) != PeerNonceLen:
+				e.err = rd.errf("proof", "%d bytes, want 0 or %d", len(h.Proof), PeerNonceLen)
+			}
+		}
+		m = h
+	case TypeDigest:
+		d := &Digest{}
+		d.Round = e.u(rd.uint("round"))
+		b := e.b(rd.bytes("buckets", 8*MaxDigestBuckets))
+		if e.err == nil {
+			n := len(b) / 8
+			if len(b)%8 != 0 || n == 0 || n&(n-1) != 0 {
+				e.err = rd.errf("buckets", "%d bytes, want 8 × a power of two", len(b))
+			} else {
+				d.Buckets = make([]uint64, n)
+				for i := range d.Buckets {
+					d.Buckets[i] = binary.BigEndian.Uint64(b[8*i:])
+				}
+			}
+		}
+		m = d
+	case TypeDigestDocs:
+		d := &DigestDocs{}
+		d.Round = e.u(rd.uint("round"))
+		d.Bucket = e.u(rd.uintMax("bucket", MaxDigestBuckets-1))
+		if e.err == nil {
+			var n int
+			if n, e.err = rd.arrayLen("docs"); e.err == nil {
+				d.Docs = make([]string, 0, n)
+				for i := 0; i < n && e.err == nil; i++ {
+					d.Docs = append(d.Docs, e.s(doc()))
+				}
+			}
+		}
+		if e.err == nil {
+			var n int
+			if n, e.err = rd.arrayLen("hashes"); e.err == nil && n != len(d.Docs) {
+				e.err = rd.errf("hashes", "%d hashes for %d docs", n, len(d.Docs))
+			}
+			if e.err == nil {
+				d.Hashes = make([]uint64, 0, n)
+				for i := 0; i < n && e.err == nil; i++ {
+					d.Hashes = append(d.Hashes, e.u(rd.uint("hashes")))
+				}
+			}
+		}
+		m = d
 	}
 	if e.err != nil {
 		return nil, 0, e.err

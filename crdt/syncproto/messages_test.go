@@ -104,7 +104,7 @@ func TestExtraFieldsSkipped(t *testing.T) {
 }
 
 func TestUnknownType(t *testing.T) {
-	for _, tag := range []uint64{0, 14, 200, 1 << 20} {
+	for _, tag := range []uint64{0, 17, 200, 1 << 20} {
 		b, _ := msgpack.Marshal([]any{tag, "x"})
 		_, err := Decode(b)
 		if !errors.Is(err, ErrUnknownMessage) || errors.Is(err, ErrMalformed) {
@@ -160,6 +160,15 @@ func TestDecodeMalformed(t *testing.T) {
 		{"state too big", enc(uint64(TypePresence), "d", "", "", "", "", 1, "f", nil, nil, false, strings.Repeat("x", MaxPresenceState)), "exceeds limit"},
 		{"status overflow", enc(uint64(TypeError), 300, "", ""), "exceeds 255"},
 		{"ext bomb", append([]byte{0x93, 0x0b, 0x01}, 0xc9, 0xff, 0xff, 0xff, 0xff, 0x01), "extension"},
+		{"peer hello short nonce", enc(uint64(TypePeerHello), "n1", make([]byte, 31), []byte{}), "want 0 or 32"},
+		{"peer hello long proof", enc(uint64(TypePeerHello), "n1", []byte{}, make([]byte, 33)), "exceeds"},
+		{"peer hello no node", enc(uint64(TypePeerHello), "", []byte{}, []byte{}), "empty"},
+		{"digest not power of two", enc(uint64(TypeDigest), 1, make([]byte, 24)), "power of two"},
+		{"digest ragged", enc(uint64(TypeDigest), 1, make([]byte, 12)), "power of two"},
+		{"digest none", enc(uint64(TypeDigest), 1, []byte{}), "power of two"},
+		{"digest docs mismatch", enc(uint64(TypeDigestDocs), 1, 0, []any{"a", "b"}, []any{1}), "1 hashes for 2 docs"},
+		{"digest docs bucket", enc(uint64(TypeDigestDocs), 1, MaxDigestBuckets, []any{}, []any{}), "exceeds"},
+		{"digest docs empty id", enc(uint64(TypeDigestDocs), 1, 0, []any{""}, []any{1}), "empty"},
 	}
 	for _, c := range cases {
 		m, err := Decode(c.in)
