@@ -1,0 +1,750 @@
+// Change batches in the columnar format of docs/PROTOCOL.md section 8,
+// byte for byte as crdt/codec (Go) encodes them. encodeChanges writes the
+// plain form (format 0x01); decodeChanges reads it, and inflateBatch turns
+// the compressed form (0x02, raw DEFLATE) into it first.
+
+import type { Timestamp } from "./hlc.js";
+import { LOGICAL_BITS } from "./hlc.js";
+import { checkMsgpack } from "./msgpack.js";
+import { OpKind, replicaFromBytes, replicaToBytes, runeCount } from "./types.js";
+import type { Change, ID, Op, ReplicaID } from "./types.js";
+
+export const CHANGES_FORMAT = 1;
+export const CHANGES_FORMAT_DEFLATE = 2;
+export const MAX_CHANGES = 1 << 18;
+export const MAX_OPS = 1 << 18;
+export const MAX_SEQ = 2 ** 40;
+export const MAX_FIELD_NAME = 1024;
+export const MAX_RAW_BATCH = 16 << 20;
+
+/** CorruptError: a change batch is malformed (Go: codec.ErrCorrupt). */
+export class CorruptError extends Error {
+  constructor(message: string) {
+    super(`codec: corrupt change batch: ${message}`);
+    this.name = "CorruptError";
+  }
+}
+
+const COLS = 17;
+const C = {
+  chReplica: 0,
+  chSeq: 1,
+  chTime: 2,
+  chLogical: 3,
+  chOps: 4,
+  opKind: 5,
+  opField: 6,
+  insLen: 7,
+  insLeft: 8,
+  insRight: 9,
+  insText: 10,
+  delTarget: 11,
+  delCount: 12,
+  delBackward: 13,
+  addDelta: 14,
+  setLen: 15,
+  setValue: 16,
+} as const;
+const COLUMN_NAMES = [
+  "change.replica", "change.seq", "change.time", "change.logical", "change.ops",
+  "op.kind", "op.field", "ins.len", "ins.left", "ins.right", "ins.text",
+  "del.target", "del.count", "del.backward", "add.delta", "set.len", "set.value",
+];
+
+const enc = new TextEncoder();
+const dec = new TextDecoder("utf-8", { fatal: true });
+
+// ---- varints (numbers up to 2^53; bigints for add.delta) ----
+
+export class ByteWriter {
+  buf: Uint8Array;
+  len = 0;
+  constructor(size = 64) {
+    this.buf = new Uint8Array(size);
+  }
+  room(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const b = new Uint8Array(size);
+    b.set(this.buf.subarray(0, this.len));
+    this.buf = b;
+  }
+  byte(b: number): void {
+    this.room(1);
+    this.buf[this.len++] = b;
+  }
+  bytes(b: Uint8Array): void {
+    this.room(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+  uvarint(v: number): void {
+    this.room(10);
+    const buf = this.buf;
+    if (v < 0x80) {
+      buf[this.len++] = v;
+      return;
+    }
+    while (v >= 0x80) {
+      buf[this.len++] = (v % 128) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    buf[this.len++] = v;
+  }
+  uvarintBig(v: bigint): void {
+    this.room(10);
+    while (v >= 0x80n) {
+      this.buf[this.len++] = Number(v & 0x7fn) | 0x80;
+      v >>= 7n;
+    }
+    this.buf[this.len++] = Number(v);
+  }
+  view(): Uint8Array {
+    return this.buf.subarray(0, this.len);
+  }
+}
+
+export class ByteReader {
+  pos = 0;
+  constructor(
+    public b: Uint8Array,
+    public name = "",
+  ) {}
+  left(): number {
+    return this.b.length - this.pos;
+  }
+  /** A uvarint; values past 2^53 lose precision, which every caller range-checks. */
+  uvarint(): number {
+    const b = this.b;
+    let x = 0;
+    let mul = 1;
+    for (let i = 0; ; i++) {
+      if (this.pos >= b.length) throw new CorruptError(`${this.where()}column ended early`);
+      const c = b[this.pos++];
+      if (i === 9 && c > 1) throw new CorruptError(`${this.where()}varint overflows 64 bits`);
+      x += (c & 0x7f) * mul;
+      if (c < 0x80) return x;
+      mul *= 128;
+    }
+  }
+  uvarintBig(): bigint {
+    const b = this.b;
+    let x = 0n;
+    let s = 0n;
+    for (let i = 0; ; i++) {
+      if (this.pos >= b.length) throw new CorruptError(`${this.where()}column ended early`);
+      const c = b[this.pos++];
+      if (i === 9 && c > 1) throw new CorruptError(`${this.where()}varint overflows 64 bits`);
+      x |= BigInt(c & 0x7f) << s;
+      if (c < 0x80) return x;
+      s += 7n;
+    }
+  }
+  take(n: number): Uint8Array {
+    if (n > this.left()) throw new CorruptError(`${this.where()}length ${n} but only ${this.left()} bytes left`);
+    const out = this.b.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+  private where(): string {
+    return this.name ? `column ${this.name}: ` : "";
+  }
+}
+
+export function zigzag(v: number): number {
+  return v >= 0 ? v * 2 : -v * 2 - 1;
+}
+export function unzigzag(u: number): number {
+  return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+}
+function zigzagBig(v: bigint): bigint {
+  return BigInt.asUintN(64, (v << 1n) ^ (v >> 63n));
+}
+function unzigzagBig(u: bigint): bigint {
+  return BigInt.asIntN(64, (u >> 1n) ^ -(u & 1n));
+}
+
+// ---- RLE columns ----
+
+/** Encodes values as RLE groups: a run for every value repeated at least twice. */
+function rleEncode<T extends number | bigint>(vals: T[], w: ByteWriter, put: (w: ByteWriter, v: T) => void): void {
+  let i = 0;
+  const n = vals.length;
+  while (i < n) {
+    let j = i + 1;
+    while (j < n && vals[j] === vals[i]) j++;
+    if (j - i >= 2) {
+      w.uvarint((j - i - 1) * 2);
+      put(w, vals[i]);
+      i = j;
+      continue;
+    }
+    // A literal group: values up to the next run.
+    let k = i;
+    while (k < n && !(k + 1 < n && vals[k + 1] === vals[k])) k++;
+    w.uvarint((k - i - 1) * 2 + 1);
+    for (let x = i; x < k; x++) put(w, vals[x]);
+    i = k;
+  }
+}
+
+const putNum = (w: ByteWriter, v: number) => w.uvarint(v);
+const putBig = (w: ByteWriter, v: bigint) => w.uvarintBig(v);
+
+class RleReader extends ByteReader {
+  private run = 0;
+  private lit = 0;
+  private val = 0;
+  next(): number {
+    if (this.run > 0) {
+      this.run--;
+      return this.val;
+    }
+    if (this.lit === 0) {
+      const h = this.uvarint();
+      if (h % 2 === 0) {
+        this.val = this.uvarint();
+        this.run = h / 2;
+        return this.val;
+      }
+      this.lit = (h - 1) / 2 + 1;
+    }
+    this.lit--;
+    return this.uvarint();
+  }
+  done(): void {
+    if (this.run !== 0 || this.lit !== 0 || this.left() !== 0) throw new CorruptError(`column ${this.name} has values left over`);
+  }
+}
+
+class RleBigReader extends ByteReader {
+  private run = 0n;
+  private lit = 0n;
+  private val = 0n;
+  next(): bigint {
+    if (this.run > 0n) {
+      this.run--;
+      return this.val;
+    }
+    if (this.lit === 0n) {
+      const h = this.uvarintBig();
+      if ((h & 1n) === 0n) {
+        this.val = this.uvarintBig();
+        this.run = h >> 1n;
+        return this.val;
+      }
+      this.lit = (h >> 1n) + 1n;
+    }
+    this.lit--;
+    return this.uvarintBig();
+  }
+  done(): void {
+    if (this.run !== 0n || this.lit !== 0n || this.left() !== 0) throw new CorruptError(`column ${this.name} has values left over`);
+  }
+}
+
+class KindReader extends ByteReader {
+  private run = 0;
+  private sym = 0;
+  next(): number {
+    if (this.run > 0) {
+      this.run--;
+      return this.sym;
+    }
+    const h = this.uvarint();
+    this.sym = h % 4;
+    this.run = Math.floor(h / 4);
+    return this.sym;
+  }
+  done(): void {
+    if (this.run !== 0 || this.left() !== 0) throw new CorruptError("column kinds has values left over");
+  }
+}
+
+// ---- the right-origin predictor ----
+
+/** A packed id: replica table index and seq, as a string key. "" is the zero id. */
+type Pid = string;
+const pid = (r: number, seq: number): Pid => `${r}:${seq}`;
+
+class Predictor {
+  private lastAfter = new Map<Pid, [number, number]>();
+  private runEnd = new Map<Pid, [number, number] | null>();
+  /** The predicted right for an insert after left (r, seq; seq 0: none), or undefined for no prediction. */
+  right(lr: number, ls: number): [number, number] | null | undefined {
+    const k = ls === 0 ? "" : pid(lr, ls);
+    const a = this.lastAfter.get(k);
+    if (a !== undefined) return a;
+    if (ls === 0) return undefined;
+    if (this.runEnd.has(k)) return this.runEnd.get(k);
+    return [lr, ls + 1];
+  }
+  inserted(r: number, seq: number, n: number, lr: number, ls: number, right: [number, number] | null): void {
+    this.lastAfter.set(ls === 0 ? "" : pid(lr, ls), [r, seq]);
+    this.runEnd.set(pid(r, seq + n - 1), right);
+  }
+}
+
+const sameId = (a: [number, number] | null, b: [number, number] | null) =>
+  a === null ? b === null : b !== null && a[0] === b[0] && a[1] === b[1];
+
+// ---- encoding ----
+
+interface IdVal {
+  v: number; // plain value, when !coded
+  zz: number;
+  r: number;
+  coded: boolean;
+  plusOne: boolean;
+}
+
+/**
+ * encodeChanges encodes changes (in causal order, as Doc.changesSince
+ * returns them) in the plain columnar form, byte for byte as Go's
+ * codec.EncodeChanges does (Go may then compress a large batch; any batch
+ * may be sent either way).
+ */
+export function encodeChanges(changes: readonly Change[]): Uint8Array {
+  const reps: ReplicaID[] = [];
+  const repIdx = new Map<ReplicaID, number>();
+  const fields: string[] = [];
+  const fieldIdx = new Map<string, number>();
+  const cursors: number[][] = [[], [], []]; // left, right, target
+  const expected: number[] = [];
+  const idVals: IdVal[][] = [[], [], []];
+  const cols: (number[] | bigint[])[] = [];
+  for (let c = 0; c < COLS; c++) cols.push([]);
+  const num = (c: number) => cols[c] as number[];
+  const kinds: number[] = [];
+  const texts: string[] = [];
+  const values: Uint8Array[] = [];
+  let valuesLen = 0;
+  let nOps = 0;
+  let prevWall = 0;
+  let prevLogical = 0;
+  const pred = new Predictor();
+
+  const addReplica = (r: ReplicaID): number => {
+    let i = repIdx.get(r);
+    if (i !== undefined) return i;
+    i = reps.length;
+    reps.push(r);
+    repIdx.set(r, i);
+    for (const cur of cursors) cur.push(0);
+    expected.push(0);
+    return i;
+  };
+  const addField = (f: string): number => {
+    let i = fieldIdx.get(f);
+    if (i === undefined) {
+      i = fields.length;
+      fields.push(f);
+      fieldIdx.set(f, i);
+    }
+    return i;
+  };
+  const code = (k: number, r: number, seq: number): IdVal => {
+    const d = seq - cursors[k][r];
+    cursors[k][r] = seq;
+    return { v: 0, zz: zigzag(d), r, coded: true, plusOne: false };
+  };
+  const plain = (v: number): IdVal => ({ v, zz: 0, r: 0, coded: false, plusOne: false });
+
+  for (const ch of changes) {
+    const r = addReplica(ch.replica);
+    checkSeq(ch.seq);
+    num(C.chReplica).push(r);
+    if (expected[r] === 0) expected[r] = 1;
+    num(C.chSeq).push(zigzag(ch.seq - expected[r]));
+    if (cursors[0][r] === 0) cursors[0][r] = ch.seq - 1;
+    if (cursors[2][r] === 0) cursors[2][r] = ch.seq - 1;
+    const wall = Number(ch.time >> LOGICAL_BITS);
+    const logical = Number(ch.time & 0xffffn);
+    if (wall === prevWall) {
+      num(C.chTime).push(zigzag(logical - prevLogical) * 2);
+    } else {
+      num(C.chTime).push(zigzag(wall - prevWall) * 2 + 1);
+      num(C.chLogical).push(logical);
+    }
+    prevWall = wall;
+    prevLogical = logical;
+    num(C.chOps).push(ch.ops.length);
+    nOps += ch.ops.length;
+    let seq = ch.seq;
+    for (const op of ch.ops) {
+      kinds.push(op.kind - 1);
+      num(C.opField).push(addField(op.field));
+      switch (op.kind) {
+        case OpKind.Ins: {
+          const n = runeCount(op.text);
+          num(C.insLen).push(n);
+          let left: [number, number] | null = null;
+          let lc = plain(0);
+          if (op.left && op.left.seq !== 0) {
+            checkSeq(op.left.seq);
+            const li = op.left.replica === ch.replica ? r : addReplica(op.left.replica);
+            lc = code(0, li, op.left.seq);
+            left = [li, op.left.seq];
+          }
+          idVals[0].push(lc);
+          let right: [number, number] | null = null;
+          if (op.right && op.right.seq !== 0) {
+            checkSeq(op.right.seq);
+            const ri = op.right.replica === ch.replica ? r : addReplica(op.right.replica);
+            right = [ri, op.right.seq];
+          }
+          const guess = pred.right(left ? left[0] : 0, left ? left[1] : 0);
+          let rv: IdVal;
+          if (guess !== undefined && sameId(guess, right)) {
+            rv = plain(0);
+            if (right) cursors[1][right[0]] = right[1];
+          } else if (right === null) {
+            rv = plain(1);
+          } else {
+            rv = code(1, right[0], right[1]);
+            rv.plusOne = true;
+          }
+          idVals[1].push(rv);
+          pred.inserted(r, seq, n, left ? left[0] : 0, left ? left[1] : 0, right);
+          cursors[0][r] = seq + n - 1;
+          texts.push(op.text);
+          seq += n;
+          break;
+        }
+        case OpKind.Del: {
+          let v = plain(0);
+          if (op.target.seq !== 0) {
+            checkSeq(op.target.seq);
+            const ti = op.target.replica === ch.replica ? r : addReplica(op.target.replica);
+            v = code(2, ti, op.target.seq);
+          }
+          idVals[2].push(v);
+          num(C.delCount).push(op.count);
+          num(C.delBackward).push(op.backward ? 1 : 0);
+          seq += op.count;
+          break;
+        }
+        case OpKind.Add:
+          (cols[C.addDelta] as bigint[]).push(zigzagBig(op.delta));
+          seq++;
+          break;
+        case OpKind.Set:
+          num(C.setLen).push(op.value.length);
+          values.push(op.value);
+          valuesLen += op.value.length;
+          seq++;
+          break;
+        default:
+          throw new Error(`codec: unknown op kind ${(op as Op).kind}`);
+      }
+    }
+    expected[r] = seq;
+  }
+  const nRep = Math.max(reps.length, 1);
+  const idCols = [C.insLeft, C.insRight, C.delTarget];
+  for (let k = 0; k < 3; k++) {
+    const col = num(idCols[k]);
+    for (const x of idVals[k]) {
+      if (!x.coded) col.push(x.v);
+      else col.push(1 + x.zz * nRep + x.r + (x.plusOne ? 1 : 0));
+    }
+  }
+  const out = new ByteWriter(256);
+  out.byte(CHANGES_FORMAT);
+  out.uvarint(reps.length);
+  for (const rep of reps) out.bytes(replicaToBytes(rep));
+  out.uvarint(fields.length);
+  for (const f of fields) {
+    const b = enc.encode(f);
+    out.uvarint(b.length);
+    out.bytes(b);
+  }
+  out.uvarint(changes.length);
+  out.uvarint(nOps);
+  const w = new ByteWriter(256);
+  for (let c = 0; c < COLS; c++) {
+    w.len = 0;
+    if (c === C.opKind) {
+      let i = 0;
+      while (i < kinds.length) {
+        let j = i + 1;
+        while (j < kinds.length && kinds[j] === kinds[i]) j++;
+        w.uvarint((j - i - 1) * 4 + kinds[i]);
+        i = j;
+      }
+    } else if (c === C.insText) {
+      w.bytes(enc.encode(texts.join("")));
+    } else if (c === C.setValue) {
+      w.room(valuesLen);
+      for (const v of values) w.bytes(v);
+    } else if (c === C.addDelta) {
+      rleEncode(cols[c] as bigint[], w, putBig);
+    } else {
+      rleEncode(cols[c] as number[], w, putNum);
+    }
+    out.uvarint(w.len);
+    out.bytes(w.view());
+  }
+  return out.buf.slice(0, out.len);
+}
+
+function checkSeq(s: number): void {
+  if (s > MAX_SEQ) throw new Error(`codec: seq ${s} above MaxSeq`);
+}
+
+// ---- decoding ----
+
+/**
+ * inflateBatch returns the plain form of a batch: itself if plain, else
+ * its DEFLATE body inflated (at most raw_len ≤ 16 MiB bytes; a stream
+ * that yields more or fewer is corrupt).
+ */
+export async function inflateBatch(data: Uint8Array): Promise<Uint8Array> {
+  if (data.length === 0 || data[0] !== CHANGES_FORMAT_DEFLATE) return data;
+  const r = new ByteReader(data);
+  r.pos = 1;
+  const rawLen = r.uvarint();
+  if (rawLen > MAX_RAW_BATCH) throw new CorruptError(`compressed batch: ${rawLen} bytes exceed ${MAX_RAW_BATCH}`);
+  const out = new Uint8Array(rawLen + 1);
+  out[0] = CHANGES_FORMAT;
+  let got = 0;
+  const ds = new DecompressionStream("deflate-raw");
+  const writer = ds.writable.getWriter();
+  writer.write(new Uint8Array(data.subarray(r.pos))).catch(() => {});
+  writer.close().catch(() => {});
+  const reader = ds.readable.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (got + value.length > rawLen) throw new CorruptError(`compressed batch: more than the ${rawLen} bytes its header says`);
+      out.set(value, 1 + got);
+      got += value.length;
+    }
+  } catch (e) {
+    if (e instanceof CorruptError) {
+      reader.cancel().catch(() => {});
+      throw e;
+    }
+    throw new CorruptError(`compressed batch: ${(e as Error).message}`);
+  }
+  if (got !== rawLen) throw new CorruptError(`compressed batch: ${got} bytes, header says ${rawLen}`);
+  return out;
+}
+
+/**
+ * decodeChanges decodes a plain batch (use inflateBatch first for the
+ * compressed form). It treats data as hostile, as Go's DecodeChanges does;
+ * errors are CorruptErrors saying what was wrong.
+ */
+export function decodeChanges(data: Uint8Array): Change[] {
+  if (data.length === 0) throw new CorruptError("empty input");
+  if (data[0] === CHANGES_FORMAT_DEFLATE) throw new CorruptError("compressed batch: inflate it first (inflateBatch)");
+  if (data[0] !== CHANGES_FORMAT) throw new CorruptError(`unknown format ${data[0]} (want 1 or 2)`);
+  const inp = new ByteReader(data);
+  inp.pos = 1;
+  const nRep = inp.uvarint();
+  if (nRep > inp.left() / 16) throw new CorruptError(`${nRep} replicas but only ${inp.left()} bytes left`);
+  const reps: ReplicaID[] = [];
+  const seen = new Set<string>();
+  for (let i = 0; i < nRep; i++) {
+    const b = inp.take(16);
+    if (b.every((x) => x === 0)) throw new CorruptError(`replica ${i} is the zero id`);
+    const r = replicaFromBytes(b);
+    if (seen.has(r)) throw new CorruptError(`replica ${r} listed twice`);
+    seen.add(r);
+    reps.push(r);
+  }
+  const nField = inp.uvarint();
+  if (nField > inp.left()) throw new CorruptError(`${nField} fields but only ${inp.left()} bytes left`);
+  const fields: string[] = [];
+  const seenF = new Set<string>();
+  for (let i = 0; i < nField; i++) {
+    const n = inp.uvarint();
+    if (n > MAX_FIELD_NAME) throw new CorruptError(`field ${i}: name of ${n} bytes exceeds ${MAX_FIELD_NAME}`);
+    let f: string;
+    try {
+      f = dec.decode(inp.take(n));
+    } catch (e) {
+      if (e instanceof CorruptError) throw e;
+      throw new CorruptError(`field ${i}: name is not UTF-8`);
+    }
+    if (seenF.has(f)) throw new CorruptError(`field ${JSON.stringify(f)} listed twice`);
+    seenF.add(f);
+    fields.push(f);
+  }
+  const nCh = inp.uvarint();
+  const nOps = inp.uvarint();
+  if (nCh > MAX_CHANGES) throw new CorruptError(`${nCh} changes exceed the limit ${MAX_CHANGES}`);
+  if (nOps > MAX_OPS) throw new CorruptError(`${nOps} ops exceed the limit ${MAX_OPS}`);
+  if (nOps < nCh) throw new CorruptError(`${nOps} ops for ${nCh} changes (every change has one)`);
+  if (nCh > 0 && nRep === 0) throw new CorruptError("changes but no replicas");
+  const raw: Uint8Array[] = [];
+  for (let c = 0; c < COLS; c++) {
+    const n = inp.uvarint();
+    try {
+      raw.push(inp.take(n));
+    } catch {
+      throw new CorruptError(`column ${COLUMN_NAMES[c]}: length ${n} but only ${inp.left()} bytes left`);
+    }
+  }
+  if (inp.left() !== 0) throw new CorruptError(`${inp.left()} trailing bytes`);
+  let text: string;
+  try {
+    text = dec.decode(raw[C.insText]);
+  } catch {
+    throw new CorruptError("inserted text is not UTF-8");
+  }
+  const col = (c: number) => new RleReader(raw[c], COLUMN_NAMES[c]);
+  const chRep = col(C.chReplica), chSeq = col(C.chSeq), chTime = col(C.chTime), chLogical = col(C.chLogical), chOps = col(C.chOps);
+  const opField = col(C.opField), insLen = col(C.insLen), insLeft = col(C.insLeft), insRight = col(C.insRight);
+  const delTarget = col(C.delTarget), delCount = col(C.delCount), delBackward = col(C.delBackward), setLen = col(C.setLen);
+  const addDelta = new RleBigReader(raw[C.addDelta], COLUMN_NAMES[C.addDelta]);
+  const kinds = new KindReader(raw[C.opKind], "op.kind");
+  const values = new ByteReader(raw[C.setValue], "set.value");
+  const cursors: number[][] = [new Array(nRep).fill(0), new Array(nRep).fill(0), new Array(nRep).fill(0)];
+  const radix = Math.max(nRep, 1);
+  const decodeId = (k: number, code: number, what: string): [number, number] => {
+    code--;
+    const r = code % radix;
+    const d = unzigzag(Math.floor(code / radix));
+    const s = cursors[k][r] + d;
+    if (d > MAX_SEQ || d < -MAX_SEQ || s < 1 || s > MAX_SEQ || !Number.isSafeInteger(code)) throw new CorruptError(`${what}: id seq out of range [1, 2^40]`);
+    cursors[k][r] = s;
+    return [r, s];
+  };
+  const expected: number[] = new Array(nRep).fill(0);
+  const pred = new Predictor();
+  const out: Change[] = [];
+  let textPos = 0;
+  let opAt = 0;
+  let prevWall = 0;
+  let prevLog = 0;
+  const MAX_WALL = 2 ** 48 - 1;
+  for (let i = 0; i < nCh; i++) {
+    const r = chRep.next();
+    if (r >= nRep) throw new CorruptError(`change ${i}: replica index ${r} of ${nRep}`);
+    if (expected[r] === 0) expected[r] = 1;
+    const d = unzigzag(chSeq.next());
+    const seq0 = expected[r] + d;
+    if (d > MAX_SEQ || d < -MAX_SEQ || seq0 < 1 || seq0 > MAX_SEQ) throw new CorruptError(`change ${i}: seq out of range [1, 2^40]`);
+    if (cursors[0][r] === 0) cursors[0][r] = seq0 - 1;
+    if (cursors[2][r] === 0) cursors[2][r] = seq0 - 1;
+    const tc = chTime.next();
+    let wall = prevWall;
+    let logical = prevLog;
+    const td = unzigzag(Math.floor(tc / 2));
+    if (tc % 2 === 0) {
+      if (td >= 65536 || td <= -65536) throw new CorruptError(`change ${i}: logical clock out of range`);
+      logical += td;
+    } else {
+      wall += td;
+      if (td === 0 || td > MAX_WALL || td < -MAX_WALL || wall < 0 || wall > MAX_WALL) throw new CorruptError(`change ${i}: wall time out of range`);
+      const lv = chLogical.next();
+      if (lv >= 65536) throw new CorruptError(`change ${i}: logical clock out of range`);
+      logical = lv;
+    }
+    if (logical < 0 || logical >= 65536) throw new CorruptError(`change ${i}: logical clock out of range`);
+    prevWall = wall;
+    prevLog = logical;
+    const n = chOps.next();
+    if (n === 0) throw new CorruptError(`change ${i} has no ops`);
+    if (n > nOps - opAt) throw new CorruptError(`change ${i}: ${n} ops but only ${nOps - opAt} left of ${nOps}`);
+    opAt += n;
+    const ops: Op[] = [];
+    let seq = seq0;
+    for (let j = 0; j < n; j++) {
+      const k = kinds.next() + 1;
+      const fi = opField.next();
+      if (fi >= nField) throw new CorruptError(`change ${i} op ${j}: field index ${fi} of ${nField}`);
+      const field = fields[fi];
+      let size = 1;
+      switch (k) {
+        case OpKind.Ins: {
+          const nr = insLen.next();
+          if (nr === 0 || nr > text.length - textPos) throw new CorruptError(`change ${i} op ${j}: insert of ${nr} runes, ${text.length - textPos} units of text left`);
+          size = nr;
+          const start = textPos;
+          for (let q = 0; q < nr; q++) {
+            if (textPos >= text.length) throw new CorruptError(`change ${i} op ${j}: inserted text runs out`);
+            const cc = text.charCodeAt(textPos);
+            textPos += cc >= 0xd800 && cc <= 0xdbff ? 2 : 1;
+          }
+          let left: [number, number] | null = null;
+          const lcode = insLeft.next();
+          if (lcode !== 0) left = decodeId(0, lcode, `change ${i} op ${j}: left origin`);
+          const rc = insRight.next();
+          let right: [number, number] | null = null;
+          if (rc === 0) {
+            const g = pred.right(left ? left[0] : 0, left ? left[1] : 0);
+            if (g === undefined) throw new CorruptError(`change ${i} op ${j}: right origin predicted where there is no prediction`);
+            if (g && g[1] > MAX_SEQ) throw new CorruptError(`change ${i} op ${j}: predicted right origin past MaxSeq`);
+            right = g;
+            if (g) cursors[1][g[0]] = g[1];
+          } else if (rc !== 1) {
+            right = decodeId(1, rc - 1, `change ${i} op ${j}: right origin`);
+          }
+          pred.inserted(r, seq, size, left ? left[0] : 0, left ? left[1] : 0, right);
+          cursors[0][r] = seq + size - 1;
+          ops.push({
+            kind: OpKind.Ins,
+            field,
+            text: text.slice(start, textPos),
+            left: left ? { replica: reps[left[0]], seq: left[1] } : null,
+            right: right ? { replica: reps[right[0]], seq: right[1] } : null,
+          });
+          break;
+        }
+        case OpKind.Del: {
+          const code = delTarget.next();
+          if (code === 0) throw new CorruptError(`change ${i} op ${j}: delete without target`);
+          const [ti, s] = decodeId(2, code, `change ${i} op ${j}: delete target`);
+          const count = delCount.next();
+          const b = delBackward.next();
+          if (b > 1) throw new CorruptError(`change ${i} op ${j}: backward flag ${b}`);
+          const backward = b === 1;
+          if (count === 0) throw new CorruptError(`change ${i} op ${j}: delete of 0 characters`);
+          if (count > MAX_SEQ) throw new CorruptError(`change ${i} op ${j}: delete of ${count} characters`);
+          if (backward && count > s) throw new CorruptError(`change ${i} op ${j}: backward delete runs below seq 1`);
+          if (!backward && s + count - 1 > MAX_SEQ) throw new CorruptError(`change ${i} op ${j}: delete runs past MaxSeq`);
+          size = count;
+          ops.push({ kind: OpKind.Del, field, target: { replica: reps[ti], seq: s }, count, backward });
+          break;
+        }
+        case OpKind.Add:
+          ops.push({ kind: OpKind.Add, field, delta: unzigzagBig(addDelta.next()) });
+          break;
+        case OpKind.Set: {
+          const len = setLen.next();
+          let value: Uint8Array;
+          try {
+            value = values.take(len).slice();
+          } catch {
+            throw new CorruptError(`change ${i} op ${j}: register value: length ${len} but only ${values.left()} bytes left`);
+          }
+          ops.push({ kind: OpKind.Set, field, value });
+          break;
+        }
+      }
+      seq += size;
+      if (seq - 1 > MAX_SEQ) throw new CorruptError(`change ${i}: seqs run past MaxSeq`);
+    }
+    expected[r] = seq;
+    out.push({ replica: reps[r], seq: seq0, time: (BigInt(wall) << LOGICAL_BITS) | BigInt(logical), ops });
+  }
+  if (opAt !== nOps) throw new CorruptError(`${nOps} ops declared, ${opAt} used`);
+  if (textPos !== text.length) throw new CorruptError(`${text.length - textPos} units of inserted text left over`);
+  if (values.left() !== 0) throw new CorruptError(`${values.left()} bytes of register values left over`);
+  for (const c of [chRep, chSeq, chTime, chLogical, chOps, opField, insLen, insLeft, insRight, delTarget, delCount, delBackward, setLen]) c.done();
+  addDelta.done();
+  kinds.done();
+  return out;
+}
+
+/** Validates register values as msgpack (crdt checks this at apply time too). */
+export function checkValue(v: Uint8Array): void {
+  checkMsgpack(v);
+}
+
+export type { Timestamp, ID };

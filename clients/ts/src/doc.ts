@@ -1,0 +1,1354 @@
+// Doc: one replica of a weft document, the same CRDT as crdt/ in Go.
+//
+// Fields are identified by name and type; counters are PN-counters, registers
+// last-writer-wins (greatest HLC time, then replica id, then seq), texts a
+// sequence CRDT with the "YjsMod" integration rule (left and right origins;
+// maximal non-interleaving as FugueMax; Weidner & Kleppmann 2023), exactly
+// as crdt/document.go and crdt/apply.go integrate them, so that replicas in
+// both languages that hold the same changes show the same document. Each
+// replica's history is kept as Go keeps it (spans of ops and runs of
+// times), so that changesSince returns the changes Go's ChangesSince
+// returns for the same history and encodes to the same bytes.
+//
+// A text is a list of leaves of run-length items (each a run of characters
+// with consecutive ids inserted by one op: char k>0 has the char before it
+// as left origin, all share the run's right origin), with the visible and
+// raw lengths of each leaf, and an id index per replica (the inserted runs,
+// each with its current pieces).
+
+import { Clock, ClockSkewError } from "./hlc.js";
+import type { Timestamp } from "./hlc.js";
+import { checkMsgpack } from "./msgpack.js";
+import { FieldType, OpKind, runeCount, runeOffset, utf8Len, Side } from "./types.js";
+import type { Anchor, Change, ID, Op, ReplicaID, VersionVector } from "./types.js";
+
+export class InvalidChangeError extends Error {
+  constructor(message: string) {
+    super(`crdt: invalid change: ${message}`);
+    this.name = "InvalidChangeError";
+  }
+}
+export class PendingFullError extends Error {
+  constructor(message: string) {
+    super(`crdt: pending buffer full: ${message}`);
+    this.name = "PendingFullError";
+  }
+}
+export class OutOfRangeError extends Error {
+  constructor(message: string) {
+    super(`crdt: position out of range: ${message}`);
+    this.name = "OutOfRangeError";
+  }
+}
+export class FieldTypeError extends Error {
+  constructor(message: string) {
+    super(`crdt: wrong field type: ${message}`);
+    this.name = "FieldTypeError";
+  }
+}
+
+const MAX_SEQ = 2 ** 32 - 2;
+export const MAX_FIELD_NAME = 1024;
+const LEAF_CAP = 64;
+
+// ---- the text ----
+
+class Item {
+  leaf!: Leaf;
+  run!: Run;
+  constructor(
+    public r: number,
+    public seq: number,
+    public n: number,
+    public s: string,
+    public del: boolean,
+    public lr: number,
+    public ls: number,
+    public rr: number,
+    public rs: number,
+  ) {}
+}
+
+class Leaf {
+  items: Item[] = [];
+  vis = 0;
+  raw = 0;
+}
+
+/** An inserted run of ids (r, seq..end-1) and the items it is now cut into. */
+class Run {
+  constructor(
+    public seq: number,
+    public end: number,
+    public pieces: Item[],
+  ) {}
+}
+
+class Text {
+  leaves: Leaf[] = [new Leaf()];
+  vis = 0;
+  raw = 0;
+  runs: Run[][] = [];
+
+  private runsOf(r: number): Run[] {
+    while (this.runs.length <= r) this.runs.push([]);
+    return this.runs[r];
+  }
+
+  private findRunIndex(r: number, seq: number): number {
+    const rs = this.runs[r];
+    if (!rs || rs.length === 0) return -1;
+    let lo = 0;
+    let hi = rs.length;
+    const last = rs[hi - 1];
+    if (seq >= last.seq) return seq < last.end ? hi - 1 : -1;
+    while (lo < hi) {
+      const m = (lo + hi) >> 1;
+      if (rs[m].end > seq) hi = m;
+      else lo = m + 1;
+    }
+    const run = rs[lo];
+    return run && run.seq <= seq && seq < run.end ? lo : -1;
+  }
+
+  private findRun(r: number, seq: number): Run | undefined {
+    const i = this.findRunIndex(r, seq);
+    return i < 0 ? undefined : this.runs[r][i];
+  }
+
+  /** The item holding id (r, seq) and the offset in it, or undefined. */
+  locate(r: number, seq: number): [Item, number] | undefined {
+    const run = this.findRun(r, seq);
+    if (!run) return undefined;
+    const ps = run.pieces;
+    let lo = 0;
+    let hi = ps.length;
+    while (lo < hi) {
+      const m = (lo + hi) >> 1;
+      if (ps[m].seq + ps[m].n > seq) hi = m;
+      else lo = m + 1;
+    }
+    const it = ps[lo];
+    return [it, seq - it.seq];
+  }
+
+  /** Whether ids (r, lo..hi-1) are all characters of this text. */
+  covered(r: number, lo: number, hi: number): boolean {
+    let i = this.findRunIndex(r, lo);
+    if (i < 0) return false;
+    const rs = this.runs[r];
+    let run = rs[i];
+    while (run.end < hi) {
+      const next = rs[++i];
+      if (!next || next.seq !== run.end) return false;
+      run = next;
+    }
+    return true;
+  }
+
+  leafIndex(l: Leaf): number {
+    return this.leaves.indexOf(l);
+  }
+
+  rawIndex(r: number, seq: number): number {
+    const loc = this.locate(r, seq);
+    if (!loc) throw new Error("crdt: rawIndex of unknown id");
+    const [it, k] = loc;
+    let pos = 0;
+    for (const l of this.leaves) {
+      if (l === it.leaf) break;
+      pos += l.raw;
+    }
+    for (const x of it.leaf.items) {
+      if (x === it) break;
+      pos += x.n;
+    }
+    return pos + k;
+  }
+
+  /** Visible characters before id, and whether it is visible itself. */
+  visIndex(r: number, seq: number): [number, boolean] {
+    const loc = this.locate(r, seq);
+    if (!loc) throw new Error("crdt: visIndex of unknown id");
+    const [it, k] = loc;
+    let pos = 0;
+    for (const l of this.leaves) {
+      if (l === it.leaf) break;
+      pos += l.vis;
+    }
+    for (const x of it.leaf.items) {
+      if (x === it) break;
+      if (!x.del) pos += x.n;
+    }
+    if (it.del) return [pos, false];
+    return [pos + k, true];
+  }
+
+  /** The leaf index, item index and offset of visible character pos. */
+  visAt(pos: number): [number, number, number] {
+    const leaves = this.leaves;
+    for (let li = 0; li < leaves.length; li++) {
+      const l = leaves[li];
+      if (pos >= l.vis) {
+        pos -= l.vis;
+        continue;
+      }
+      const items = l.items;
+      for (let i = 0; i < items.length; i++) {
+        const it = items[i];
+        if (it.del) continue;
+        if (pos < it.n) return [li, i, pos];
+        pos -= it.n;
+      }
+    }
+    throw new Error("crdt: visible index outside the text");
+  }
+
+  /** Cuts item i of leaf li after k runes (0 < k < n); both stay in the leaf. */
+  split(l: Leaf, i: number, k: number): void {
+    const it = l.items[i];
+    const off = runeOffset(it.s, it.n, k);
+    const b = new Item(it.r, it.seq + k, it.n - k, it.s.slice(off), it.del, it.r, it.seq + k - 1, it.rr, it.rs);
+    b.leaf = l;
+    b.run = it.run;
+    it.n = k;
+    it.s = it.s.slice(0, off);
+    l.items.splice(i + 1, 0, b);
+    const ps = it.run.pieces;
+    ps.splice(ps.indexOf(it) + 1, 0, b);
+  }
+
+  /** Puts a new item (a new run of ids) at item position i of leaf l. */
+  insertItem(l: Leaf, i: number, it: Item): void {
+    it.leaf = l;
+    l.items.splice(i, 0, it);
+    const dv = it.del ? 0 : it.n;
+    l.raw += it.n;
+    l.vis += dv;
+    this.raw += it.n;
+    this.vis += dv;
+    const rs = this.runsOf(it.r);
+    const run = new Run(it.seq, it.seq + it.n, [it]);
+    it.run = run;
+    rs.push(run);
+    this.fixLeaf(l);
+  }
+
+  fixLeaf(l: Leaf): void {
+    while (l.items.length > LEAF_CAP) {
+      const half = l.items.length >> 1;
+      const nl = new Leaf();
+      nl.items = l.items.splice(half);
+      for (const it of nl.items) {
+        it.leaf = nl;
+        nl.raw += it.n;
+        if (!it.del) nl.vis += it.n;
+      }
+      l.raw -= nl.raw;
+      l.vis -= nl.vis;
+      this.leaves.splice(this.leafIndex(l) + 1, 0, nl);
+      this.fixLeaf(nl);
+    }
+  }
+
+  /** Deletes n characters from offset k of item i of leaf l (no-op on tombstones). */
+  deleteRange(l: Leaf, i: number, k: number, n: number): void {
+    if (l.items[i].del) return;
+    if (k > 0) {
+      this.split(l, i, k);
+      i++;
+    }
+    if (n < l.items[i].n) this.split(l, i, n);
+    const it = l.items[i];
+    it.del = true;
+    l.vis -= it.n;
+    this.vis -= it.n;
+    this.fixLeaf(l);
+  }
+
+  deleteIDs(r: number, seq: number, n: number, onDelete?: (pos: number, n: number) => void): void {
+    while (n > 0) {
+      const loc = this.locate(r, seq);
+      if (!loc) throw new Error("crdt: delete of unknown id passed validation");
+      const [it, k] = loc;
+      const m = Math.min(it.n - k, n);
+      const l = it.leaf;
+      if (onDelete && !it.del) onDelete(this.visIndex(r, seq)[0], m);
+      this.deleteRange(l, l.items.indexOf(it), k, m);
+      seq += m;
+      n -= m;
+    }
+  }
+
+  /** The first item after item i of leaf li in raw order, or undefined. */
+  nextItem(li: number, i: number): Item | undefined {
+    const l = this.leaves[li];
+    if (i + 1 < l.items.length) return l.items[i + 1];
+    for (let j = li + 1; j < this.leaves.length; j++) if (this.leaves[j].items.length > 0) return this.leaves[j].items[0];
+    return undefined;
+  }
+
+  toString(): string {
+    const parts: string[] = [];
+    for (const l of this.leaves) for (const it of l.items) if (!it.del) parts.push(it.s);
+    return parts.join("");
+  }
+
+  /**
+   * integrate places a remote item between its origins (YjsMod / FugueMax),
+   * exactly as crdt/document.go's integrate: scan from just after left
+   * towards right; an item whose left origin is before left ends the scan;
+   * one with the same left origin is a sibling, ordered by its right
+   * origin and then by replica id.
+   */
+  integrate(it: Item, lr: number, ls: number, rr: number, rs: number, replicas: ReplicaID[]): void {
+    let li = 0;
+    let i = 0;
+    if (ls !== 0) {
+      const loc = this.locate(lr, ls);
+      if (!loc) throw new Error("crdt: integrate with unknown left origin");
+      const [L, k] = loc;
+      const l = L.leaf;
+      let at = l.items.indexOf(L);
+      if (k + 1 < L.n) this.split(l, at, k + 1);
+      li = this.leafIndex(l);
+      i = at + 1;
+    }
+    const touched: Leaf[] = [this.leaves[li]];
+    let leftIdx = -2;
+    let rightIdx = -2;
+    const rid = replicas[it.r];
+    let dli = li;
+    let di = i;
+    let scanning = false;
+    const leaves = this.leaves;
+    for (;;) {
+      while (li < leaves.length && i >= leaves[li].items.length) {
+        li++;
+        i = 0;
+      }
+      if (!scanning) {
+        dli = li;
+        di = i;
+      }
+      if (li >= leaves.length) break;
+      const l = leaves[li];
+      let o = l.items[i];
+      if (rs !== 0 && o.r === rr && rs >= o.seq && rs - o.seq < o.n) {
+        if (rs === o.seq) break;
+        this.split(l, i, rs - o.seq);
+        touched.push(l);
+        o = l.items[i];
+      }
+      // o's origins (of its first character).
+      const olr = o.lr, ols = o.ls, orr = o.rr, ors = o.rs;
+      let cmpLeft: number;
+      if (ols === ls && (ls === 0 || olr === lr)) cmpLeft = 0;
+      else if (ols === 0) cmpLeft = -1;
+      else {
+        if (leftIdx === -2) leftIdx = ls === 0 ? -1 : this.rawIndex(lr, ls);
+        cmpLeft = Math.sign(this.rawIndex(olr, ols) - leftIdx);
+      }
+      if (cmpLeft < 0) break;
+      if (cmpLeft === 0) {
+        let cmpRight = 0;
+        if (ors === rs && (rs === 0 || orr === rr)) cmpRight = 0;
+        else if (ors === 0) cmpRight = 1;
+        else {
+          if (rightIdx === -2) rightIdx = rs === 0 ? this.raw : this.rawIndex(rr, rs);
+          cmpRight = Math.sign(this.rawIndex(orr, ors) - rightIdx);
+        }
+        if (cmpRight < 0) scanning = true;
+        else if (cmpRight === 0) {
+          if (rid < replicas[o.r]) break;
+          scanning = false;
+        } else scanning = false;
+      }
+      i++;
+    }
+    if (dli >= leaves.length) {
+      dli = leaves.length - 1;
+      di = leaves[dli].items.length;
+    }
+    const dl = leaves[dli];
+    this.insertItem(dl, di, it);
+    for (const l of touched) this.fixLeaf(l);
+  }
+}
+
+// ---- fields and the log ----
+
+interface Field {
+  name: string;
+  type: FieldType;
+  text?: Text;
+  counter: bigint;
+  reg?: RegState;
+}
+
+interface RegState {
+  t: Timestamp;
+  r: number;
+  seq: number;
+  value: Uint8Array;
+}
+
+interface Span {
+  seq: number;
+  n: number;
+  field: Field;
+  kind: OpKind;
+  back: boolean;
+  off: number;
+  nb: number;
+  ar: number;
+  as: number;
+  br: number;
+  bs: number;
+  delta: bigint;
+  text: string;
+  value?: Uint8Array;
+}
+
+interface TimeRun {
+  seq: number;
+  n: number;
+  stepped: boolean;
+  t: Timestamp;
+}
+
+class RLog {
+  spans: Span[] = [];
+  times: TimeRun[] = [];
+  next = 1;
+}
+
+const lastTime = (tr: TimeRun) => (tr.stepped ? tr.t + BigInt(tr.n - 1) : tr.t);
+const timeAtRun = (tr: TimeRun, seq: number) => (tr.stepped ? tr.t + BigInt(seq - tr.seq) : tr.t);
+
+export interface DocOptions {
+  /** Changes held while their dependencies are missing. Default: 4096. */
+  maxPending?: number;
+}
+
+interface Head {
+  t: Timestamp;
+  r: number;
+  seq: number;
+  end: number;
+}
+
+/**
+ * TextEvent: a remote change to the visible text of a field, in rune
+ * positions at the moment it happens (events of one apply come in order,
+ * each relative to the text the previous one left).
+ */
+export interface TextEvent {
+  pos: number;
+  delete: number;
+  insert: string;
+}
+
+/** Doc is one replica of a document. Not shared between tasks: one owner. */
+export class Doc {
+  /** Called for every visible change remote changes make to a text. */
+  onText?: (field: string, e: TextEvent) => void;
+  readonly replica: ReplicaID;
+  readonly clock: Clock;
+  private maxPending: number;
+  private replicas: ReplicaID[] = [];
+  private rindex = new Map<ReplicaID, number>();
+  private logs: RLog[] = [];
+  private contentLen = 0;
+  private fields: Field[] = [];
+  private fieldIdx = new Map<string, Field>();
+  private pending: Change[] = [];
+  private rejectedCount = 0;
+  private tx: Tx | null = null;
+
+  constructor(replica: ReplicaID, clock: Clock = new Clock(), opts: DocOptions = {}) {
+    if (!/^[0-9a-f]{32}$/.test(replica) || /^0+$/.test(replica)) throw new Error("crdt: a Doc needs a non-zero replica id");
+    this.replica = replica;
+    this.clock = clock;
+    this.maxPending = opts.maxPending && opts.maxPending > 0 ? opts.maxPending : 4096;
+    this.replicaIndex(replica);
+  }
+
+  private replicaIndex(id: ReplicaID): number {
+    let i = this.rindex.get(id);
+    if (i !== undefined) return i;
+    i = this.replicas.length;
+    this.replicas.push(id);
+    this.rindex.set(id, i);
+    this.logs.push(new RLog());
+    return i;
+  }
+
+  /** The document's version vector (a fresh map). */
+  version(): VersionVector {
+    const v: VersionVector = new Map();
+    this.replicas.forEach((r, i) => {
+      if (this.logs[i].next > 1) v.set(r, this.logs[i].next - 1);
+    });
+    return v;
+  }
+
+  /** Changes waiting for missing dependencies. */
+  pendingCount(): number {
+    return this.pending.length;
+  }
+  rejected(): number {
+    return this.rejectedCount;
+  }
+
+  private field(name: string, type: FieldType, create: boolean): Field | undefined {
+    const key = type + ":" + name;
+    let f = this.fieldIdx.get(key);
+    if (f || !create) return f;
+    f = { name, type, counter: 0n };
+    if (type === FieldType.Text) f.text = new Text();
+    this.fieldIdx.set(key, f);
+    this.fields.push(f);
+    return f;
+  }
+
+  /** The fields, sorted by name then type. */
+  fieldList(): { name: string; type: FieldType }[] {
+    return this.fields
+      .map((f) => ({ name: f.name, type: f.type }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.type - b.type));
+  }
+
+  text(name: string): string {
+    return this.field(name, FieldType.Text, false)?.text!.toString() ?? "";
+  }
+
+  textLen(name: string): number {
+    return this.field(name, FieldType.Text, false)?.text!.vis ?? 0;
+  }
+
+  counter(name: string): bigint {
+    return this.field(name, FieldType.Counter, false)?.counter ?? 0n;
+  }
+
+  /** The msgpack bytes of a register, or undefined when never set. */
+  register(name: string): Uint8Array | undefined {
+    return this.field(name, FieldType.Register, false)?.reg?.value.slice();
+  }
+
+  registerTime(name: string): Timestamp | undefined {
+    return this.field(name, FieldType.Register, false)?.reg?.t;
+  }
+
+  // ---- local transactions ----
+
+  /** Starts a local transaction (committing one left open). */
+  begin(): Tx {
+    if (this.tx) this.tx.commit();
+    this.tx = new Tx(this, this.logs[0].next);
+    return this.tx;
+  }
+
+  /** Runs fn in a transaction and commits it, even when fn throws. */
+  transact<T>(fn: (tx: Tx) => T): T {
+    const tx = this.begin();
+    try {
+      return fn(tx);
+    } finally {
+      tx.commit();
+    }
+  }
+
+  /** @internal */
+  _endTx(tx: Tx): void {
+    if (this.tx === tx) this.tx = null;
+  }
+
+  /** @internal */
+  _stamp(tx: Tx, seq: number, n: number): Timestamp {
+    if (tx.time === undefined) tx.time = this.clock.now();
+    this.appendTime(0, seq, n, tx.time);
+    this.logs[0].next = seq + n;
+    return tx.time;
+  }
+
+  /** @internal */
+  _reserve(n: number): number {
+    const seq = this.logs[0].next;
+    if (seq + n > MAX_SEQ) throw new Error(`crdt: replica ${this.replica} exhausted its sequence numbers`);
+    return seq;
+  }
+
+  /** @internal local insert of s at rune position pos. */
+  _insert(tx: Tx, name: string, pos: number, s: string): void {
+    checkName(name);
+    if (!isWellFormed(s)) throw new FieldTypeError("inserted text is not valid UTF-16 (a lone surrogate)");
+    let f = this.field(name, FieldType.Text, false);
+    const vis = f ? f.text!.vis : 0;
+    if (!Number.isInteger(pos) || pos < 0 || pos > vis) throw new OutOfRangeError(`insert at ${pos} in text ${JSON.stringify(name)} of length ${vis}`);
+    if (s === "") return;
+    const n = runeCount(s);
+    const seq = this._reserve(n);
+    if (!f) f = this.field(name, FieldType.Text, true)!;
+    this._stamp(tx, seq, n);
+    const nb = utf8Len(s);
+    const off = this.contentLen;
+    this.contentLen += nb;
+    const t = f.text!;
+    let l: Leaf;
+    let i: number;
+    let lr = 0, ls = 0, rr = 0, rs = 0;
+    if (pos === 0) {
+      l = t.leaves[0];
+      i = 0;
+      if (l.items.length > 0) {
+        rr = l.items[0].r;
+        rs = l.items[0].seq;
+      }
+    } else {
+      const [li, ii, k] = t.visAt(pos - 1);
+      l = t.leaves[li];
+      i = ii;
+      const it = l.items[i];
+      lr = it.r;
+      ls = it.seq + k;
+      if (k + 1 < it.n) {
+        rr = it.r;
+        rs = it.seq + k + 1;
+        t.split(l, i, k + 1);
+      } else {
+        const nx = t.nextItem(li, i);
+        if (nx) {
+          rr = nx.r;
+          rs = nx.seq;
+        }
+        // Typing at the end of our own run: grow it in place (same origins
+        // as a new item would have).
+        if (it.r === 0 && it.seq + it.n === seq && it.rr === rr && it.rs === rs && it.run.end === seq) {
+          it.n += n;
+          it.s += s;
+          it.run.end += n;
+          l.vis += n;
+          l.raw += n;
+          t.vis += n;
+          t.raw += n;
+          this.appendSpan(0, { seq, n, field: f, kind: OpKind.Ins, back: false, off, nb, ar: lr, as: ls, br: rr, bs: rs, delta: 0n, text: s });
+          return;
+        }
+      }
+      i++;
+    }
+    t.insertItem(l, i, new Item(0, seq, n, s, false, lr, ls, rr, rs));
+    this.appendSpan(0, { seq, n, field: f, kind: OpKind.Ins, back: false, off, nb, ar: lr, as: ls, br: rr, bs: rs, delta: 0n, text: s });
+  }
+
+  /** @internal local delete of n runes at pos. */
+  _delete(tx: Tx, name: string, pos: number, n: number): void {
+    const f = this.field(name, FieldType.Text, false);
+    const vis = f ? f.text!.vis : 0;
+    if (!Number.isInteger(pos) || !Number.isInteger(n) || pos < 0 || n < 0 || pos + n > vis)
+      throw new OutOfRangeError(`delete ${n} at ${pos} in text ${JSON.stringify(name)} of length ${vis}`);
+    if (n === 0) return;
+    let seq = this._reserve(n);
+    this._stamp(tx, seq, n);
+    const t = f!.text!;
+    while (n > 0) {
+      const [li, i, k] = t.visAt(pos);
+      const l = t.leaves[li];
+      const it = l.items[i];
+      const r = it.r;
+      const tseq = it.seq + k;
+      const m = Math.min(n, it.n - k);
+      t.deleteRange(l, i, k, m);
+      this.appendSpan(0, { seq, n: m, field: f!, kind: OpKind.Del, back: false, off: 0, nb: 0, ar: r, as: tseq, br: 0, bs: 0, delta: 0n, text: "" });
+      seq += m;
+      n -= m;
+    }
+  }
+
+  /** @internal */
+  _add(tx: Tx, name: string, delta: bigint): void {
+    checkName(name);
+    if (delta === 0n) throw new FieldTypeError("counter delta must be non-zero");
+    if (delta > 0x7fffffffffffffffn || delta < -0x8000000000000000n) throw new FieldTypeError("counter delta must fit 64 bits");
+    const seq = this._reserve(1);
+    const f = this.field(name, FieldType.Counter, true)!;
+    this._stamp(tx, seq, 1);
+    this.applyCounter(f, 0, seq, delta);
+  }
+
+  /** @internal */
+  _set(tx: Tx, name: string, value: Uint8Array): void {
+    checkName(name);
+    try {
+      checkMsgpack(value);
+    } catch (e) {
+      throw new FieldTypeError((e as Error).message);
+    }
+    const seq = this._reserve(1);
+    const f = this.field(name, FieldType.Register, true)!;
+    const t = this._stamp(tx, seq, 1);
+    this.applyRegister(f, 0, seq, t, value.slice());
+  }
+
+  // ---- applying ops ----
+
+  private applyCounter(f: Field, r: number, seq: number, delta: bigint): void {
+    this.appendSpan(r, { seq, n: 1, field: f, kind: OpKind.Add, back: false, off: 0, nb: 0, ar: 0, as: 0, br: 0, bs: 0, delta, text: "" });
+    f.counter = BigInt.asIntN(64, f.counter + delta);
+  }
+
+  private applyRegister(f: Field, r: number, seq: number, t: Timestamp, value: Uint8Array): void {
+    const off = this.contentLen;
+    this.contentLen += value.length;
+    this.appendSpan(r, { seq, n: 1, field: f, kind: OpKind.Set, back: false, off, nb: value.length, ar: 0, as: 0, br: 0, bs: 0, delta: 0n, text: "", value });
+    const w: RegState = { t, r, seq, value };
+    if (!f.reg || this.regLess(f.reg, w)) f.reg = w;
+  }
+
+  private regLess(a: RegState, b: RegState): boolean {
+    if (a.t !== b.t) return a.t < b.t;
+    const ra = this.replicas[a.r], rb = this.replicas[b.r];
+    if (ra !== rb) return ra < rb;
+    return a.seq < b.seq;
+  }
+
+  private appendSpan(r: number, s: Span): void {
+    const lg = this.logs[r];
+    const p = lg.spans[lg.spans.length - 1];
+    if (p && p.kind === s.kind && p.field === s.field && p.seq + p.n === s.seq) {
+      switch (s.kind) {
+        case OpKind.Ins:
+          if (s.ar === r && s.as === s.seq - 1 && s.br === p.br && s.bs === p.bs && p.off + p.nb === s.off) {
+            p.n += s.n;
+            p.nb += s.nb;
+            p.text += s.text;
+            return;
+          }
+          break;
+        case OpKind.Del:
+          if (s.ar === p.ar) {
+            if (!p.back && !s.back && s.as === p.as + p.n) {
+              p.n += s.n;
+              return;
+            }
+            if ((p.back || p.n === 1) && s.n === 1 && s.as + p.n === p.as && p.as >= p.n) {
+              p.back = true;
+              p.n++;
+              return;
+            }
+          }
+          break;
+        case OpKind.Add:
+          if (s.delta === p.delta) {
+            p.n += s.n;
+            return;
+          }
+      }
+    }
+    lg.spans.push(s);
+  }
+
+  private appendTime(r: number, seq: number, n: number, t: Timestamp): void {
+    const lg = this.logs[r];
+    const p = lg.times[lg.times.length - 1];
+    if (p && p.seq + p.n === seq) {
+      if (!p.stepped && p.t === t) {
+        p.n += n;
+        return;
+      }
+      if (n === 1 && (p.stepped || p.n === 1) && lastTime(p) + 1n === t) {
+        p.stepped = true;
+        p.n++;
+        return;
+      }
+    }
+    lg.times.push({ seq, n, stepped: false, t });
+  }
+
+  private refOf(id: ID | null): [number, number] {
+    if (!id || id.seq === 0) return [0, 0];
+    const i = this.rindex.get(id.replica);
+    if (i === undefined) throw new Error("crdt: reference to an unknown replica passed validation");
+    return [i, id.seq];
+  }
+
+  private applyChange(c: Change): void {
+    const r = this.replicaIndex(c.replica);
+    let seq = c.seq;
+    for (const op of c.ops) {
+      let n = 1;
+      switch (op.kind) {
+        case OpKind.Add:
+          this.applyCounter(this.field(op.field, FieldType.Counter, true)!, r, seq, op.delta);
+          break;
+        case OpKind.Set:
+          this.applyRegister(this.field(op.field, FieldType.Register, true)!, r, seq, c.time, op.value.slice());
+          break;
+        case OpKind.Ins: {
+          const f = this.field(op.field, FieldType.Text, true)!;
+          n = runeCount(op.text);
+          const [lr, ls] = this.refOf(op.left);
+          const [rr, rs] = this.refOf(op.right);
+          const nb = utf8Len(op.text);
+          const off = this.contentLen;
+          this.contentLen += nb;
+          this.appendSpan(r, { seq, n, field: f, kind: OpKind.Ins, back: false, off, nb, ar: lr, as: ls, br: rr, bs: rs, delta: 0n, text: op.text });
+          f.text!.integrate(new Item(r, seq, n, op.text, false, lr, ls, rr, rs), lr, ls, rr, rs, this.replicas);
+          if (this.onText) this.onText(op.field, { pos: f.text!.visIndex(r, seq)[0], insert: op.text, delete: 0 });
+          break;
+        }
+        case OpKind.Del: {
+          const f = this.field(op.field, FieldType.Text, true)!;
+          n = op.count;
+          const [tr, ts] = this.refOf(op.target);
+          const on = this.onText;
+          f.text!.deleteIDs(tr, op.backward ? ts - n + 1 : ts, n, on ? (pos, m) => on(op.field, { pos, insert: "", delete: m }) : undefined);
+          for (let k = 0; k < n; k++) {
+            const t = op.backward ? ts - k : ts + k;
+            this.appendSpan(r, { seq: seq + k, n: 1, field: f, kind: OpKind.Del, back: false, off: 0, nb: 0, ar: tr, as: t, br: 0, bs: 0, delta: 0n, text: "" });
+          }
+          break;
+        }
+      }
+      this.appendTime(r, seq, n, c.time);
+      seq += n;
+    }
+    this.logs[r].next = seq;
+  }
+
+  // ---- remote changes ----
+
+  /**
+   * apply merges remote changes. The batch is atomic: if any change is
+   * invalid (InvalidChangeError), stamped too far ahead (ClockSkewError), or
+   * the pending buffer would overflow (PendingFullError), apply throws and
+   * the document is exactly as it was. Changes may come in any order;
+   * applying one twice is a no-op; one whose dependencies are missing waits.
+   * Returns the changes applied, in order (trimmed of what the document had).
+   */
+  apply(changes: readonly Change[]): Change[] {
+    if (this.tx) this.tx.commit();
+    changes.forEach((c, i) => {
+      const err = checkShape(c);
+      if (err) throw new InvalidChangeError(`change ${i} (${c.replica.slice(0, 8)}@${c.seq}): ${err}`);
+    });
+    const p = new Plan(this);
+    p.run(changes, false);
+    if (p.waiting.length + this.pending.length > this.maxPending)
+      throw new PendingFullError(`${p.waiting.length + this.pending.length} changes would wait for missing dependencies (max ${this.maxPending})`);
+    for (const c of p.ready) this.clock.update(c.time);
+    for (const c of p.ready) this.applyChange(c);
+    const applied = p.ready.slice();
+    this.addPending(p.waiting);
+    if (p.ready.length > 0 && this.pending.length > 0) this.retryPending(applied);
+    return applied;
+  }
+
+  private addPending(cs: Change[]): void {
+    const have = new Set(this.pending.map((c) => c.replica + "@" + c.seq));
+    for (const c of cs) {
+      const k = c.replica + "@" + c.seq;
+      if (!have.has(k)) {
+        have.add(k);
+        this.pending.push(c);
+      }
+    }
+  }
+
+  private retryPending(applied: Change[]): void {
+    for (;;) {
+      const p = new Plan(this);
+      const cands = this.pending;
+      this.pending = [];
+      p.run(cands, true);
+      this.rejectedCount += p.dropped;
+      for (const c of p.ready) {
+        try {
+          this.clock.update(c.time);
+        } catch {
+          /* checked by the plan */
+        }
+        this.applyChange(c);
+        applied.push(c);
+      }
+      this.pending = p.waiting;
+      if (p.ready.length === 0 || this.pending.length === 0) return;
+    }
+  }
+
+  /** @internal for Plan */
+  _nextSeqOf(r: ReplicaID): number {
+    const i = this.rindex.get(r);
+    return i === undefined ? 1 : this.logs[i].next;
+  }
+  /** @internal for Plan */
+  _covered(field: string, r: ReplicaID, lo: number, hi: number): boolean {
+    const f = this.field(field, FieldType.Text, false);
+    const i = this.rindex.get(r);
+    return !!f && i !== undefined && f.text!.covered(i, lo, hi);
+  }
+
+  // ---- reading the log back as changes ----
+
+  /**
+   * changesSince returns the changes the document holds that v does not
+   * include, in Go's ChangesSince order (by HLC time across replicas), a
+   * change v includes in part returned whole.
+   */
+  changesSince(v?: VersionVector): Change[] {
+    const hs: Head[] = [];
+    let nrep = 0;
+    for (let r = 0; r < this.replicas.length; r++) {
+      const lg = this.logs[r];
+      let from = 1;
+      if (v) {
+        const s = v.get(this.replicas[r]) ?? 0;
+        if (s >= lg.next - 1) continue;
+        from = s + 1;
+      }
+      if (from >= lg.next) continue;
+      this.heads(hs, r, from, lg.next - 1);
+      nrep++;
+    }
+    if (nrep > 1) {
+      // A stable sort by time (Array.prototype.sort is stable).
+      hs.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+    }
+    return hs.map((h) => ({ replica: this.replicas[h.r], seq: h.seq, time: h.t, ops: this.ops(h.r, h.seq, h.end) }));
+  }
+
+  private timeIndex(r: number, seq: number): number {
+    const tr = this.logs[r].times;
+    let lo = 0, hi = tr.length;
+    while (lo < hi) {
+      const m = (lo + hi) >> 1;
+      if (tr[m].seq + tr[m].n > seq) hi = m;
+      else lo = m + 1;
+    }
+    return lo;
+  }
+
+  private timeAt(r: number, seq: number): Timestamp {
+    const tr = this.logs[r].times;
+    return timeAtRun(tr[this.timeIndex(r, seq)], seq);
+  }
+
+  private heads(out: Head[], r: number, from: number, to: number): void {
+    const runs = this.logs[r].times;
+    if (from > to || runs.length === 0) return;
+    while (from > 1 && this.timeAt(r, from - 1) === this.timeAt(r, from)) from--;
+    let cur: Head | null = null;
+    for (let ri = this.timeIndex(r, from); ri < runs.length; ri++) {
+      const run = runs[ri];
+      const a = Math.max(from, run.seq);
+      const b = Math.min(to, run.seq + run.n - 1);
+      if (a > b) break;
+      if (run.stepped) {
+        for (let s = a; s <= b; s++) {
+          const t = timeAtRun(run, s);
+          if (cur && cur.t === t && cur.end + 1 === s) cur.end = s;
+          else out.push((cur = { t, r, seq: s, end: s }));
+        }
+      } else if (cur && cur.t === run.t && cur.end + 1 === a) cur.end = b;
+      else out.push((cur = { t: run.t, r, seq: a, end: b }));
+    }
+    // A change that the to bound cut is returned whole.
+    if (cur) {
+      while (cur.end + 1 < this.logs[r].next && this.timeAt(r, cur.end + 1) === cur.t) cur.end++;
+    }
+  }
+
+  private spanIndex(r: number, seq: number): number {
+    const sp = this.logs[r].spans;
+    let lo = 0, hi = sp.length;
+    while (lo < hi) {
+      const m = (lo + hi) >> 1;
+      if (sp[m].seq + sp[m].n > seq) hi = m;
+      else lo = m + 1;
+    }
+    return lo;
+  }
+
+  private idOf(r: number, seq: number): ID | null {
+    return seq === 0 ? null : { replica: this.replicas[r], seq };
+  }
+
+  private ops(r: number, from: number, to: number): Op[] {
+    const out: Op[] = [];
+    const sp = this.logs[r].spans;
+    for (let i = this.spanIndex(r, from); i < sp.length && sp[i].seq <= to; i++) {
+      const s = sp[i];
+      const a = Math.max(from, s.seq);
+      const b = Math.min(to, s.seq + s.n - 1);
+      const name = s.field.name;
+      switch (s.kind) {
+        case OpKind.Ins: {
+          const bo = runeOffset(s.text, s.n, a - s.seq);
+          const rest = s.text.slice(bo);
+          const be = runeOffset(rest, s.n - (a - s.seq), b - a + 1);
+          out.push({
+            kind: OpKind.Ins,
+            field: name,
+            text: rest.slice(0, be),
+            left: a > s.seq ? this.idOf(r, a - 1) : this.idOf(s.ar, s.as),
+            right: this.idOf(s.br, s.bs),
+          });
+          break;
+        }
+        case OpKind.Del: {
+          const k = a - s.seq;
+          const ts = s.back ? s.as - k : s.as + k;
+          out.push({ kind: OpKind.Del, field: name, target: { replica: this.replicas[s.ar], seq: ts }, count: b - a + 1, backward: s.back && b > a });
+          break;
+        }
+        case OpKind.Add:
+          for (let k = a; k <= b; k++) out.push({ kind: OpKind.Add, field: name, delta: s.delta });
+          break;
+        case OpKind.Set:
+          out.push({ kind: OpKind.Set, field: name, value: s.value!.slice() });
+          break;
+      }
+    }
+    return out;
+  }
+
+  // ---- anchors ----
+
+  /** An anchor for rune position index of a text (see crdt.AnchorAt). */
+  anchorAt(name: string, index: number, side: Side): Anchor {
+    const f = this.field(name, FieldType.Text, false);
+    const n = f ? f.text!.vis : 0;
+    if (index < 0 || index > n) throw new OutOfRangeError(`anchor at ${index} in text ${JSON.stringify(name)} of length ${n}`);
+    if (side === Side.Before) {
+      if (index === n) return { id: null, side: Side.After };
+      const t = f!.text!;
+      const [li, i, k] = t.visAt(index);
+      const it = t.leaves[li].items[i];
+      return { id: { replica: this.replicas[it.r], seq: it.seq + k }, side: Side.Before };
+    }
+    if (index === 0) return { id: null, side: Side.Before };
+    const t = f!.text!;
+    const [li, i, k] = t.visAt(index - 1);
+    const it = t.leaves[li].items[i];
+    return { id: { replica: this.replicas[it.r], seq: it.seq + k }, side: Side.After };
+  }
+
+  /** The current rune position of an anchor (a deleted character's: where it would be). */
+  indexOf(name: string, a: Anchor): number {
+    const f = this.field(name, FieldType.Text, false);
+    if (!a.id || a.id.seq === 0) return a.side === Side.After && f ? f.text!.vis : 0;
+    const r = this.rindex.get(a.id.replica);
+    if (!f || r === undefined || !f.text!.locate(r, a.id.seq)) throw new OutOfRangeError(`anchor ${a.id.replica.slice(0, 8)}@${a.id.seq} is not a character of text ${JSON.stringify(name)}`);
+    const [pos, visible] = f.text!.visIndex(r, a.id.seq);
+    return visible && a.side === Side.After ? pos + 1 : pos;
+  }
+
+  /** Renders every field, one line each, sorted (as Go's Doc.Describe). */
+  describe(): string {
+    let out = "";
+    for (const f of this.fieldList()) {
+      if (f.type === FieldType.Text) out += `text ${f.name}=${JSON.stringify(this.text(f.name))}\n`;
+      else if (f.type === FieldType.Counter) out += `counter ${f.name}=${this.counter(f.name)}\n`;
+      else {
+        const v = this.register(f.name);
+        out += `register ${f.name}=${v ? Array.from(v, (b) => b.toString(16).padStart(2, "0")).join("") : ""} set=${!!v}\n`;
+      }
+    }
+    return out;
+  }
+
+  /** @internal for Plan */
+  _clockCheck(t: Timestamp): void {
+    this.clock.check(t);
+  }
+}
+
+/** Tx is a local transaction: its edits become one change with one time. */
+export class Tx {
+  time?: Timestamp;
+  private open = true;
+  constructor(
+    private readonly d: Doc,
+    readonly first: number,
+  ) {}
+
+  private check(): void {
+    if (!this.open) throw new Error("crdt: transaction already finished");
+  }
+  /** Inserts s at rune position pos of text field name. */
+  insert(name: string, pos: number, s: string): this {
+    this.check();
+    this.d._insert(this, name, pos, s);
+    return this;
+  }
+  /** Deletes n runes from rune position pos of text field name. */
+  delete(name: string, pos: number, n: number): this {
+    this.check();
+    this.d._delete(this, name, pos, n);
+    return this;
+  }
+  /** Adds delta (non-zero) to counter field name. */
+  add(name: string, delta: number | bigint): this {
+    this.check();
+    this.d._add(this, name, BigInt(delta));
+    return this;
+  }
+  /** Writes one msgpack-encoded value to register field name. */
+  set(name: string, value: Uint8Array): this {
+    this.check();
+    this.d._set(this, name, value);
+    return this;
+  }
+  commit(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.d._endTx(this);
+  }
+}
+
+function checkName(name: string): void {
+  if (name === "" || utf8Len(name) > MAX_FIELD_NAME || !isWellFormed(name)) throw new FieldTypeError(`field name must be 1..${MAX_FIELD_NAME} bytes of UTF-8`);
+}
+
+function isWellFormed(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdfff) {
+      if (c > 0xdbff || i + 1 >= s.length) return false;
+      const d = s.charCodeAt(i + 1);
+      if (d < 0xdc00 || d > 0xdfff) return false;
+      i++;
+    }
+  }
+  return true;
+}
+
+function checkShape(c: Change): string | null {
+  if (!c.replica || /^0+$/.test(c.replica)) return "zero replica id";
+  if (!Number.isInteger(c.seq) || c.seq === 0) return "seq 0";
+  if (c.ops.length === 0) return "no ops";
+  let n = 0;
+  for (let i = 0; i < c.ops.length; i++) {
+    const op = c.ops[i];
+    if (op.field === "" || utf8Len(op.field) > MAX_FIELD_NAME || !isWellFormed(op.field)) return `op ${i}: field name must be 1..${MAX_FIELD_NAME} bytes of UTF-8`;
+    switch (op.kind) {
+      case OpKind.Add:
+        if (op.delta === 0n) return `op ${i}: counter delta 0`;
+        break;
+      case OpKind.Set:
+        try {
+          checkMsgpack(op.value);
+        } catch (e) {
+          return `op ${i}: register value: ${(e as Error).message}`;
+        }
+        break;
+      case OpKind.Ins:
+        if (op.text === "" || !isWellFormed(op.text)) return `op ${i}: inserted text must be non-empty UTF-8`;
+        if ((op.left?.seq ?? 0) > MAX_SEQ || (op.right?.seq ?? 0) > MAX_SEQ) return `op ${i}: origin seq out of range`;
+        break;
+      case OpKind.Del:
+        if (op.count === 0 || op.target.seq === 0 || op.target.seq > MAX_SEQ || op.count > MAX_SEQ) return `op ${i}: bad delete target or count`;
+        if (op.backward && op.count > op.target.seq) return `op ${i}: backward delete runs below seq 1`;
+        if (!op.backward && op.target.seq + op.count - 1 > MAX_SEQ) return `op ${i}: delete runs past the largest seq`;
+        break;
+      default:
+        return `op ${i}: unknown kind ${(op as Op).kind}`;
+    }
+    n += opLenOf(op);
+    if (n > MAX_SEQ) return "change too long";
+  }
+  if (c.seq + n - 1 > MAX_SEQ) return `seq ${c.seq}+${n} past the largest seq`;
+  return null;
+}
+
+function opLenOf(op: Op): number {
+  return op.kind === OpKind.Ins ? runeCount(op.text) : op.kind === OpKind.Del ? op.count : 1;
+}
+
+// ---- planning a batch (crdt/apply.go's plan) ----
+
+interface PlanRange {
+  lo: number;
+  hi: number;
+  name: string;
+}
+
+const WAIT = Symbol("wait");
+
+class Plan {
+  adv = new Map<ReplicaID, { next: number; inserts: PlanRange[] }>();
+  ready: Change[] = [];
+  waiting: Change[] = [];
+  dropped = 0;
+  constructor(private d: Doc) {}
+
+  private nextSeq(r: ReplicaID): number {
+    return this.adv.get(r)?.next ?? this.d._nextSeqOf(r);
+  }
+
+  run(changes: readonly Change[], drop: boolean): void {
+    let todo: Change[] = changes.slice();
+    for (;;) {
+      const later: Change[] = [];
+      let progress = false;
+      for (let c of todo) {
+        const next = this.nextSeq(c.replica);
+        const n = changeLenOf(c);
+        if (c.seq + n <= next) continue; // duplicate
+        if (c.seq > next) {
+          later.push(c);
+          continue;
+        }
+        if (c.seq < next) c = trimChange(c, next - c.seq);
+        const err = this.validate(c);
+        if (err === WAIT) {
+          later.push(c);
+          continue;
+        }
+        if (err) {
+          if (drop) {
+            this.dropped++;
+            continue;
+          }
+          throw err;
+        }
+        this.accept(c);
+        progress = true;
+      }
+      todo = later;
+      if (!progress || todo.length === 0) break;
+    }
+    this.waiting = todo;
+  }
+
+  private validate(c: Change): Error | typeof WAIT | null {
+    let err: string | typeof WAIT | null = this.check(c);
+    if (err === WAIT) return WAIT;
+    if (err) return new InvalidChangeError(`change ${c.replica.slice(0, 8)}@${c.seq}: ${err}`);
+    try {
+      this.d._clockCheck(c.time);
+    } catch (e) {
+      if (e instanceof ClockSkewError) return e;
+      throw e;
+    }
+    return null;
+  }
+
+  private accept(c: Change): void {
+    let a = this.adv.get(c.replica);
+    if (!a) {
+      a = { next: c.seq, inserts: [] };
+      this.adv.set(c.replica, a);
+    }
+    let seq = c.seq;
+    for (const op of c.ops) {
+      const n = opLenOf(op);
+      if (op.kind === OpKind.Ins) {
+        const last = a.inserts[a.inserts.length - 1];
+        if (last && last.hi === seq && last.name === op.field) last.hi = seq + n;
+        else a.inserts.push({ lo: seq, hi: seq + n, name: op.field });
+      }
+      seq += n;
+    }
+    a.next = seq;
+    this.ready.push(c);
+  }
+
+  private check(c: Change): string | typeof WAIT | null {
+    let seq = c.seq;
+    const own: PlanRange[] = [];
+    for (let i = 0; i < c.ops.length; i++) {
+      const op = c.ops[i];
+      if (op.kind === OpKind.Ins) {
+        for (const id of [op.left, op.right]) {
+          if (!id || id.seq === 0) continue;
+          const e = this.isChar(id, 1, false, op.field, c, own, seq);
+          if (e === WAIT) return e;
+          if (e) return `op ${i} origin ${id.replica.slice(0, 8)}@${id.seq}: ${e}`;
+        }
+        own.push({ lo: seq, hi: seq + opLenOf(op), name: op.field });
+      } else if (op.kind === OpKind.Del) {
+        const e = this.isChar(op.target, op.count, op.backward, op.field, c, own, seq);
+        if (e === WAIT) return e;
+        if (e) return `op ${i} target ${op.target.replica.slice(0, 8)}@${op.target.seq}+${op.count}: ${e}`;
+      }
+      seq += opLenOf(op);
+    }
+    return null;
+  }
+
+  private isChar(id: ID, n: number, back: boolean, name: string, c: Change, own: PlanRange[], opSeq: number): string | typeof WAIT | null {
+    let lo = id.seq, hi = id.seq + n;
+    if (back) {
+      lo = id.seq - n + 1;
+      hi = id.seq + 1;
+    }
+    const notChar = `not a character of text ${JSON.stringify(name)}`;
+    if (id.replica === c.replica && hi > c.seq) {
+      if (hi > opSeq) return "refers to the change's own later ops";
+      if (!coveredBy(own, Math.max(lo, c.seq), hi, name)) return notChar;
+      hi = Math.max(lo, c.seq);
+    }
+    if (lo >= hi) return null;
+    const docNext = this.d._nextSeqOf(id.replica);
+    const a = this.adv.get(id.replica);
+    const next = a ? a.next : docNext;
+    if (hi > next) return WAIT;
+    let fromDoc = hi;
+    if (hi > docNext) {
+      const from = Math.max(lo, docNext);
+      if (!a || !coveredBy(a.inserts, from, hi, name)) return notChar;
+      fromDoc = from;
+    }
+    if (lo >= fromDoc) return null;
+    if (!this.d._covered(name, id.replica, lo, fromDoc)) return notChar;
+    return null;
+  }
+}
+
+function changeLenOf(c: Change): number {
+  let n = 0;
+  for (const op of c.ops) n += opLenOf(op);
+  return n;
+}
+
+function coveredBy(rs: PlanRange[], lo: number, hi: number, name: string): boolean {
+  let i = 0;
+  while (i < rs.length && rs[i].hi <= lo) i++;
+  while (lo < hi) {
+    if (i >= rs.length || rs[i].lo > lo || rs[i].name !== name) return false;
+    lo = rs[i].hi;
+    i++;
+  }
+  return true;
+}
+
+function trimChange(c: Change, k: number): Change {
+  // NB: the left origin of a cut insert is the character just before its
+  // first kept one. (Go's trimChange takes c.Seq+k-1, which is that
+  // character only when the cut falls in the change's first op.)
+  let ops = c.ops.slice();
+  let opStart = c.seq;
+  while (k > 0) {
+    const op = ops[0];
+    const n = opLenOf(op);
+    if (n <= k) {
+      ops.shift();
+      k -= n;
+      opStart += n;
+      continue;
+    }
+    let cut: Op;
+    if (op.kind === OpKind.Ins) {
+      cut = { ...op, left: { replica: c.replica, seq: opStart + k - 1 }, text: op.text.slice(runeOffset(op.text, n, k)) };
+    } else if (op.kind === OpKind.Del) {
+      cut = { ...op, target: { replica: op.target.replica, seq: op.backward ? op.target.seq - k : op.target.seq + k }, count: op.count - k };
+    } else cut = op;
+    ops = [cut, ...ops.slice(1)];
+    k = 0;
+  }
+  const total = changeLenOf(c);
+  const rest = ops.reduce((s, op) => s + opLenOf(op), 0);
+  return { replica: c.replica, seq: c.seq + total - rest, time: c.time, ops };
+}
