@@ -34,6 +34,7 @@ const closeGoingAway = syncproto.CloseGoingAway
 type session struct {
 	s         *Server
 	conn      *websocket.Conn
+	nc        net.Conn // the socket itself, for writes (see guardedConn)
 	id        string
 	principal *Principal
 	replica   crdt.ReplicaID
@@ -89,7 +90,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("server at capacity (%d connections)", s.opts.MaxConnections), http.StatusServiceUnavailable)
 		return
 	}
-	conn, err := s.upgrade.Upgrade(w, r, nil)
+	conn, err := s.upgrade.Upgrade(guardHijack{w, s.opts.MaxFrameBytes}, r, nil)
 	upgraded = err == nil
 	if err != nil {
 		// Upgrade has answered with an HTTP error (bad handshake, origin).
@@ -98,9 +99,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	nc := conn.NetConn()
+	if g, ok := nc.(*guardedConn); ok {
+		nc = g.Conn // net.Buffers writes with writev only to the socket itself
+	}
 	ss := &session{
 		s:          s,
 		conn:       conn,
+		nc:         nc,
 		id:         uuid.NewString(),
 		writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}),
@@ -224,7 +230,7 @@ func (ss *session) enqueue(f outFrame, limited bool) {
 // connection is being torn down anyway.
 func (ss *session) flush() {
 	o := &ss.s.opts
-	nc := ss.conn.NetConn()
+	nc := ss.nc
 	var batch []outFrame
 	var hdr []byte
 	var bufs net.Buffers
@@ -323,7 +329,7 @@ func (ss *session) abandoned() bool {
 
 // closeConn sends the close frame (best effort) and closes the socket.
 func (ss *session) closeConn() {
-	nc := ss.conn.NetConn()
+	nc := ss.nc
 	msg := websocket.FormatCloseMessage(int(ss.closeCode), clip(ss.closeText, 120))
 	frame := append(appendFrameHeader(nil, opClose, len(msg)), msg...)
 	err := nc.SetWriteDeadline(time.Now().Add(ss.s.opts.WriteTimeout))
@@ -376,7 +382,7 @@ func (ss *session) kick(code syncproto.CloseCode, reason string) {
 			// The flusher is probably blocked on a full socket: fail that
 			// write now instead of waiting WriteTimeout. The close frame
 			// then only gets out if the socket had room (see doc.go).
-			if err := ss.conn.NetConn().SetWriteDeadline(time.Unix(1, 0)); err != nil {
+			if err := ss.nc.SetWriteDeadline(time.Unix(1, 0)); err != nil {
 				ss.s.log.Debug("unblocking a slow writer", "session", ss.id, "err", err)
 			}
 		}
