@@ -115,7 +115,22 @@
 // PingInterval+PongTimeout is closed with CloseHeartbeatTimeout (browsers
 // answer pings automatically; they may also use application ping/pong).
 // A client that keeps sending after 64 rate_limited answers in a row is
-// closed with CloseRateLimited.
+// closed with CloseRateLimited; one that sends 16 batches refused as
+// invalid or too_large (a correct client resends neither) is closed with
+// CloseProtocolError.
+//
+// # Paid before worked
+//
+// The work and memory a request costs are bounded by what its sender has
+// paid for. A change batch's header (codec.Counts) is charged to the rate
+// limit before the batch is decoded (decoding allocates per declared op):
+// a batch declaring more ops than ChangesBurst is refused with too_large
+// (it could never pass), one the bucket cannot pay for now with
+// rate_limited. What the header undercounts (multi-character inserts and
+// deletes) is charged after decoding, as a debt of at most one burst. The
+// WebSocket limit is per connection; POST /v1/docs/{id}/changes has one
+// bucket per principal (429 rate_limited). A frame header announcing more
+// than MaxFrameBytes is refused (4005) as soon as its length is read.
 //
 // NB: a client dropped as too slow usually has a full socket, so its close
 // frame rarely gets through: it sees the connection end (1006) instead of
@@ -211,10 +226,9 @@
 // nothing when the document reloads: after an unload or restart, the next
 // principal to write with an unclaimed replica id claims it.
 //
-// HAZARD: the operations-per-second limit is per WebSocket connection;
-// POST /v1/docs/{id}/changes has no connection and is bounded only by
-// MaxFrameBytes per request and the document's limits. Put a rate limiter in
-// front of the HTTP API if untrusted clients can reach it.
+// HAZARD: the operations-per-second limit is per WebSocket connection and
+// per principal over HTTP: a user with many connections gets as many
+// buckets.
 //
 // HAZARD: path.Match's `*` does not cross '/': a grant for "notes/*" does not
 // cover "notes/a/b". Mint one pattern per depth ("notes/*/*") when ids nest.

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -422,15 +423,42 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string,
 		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "reading the body: "+err.Error())
 		return
 	}
+	// As on a WebSocket, the writer pays before the server decodes: the
+	// header's op count is charged to the principal's rate limit first.
+	refuse := func(st syncproto.Status, msg string) {
+		s.m.updates.WithLabelValues(st.String()).Inc()
+		httpError(w, httpStatus(st), st, msg)
+	}
+	_, nops, err := codec.Counts(body)
+	switch {
+	case err != nil:
+		refuse(syncproto.StatusInvalid, err.Error())
+		return
+	case nops == 0:
+		refuse(syncproto.StatusInvalid, "no changes")
+		return
+	case nops > s.opts.ChangesBurst:
+		s.m.limitHits.WithLabelValues("changes_rate").Inc()
+		refuse(syncproto.StatusTooLarge, fmt.Sprintf("the batch declares %d operations, more than the %d a user may send at once; split it", nops, s.opts.ChangesBurst))
+		return
+	}
+	if !s.httpRate.take(p.User, nops, time.Now()) {
+		s.m.limitHits.WithLabelValues("changes_rate").Inc()
+		w.Header().Set("Retry-After", "1")
+		refuse(syncproto.StatusRateLimited, fmt.Sprintf("more than %d operations per second for user %q", s.opts.MaxChangesPerSec, p.User))
+		return
+	}
 	changes, err := codec.DecodeChanges(body)
 	if err != nil {
-		s.m.updates.WithLabelValues(syncproto.StatusInvalid.String()).Inc()
-		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, err.Error())
+		refuse(syncproto.StatusInvalid, err.Error())
 		return
 	}
 	if len(changes) == 0 {
-		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "no changes")
+		refuse(syncproto.StatusInvalid, "no changes")
 		return
+	}
+	if n := opsOf(changes); n > uint64(nops) {
+		s.httpRate.owe(p.User, n-uint64(nops))
 	}
 	// A batch whose dependencies never arrive must not hold the request
 	// forever.
@@ -463,6 +491,54 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string,
 	case <-ctx.Done():
 		httpError(w, http.StatusGatewayTimeout, syncproto.StatusPendingFull,
 			"not durable in time: the changes may wait for dependencies the server lacks")
+	}
+}
+
+// principalRates rate-limits HTTP writes per principal (a WebSocket's
+// limit is per connection; HTTP has none to hang it on).
+type principalRates struct {
+	rate, burst float64
+	mu          struct {
+		sync.Mutex
+		m map[string]*tokenBucket // user → bucket; guarded by mu
+	}
+}
+
+func newPrincipalRates(rate, burst int) *principalRates {
+	pr := &principalRates{rate: float64(rate), burst: float64(burst)}
+	pr.mu.m = make(map[string]*tokenBucket)
+	return pr
+}
+
+func (pr *principalRates) take(user string, n int, now time.Time) bool {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	b := pr.mu.m[user]
+	if b == nil {
+		nb := newTokenBucket(pr.rate, pr.burst, now)
+		b = &nb
+		pr.mu.m[user] = b
+	}
+	return b.take(float64(n), now)
+}
+
+func (pr *principalRates) owe(user string, n uint64) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if b := pr.mu.m[user]; b != nil {
+		b.owe(float64(n))
+	}
+}
+
+// prune forgets the buckets that have refilled: they hold nothing a new
+// bucket would not.
+func (pr *principalRates) prune(now time.Time) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	for user, b := range pr.mu.m {
+		if b.refill(now); b.tokens >= b.burst {
+			delete(pr.mu.m, user)
+		}
 	}
 }
 

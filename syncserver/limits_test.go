@@ -2,10 +2,19 @@ package syncserver
 
 import (
 	"encoding/binary"
+	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
 )
 
 // A frame whose header announces 64 GiB is refused with 4005 as soon as
@@ -85,5 +94,155 @@ func TestGuardedConnFollowsFraming(t *testing.T) {
 		if want := max(bad, (bad+9)/step*step); at != want {
 			t.Fatalf("step %d: refused at %d, want %d (header at %d)", step, at, want, bad)
 		}
+	}
+}
+
+// countBomb is a valid change batch of some 70 bytes: 2^18 changes (codec's
+// maximum) of one counter add each, every column one run. Decoding it
+// allocates some 50 MiB.
+func countBomb() []byte {
+	const n = codec.MaxChanges
+	run := func(v uint64) []byte {
+		return binary.AppendUvarint(binary.AppendUvarint(nil, (n-1)<<1), v)
+	}
+	b := []byte{0x01, 1}
+	rep := uuid.New()
+	b = append(b, rep[:]...)
+	b = append(b, 1, 1, 'n') // one field, "n"
+	b = binary.AppendUvarint(b, n)
+	b = binary.AppendUvarint(b, n)
+	cols := [17][]byte{
+		0:  run(0),                                // replica index 0
+		1:  run(0),                                // seqs as expected
+		2:  run(0),                                // same millisecond as the last
+		4:  run(1),                                // one op each
+		5:  binary.AppendUvarint(nil, (n-1)<<2|0), // all adds
+		6:  run(0),                                // field "n"
+		14: run(2),                                // zz(+1)
+	}
+	for _, c := range cols {
+		b = binary.AppendUvarint(b, uint64(len(c)))
+		b = append(b, c...)
+	}
+	return b
+}
+
+// Frames that declare 2^18 changes in a few dozen bytes are refused from
+// their header, before the decoder allocates for them: 150 on one socket
+// plus 6 sockets of 15, all pipelined, allocate almost nothing, and a
+// socket that keeps sending them is closed with protocol_error.
+func TestDeclaredCountBombsCostNothing(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token("u")
+	bomb := countBomb()
+	if cs, err := codec.DecodeChanges(bomb); err != nil || len(cs) != codec.MaxChanges || len(bomb) > 80 {
+		t.Fatalf("the bomb (%d bytes) decodes to %d changes, %v", len(bomb), len(cs), err)
+	}
+	type plan struct {
+		wc     *wsClient
+		frames int
+	}
+	plans := []plan{{ts.dial(tok), 150}}
+	for range 6 {
+		plans = append(plans, plan{ts.dial(tok), 15})
+	}
+	for _, p := range plans {
+		p.wc.subscribe("d")
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for _, p := range plans {
+		for i := range p.frames {
+			b, err := syncproto.Encode(&syncproto.Update{Doc: "d", Batch: uint64(i + 1), Changes: bomb})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.wc.c.SetWriteDeadline(time.Now().Add(waitFor))
+			if err := p.wc.c.WriteMessage(websocket.BinaryMessage, b); err != nil {
+				break // closed under us: the point of the test
+			}
+		}
+	}
+	for _, p := range plans {
+		want := min(p.frames, maxFouls)
+		for refused := 0; refused < want; {
+			if a, ok := p.wc.recv().(*syncproto.Ack); ok {
+				if a.Status != syncproto.StatusTooLarge {
+					t.Fatalf("bomb acked %v %q, want too_large", a.Status, a.Message)
+				}
+				refused++
+			}
+		}
+		if p.frames >= maxFouls {
+			if code := p.wc.expectClose(); code != int(syncproto.CloseProtocolError) {
+				t.Fatalf("after %d bombs: close %d, want %d", maxFouls, code, syncproto.CloseProtocolError)
+			}
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// One decode of the bomb allocates some 50 MiB; 240 of them terabytes.
+	if got := after.TotalAlloc - before.TotalAlloc; got > 32<<20 {
+		t.Fatalf("the bombs allocated %d MiB", got>>20)
+	}
+}
+
+// A batch declaring more operations than the whole bucket is refused as
+// too_large even when the bucket is full: it could never pass, and letting
+// it through once would let one frame buy any amount of work.
+func TestBatchLargerThanBurstIsTooLarge(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec = 100; o.ChangesBurst = 100 })
+	wc := ts.dial(ts.token("u"))
+	wc.subscribe("d")
+	ack := wc.update("d", func(tx *crdt.Tx) error {
+		for i := range 101 {
+			if err := tx.Add("n", int64(i+1)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if ack.Status != syncproto.StatusTooLarge {
+		t.Fatalf("101 ops with a burst of 100: %v %q, want too_large", ack.Status, ack.Message)
+	}
+	other := ts.dial(ts.token("u"))
+	other.subscribe("d")
+	if ack := other.update("d", func(tx *crdt.Tx) error { return tx.Add("m", 1) }); ack.Status != syncproto.StatusOK {
+		t.Fatalf("then one op: %v %q", ack.Status, ack.Message)
+	}
+}
+
+// POST /v1/docs/{id}/changes is rate limited per principal, whatever the
+// document, with 429 rate_limited; other principals are not affected.
+func TestHTTPWritesRateLimitedPerPrincipal(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec = 1; o.ChangesBurst = 20 })
+	post := func(user, doc string, n int) (int, []byte) {
+		d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+		tx := d.Begin()
+		for i := range n {
+			if err := tx.Add("n", int64(i+1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		return httpDo(t, "POST", ts.hs.URL+"/v1/docs/"+doc+"/changes", ts.token(user), codec.EncodeChanges(d.ChangesSince(nil)))
+	}
+	if code, b := post("alice", "a", 15); code != 200 {
+		t.Fatalf("first POST: %d %s", code, b)
+	}
+	code, b := post("alice", "b", 15)
+	if code != http.StatusTooManyRequests || !strings.Contains(string(b), `"status":"rate_limited"`) {
+		t.Fatalf("second POST of alice: %d %s, want 429 rate_limited", code, b)
+	}
+	if code, b := post("bob", "b", 15); code != 200 {
+		t.Fatalf("bob: %d %s", code, b)
+	}
+	if code, b := post("bob", "c", 21); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("more than the burst: %d %s, want 413", code, b)
+	}
+	if got := storedDoc(t, ts.store, "b").Counter("n"); got != 120 {
+		t.Fatalf("document b holds %d, want bob's 120 only", got)
 	}
 }

@@ -57,10 +57,14 @@ type Options struct {
 	// too_large. Default: 64 MiB.
 	MaxDocBytes int64
 	// MaxChangesPerSec is the sustained rate of operations (inserted or
-	// deleted characters, counter adds, register sets) one connection may
-	// submit; a batch over it is refused with rate_limited. Default: 2000.
+	// deleted characters, counter adds, register sets) one connection, or
+	// one principal over HTTP, may submit; a batch over it is refused with
+	// rate_limited. Default: 2000.
 	MaxChangesPerSec int
-	// ChangesBurst is the bucket size of that rate limit. Default: 10000.
+	// ChangesBurst is the bucket size of that rate limit. A batch whose
+	// header declares more ops than this is refused with too_large; keep it
+	// at least the clients' ops per message (syncproto's default 8192).
+	// Default: 10000.
 	ChangesBurst int
 	// MaxPresencePerSec is the sustained rate of presence messages one
 	// connection may send; beyond it presence is dropped and answered with

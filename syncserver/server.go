@@ -29,6 +29,8 @@ type Server struct {
 	upgrade websocket.Upgrader
 	handler http.Handler
 
+	httpRate *principalRates // POST /v1/docs/{id}/changes, per principal
+
 	conns    atomic.Int64 // open WebSocket connections and event streams
 	draining atomic.Bool
 
@@ -89,6 +91,8 @@ func New(opts Options) (*Server, error) {
 		auth:    &authenticator{secret: o.Secret, insecure: o.Insecure, now: func() time.Time { return time.UnixMilli(o.Wall()) }},
 		fatalCh: make(chan error, 1),
 		stop:    make(chan struct{}),
+
+		httpRate: newPrincipalRates(o.MaxChangesPerSec, o.ChangesBurst),
 	}
 	s.rooms.m = make(map[string]*room)
 	s.sessions.m = make(map[*session]struct{})
@@ -266,7 +270,9 @@ func (s *Server) janitor() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.sweep(time.Now())
+			now := time.Now()
+			s.sweep(now)
+			s.httpRate.prune(now)
 		}
 	}
 }

@@ -62,6 +62,7 @@ type session struct {
 	changes  tokenBucket
 	presence tokenBucket
 	strikes  int // rate refusals in a row
+	fouls    int // batches refused as invalid or too_large (see foul)
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -662,20 +663,38 @@ func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool
 		refuse(syncproto.StatusNotFound, "subscribe to the document before updating it")
 		return
 	}
-	changes, err := codec.DecodeChanges(payload)
+	// The sender pays before the server works: the header's op count is
+	// charged before anything is decoded (decoding allocates per declared
+	// op), and a batch that could never pass is refused outright.
+	_, nops, err := codec.Counts(payload)
 	if err != nil {
 		refuse(syncproto.StatusInvalid, err.Error())
+		ss.foul()
 		return
 	}
-	var ops uint64
-	for i := range changes {
-		ops += changes[i].Len()
+	if nops > ss.s.opts.ChangesBurst {
+		ss.s.m.limitHits.WithLabelValues("changes_rate").Inc()
+		refuse(syncproto.StatusTooLarge, fmt.Sprintf("the batch declares %d operations, more than the %d a connection may send at once; split it", nops, ss.s.opts.ChangesBurst))
+		ss.foul()
+		return
 	}
-	if !ss.changes.take(float64(ops), time.Now()) {
+	if !ss.changes.take(float64(nops), time.Now()) {
 		ss.s.m.limitHits.WithLabelValues("changes_rate").Inc()
 		refuse(syncproto.StatusRateLimited, fmt.Sprintf("more than %d operations per second", ss.s.opts.MaxChangesPerSec))
 		ss.strike()
 		return
+	}
+	changes, err := codec.DecodeChanges(payload)
+	if err != nil {
+		refuse(syncproto.StatusInvalid, err.Error())
+		ss.foul()
+		return
+	}
+	// Every inserted or deleted character is an operation too: what the
+	// header's ops undercount (multi-character inserts and deletes) is
+	// charged now, as a debt later batches wait for.
+	if n := opsOf(changes); n > uint64(nops) {
+		ss.changes.owe(float64(n - uint64(nops)))
 	}
 	ss.strikes = 0
 	c := cmdUpdate{from: ss, user: ss.principal.User, replica: ss.replica, changes: changes,
@@ -716,6 +735,30 @@ func (ss *session) leaveAll() {
 	}
 }
 
+// opsOf is what the rate limit charges for changes: their sequence
+// numbers (one per character, counter add or register set).
+func opsOf(changes []crdt.Change) uint64 {
+	var n uint64
+	for i := range changes {
+		n += changes[i].Len()
+	}
+	return n
+}
+
+// maxFouls is how many batches refused as invalid or too_large a
+// connection may send before it is closed with CloseProtocolError: a
+// correct client never resends those, and each costs the server a decode.
+const maxFouls = 16
+
+// foul counts a batch refused as invalid or too_large.
+func (ss *session) foul() {
+	ss.fouls++
+	if ss.fouls >= maxFouls {
+		ss.s.m.limitHits.WithLabelValues("invalid").Inc()
+		ss.kick(syncproto.CloseProtocolError, fmt.Sprintf("%d batches refused as invalid or too large", ss.fouls))
+	}
+}
+
 // maxStrikes is how many refusals in a row for rate a connection gets
 // before it is closed with CloseRateLimited (a client that ignores
 // rate_limited and keeps sending).
@@ -738,17 +781,26 @@ func newTokenBucket(rate, burst float64, now time.Time) tokenBucket {
 	return tokenBucket{rate: rate, burst: burst, tokens: burst, last: now}
 }
 
-// take removes n tokens if the bucket holds them. A request larger than
-// the whole bucket is allowed when the bucket is full (otherwise it could
-// never pass) and leaves it in debt.
+// take removes n tokens if the bucket holds them; n must not exceed the
+// burst (such a request could never pass: refuse it as too large).
 func (b *tokenBucket) take(n float64, now time.Time) bool {
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(b.burst, b.tokens+dt*b.rate)
-		b.last = now
-	}
-	if b.tokens >= n || b.tokens >= b.burst {
+	b.refill(now)
+	if b.tokens >= n {
 		b.tokens -= n
 		return true
 	}
 	return false
+}
+
+// owe removes n tokens after the fact (work found while decoding a request
+// that was admitted), leaving the bucket at most one burst in debt.
+func (b *tokenBucket) owe(n float64) {
+	b.tokens = max(b.tokens-n, -b.burst)
+}
+
+func (b *tokenBucket) refill(now time.Time) {
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(b.burst, b.tokens+dt*b.rate)
+		b.last = now
+	}
 }
