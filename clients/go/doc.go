@@ -40,9 +40,12 @@
 // announces in welcome, so a day's backlog flows instead of bouncing;
 // rate_limited, overloaded and internal are retried after a growing delay.
 // clock_skew (our timestamps too far ahead of the server's clock) makes the
-// client correct its wall clock by the lead it measured at welcome,
-// re-stamp every unacked own change (restamp.go) and reconnect, losing
-// nothing.
+// client wait for the outcome of the batches still in flight, correct its
+// wall clock by the lead it measured at welcome, re-stamp the own changes
+// the server cannot hold (never sent, or sent only in batches it refused
+// whole; restamp.go) and reconnect, losing nothing. A change the server
+// may hold is never re-stamped (that would make two versions of it); if it
+// was refused too, it waits for the server's clock to catch up.
 //
 // Reconnection uses exponential backoff with full jitter, capped at 30 s
 // (Backoff). Closes the server marks as final (bad token, replica id owned
@@ -69,6 +72,11 @@
 //
 // HAZARD: Edit and Read run their function with the document locked;
 // calling other methods of the same Document from it deadlocks.
+//
+// HAZARD: a document read from its file counts every own change in it as
+// possibly held by the server (the previous run may have sent it): after a
+// restart, changes stamped ahead of the server's clock wait until it
+// catches up instead of being re-stamped.
 //
 // HAZARD: a Document's crdt.Doc may be replaced (after a clock_skew
 // re-stamp), so never keep the *crdt.Doc that Read hands out.

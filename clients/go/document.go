@@ -55,9 +55,9 @@ type Document struct {
 		gen        uint64
 		peer       *syncproto.Peer
 		subscribed bool // Subscribe sent on this connection
-		// batches maps the update batches in flight to the highest own
-		// seq each makes durable when acked (0: unknown, conservatively).
-		batches map[uint64]uint64
+		// batches maps the update batches in flight to what each carries
+		// of our own seqs.
+		batches map[uint64]batchInfo
 		// known mirrors doc.Version() for receive; nil after local edits
 		// (recomputed on demand).
 		known crdt.VersionVector
@@ -69,6 +69,20 @@ type Document struct {
 		// grows: it survives reconnection (the Sync reply's version vector
 		// re-establishes it).
 		acked uint64
+		// mayHold is the highest own seq the server may hold without having
+		// acked it: every own seq in a batch that was sent and not refused
+		// with a status that guarantees it changed nothing (see
+		// refusedWhole). Such a change is never re-stamped: the server may
+		// have applied it (and fanned it out) under its old time. It
+		// survives reconnection and starts, for a document read from its
+		// file, at the file's own seq (a previous run may have sent it).
+		mayHold uint64
+		// restampDue: a batch was refused with clock_skew; the re-stamp
+		// waits until no batch is in flight, so every outcome is known.
+		restampDue bool
+		// resumeDue: the Peer stays halted after a clock_skew refusal that
+		// had nothing to re-stamp; it resumes (resubscribes) after a pause.
+		resumeDue bool
 		// rejected is set when the server refused changes for good.
 		rejected error
 		// retryAt delays resending after a retryable refusal.
@@ -111,7 +125,18 @@ func (c *Client) newDocument(id string, o DocOptions) (*Document, error) {
 	}
 	d.mu.doc = doc
 	d.mu.file = f
+	d.mu.mayHold = doc.Version()[c.replica]
 	return d, nil
+}
+
+// batchInfo is what an update batch in flight carries of our own seqs.
+type batchInfo struct {
+	// end is the highest own seq the batch makes durable when acked (0:
+	// unknown, conservatively low).
+	end uint64
+	// sent bounds the own seqs in the batch from above (conservatively
+	// high): the own seq when it was sent.
+	sent uint64
 }
 
 // replay rebuilds a document from its file's records.

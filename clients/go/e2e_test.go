@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -621,5 +625,86 @@ func TestResubscribeDuringPersistIsNotSaved(t *testing.T) {
 	}
 	if _, batches, err := hs.Load(context.Background(), "doc/held"); err != nil || len(batches) == 0 {
 		t.Fatalf("store after WaitSaved: %d batches, %v", len(batches), err)
+	}
+}
+
+// metric returns the value of one sample line of the server's /metrics
+// ("name{labels}"), 0 if absent.
+func metric(t *testing.T, ts *testServer, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + ts.Addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// A change the server may hold is never re-stamped. A's register write is
+// applied (its write to disk in flight), B then writes the register after
+// seeing A's write, so B's value wins; then A's clock jumps ahead and its
+// next batch is refused with clock_skew. Re-stamping A's applied write
+// would make it win on A alone, with equal version vectors, forever.
+func TestClockSkewNeverRestampsWhatTheServerHolds(t *testing.T) {
+	hs := newHeldStore()
+	ts := startServer(t, func(o *syncserver.Options) {
+		o.Store = hs
+		o.MaxClockOffset = 5 * time.Second
+	})
+	t.Cleanup(hs.release)
+	var lead atomic.Int64
+	wall := func() int64 { return hlc.SystemWall() + lead.Load() }
+	a := open(t, newClient(t, ts.URL, func(o *client.Options) { o.Wall = wall; o.Logger = debugLogger() }), "doc/lww")
+	b := open(t, newClient(t, ts.URL, nil), "doc/lww")
+	waitUntil(t, 5*time.Second, "synced", func() bool { return a.Synced() && b.Synced() }, a, b)
+
+	hs.hold()
+	edit(t, a, func(tx *crdt.Tx, _ *crdt.Doc) error { return tx.Set("title", msgpackUint(1)) })
+	select {
+	case <-hs.entered:
+	case <-ctxT(t, 5*time.Second).Done():
+		t.Fatal("the store never saw A's write")
+	}
+	waitUntil(t, 5*time.Second, "B sees A's write", func() bool {
+		v, _ := b.Register("title")
+		return string(v) == string(msgpackUint(1))
+	}, b)
+	// B writes after seeing A's write, so B's write is later and wins.
+	edit(t, b, func(tx *crdt.Tx, _ *crdt.Doc) error { return tx.Set("title", msgpackUint(2)) })
+	waitUntil(t, 5*time.Second, "A sees B's write", func() bool {
+		v, _ := a.Register("title")
+		return string(v) == string(msgpackUint(2))
+	}, a)
+
+	lead.Store(time.Hour.Milliseconds())
+	refusedBefore := metric(t, ts, `weft_updates_total{status="clock_skew"}`)
+	edit(t, a, func(tx *crdt.Tx, _ *crdt.Doc) error { return tx.Add("n", 1) })
+	waitUntil(t, 5*time.Second, "the skewed batch refused", func() bool {
+		return metric(t, ts, `weft_updates_total{status="clock_skew"}`) > refusedBefore
+	})
+	// The refusal is queued to A ahead of any ack of A's write, which
+	// the store releases only now.
+	hs.release()
+	s := waitConverged(t, a, b)
+	for _, d := range []*client.Document{a, b} {
+		if v, _ := d.Register("title"); string(v) != string(msgpackUint(2)) {
+			t.Fatalf("register %x, want B's later write\n%s", v, s)
+		}
+		if d.Counter("n") != 1 {
+			t.Fatalf("counter %d, want 1", d.Counter("n"))
+		}
 	}
 }

@@ -45,53 +45,62 @@ func (c *Client) correctSkew() {
 }
 
 // restampLocked recovers from a clock_skew refusal: the server found our
-// timestamps too far ahead of its clock. Every own change the server has
-// not acked gets a new timestamp from a clock corrected to the server's
-// time; the caller then reconnects, and the server's Sync reply says
-// exactly what to resend. Nothing is lost: the same operations keep
-// their ids; only their times change, which no one else has seen (the
-// server refused them).
+// timestamps too far ahead of its clock. Every own change the server
+// cannot hold (above both acked and mayHold: never sent, or sent only in
+// batches it refused whole) gets a new timestamp from a clock corrected to
+// the server's time; the caller then reconnects, and the server's Sync
+// reply says exactly what to resend. Nothing is lost: the same operations
+// keep their ids; only their times change, which no one else has seen.
+// It returns how many changes it re-stamped.
+//
+// NB: a change the server may hold keeps its time even if it was refused
+// too (a batch was refused, a later one's outcome is unknown): re-stamping
+// it could make two versions of one change, e.g. an LWW write that wins
+// here and loses everywhere else, with equal version vectors, forever.
 //
 // NB: crdt has no way to change the time of stored operations, so this
 // rebuilds the document from its full history: O(document), but it runs
 // only after a refusal, not per edit.
 //
-// HAZARD: an own change that straddles the acked boundary (part of it
-// durable with the old time) keeps its old time; the server would refuse
-// it again. Batches end on change boundaries, so this does not happen
-// with this client's own batches.
-func (d *Document) restampLocked() error {
+// HAZARD: an own change that straddles the boundary keeps its old time;
+// the server would refuse it again. Batches end on change boundaries, so
+// this does not happen with this client's own batches.
+func (d *Document) restampLocked() (int, error) {
 	c := d.c
 	c.correctSkew()
 	me := c.replica
+	keep := max(d.mu.acked, d.mu.mayHold)
+	if d.knownLocked()[me] <= keep {
+		return 0, nil
+	}
 	all := d.mu.doc.ChangesSince(crdt.VersionVector{})
 	clock := hlc.NewClock(c.wallNow, 0)
 	restamped := 0
 	for i := range all {
 		ch := &all[i]
-		if ch.Replica == me && ch.Seq > d.mu.acked {
+		if ch.Replica == me && ch.Seq > keep {
 			ch.Time = clock.Now()
 			restamped++
 			continue
 		}
 		if _, err := clock.Update(ch.Time); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	nd := crdt.NewDoc(me, clock, crdt.Options{MaxPending: c.opts.MaxPending})
 	if err := nd.Apply(all...); err != nil {
-		return fmt.Errorf("client: rebuild with new timestamps: %w", err)
+		return 0, fmt.Errorf("client: rebuild with new timestamps: %w", err)
 	}
 	if nd.Pending() != 0 {
-		return fmt.Errorf("client: rebuild with new timestamps left %d changes pending", nd.Pending())
+		return 0, fmt.Errorf("client: rebuild with new timestamps left %d changes pending", nd.Pending())
 	}
 	d.mu.doc = nd
 	d.mu.known = nil
 	if d.mu.file != nil {
 		if err := d.mu.file.rewrite(codec.EncodeSnapshot(nd)); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	c.opts.Logger.Info("weft client: re-stamped unsent changes", "doc", d.id, "changes", restamped)
-	return nil
+	c.opts.Logger.Info("weft client: re-stamped unsent changes", "doc", d.id, "changes", restamped, "kept_below", keep)
+	return restamped, nil
 }

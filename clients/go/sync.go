@@ -20,9 +20,11 @@ func (d *Document) resetLocked(gen uint64) error {
 	d.mu.gen = gen
 	d.mu.subscribed = false
 	d.mu.out = nil
-	d.mu.batches = map[uint64]uint64{}
+	d.forgetBatchesLocked()
+	d.mu.batches = map[uint64]batchInfo{}
 	d.mu.retryAt = time.Time{}
 	d.mu.dropConn = false
+	d.mu.resumeDue = false
 	o := syncproto.DefaultOptions()
 	o.Role = syncproto.RoleClient
 	o.MaxOpsPerMessage = d.c.opts.MaxBatchOps
@@ -54,8 +56,13 @@ func (d *Document) disconnected(gen uint64) {
 	d.mu.Lock()
 	if d.mu.gen == gen {
 		d.mu.peer = nil
+		d.forgetBatchesLocked()
 		d.mu.batches = nil
 		d.mu.out = nil
+		// Every outcome is known now (lost batches count as held): a
+		// re-stamp that waited for them can run; the next connection
+		// sends the result.
+		d.maybeRestampLocked(false)
 	}
 	hadPeers := len(d.mu.peers) > 0
 	// Presence of others is only valid while connected; the server resends
@@ -92,6 +99,10 @@ func (d *Document) outgoing(gen uint64, out []syncproto.Message) (_ []syncproto.
 	d.mu.out = nil
 	if time.Now().Before(d.mu.retryAt) {
 		return out, false // a timer marks d dirty again when the pause ends
+	}
+	if d.mu.resumeDue && d.mu.subscribed {
+		d.mu.resumeDue = false
+		out = append(out, d.mu.peer.Resume())
 	}
 	if !d.mu.subscribed {
 		d.c.opts.Logger.Debug("weft client: subscribe", "doc", d.id)
@@ -162,7 +173,7 @@ func (d *Document) trackLocked(out, msgs []syncproto.Message) []syncproto.Messag
 		if i == last {
 			end = own
 		}
-		d.mu.batches[u.Batch] = end
+		d.mu.batches[u.Batch] = batchInfo{end: end, sent: d.knownLocked()[d.c.replica]}
 		d.c.opts.Logger.Debug("weft client: update", "doc", d.id, "batch", u.Batch, "bytes", len(u.Changes), "own_end", end)
 		out = append(out, u)
 	}
@@ -208,7 +219,7 @@ func (d *Document) receive(gen uint64, m syncproto.Message) error {
 			d.mu.acked = s
 			d.notifySavedLocked()
 		}
-		clear(d.mu.batches) // the Peer forgets batches in flight at a sync
+		d.forgetBatchesLocked() // the Peer forgets batches in flight at a sync
 	case *syncproto.Changes:
 		before = d.knownLocked()
 	}
@@ -220,6 +231,8 @@ func (d *Document) receive(gen uint64, m syncproto.Message) error {
 	}
 	if a, ok := m.(*syncproto.Ack); ok {
 		d.ackLocked(a)
+	} else {
+		d.maybeRestampLocked(true) // a sync forgets the batches in flight
 	}
 	var applied []crdt.Change
 	var perr error
@@ -270,30 +283,29 @@ func (d *Document) knownLocked() crdt.VersionVector {
 // ackLocked updates acked, retry pacing and refusals after the Peer saw an
 // ack.
 func (d *Document) ackLocked(m *syncproto.Ack) {
-	end, known := d.mu.batches[m.Batch]
+	info, known := d.mu.batches[m.Batch]
 	delete(d.mu.batches, m.Batch)
 	d.c.opts.Logger.Debug("weft client: ack", "doc", d.id, "batch", m.Batch, "status", m.Status, "known", known)
 	if !known {
 		return // a batch from before a sync: the Peer ignores it too
 	}
+	if !refusedWhole(m.Status) {
+		d.mu.mayHold = max(d.mu.mayHold, info.sent)
+	}
+	defer d.maybeRestampLocked(true)
 	switch {
 	case m.Status == syncproto.StatusOK:
 		d.mu.retries = 0
-		if end > d.mu.acked {
-			d.mu.acked = end
+		if info.end > d.mu.acked {
+			d.mu.acked = info.end
 			d.notifySavedLocked()
 		}
 	case m.Status == syncproto.StatusClockSkew:
 		d.c.opts.Logger.Warn("weft client: server refused our timestamps; re-stamping unsent changes",
-			"doc", d.id, "message", m.Message)
-		if err := d.restampLocked(); err != nil {
-			d.rejectLocked(fmt.Errorf("%w: %q: %s: re-stamping failed: %v", ErrRejected, d.id, m.Status, err))
-			return
-		}
-		// Start over on a new connection: the Peer holds the old document,
-		// and acks of batches sent before the re-stamp must not be taken
-		// for acks of batches sent after it.
-		d.mu.dropConn = true
+			"doc", d.id, "message", m.Message, "in_flight", len(d.mu.batches))
+		// The Peer halted; the re-stamp waits for the batches still in
+		// flight, whose outcomes say what the server may hold.
+		d.mu.restampDue = true
 	case m.Status.Retryable():
 		// The Peer rewound to what the server confirmed; pause before
 		// resending so a loaded server is not hammered.
@@ -301,11 +313,67 @@ func (d *Document) ackLocked(m *syncproto.Ack) {
 	case m.Status == syncproto.StatusPendingFull || m.Status == syncproto.StatusMissingDeps:
 		// The Peer resubscribes; its subscribe is in the messages it
 		// returned.
-		clear(d.mu.batches)
+		d.forgetBatchesLocked()
 	default:
 		if st, msg, halted := d.mu.peer.Halted(); halted {
 			d.rejectLocked(fmt.Errorf("%w: %q: %s: %s", ErrRejected, d.id, st, msg))
 		}
+	}
+}
+
+// refusedWhole reports whether an ack with status st guarantees that the
+// server applied none of the batch: it refused it before or in an atomic
+// Apply. Every other outcome (ok, missing_deps: held in the pending
+// buffer, internal: maybe applied before the store failed, overloaded,
+// statuses this client does not know) may leave the changes with the
+// server.
+func refusedWhole(st syncproto.Status) bool {
+	switch st {
+	case syncproto.StatusClockSkew, syncproto.StatusInvalid, syncproto.StatusReadOnly,
+		syncproto.StatusTooLarge, syncproto.StatusRateLimited, syncproto.StatusUnauthorized,
+		syncproto.StatusNotFound, syncproto.StatusPendingFull:
+		return true
+	}
+	return false
+}
+
+// forgetBatchesLocked drops the batches in flight without an outcome:
+// the server may hold each of them.
+func (d *Document) forgetBatchesLocked() {
+	for _, b := range d.mu.batches {
+		d.mu.mayHold = max(d.mu.mayHold, b.sent)
+	}
+	clear(d.mu.batches)
+}
+
+// maybeRestampLocked runs a re-stamp that a clock_skew refusal asked for
+// once no batch is in flight. connected: the Peer of the live connection
+// is halted and must be restarted.
+func (d *Document) maybeRestampLocked(connected bool) {
+	if !d.mu.restampDue || len(d.mu.batches) > 0 || d.mu.rejected != nil {
+		return
+	}
+	d.mu.restampDue = false
+	n, err := d.restampLocked()
+	if err != nil {
+		d.rejectLocked(fmt.Errorf("%w: %q: clock_skew: re-stamping failed: %v", ErrRejected, d.id, err))
+		return
+	}
+	if n == 0 {
+		// Every refused change may also be held by the server under its
+		// old time (sent in a batch whose outcome is unknown): it cannot
+		// change. The server takes it once its clock has caught up; try
+		// again after a growing pause.
+		d.c.opts.Logger.Warn("weft client: refused changes may be held by the server; waiting for its clock", "doc", d.id)
+		d.backoffLocked()
+		d.mu.resumeDue = connected
+		return
+	}
+	if connected {
+		// Start over on a new connection: the Peer holds the old
+		// document, and acks of batches sent before the re-stamp must not
+		// be taken for acks of batches sent after it.
+		d.mu.dropConn = true
 	}
 }
 
