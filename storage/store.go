@@ -415,6 +415,12 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]Do
 // ctx is checked before the write starts; a started write cannot be
 // cancelled (it may already be in the WAL).
 func (s *Store) Append(ctx context.Context, doc string, batch []byte) (logBytes int64, err error) {
+	return s.append(ctx, doc, batch, nil)
+}
+
+// append is Append that also records version (versions.go) when it is
+// not nil, in the same atomic batch.
+func (s *Store) append(ctx context.Context, doc string, batch, version []byte) (logBytes int64, err error) {
 	if err := s.checkDoc(doc); err != nil {
 		return 0, err
 	}
@@ -455,6 +461,9 @@ func (s *Store) Append(ctx context.Context, doc string, batch []byte) (logBytes 
 	if err := b.Set(metaKey(doc), encodeMeta(&m), nil); err != nil {
 		return 0, fmt.Errorf("storage: append %q: %w", doc, err)
 	}
+	if err := setVersion(b, doc, version); err != nil {
+		return 0, fmt.Errorf("storage: append %q: %w", doc, err)
+	}
 	if err := s.commit("append", doc, b); err != nil {
 		return 0, err
 	}
@@ -468,6 +477,12 @@ func (s *Store) Append(ctx context.Context, doc string, batch []byte) (logBytes 
 // far. Returns after the write is synced. Same concurrency contract as
 // Append.
 func (s *Store) WriteSnapshot(ctx context.Context, doc string, snapshot []byte) error {
+	return s.writeSnapshot(ctx, doc, snapshot, nil)
+}
+
+// writeSnapshot is WriteSnapshot that also records version (versions.go)
+// when it is not nil, in the same atomic batch.
+func (s *Store) writeSnapshot(ctx context.Context, doc string, snapshot, version []byte) error {
 	if err := s.checkDoc(doc); err != nil {
 		return err
 	}
@@ -510,6 +525,9 @@ func (s *Store) WriteSnapshot(ctx context.Context, doc string, snapshot []byte) 
 		return fmt.Errorf("storage: snapshot %q: %w", doc, err)
 	}
 	if err := b.Set(metaKey(doc), encodeMeta(&m), nil); err != nil {
+		return fmt.Errorf("storage: snapshot %q: %w", doc, err)
+	}
+	if err := setVersion(b, doc, version); err != nil {
 		return fmt.Errorf("storage: snapshot %q: %w", doc, err)
 	}
 	if err := s.commit("snapshot", doc, b); err != nil {

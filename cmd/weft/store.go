@@ -15,6 +15,7 @@ import (
 var (
 	_ syncserver.Store     = (*storage.Store)(nil)
 	_ syncserver.DocLister = (*storage.Store)(nil)
+	_ syncserver.VersionStore = (*storage.Store)(nil)
 )
 
 // storeHealth is implemented by the closer openStore returns: `weft serve`
