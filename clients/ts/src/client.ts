@@ -1,0 +1,743 @@
+// Client: one WebSocket to a weft server carrying any number of open
+// documents (docs/PROTOCOL.md). Each Document holds a replica (Doc) that
+// local edits change at once, online or offline; the client keeps it in
+// sync with the server by version vector, resends what was not acked,
+// reconnects with exponential backoff and full jitter, re-stamps after a
+// clock_skew refusal, and reports saved state, presence, statuses and
+// close codes as typed events.
+//
+// Sync per document and connection (the client role of docs/PROTOCOL.md
+// section 7a): subscribe with the replica's version; apply the catch-up
+// (changes…, then sync); count own changes the sync's (durable) version
+// covers as saved; then send as update batches whatever the server lacks
+// (doc.changesSince(what it has)), and every later local change the same
+// way. A batch is remembered until acked: ok → saved; rate_limited,
+// overloaded, internal, peer_timeout → forget the optimistic belief and
+// resend after a backoff; pending_full, missing_deps → resubscribe;
+// clock_skew → re-stamp the unacked own changes and resubscribe; anything
+// else halts sending for that document with a DocumentError.
+
+import { decodeChanges, encodeChanges, inflateBatch } from "./codec.js";
+import { Doc, Tx } from "./doc.js";
+import type { TextEvent } from "./doc.js";
+import { Clock, wallOf } from "./hlc.js";
+import { CloseCode, PROTOCOL_VERSION, Status, decodeMessage, encodeMessage, statusName } from "./protocol.js";
+import type { Limits, Message, Selection } from "./protocol.js";
+import type { Store } from "./store.js";
+import { changeLen, newReplica, vvMerge } from "./types.js";
+import type { Anchor, Change, ReplicaID, VersionVector } from "./types.js";
+
+type Listener<T> = (v: T) => void;
+
+class Emitter<T> {
+  private ls = new Set<Listener<T>>();
+  on(fn: Listener<T>): () => void {
+    this.ls.add(fn);
+    return () => this.ls.delete(fn);
+  }
+  emit(v: T): void {
+    for (const fn of [...this.ls]) {
+      try {
+        fn(v);
+      } catch (e) {
+        console.error("weft: listener failed", e);
+      }
+    }
+  }
+}
+
+/** DocumentError: the server refused a document's batch or subscription. */
+export class DocumentError extends Error {
+  constructor(
+    readonly doc: string,
+    readonly status: number,
+    readonly serverMessage: string,
+  ) {
+    super(`weft: ${doc}: ${statusName(status)}${serverMessage ? ": " + serverMessage : ""}`);
+    this.name = "DocumentError";
+  }
+  get statusName(): string {
+    return statusName(this.status);
+  }
+}
+
+/** ConnectionError: the server closed the connection with a code the client cannot retry. */
+export class ConnectionError extends Error {
+  constructor(
+    readonly code: number,
+    readonly reason: string,
+  ) {
+    super(`weft: connection closed: ${code}${reason ? " " + reason : ""}`);
+    this.name = "ConnectionError";
+  }
+}
+
+/** ReadOnlyError: an edit of a document the token grants read access only. */
+export class ReadOnlyError extends Error {
+  constructor(doc: string) {
+    super(`weft: ${doc} is read-only`);
+    this.name = "ReadOnlyError";
+  }
+}
+
+export type ConnectionState = "connecting" | "connected" | "offline" | "closed";
+
+export interface ClientOptions {
+  /** ws:// or wss:// URL of the server's /v1/ws endpoint. */
+  url: string;
+  /** Auth token (empty against `weft serve --insecure`). */
+  token?: string;
+  /** Where documents persist (IndexedDBStore in a browser). Default: none. */
+  store?: Store;
+  /** The WebSocket constructor. Default: globalThis.WebSocket (pass `ws` in Node). */
+  WebSocket?: any;
+  /** Free text for the server's logs. Default: "weft-ts/0.1". */
+  clientName?: string;
+  /** First reconnect delay bound. Default: 250 ms. */
+  backoffBaseMs?: number;
+  /** Largest reconnect delay. Default: 30 s. */
+  backoffCapMs?: number;
+  /** Application ping period. Default: 15 s. */
+  pingIntervalMs?: number;
+  /** Time for any frame after a ping before the connection is given up. Default: 10 s. */
+  pongTimeoutMs?: number;
+  /** Ops per update batch. Default: 8192. */
+  maxBatchOps?: number;
+  /** Start offline (setOnline(true) connects). Default: false. */
+  offline?: boolean;
+}
+
+export interface PeerPresence {
+  session: string;
+  user: string;
+  name: string;
+  color: string;
+  field: string;
+  cursor: Anchor | null;
+  selection: Selection | null;
+  typing: boolean;
+  state: Uint8Array | null;
+  clock: number;
+}
+
+export interface LocalPresence {
+  field?: string;
+  cursor?: Anchor | null;
+  selection?: Selection | null;
+  typing?: boolean;
+  state?: Uint8Array | null;
+}
+
+export interface RemoteChange {
+  changes: Change[];
+  /** Visible text changes, in order, field by field. */
+  text: { field: string; event: TextEvent }[];
+}
+
+const TRANSIENT = new Set<number>([Status.rateLimited, Status.overloaded, Status.internal, Status.peerTimeout]);
+const RESYNC = new Set<number>([Status.pendingFull, Status.missingDeps]);
+const TERMINAL_CLOSE = new Set<number>([CloseCode.authFailed, CloseCode.unsupportedVersion, CloseCode.replicaConflict]);
+const PRESENCE_REFRESH_MS = 15_000;
+
+export class Client {
+  readonly opts: Required<Omit<ClientOptions, "store" | "WebSocket">> & Pick<ClientOptions, "store" | "WebSocket">;
+  private ws: any = null;
+  private docs = new Map<string, Document>();
+  private stateV: ConnectionState = "connecting";
+  private online: boolean;
+  private attempt = 0;
+  private reconnectTimer: any = null;
+  private pingTimer: any = null;
+  private deadline: any = null;
+  private nonce = 0;
+  private inbox: Promise<void> = Promise.resolve();
+  /** Added to Date.now() for stamping (corrected after clock_skew). */
+  wallOffset = 0;
+  /** Local wall minus the server's at the last welcome (ms). */
+  private lead = 0;
+  limits: Limits | null = null;
+  session = "";
+  user = "";
+  readonly onState = new Emitter<ConnectionState>();
+  readonly onError = new Emitter<Error>();
+
+  constructor(opts: ClientOptions) {
+    this.opts = {
+      token: "",
+      clientName: "weft-ts/0.1",
+      backoffBaseMs: 250,
+      backoffCapMs: 30_000,
+      pingIntervalMs: 15_000,
+      pongTimeoutMs: 10_000,
+      maxBatchOps: 8192,
+      offline: false,
+      ...opts,
+    };
+    this.online = !this.opts.offline;
+    if (this.online) this.connect();
+    else this.setState("offline");
+  }
+
+  get state(): ConnectionState {
+    return this.stateV;
+  }
+
+  private setState(s: ConnectionState): void {
+    if (this.stateV === s) return;
+    this.stateV = s;
+    this.onState.emit(s);
+  }
+
+  /** The wall clock documents stamp with. */
+  wall = (): number => Date.now() + this.wallOffset;
+
+  /** Goes offline (closes the socket, stops reconnecting) or back online. */
+  setOnline(on: boolean): void {
+    if (this.stateV === "closed" || on === this.online) return;
+    this.online = on;
+    if (on) {
+      this.attempt = 0;
+      this.connect();
+    } else {
+      this.dropSocket();
+      this.setState("offline");
+    }
+  }
+
+  /** Reconnects now if waiting for a backoff (the browser came back online). */
+  reconnectNow(): void {
+    if (this.online && this.reconnectTimer) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+      this.connect();
+    }
+  }
+
+  /** Opens a document: loads it from the store, then syncs it while connected. */
+  async open(id: string): Promise<Document> {
+    if (this.stateV === "closed") throw new Error("weft: client closed");
+    const have = this.docs.get(id);
+    if (have) return have;
+    const store = this.opts.store;
+    const stored = store ? await store.load(id) : null;
+    const existing = this.docs.get(id);
+    if (existing) return existing;
+    const replica = stored?.replica ?? newReplica();
+    if (store && !stored) await store.init(id, replica);
+    const d = new Document(this, id, replica);
+    if (stored && stored.batches.length > 0) {
+      const all: Change[] = [];
+      for (const b of stored.batches) all.push(...decodeChanges(b));
+      d.doc.apply(all);
+    }
+    this.docs.set(id, d);
+    if (this.ws && this.stateV === "connected") d.subscribe();
+    return d;
+  }
+
+  /** Closes a document: unsubscribes it. */
+  closeDoc(d: Document): void {
+    if (this.docs.get(d.id) !== d) return;
+    this.docs.delete(d.id);
+    if (this.stateV === "connected") this.send({ type: "unsubscribe", doc: d.id });
+    d.closed = true;
+  }
+
+  /** Closes the client for good. */
+  close(): void {
+    if (this.stateV === "closed") return;
+    this.online = false;
+    this.dropSocket();
+    this.setState("closed");
+  }
+
+  private connect(): void {
+    this.reconnectTimer = null;
+    if (!this.online) return;
+    const WS = this.opts.WebSocket ?? (globalThis as any).WebSocket;
+    if (!WS) throw new Error("weft: no WebSocket implementation (pass options.WebSocket)");
+    this.setState("connecting");
+    let ws: any;
+    try {
+      ws = new WS(this.opts.url);
+    } catch (e) {
+      this.onError.emit(e as Error);
+      this.scheduleReconnect(false);
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onopen = () => {
+      if (this.ws !== ws) return;
+      this.send({ type: "hello", version: PROTOCOL_VERSION, token: this.opts.token, replica: newReplica(), client: this.opts.clientName });
+      this.startPing();
+    };
+    ws.onmessage = (ev: any) => {
+      if (this.ws !== ws) return;
+      this.alive();
+      if (typeof ev.data === "string") return;
+      const frame = new Uint8Array(ev.data as ArrayBuffer);
+      this.inbox = this.inbox.then(() => this.receive(frame)).catch((e) => this.onError.emit(e));
+    };
+    ws.onclose = (ev: any) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.stopPing();
+      for (const d of this.docs.values()) d.disconnected();
+      const code = ev.code as number;
+      if (TERMINAL_CLOSE.has(code)) {
+        this.onError.emit(new ConnectionError(code, ev.reason ?? ""));
+        this.online = false;
+        this.setState("closed");
+        return;
+      }
+      if (!this.online) return;
+      this.scheduleReconnect(code === CloseCode.goingAway);
+    };
+    ws.onerror = () => {
+      /* onclose follows */
+    };
+  }
+
+  private scheduleReconnect(now: boolean): void {
+    this.setState("connecting");
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    let delay = 0;
+    if (!now) {
+      // Full jitter: uniform in [0, min(cap, base·2^attempt)].
+      const bound = Math.min(this.opts.backoffCapMs, this.opts.backoffBaseMs * 2 ** this.attempt);
+      delay = Math.random() * bound;
+      this.attempt = Math.min(this.attempt + 1, 30);
+    }
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private dropSocket(): void {
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.stopPing();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      try {
+        ws.close(1000);
+      } catch {
+        /* already closing */
+      }
+      for (const d of this.docs.values()) d.disconnected();
+    }
+  }
+
+  private startPing(): void {
+    this.stopPing();
+    this.pingTimer = setInterval(() => {
+      this.send({ type: "ping", nonce: ++this.nonce });
+      if (!this.deadline) {
+        this.deadline = setTimeout(() => {
+          // Nothing heard since the ping: the connection is dead.
+          const ws = this.ws;
+          if (ws) {
+            try {
+              ws.close(4007);
+            } catch {
+              /* closing */
+            }
+            ws.onclose?.({ code: 4007, reason: "no answer to ping" });
+          }
+        }, this.opts.pongTimeoutMs);
+      }
+    }, this.opts.pingIntervalMs);
+  }
+
+  private alive(): void {
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = null;
+  }
+
+  private stopPing(): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+    this.alive();
+  }
+
+  /** @internal */
+  send(m: Message): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(encodeMessage(m));
+    return true;
+  }
+
+  /** @internal */
+  connected(): boolean {
+    return this.stateV === "connected" && !!this.ws;
+  }
+
+  private async receive(frame: Uint8Array): Promise<void> {
+    let m: Message;
+    try {
+      m = decodeMessage(frame);
+    } catch (e) {
+      this.onError.emit(e as Error);
+      return;
+    }
+    switch (m.type) {
+      case "welcome": {
+        this.limits = m.limits;
+        this.session = m.session;
+        this.user = m.user;
+        this.lead = Date.now() - wallOf(m.serverTime);
+        this.attempt = 0;
+        this.setState("connected");
+        for (const d of this.docs.values()) {
+          d.doc.clock.witness(m.serverTime);
+          d.subscribe();
+        }
+        return;
+      }
+      case "ping":
+        this.send({ type: "pong", nonce: m.nonce });
+        return;
+      case "pong":
+      case "unknown":
+        return;
+      case "error": {
+        const d = m.doc ? this.docs.get(m.doc) : undefined;
+        if (d) d.refused(m.status, m.message, "error");
+        else this.onError.emit(new DocumentError(m.doc, m.status, m.message));
+        return;
+      }
+      case "sync":
+      case "changes":
+      case "ack":
+      case "presence":
+      case "presenceLeave": {
+        const d = this.docs.get(m.doc);
+        if (d) await d.receive(m);
+        return;
+      }
+    }
+  }
+
+  /** @internal: correct the wall clock after a clock_skew refusal. */
+  correctClock(): void {
+    // Our stamps were too far ahead of the server's clock: run ours behind
+    // by the lead measured at welcome (and a little more).
+    if (this.lead > 0) this.wallOffset = -(this.lead + 50);
+  }
+}
+
+/**
+ * Document is one open document: a replica (doc) plus its sync state.
+ * Edit through edit(); read through doc (text, counter, register, ...).
+ */
+export class Document {
+  readonly doc: Doc;
+  closed = false;
+  /** Set when the server refused the document for good (read_only, ...). */
+  error: DocumentError | null = null;
+  readOnly = false;
+  readonly onRemote = new Emitter<RemoteChange>();
+  readonly onSaved = new Emitter<boolean>();
+  readonly onPresence = new Emitter<Map<string, PeerPresence>>();
+  readonly onError = new Emitter<DocumentError>();
+  /** Other sessions' presence, by session. */
+  readonly peers = new Map<string, PeerPresence>();
+
+  private synced = false;
+  private subscribed = false;
+  /** What the server has (durable or in memory) as far as we know. */
+  private serverHas: VersionVector = new Map();
+  /** serverHas plus what was sent and not refused. */
+  private theirs: VersionVector = new Map();
+  private inflight = new Map<number, number>(); // batch → own seq it reaches
+  private nextBatch = 1;
+  private durableOwn = 0;
+  private retryTimer: any = null;
+  private retries = 0;
+  private storeChain: Promise<void> = Promise.resolve();
+  private storedBatches = 0;
+  private presenceClock = 0;
+  private local: LocalPresence | null = null;
+  private presenceTimer: any = null;
+  private presenceDue = 0;
+  private savedV = true;
+
+  constructor(
+    readonly client: Client,
+    readonly id: string,
+    readonly replica: ReplicaID,
+  ) {
+    this.doc = new Doc(replica, new Clock(client.wall, 0));
+  }
+
+  /** Whether every local change is durable on the server. */
+  get saved(): boolean {
+    return this.savedV;
+  }
+
+  private updateSaved(): void {
+    const own = this.doc.version().get(this.replica) ?? 0;
+    const s = this.durableOwn >= own;
+    if (s !== this.savedV) {
+      this.savedV = s;
+      this.onSaved.emit(s);
+    }
+  }
+
+  /**
+   * edit runs fn in one local transaction (one change), persists it and
+   * sends it. Throws ReadOnlyError on a read-only document.
+   */
+  edit<T>(fn: (tx: Tx, doc: Doc) => T): T {
+    if (this.readOnly) throw new ReadOnlyError(this.id);
+    const before = this.doc.version();
+    const out = this.doc.transact((tx) => fn(tx, this.doc));
+    const cs = this.doc.changesSince(before);
+    if (cs.length > 0) {
+      this.persist(cs);
+      this.updateSaved();
+      this.flush();
+    }
+    return out;
+  }
+
+  /** Sets this session's presence (merged with what was set before). */
+  setPresence(p: LocalPresence): void {
+    this.local = { ...(this.local ?? {}), ...p };
+    this.sendPresence();
+  }
+
+  private sendPresence(): void {
+    if (!this.local || !this.client.connected() || !this.subscribed) return;
+    // At most one presence per 50 ms; the latest wins.
+    const now = Date.now();
+    if (now < this.presenceDue) {
+      if (!this.presenceTimer) this.presenceTimer = setTimeout(() => ((this.presenceTimer = null), this.sendPresence()), this.presenceDue - now);
+      return;
+    }
+    this.presenceDue = now + 50;
+    const l = this.local;
+    this.client.send({
+      type: "presence", doc: this.id, session: "", user: "", name: "", color: "", clock: ++this.presenceClock,
+      field: l.field ?? "", cursor: l.cursor ?? null, selection: l.selection ?? null, typing: !!l.typing, state: l.state ?? null,
+    });
+    if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    // Refresh before the server's 30 s expiry.
+    this.presenceTimer = setTimeout(() => ((this.presenceTimer = null), (this.presenceDue = 0), this.sendPresence()), PRESENCE_REFRESH_MS);
+  }
+
+  /** @internal */
+  subscribe(): void {
+    if (this.closed) return;
+    this.subscribed = true;
+    this.synced = false;
+    this.inflight.clear();
+    this.serverHas = new Map();
+    this.theirs = new Map();
+    this.client.send({ type: "subscribe", doc: this.id, version: this.doc.version() });
+    this.presenceDue = 0;
+    this.sendPresence();
+  }
+
+  /** @internal */
+  disconnected(): void {
+    this.subscribed = false;
+    this.synced = false;
+    this.inflight.clear();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    this.presenceTimer = null;
+    if (this.peers.size > 0) {
+      this.peers.clear();
+      this.onPresence.emit(this.peers);
+    }
+  }
+
+  private persist(cs: Change[]): void {
+    const store = this.client.opts.store;
+    if (!store || cs.length === 0) return;
+    const b = encodeChanges(cs);
+    this.storeChain = this.storeChain
+      .then(async () => {
+        if (++this.storedBatches > 256) {
+          this.storedBatches = 1;
+          await store.compact(this.id, encodeChanges(this.doc.changesSince()));
+        } else await store.append(this.id, b);
+      })
+      .catch((e) => this.client.onError.emit(e));
+  }
+
+  /** Resolves once everything persisted so far is in the store. */
+  async flushStore(): Promise<void> {
+    await this.storeChain;
+  }
+
+  private applyRemote(batch: Uint8Array): Change[] {
+    const cs = decodeChanges(batch);
+    const text: { field: string; event: TextEvent }[] = [];
+    this.doc.onText = (field, event) => text.push({ field, event });
+    let applied: Change[];
+    try {
+      applied = this.doc.apply(cs);
+    } finally {
+      this.doc.onText = undefined;
+    }
+    this.persist(applied);
+    for (const c of cs) {
+      const end = c.seq + changeLen(c) - 1;
+      if (end > (this.serverHas.get(c.replica) ?? 0)) this.serverHas.set(c.replica, end);
+      if (end > (this.theirs.get(c.replica) ?? 0)) this.theirs.set(c.replica, end);
+    }
+    if (applied.length > 0) this.onRemote.emit({ changes: applied, text });
+    return applied;
+  }
+
+  /** @internal */
+  async receive(m: Message): Promise<void> {
+    switch (m.type) {
+      case "changes":
+      case "sync": {
+        let plain: Uint8Array | null = null;
+        if (m.changes.length > 0) {
+          try {
+            plain = await inflateBatch(m.changes);
+          } catch (e) {
+            this.client.onError.emit(e as Error);
+            return;
+          }
+        }
+        const pendingBefore = this.doc.pendingCount();
+        if (plain) {
+          try {
+            this.applyRemote(plain);
+          } catch (e) {
+            this.client.onError.emit(e as Error);
+          }
+        }
+        if (m.type === "sync") {
+          vvMerge(this.serverHas, m.version);
+          this.theirs = new Map(this.serverHas);
+          this.durableOwn = Math.max(this.durableOwn, m.version.get(this.replica) ?? 0);
+          this.synced = true;
+          this.updateSaved();
+          this.flush();
+        } else if (this.synced && this.doc.pendingCount() > pendingBefore) {
+          // Changes arrived whose dependencies we lack: resync.
+          this.subscribe();
+        }
+        return;
+      }
+      case "ack": {
+        const reach = this.inflight.get(m.batch);
+        if (reach === undefined) return;
+        this.inflight.delete(m.batch);
+        if (m.status === Status.ok) {
+          this.retries = 0;
+          this.durableOwn = Math.max(this.durableOwn, reach);
+          this.updateSaved();
+          return;
+        }
+        this.refused(m.status, m.message, "ack");
+        return;
+      }
+      case "presence": {
+        const last = this.peers.get(m.session);
+        if (last && m.clock <= last.clock) return;
+        this.peers.set(m.session, {
+          session: m.session, user: m.user, name: m.name, color: m.color, field: m.field,
+          cursor: m.cursor, selection: m.selection, typing: m.typing, state: m.state, clock: m.clock,
+        });
+        this.onPresence.emit(this.peers);
+        return;
+      }
+      case "presenceLeave":
+        if (this.peers.delete(m.session)) this.onPresence.emit(this.peers);
+        return;
+    }
+  }
+
+  /** @internal: a refused batch (ack) or subscription (error). */
+  refused(status: number, message: string, via: "ack" | "error"): void {
+    if (via === "error" && status === Status.rateLimited) return; // presence over its rate
+    if (TRANSIENT.has(status) || (via === "error" && status === Status.overloaded)) {
+      this.theirs = new Map(this.serverHas);
+      this.inflight.clear();
+      const delay = Math.random() * Math.min(30_000, 200 * 2 ** this.retries++);
+      if (this.retryTimer) clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = null;
+        if (via === "error") this.subscribe();
+        else this.flush();
+      }, delay);
+      return;
+    }
+    if (RESYNC.has(status)) {
+      this.subscribe();
+      return;
+    }
+    if (status === Status.clockSkew) {
+      this.restamp();
+      return;
+    }
+    const err = new DocumentError(this.id, status, message);
+    this.error = err;
+    if (status === Status.readOnly) this.readOnly = true;
+    this.onError.emit(err);
+  }
+
+  /**
+   * restamp gives the own changes the server has not acked new times from
+   * a corrected clock (nobody else holds them: the server refused them),
+   * rebuilds the replica from its history, and resubscribes.
+   */
+  private restamp(): void {
+    this.client.correctClock();
+    const all = this.doc.changesSince();
+    const clock = new Clock(this.client.wall, 0);
+    const fresh = new Doc(this.replica, clock);
+    const keep: Change[] = [];
+    const redo: Change[] = [];
+    for (const c of all) (c.replica === this.replica && c.seq > this.durableOwn ? redo : keep).push(c);
+    fresh.apply(keep);
+    for (const c of redo) fresh.apply([{ ...c, time: clock.now() }]);
+    (this as { doc: Doc }).doc = fresh;
+    const store = this.client.opts.store;
+    if (store) {
+      const b = encodeChanges(fresh.changesSince());
+      this.storeChain = this.storeChain.then(() => store.compact(this.id, b)).catch((e) => this.client.onError.emit(e));
+    }
+    if (this.client.connected()) this.subscribe();
+  }
+
+  /** @internal: sends what the server lacks. */
+  flush(): void {
+    if (!this.synced || this.error || this.retryTimer || !this.client.connected()) return;
+    const cs = this.doc.changesSince(this.theirs);
+    if (cs.length === 0) return;
+    const max = this.client.opts.maxBatchOps;
+    let chunk: Change[] = [];
+    let ops = 0;
+    const sendChunk = () => {
+      if (chunk.length === 0) return;
+      const batch = this.nextBatch++;
+      let reach = 0;
+      for (const c of chunk) {
+        const end = c.seq + changeLen(c) - 1;
+        if (c.replica === this.replica) reach = Math.max(reach, end);
+        if (end > (this.theirs.get(c.replica) ?? 0)) this.theirs.set(c.replica, end);
+      }
+      if (!this.client.send({ type: "update", doc: this.id, batch, changes: encodeChanges(chunk) })) return;
+      this.inflight.set(batch, reach);
+      chunk = [];
+      ops = 0;
+    };
+    for (const c of cs) {
+      if (ops + c.ops.length > max && chunk.length > 0) sendChunk();
+      chunk.push(c);
+      ops += c.ops.length;
+    }
+    sendChunk();
+  }
+}
