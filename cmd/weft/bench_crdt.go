@@ -41,7 +41,11 @@ func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	asJSON := fs.Bool("json", false, "print one JSON object per trace")
 	runs := fs.Int("runs", 5, "timed runs after one warm-up (the median is reported)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: weft bench trace [--json] [--runs N] FILE...\n\nReplays editing traces (gzipped JSON, ../shared/traces format); a bare name is looked up in %s.\n\n", traces.Dir())
+		fmt.Fprintf(stderr, "Usage: weft bench trace [--json] [--runs N] TRACE...\n\nReplays editing traces: gzipped JSON in the format of\ngithub.com/josephg/editing-traces, either a file or one of the traces built\ninto weft:\n\n")
+		for _, n := range traces.Names() {
+			fmt.Fprintf(stderr, "  %s\n", n)
+		}
+		fmt.Fprintf(stderr, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	files, code, done := parseAnywhere(fs, args, stderr)

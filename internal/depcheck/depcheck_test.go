@@ -134,3 +134,43 @@ func TestDependencyDirection(t *testing.T) {
 		}
 	}
 }
+
+// outsideRepo matches a reference to the development machines' directory
+// next to the repository (where the traces used to be read from). A fresh
+// clone has no such directory, so neither code nor docs may point there.
+// The character classes keep this file from matching itself.
+var outsideRepo = regexp.MustCompile(`\.\./sh[a]red\b|/work/sh[a]red\b|"sh[a]red",\s*"traces"`)
+
+func TestSelfContained(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); n == ".git" || n == "node_modules" || n == "testdata" || n == "data" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(p) {
+		case ".go", ".md", ".sh", ".ts", ".js", ".json", ".yml", ".yaml", ".service", ".mod":
+		default:
+			if n := d.Name(); n != "Makefile" && n != "Dockerfile" {
+				return nil
+			}
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if loc := outsideRepo.FindIndex(b); loc != nil {
+			line := 1 + bytes.Count(b[:loc[0]], []byte("\n"))
+			t.Errorf("%s:%d refers to a directory outside the repository: %q", p, line, b[loc[0]:loc[1]])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,11 +2,16 @@ package traces
 
 import (
 	"compress/gzip"
+	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"time"
 )
 
@@ -68,42 +73,62 @@ func (t *Trace) Patches() int {
 	return n
 }
 
-// Dir returns the traces directory: $WEFT_TRACES, else ../shared/traces
-// relative to the repository root.
-func Dir() string {
-	if d := os.Getenv("WEFT_TRACES"); d != "" {
-		return d
-	}
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "traces")
+// data holds the traces and their README (licence and attribution).
+//
+//go:embed data
+var data embed.FS
+
+// ErrUnknown is returned by Load for a name that is neither a file nor an
+// embedded trace.
+var ErrUnknown = errors.New("traces: no such trace")
+
+// Names lists the embedded traces, e.g. "automerge-paper.json.gz" and
+// "concurrent/friendsforever.json.gz", in lexical order.
+func Names() []string {
+	var names []string
+	// WalkDir over an embed.FS fails only on a broken embed, which the
+	// compiler rules out.
+	_ = fs.WalkDir(data, "data", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".json.gz") {
+			names = append(names, strings.TrimPrefix(p, "data/"))
+		}
+		return err
+	})
+	return names
 }
 
-// Load reads a gzipped JSON trace; a relative name is looked up in Dir().
+// Load reads a gzipped JSON trace: name is a file on disk if one exists
+// there, else the name of an embedded trace (see Names).
 func Load(name string) (*Trace, error) {
-	path := name
-	if !filepath.IsAbs(name) {
-		if _, err := os.Stat(name); err != nil {
-			path = filepath.Join(Dir(), name)
+	var r io.Reader
+	f, err := os.Open(name)
+	switch {
+	case err == nil:
+		defer f.Close()
+		r = f
+	case errors.Is(err, fs.ErrNotExist) && !filepath.IsAbs(name):
+		ef, eerr := data.Open(path.Join("data", filepath.ToSlash(name)))
+		if eerr != nil {
+			return nil, fmt.Errorf("%w: %q is neither a file nor one of the embedded traces (%s)", ErrUnknown, name, strings.Join(Names(), ", "))
 		}
-	}
-	f, err := os.Open(path)
-	if err != nil {
+		defer ef.Close()
+		r = ef
+	default:
 		return nil, err
 	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	zr, err := gzip.NewReader(r)
 	if err != nil {
-		return nil, fmt.Errorf("traces: %s: %w", path, err)
+		return nil, fmt.Errorf("traces: %s: %w", name, err)
 	}
 	var t Trace
 	if err := json.NewDecoder(zr).Decode(&t); err != nil {
-		return nil, fmt.Errorf("traces: %s: %w", path, err)
+		return nil, fmt.Errorf("traces: %s: %w", name, err)
 	}
-	t.Name = filepath.Base(path)
+	t.Name = path.Base(filepath.ToSlash(name))
 	return &t, nil
 }
 
-// Sequential lists the sequential traces, relative to Dir().
+// Sequential lists the embedded sequential traces.
 var Sequential = []string{
 	"automerge-paper.json.gz",
 	"seph-blog1.json.gz",
