@@ -132,6 +132,15 @@
 // bucket per principal (429 rate_limited). A frame header announcing more
 // than MaxFrameBytes is refused (4005) as soon as its length is read.
 //
+// Size limits are charged on decoded sizes, never on wire bytes (a
+// compressed or run-length coded batch can be thousands of times larger
+// decoded): an update costs what its changes take in memory
+// (decodedSize), a document is the larger of its encoded and in-memory
+// sizes, one register value is bounded by MaxValueBytes, and the pending
+// buffer by MaxPendingBytes as well as MaxPending changes. What would wait
+// is worked out before Apply by an in-order pass over the batch
+// (waitingSize, an upper bound) only when the batch could reach the bound.
+//
 // NB: a client dropped as too slow usually has a full socket, so its close
 // frame rarely gets through: it sees the connection end (1006) instead of
 // 4003. Queued frames are dropped for it; for every other close they are

@@ -429,17 +429,13 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string,
 		s.m.updates.WithLabelValues(st.String()).Inc()
 		httpError(w, httpStatus(st), st, msg)
 	}
-	_, nops, err := codec.Counts(body)
+	nops, st, msg := s.admitBatch(body)
 	switch {
-	case err != nil:
-		refuse(syncproto.StatusInvalid, err.Error())
+	case st != syncproto.StatusOK:
+		refuse(st, msg)
 		return
 	case nops == 0:
 		refuse(syncproto.StatusInvalid, "no changes")
-		return
-	case nops > s.opts.ChangesBurst:
-		s.m.limitHits.WithLabelValues("changes_rate").Inc()
-		refuse(syncproto.StatusTooLarge, fmt.Sprintf("the batch declares %d operations, more than the %d a user may send at once; split it", nops, s.opts.ChangesBurst))
 		return
 	}
 	if !s.httpRate.take(p.User, nops, time.Now()) {

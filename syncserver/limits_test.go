@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
@@ -244,5 +245,129 @@ func TestHTTPWritesRateLimitedPerPrincipal(t *testing.T) {
 	}
 	if got := storedDoc(t, ts.store, "b").Counter("n"); got != 120 {
 		t.Fatalf("document b holds %d, want bob's 120 only", got)
+	}
+}
+
+// A register value is charged decoded: 15.7 MB of zeros compress into a
+// frame of some 19 KB, and must not reach the document.
+func TestCompressedRegisterChargedDecoded(t *testing.T) {
+	ts := newTestServer(t, nil)
+	wc := ts.dial(ts.token("u"))
+	wc.subscribe("d")
+	big, err := msgpack.Marshal(make([]byte, 15_700_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := wc.edit("d", func(tx *crdt.Tx) error { return tx.Set("r", big) })
+	if len(payload) > 64<<10 {
+		t.Fatalf("the batch is %d bytes: not the compressed shape this test is about", len(payload))
+	}
+	wc.batch++
+	wc.send(&syncproto.Update{Doc: "d", Batch: wc.batch, Changes: payload})
+	if a := wc.waitAck("d", wc.batch); a.Status != syncproto.StatusTooLarge {
+		t.Fatalf("a %d-byte frame carrying a %d-byte register: %v %q, want too_large", len(payload), len(big), a.Status, a.Message)
+	}
+	if d := storedDoc(t, ts.store, "d"); len(d.Fields()) != 0 {
+		t.Fatalf("the store holds %v", d.Fields())
+	}
+}
+
+// httpInsert POSTs one change inserting text at the start of field t,
+// with seq (a seq above 1 makes it wait for the replica's earlier ones).
+func httpInsert(t *testing.T, ts *testServer, user, doc string, seq uint64, text string) (int, []byte) {
+	t.Helper()
+	ch := crdt.Change{Replica: crdt.ReplicaID(uuid.New()), Seq: seq, Time: hlc.New(time.Now().UnixMilli(), 0),
+		Ops: []crdt.Op{{Kind: crdt.OpTextInsert, Field: "t", Text: text}}}
+	body := codec.EncodeChanges([]crdt.Change{ch})
+	if len(body) > len(text)/100+1024 {
+		t.Fatalf("a %d-byte insert encodes in %d bytes: not compressed", len(text), len(body))
+	}
+	return httpDo(t, "POST", ts.hs.URL+"/v1/docs/"+doc+"/changes", ts.token(user), body)
+}
+
+// Text is charged decoded too: POSTs of a few KB each, carrying 600 KiB of
+// text each, do not grow a document past a 1 MiB MaxDocBytes.
+func TestCompressedTextChargedDecoded(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) {
+		o.MaxDocBytes = 1 << 20
+		o.MaxChangesPerSec, o.ChangesBurst = 1<<24, 1<<24
+	})
+	text := strings.Repeat("a", 600<<10)
+	if code, b := httpInsert(t, ts, "u", "d", 1, text); code != 200 {
+		t.Fatalf("first POST: %d %s", code, b)
+	}
+	for i := range 3 {
+		code, b := httpInsert(t, ts, "u", "d", 1, text)
+		if code != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), `"too_large"`) {
+			t.Fatalf("POST %d: %d %s, want 413 too_large", i+2, code, b)
+		}
+	}
+	if n := len(storedDoc(t, ts.store, "d").Text("t")); n != len(text) {
+		t.Fatalf("the document holds %d bytes of text, want %d", n, len(text))
+	}
+}
+
+// The pending buffer is bounded in bytes, not only in changes: changes
+// that wait for dependencies stop being taken once they hold
+// MaxPendingBytes, however few they are.
+func TestPendingBufferBoundedInBytes(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec, o.ChangesBurst = 1<<24, 1<<24 })
+	text := strings.Repeat("p", 3<<20)
+	var held, full int
+	for i := range 6 {
+		code, b := httpInsert(t, ts, "u", "p", 2, text) // seq 1 never comes
+		switch {
+		case code == http.StatusConflict && strings.Contains(string(b), `"missing_deps"`):
+			held++
+		case code == http.StatusConflict && strings.Contains(string(b), `"pending_full"`):
+			full++
+		default:
+			t.Fatalf("POST %d: %d %s", i+1, code, b)
+		}
+	}
+	if held != 2 || full != 4 {
+		t.Fatalf("%d held, %d refused as pending_full; want 2 and 4 (8 MiB of 3 MiB changes)", held, full)
+	}
+	ts.srv.rooms.Lock()
+	r := ts.srv.rooms.m["p"]
+	ts.srv.rooms.Unlock()
+	if r == nil {
+		t.Fatal("the room unloaded")
+	}
+	if mem := r.mem.Load(); mem > 9<<20 {
+		t.Fatalf("the document takes %d MiB in memory", mem>>20)
+	}
+}
+
+func TestWaitingSize(t *testing.T) {
+	a, b := crdt.ReplicaID(uuid.New()), crdt.ReplicaID(uuid.New())
+	ins := func(r crdt.ReplicaID, seq uint64, text string, left crdt.ID) crdt.Change {
+		return crdt.Change{Replica: r, Seq: seq, Ops: []crdt.Op{{Kind: crdt.OpTextInsert, Field: "t", Text: text, Left: left}}}
+	}
+	del := func(r crdt.ReplicaID, seq uint64, target crdt.ID, n uint64, back bool) crdt.Change {
+		return crdt.Change{Replica: r, Seq: seq, Ops: []crdt.Op{{Kind: crdt.OpTextDelete, Field: "t", Target: target, Count: n, Backward: back}}}
+	}
+	have := crdt.VersionVector{a: 5}
+	one := func(c crdt.Change) int64 { n, _ := decodedSize([]crdt.Change{c}); return n }
+	for _, tc := range []struct {
+		name string
+		chs  []crdt.Change
+		want int64
+	}{
+		{"next of its replica", []crdt.Change{ins(a, 6, "x", crdt.ID{Replica: a, Seq: 5})}, 0},
+		{"a gap", []crdt.Change{ins(a, 7, "x", crdt.ID{})}, one(ins(a, 7, "x", crdt.ID{}))},
+		{"a duplicate", []crdt.Change{ins(a, 3, "xyz", crdt.ID{})}, 0},
+		{"origin held", []crdt.Change{ins(b, 1, "x", crdt.ID{Replica: a, Seq: 5})}, 0},
+		{"origin missing", []crdt.Change{ins(b, 1, "x", crdt.ID{Replica: a, Seq: 6})}, one(ins(b, 1, "x", crdt.ID{Replica: a, Seq: 6}))},
+		{"origin earlier in the batch", []crdt.Change{ins(a, 6, "xy", crdt.ID{}), ins(b, 1, "z", crdt.ID{Replica: a, Seq: 7})}, 0},
+		{"delete held", []crdt.Change{del(b, 1, crdt.ID{Replica: a, Seq: 2}, 4, false)}, 0},
+		{"delete past what is held", []crdt.Change{del(b, 1, crdt.ID{Replica: a, Seq: 3}, 4, false)}, one(del(b, 1, crdt.ID{Replica: a, Seq: 3}, 4, false))},
+		{"backward delete held", []crdt.Change{del(b, 1, crdt.ID{Replica: a, Seq: 5}, 5, true)}, 0},
+		{"waiting blocks what follows", []crdt.Change{ins(a, 7, "x", crdt.ID{}), ins(a, 8, "y", crdt.ID{})},
+			one(ins(a, 7, "x", crdt.ID{})) + one(ins(a, 8, "y", crdt.ID{}))},
+	} {
+		if got := waitingSize(have, tc.chs); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }

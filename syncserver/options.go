@@ -52,10 +52,16 @@ type Options struct {
 	// MaxFrameBytes bounds one WebSocket frame and one POSTed body. Default:
 	// 1 MiB.
 	MaxFrameBytes int64
-	// MaxDocBytes bounds the encoded size of one document (snapshot plus
-	// log); updates that would grow a document past it are refused with
-	// too_large. Default: 64 MiB.
+	// MaxDocBytes bounds the size of one document: the larger of its
+	// encoded size (snapshot plus log) and its decoded, in-memory size
+	// (crdt.Doc.MemSize, pending changes included). An update is charged
+	// its decoded size (text, values and per-op overhead, never its
+	// possibly compressed bytes); one that would grow a document past the
+	// bound is refused with too_large. Default: 64 MiB.
 	MaxDocBytes int64
+	// MaxValueBytes bounds one register value, decoded; a larger one is
+	// refused with too_large. Default: 1 MiB.
+	MaxValueBytes int64
 	// MaxChangesPerSec is the sustained rate of operations (inserted or
 	// deleted characters, counter adds, register sets) one connection, or
 	// one principal over HTTP, may submit; a batch over it is refused with
@@ -85,6 +91,10 @@ type Options struct {
 	// MaxPending bounds the changes a document holds while their
 	// dependencies are missing (crdt.Options.MaxPending). Default: 4096.
 	MaxPending int
+	// MaxPendingBytes bounds the decoded, in-memory size of the changes a
+	// document holds while their dependencies are missing; an update that
+	// could push it further is refused with pending_full. Default: 8 MiB.
+	MaxPendingBytes int64
 	// MaxClockOffset is how far ahead of the server's wall clock a change's
 	// timestamp may be; beyond it the update is refused with clock_skew.
 	// Default: 10s.
@@ -133,6 +143,8 @@ func DefaultOptions() Options {
 	return Options{
 		MaxFrameBytes:     1 << 20,
 		MaxDocBytes:       64 << 20,
+		MaxValueBytes:     1 << 20,
+		MaxPendingBytes:   8 << 20,
 		MaxChangesPerSec:  2000,
 		ChangesBurst:      10000,
 		MaxPresencePerSec: 30,
@@ -223,6 +235,8 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	int64Def("MaxFrameBytes", &o.MaxFrameBytes, d.MaxFrameBytes, 1024)
 	int64Def("MaxDocBytes", &o.MaxDocBytes, d.MaxDocBytes, 1024)
+	int64Def("MaxValueBytes", &o.MaxValueBytes, d.MaxValueBytes, 64)
+	int64Def("MaxPendingBytes", &o.MaxPendingBytes, d.MaxPendingBytes, 1024)
 	intDef("MaxChangesPerSec", &o.MaxChangesPerSec, d.MaxChangesPerSec, 1)
 	intDef("ChangesBurst", &o.ChangesBurst, d.ChangesBurst, 1)
 	intDef("MaxPresencePerSec", &o.MaxPresencePerSec, d.MaxPresencePerSec, 1)

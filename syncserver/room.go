@@ -56,6 +56,9 @@ type room struct {
 	failed           error           // the store failed: fail-stop
 	stopping         bool
 	lastPending      int
+	// pendingBytes bounds from above the decoded size of the document's
+	// pending buffer (see waitingSize); 0 when it is empty.
+	pendingBytes int64
 }
 
 // roomCmd is a message to a room goroutine.
@@ -497,10 +500,29 @@ func (r *room) update(c cmdUpdate) {
 	case r.stopping:
 		ack(syncproto.StatusOverloaded, "the server is shutting down; retry")
 		return
-	case r.bytes.Load()+c.size > r.s.opts.MaxDocBytes:
-		r.s.m.limitHits.WithLabelValues("doc_size").Inc()
-		ack(syncproto.StatusTooLarge, fmt.Sprintf("document would exceed %d bytes", r.s.opts.MaxDocBytes))
+	}
+	o := &r.s.opts
+	size, maxValue := decodedSize(c.changes)
+	switch {
+	case maxValue > o.MaxValueBytes:
+		r.s.m.limitHits.WithLabelValues("value_size").Inc()
+		ack(syncproto.StatusTooLarge, fmt.Sprintf("a register value of %d bytes exceeds the limit of %d", maxValue, o.MaxValueBytes))
 		return
+	case max(r.bytes.Load(), r.mem.Load())+size > o.MaxDocBytes:
+		r.s.m.limitHits.WithLabelValues("doc_size").Inc()
+		ack(syncproto.StatusTooLarge, fmt.Sprintf("document would exceed %d bytes (this batch takes %d decoded)", o.MaxDocBytes, size))
+		return
+	}
+	// The pending buffer's byte bound. Working out what would wait costs
+	// a pass over the batch, paid only when the batch could matter.
+	waiting, measured := int64(0), false
+	if r.pendingBytes+size > o.MaxPendingBytes {
+		waiting, measured = waitingSize(r.version, c.changes), true
+		if waiting > 0 && r.pendingBytes+waiting > o.MaxPendingBytes {
+			r.s.m.limitHits.WithLabelValues("pending").Inc()
+			ack(syncproto.StatusPendingFull, fmt.Sprintf("changes waiting for missing dependencies would exceed %d bytes; resync", o.MaxPendingBytes))
+			return
+		}
 	}
 	if c.peer == "" {
 		if msg := r.checkOwners(c); msg != "" {
@@ -529,6 +551,20 @@ func (r *room) update(c cmdUpdate) {
 	if p := r.doc.Pending(); p != r.lastPending {
 		r.s.m.pendingTotal.Add(float64(p - r.lastPending))
 		r.lastPending = p
+		switch {
+		case p == 0:
+			r.pendingBytes = 0
+		case p > pending:
+			if !measured {
+				waiting = waitingSize(r.version, c.changes) // r.version is still the one before Apply
+			}
+			if waiting == 0 {
+				waiting = size // Apply parked what the in-order pass would apply: it does not, but stay an upper bound
+			}
+			// NB: an upper bound, lowered only when the buffer empties.
+			r.pendingBytes += waiting
+		}
+		r.setBytes() // the pending buffer is part of the document's memory
 	}
 	fresh := syncproto.Fresh(r.doc, r.version, c.changes, pending, rejected)
 	if len(fresh) > 0 {

@@ -666,15 +666,9 @@ func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool
 	// The sender pays before the server works: the header's op count is
 	// charged before anything is decoded (decoding allocates per declared
 	// op), and a batch that could never pass is refused outright.
-	_, nops, err := codec.Counts(payload)
-	if err != nil {
-		refuse(syncproto.StatusInvalid, err.Error())
-		ss.foul()
-		return
-	}
-	if nops > ss.s.opts.ChangesBurst {
-		ss.s.m.limitHits.WithLabelValues("changes_rate").Inc()
-		refuse(syncproto.StatusTooLarge, fmt.Sprintf("the batch declares %d operations, more than the %d a connection may send at once; split it", nops, ss.s.opts.ChangesBurst))
+	nops, st, msg := ss.s.admitBatch(payload)
+	if st != syncproto.StatusOK {
+		refuse(st, msg)
 		ss.foul()
 		return
 	}

@@ -41,7 +41,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	maxFrame := byteSize(def.MaxFrameBytes)
 	fs.Var(&maxFrame, "max-frame", "largest WebSocket frame or POST body (bytes; KiB/MiB/GiB suffixes allowed)")
 	maxDoc := byteSize(def.MaxDocBytes)
-	fs.Var(&maxDoc, "max-doc", "largest encoded document")
+	fs.Var(&maxDoc, "max-doc", "largest document, encoded or decoded in memory")
+	maxValue := byteSize(def.MaxValueBytes)
+	fs.Var(&maxValue, "max-value", "largest register value (decoded)")
+	maxPendingBytes := byteSize(def.MaxPendingBytes)
+	fs.Var(&maxPendingBytes, "max-pending-bytes", "decoded bytes per document of changes waiting for missing dependencies")
 	rate := fs.Int("max-changes-per-sec", def.MaxChangesPerSec, "sustained operations per second per connection")
 	burst := fs.Int("changes-burst", def.ChangesBurst, "burst of operations per connection")
 	presence := fs.Int("max-presence-per-sec", def.MaxPresencePerSec, "presence messages per second per connection")
@@ -122,6 +126,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.MaxConnections = *conns
 	o.MaxDocsPerConn = *docsPerConn
 	o.MaxPending = *pending
+	o.MaxValueBytes = int64(maxValue)
+	o.MaxPendingBytes = int64(maxPendingBytes)
 	o.MaxClockOffset = *clockOffset
 	o.SendQueue = *sendQueue
 	o.AuthTimeout = *authTimeout
