@@ -11,10 +11,12 @@
 //   - at most one snapshot,
 //   - the batches appended since that snapshot, numbered 1, 2, ... in append
 //     order (numbers are never reused), and
-//   - a DocMeta: created, updated, snapshot bytes, log bytes, batch count.
+//   - a DocMeta: created, updated, snapshot bytes, log bytes, batch count,
 //   - its version vector, when the writer passes it (AppendVersion,
 //     WriteSnapshotVersion; see versions.go), so that Versions lists what
-//     every document holds without loading one (cluster anti-entropy).
+//     every document holds without loading one (cluster anti-entropy),
+//   - the owners of its replica ids (replica → principal, AddOwners and
+//     Owners), which outlive snapshots and never change hands.
 //
 // Load returns the snapshot and the batches oldest first; replaying the
 // batches over the snapshot gives the document. The server (syncserver)

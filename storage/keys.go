@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/weftsync/weft/crdt"
 )
 
 // Key layout. Every key starts with a one-byte keyspace tag, then the escaped
@@ -13,14 +15,19 @@ import (
 //	'm' esc(doc)                 → meta (metaVersion, uvarints; see DocMeta)
 //	'd' esc(doc) 'l' be64(seq)   → one change batch, seq = 1, 2, ...
 //	'd' esc(doc) 's'             → the snapshot
+//	'o' esc(doc) replica(16)     → the principal owning that replica id
 //
 // Metadata lives in its own keyspace so that List scans only small values,
 // and a document's batches and snapshot are contiguous so that Load is one
 // short range scan. Big-endian batch numbers make the scan return batches in
 // append order.
+//
+// Owners live in a keyspace of their own too: a snapshot's range delete of
+// the log never touches them, and Load's scan never sees them.
 const (
-	tagMeta = 'm'
-	tagData = 'd'
+	tagMeta  = 'm'
+	tagData  = 'd'
+	tagOwner = 'o'
 
 	suffixLog      = 'l'
 	suffixSnapshot = 's'
@@ -78,6 +85,14 @@ func metaKey(doc string) []byte {
 
 func dataPrefix(doc string) []byte {
 	return appendDocID(append(make([]byte, 0, len(doc)+12), tagData), doc)
+}
+
+func ownerPrefix(doc string) []byte {
+	return appendDocID(append(make([]byte, 0, len(doc)+3+16), tagOwner), doc)
+}
+
+func ownerKey(doc string, replica crdt.ReplicaID) []byte {
+	return append(ownerPrefix(doc), replica[:]...)
 }
 
 func snapshotKey(doc string) []byte {

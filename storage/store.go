@@ -15,6 +15,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftsync/weft/crdt"
 )
 
 // Errors. Every error the Store returns wraps one of these or a Pebble error.
@@ -537,6 +539,102 @@ func (s *Store) writeSnapshot(ctx context.Context, doc string, snapshot, version
 	s.metrics.snapshots.Inc()
 	s.metrics.snapshotBytes.Add(float64(len(snapshot)))
 	return nil
+}
+
+// MaxOwnerBytes bounds the principal name recorded as a replica's owner.
+const MaxOwnerBytes = 1024
+
+// Owners returns the owners recorded for doc's replicas (replica →
+// principal), nil if none. Safe for concurrent use; refused after a
+// fail-stop, like Load.
+func (s *Store) Owners(ctx context.Context, doc string) (map[crdt.ReplicaID]string, error) {
+	if err := s.checkDoc(doc); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	end, err := s.begin(doc, false)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	lo := ownerPrefix(doc)
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, fmt.Errorf("storage: owners of %q: %w", doc, err)
+	}
+	var out map[crdt.ReplicaID]string
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		v, verr := it.ValueAndErr()
+		if verr != nil {
+			_ = it.Close()
+			return nil, fmt.Errorf("storage: owners of %q: %w", doc, verr)
+		}
+		if len(k) != len(lo)+16 || len(v) == 0 || len(v) > MaxOwnerBytes || !utf8.Valid(v) {
+			_ = it.Close()
+			return nil, fmt.Errorf("%w: owner key %x of %q", ErrCorrupt, k, doc)
+		}
+		if out == nil {
+			out = make(map[crdt.ReplicaID]string)
+		}
+		out[crdt.ReplicaID(k[len(lo):])] = string(v)
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("storage: owners of %q: %w", doc, err)
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AddOwners durably records owners for replicas of doc that have none: an
+// owner once recorded never changes (a claim for an owned replica is
+// skipped). Returns after the write is synced. Same concurrency contract
+// as Append; a principal that is empty, not UTF-8 or over MaxOwnerBytes
+// is refused with ErrInvalid and nothing is written.
+func (s *Store) AddOwners(ctx context.Context, doc string, owners map[crdt.ReplicaID]string) error {
+	if err := s.checkDoc(doc); err != nil {
+		return err
+	}
+	for r, p := range owners {
+		if p == "" || len(p) > MaxOwnerBytes || !utf8.ValidString(p) {
+			return fmt.Errorf("%w: owner of replica %s of %q: %d bytes, or not UTF-8", ErrInvalid, r, doc, len(p))
+		}
+	}
+	if len(owners) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	end, err := s.begin(doc, true)
+	if err != nil {
+		return err
+	}
+	defer end()
+	b := s.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	for r, p := range owners {
+		k := ownerKey(doc, r)
+		_, closer, err := s.db.Get(k)
+		if err == nil {
+			_ = closer.Close()
+			continue // owned already: ownership never changes hands
+		}
+		if !errors.Is(err, pebble.ErrNotFound) {
+			return fmt.Errorf("storage: owners of %q: %w", doc, err)
+		}
+		if err := b.Set(k, []byte(p), nil); err != nil {
+			return fmt.Errorf("storage: owners of %q: %w", doc, err)
+		}
+	}
+	if b.Empty() {
+		return nil
+	}
+	return s.commit("owners", doc, b)
 }
 
 // commit applies b with a WAL sync. Any failure fail-stops the store.

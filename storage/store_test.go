@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/weftsync/weft/crdt"
 )
 
 func openT(t testing.TB, dir string, o Options) *Store {
@@ -448,5 +451,54 @@ func TestMeasureBareSync(t *testing.T) {
 	}
 	if _, err := MeasureBareSync(context.Background(), t.TempDir(), 0, 10, 70); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("MeasureBareSync with 0 writers = %v, want ErrInvalid", err)
+	}
+}
+
+// Replica owners outlive snapshots and restarts, never change hands, and
+// stay out of Load; bad owners write nothing.
+func TestOwnersSurviveSnapshotAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	o := LocalOptions()
+	o.FS = nil // the real disk: the store is reopened
+	s := openT(t, dir, o)
+	x, y := crdt.ReplicaID{1}, crdt.ReplicaID{2}
+	if err := s.AddOwners(ctx, "d", map[crdt.ReplicaID]string{x: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, "d", []byte("batch"))
+	if err := s.WriteSnapshot(ctx, "d", []byte("snap")); err != nil {
+		t.Fatal(err)
+	}
+	// A later claim of an owned replica is skipped; a new one recorded.
+	if err := s.AddOwners(ctx, "d", map[crdt.ReplicaID]string{x: "mallory", y: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []map[crdt.ReplicaID]string{{{3}: ""}, {{3}: strings.Repeat("u", MaxOwnerBytes+1)}, {{3}: "\xff"}} {
+		if err := s.AddOwners(ctx, "d", bad); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("AddOwners(%q): %v, want ErrInvalid", bad, err)
+		}
+	}
+	if err := s.AddOwners(ctx, "other", map[crdt.ReplicaID]string{x: "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir, o)
+	defer s.Close()
+	got, err := s.Owners(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[crdt.ReplicaID]string{x: "alice", y: "bob"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("owners after reopen %v, want %v", got, want)
+	}
+	if snap, batches := loadT(t, s, "d"); string(snap) != "snap" || len(batches) != 0 {
+		t.Fatalf("Load after owners: snapshot %q, %d batches", snap, len(batches))
+	}
+	if got, err := s.Owners(ctx, "none"); err != nil || got != nil {
+		t.Fatalf("owners of an unknown document: %v, %v", got, err)
 	}
 }

@@ -178,7 +178,14 @@
 // unless the server already holds them (relaying is a harmless no-op).
 // Not claiming relayed replicas means a client that relays another user's
 // changes (after the server lost them in a crash) cannot take that user's
-// replica. HTTP writers claim every replica they write.
+// replica. HTTP writers claim every replica they write. Ownership is kept
+// with the document (Store.Owners, Store.AddOwners): a room loads it with
+// the document and hands each new claim to the store before the write of
+// the changes that made it, so a claim is durable before any of its
+// changes is acked and holds after an idle unload or a restart. A cluster
+// peer (Server.PeerUpdate) is a trusted relay: its changes are neither
+// checked against ownership nor claim anything, since it relays the
+// changes of other servers' users.
 //
 // # Presence
 //

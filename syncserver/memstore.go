@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/weftsync/weft/crdt"
 )
 
 // ErrStoreFailed is returned by a MemStore after FailAfter was used to make
@@ -36,6 +39,7 @@ type memDoc struct {
 	snapshot []byte
 	batches  [][]byte
 	logBytes int64
+	owners   map[crdt.ReplicaID]string
 }
 
 // NewMemStore returns an empty MemStore.
@@ -102,6 +106,47 @@ func (s *MemStore) WriteSnapshot(ctx context.Context, doc string, snapshot []byt
 	d.batches = nil
 	d.logBytes = 0
 	s.mu.snapshots++
+	return nil
+}
+
+// Owners implements Store.
+func (s *MemStore) Owners(ctx context.Context, doc string) (map[crdt.ReplicaID]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.mu.docs[doc]
+	if !ok || len(d.owners) == 0 {
+		return nil, nil
+	}
+	return maps.Clone(d.owners), nil
+}
+
+// AddOwners implements Store. It counts as a write for FailAfter.
+func (s *MemStore) AddOwners(ctx context.Context, doc string, owners map[crdt.ReplicaID]string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for r, p := range owners {
+		if p == "" {
+			return fmt.Errorf("syncserver: MemStore.AddOwners %q: replica %s without a principal", doc, r)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writeLocked(); err != nil {
+		return err
+	}
+	d := s.docLocked(doc)
+	if d.owners == nil {
+		d.owners = make(map[crdt.ReplicaID]string, len(owners))
+	}
+	for r, p := range owners {
+		if _, ok := d.owners[r]; !ok {
+			d.owners[r] = p
+		}
+	}
 	return nil
 }
 

@@ -32,10 +32,13 @@ type room struct {
 	mem      atomic.Int64 // in-memory size of the loaded document (crdt.Doc.MemSize)
 
 	// ---- owned by run ----
-	doc         *crdt.Doc
-	subs        map[*session]struct{}
-	streams     map[*stream]struct{}
-	owners      map[crdt.ReplicaID]string // replica → principal that first wrote with it
+	doc     *crdt.Doc
+	subs    map[*session]struct{}
+	streams map[*stream]struct{}
+	owners  map[crdt.ReplicaID]string // replica → principal that first wrote with it
+	// newOwners are the claims in owners not yet handed to the store; the
+	// next write records them before its changes.
+	newOwners   map[crdt.ReplicaID]string
 	presence    map[*session]*presenceEntry
 	presenceTkr *time.Ticker
 
@@ -152,12 +155,13 @@ type roomCast struct {
 }
 
 type persistResult struct {
-	snapshot bool
-	bytes    int64
-	logBytes int64
-	version  crdt.VersionVector
-	elapsed  time.Duration
-	err      error
+	snapshot   bool
+	ownersOnly bool // only claims were written
+	bytes      int64
+	logBytes   int64
+	version    crdt.VersionVector
+	elapsed    time.Duration
+	err        error
 }
 
 // roomQueue is the depth of a room's command channel. Senders block when it
@@ -282,7 +286,7 @@ func (r *room) run() {
 		r.flush()
 		// A failed store takes nothing more: what is unpersisted then was
 		// never acked and stays with its authors.
-		if r.stopping && !r.persisting && (len(r.unpersisted) == 0 || r.failed != nil) && len(r.cmds) == 0 {
+		if r.stopping && !r.persisting && ((len(r.unpersisted) == 0 && len(r.newOwners) == 0) || r.failed != nil) && len(r.cmds) == 0 {
 			// Whatever still waits depends on changes that will not arrive
 			// before we exit: the clients resend after reconnecting.
 			for _, w := range r.waiting {
@@ -361,9 +365,16 @@ func (r *room) load() error {
 		}
 		logBytes += int64(len(b))
 	}
+	owners, err := r.s.opts.Store.Owners(ctx, r.id)
+	if err != nil {
+		return fmt.Errorf("syncserver: loading %q: replica owners: %w", r.id, err)
+	}
+	if owners == nil {
+		owners = make(map[crdt.ReplicaID]string)
+	}
 	r.subs = make(map[*session]struct{})
 	r.streams = make(map[*stream]struct{})
-	r.owners = make(map[crdt.ReplicaID]string)
+	r.owners = owners
 	r.presence = make(map[*session]*presenceEntry)
 	r.persistDone = make(chan persistResult, 1)
 	r.version = r.doc.Version()
@@ -391,7 +402,7 @@ func (r *room) setBytes() {
 // quiescent: nothing is in flight, so the room may exit without losing
 // an ack or a write.
 func (r *room) quiescent() bool {
-	return !r.persisting && len(r.unpersisted) == 0 && len(r.waiting) == 0 && len(r.cmds) == 0
+	return !r.persisting && len(r.unpersisted) == 0 && len(r.newOwners) == 0 && len(r.waiting) == 0 && len(r.cmds) == 0
 }
 
 // tryUnload exits the room if it has no holders and nothing in flight.
@@ -635,9 +646,7 @@ func (r *room) claimOwners(c cmdUpdate) {
 	if c.from != nil {
 		for i := range c.changes {
 			if c.changes[i].Replica == c.replica {
-				if _, ok := r.owners[c.replica]; !ok {
-					r.owners[c.replica] = c.user
-				}
+				r.claim(c.replica, c.user)
 				break
 			}
 		}
@@ -645,10 +654,23 @@ func (r *room) claimOwners(c cmdUpdate) {
 	}
 	// HTTP writers have no session replica: they own what they write.
 	for i := range c.changes {
-		if _, ok := r.owners[c.changes[i].Replica]; !ok {
-			r.owners[c.changes[i].Replica] = c.user
-		}
+		r.claim(c.changes[i].Replica, c.user)
 	}
+}
+
+// claim makes user the owner of replica if it has none; the claim goes to
+// the store with the next write, before the changes that made it, so that
+// it is durable before they are acked and holds after an unload or a
+// restart.
+func (r *room) claim(replica crdt.ReplicaID, user string) {
+	if _, ok := r.owners[replica]; ok {
+		return
+	}
+	r.owners[replica] = user
+	if r.newOwners == nil {
+		r.newOwners = make(map[crdt.ReplicaID]string)
+	}
+	r.newOwners[replica] = user
 }
 
 // broadcast sends freshly applied changes (everything after version
@@ -792,6 +814,11 @@ func (r *room) flush() {
 	}
 	o := &r.s.opts
 	if len(r.unpersisted) == 0 {
+		if len(r.newOwners) > 0 {
+			// Claims without fresh changes (a resend of changes the store
+			// already holds): record them alone.
+			r.startPersist(nil, nil, r.durable)
+		}
 		return
 	}
 	version := r.doc.Version()
@@ -830,11 +857,23 @@ func (r *room) flush() {
 func (r *room) startPersist(state *crdt.State, batch []byte, version crdt.VersionVector) {
 	r.persisting = true
 	store, doc, done := r.s.opts.Store, r.id, r.persistDone
+	owners := r.newOwners
+	r.newOwners = nil
 	// One short-lived goroutine per write keeps idle rooms at one
 	// goroutine; the room goes on applying and broadcasting meanwhile.
 	go func() {
 		start := time.Now()
 		res := persistResult{snapshot: state != nil, version: version}
+		if len(owners) > 0 {
+			// First: an ack for the changes must never go out while the
+			// claim they made could still be lost.
+			if res.err = store.AddOwners(context.Background(), doc, owners); res.err != nil || (state == nil && batch == nil) {
+				res.ownersOnly = true
+				res.elapsed = time.Since(start)
+				done <- res
+				return
+			}
+		}
 		data := batch
 		if state != nil {
 			data = codec.EncodeState(state)
@@ -863,6 +902,9 @@ func (r *room) persisted(res persistResult) {
 		}
 		clear(r.waiting)
 		r.waiting = r.waiting[:0]
+		return
+	}
+	if res.ownersOnly {
 		return
 	}
 	if res.snapshot {

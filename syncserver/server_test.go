@@ -651,3 +651,47 @@ func (g *armedGate) Append(ctx context.Context, doc string, batch []byte) (int64
 	}
 	return g.MemStore.Append(ctx, doc, batch)
 }
+
+// Replica ownership is kept with the document: after an idle unload and
+// after a restart on the same store, another user writing with alice's
+// replica id is refused, and alice keeps writing.
+func TestReplicaOwnershipSurvivesUnloadAndRestart(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.IdleTimeout = 20 * time.Millisecond })
+	replica := crdt.ReplicaID(uuid.New())
+	alice := ts.dialAs(ts.token("alice"), replica)
+	alice.subscribe("d")
+	if ack := alice.update("d", insert("t", 0, "alice")); ack.Status != syncproto.StatusOK {
+		t.Fatal(ack.Message)
+	}
+	alice.c.Close()
+	unloaded := func(srv *Server) func() bool {
+		return func() bool {
+			srv.rooms.Lock()
+			defer srv.rooms.Unlock()
+			return srv.rooms.m["d"] == nil
+		}
+	}
+	eventually(t, "idle unload", unloaded(ts.srv))
+
+	forge := func(ts *testServer, what string) {
+		t.Helper()
+		m := ts.dialAs(ts.token("mallory"), replica)
+		m.subscribe("d")
+		if ack := m.update("d", insert("t", 0, "mallory ")); ack.Status != syncproto.StatusUnauthorized {
+			t.Fatalf("%s: a write with alice's replica id: %v %s", what, ack.Status, ack.Message)
+		}
+		m.c.Close()
+	}
+	forge(ts, "after an idle unload")
+
+	restarted := newTestServer(t, func(o *Options) { o.Store = ts.mem })
+	forge(restarted, "after a restart")
+	a2 := restarted.dialAs(restarted.token("alice"), replica)
+	a2.subscribe("d")
+	if ack := a2.update("d", insert("t", 5, "!")); ack.Status != syncproto.StatusOK {
+		t.Fatalf("alice after the restart: %v %s", ack.Status, ack.Message)
+	}
+	if got := storedDoc(t, ts.mem, "d").Text("t"); got != "alice!" {
+		t.Fatalf("store has %q", got)
+	}
+}

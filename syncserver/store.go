@@ -1,6 +1,10 @@
 package syncserver
 
-import "context"
+import (
+	"context"
+
+	"github.com/weftsync/weft/crdt"
+)
 
 // Store keeps documents durably: per document an optional snapshot and the
 // change batches appended after it. The server calls it from room goroutines
@@ -16,6 +20,12 @@ type Store interface {
 	Load(ctx context.Context, doc string) (snapshot []byte, batches [][]byte, err error)
 	// Append durably appends one batch (codec.EncodeChanges bytes): it returns nil only after the batch is synced to stable storage, and reports the bytes of all batches since the last snapshot. Safe for concurrent use on different documents; the caller serializes calls for one document.
 	Append(ctx context.Context, doc string, batch []byte) (logBytes int64, err error)
+	// Owners returns the replica owners recorded for the document
+	// (replica → principal; see "Replica ownership" in the package doc),
+	// nil if none. Ownership outlives snapshots: WriteSnapshot keeps it.
+	Owners(ctx context.Context, doc string) (map[crdt.ReplicaID]string, error)
+	// AddOwners durably records owners of replicas that have none yet: it returns nil only after they are synced. The server calls it before the Append (or WriteSnapshot) of the changes that made the claims, never concurrently with another write to the document; an owner once recorded never changes.
+	AddOwners(ctx context.Context, doc string, owners map[crdt.ReplicaID]string) error
 	// WriteSnapshot atomically replaces the document's snapshot (codec.EncodeSnapshot bytes) and deletes all its batches; the caller guarantees the snapshot covers every batch appended so far.
 	WriteSnapshot(ctx context.Context, doc string, snapshot []byte) error
 }
