@@ -1,6 +1,8 @@
 # The one test command (README, .ci/run): vet, the race-enabled test suite,
-# and the crdt and sync-state-machine suites again with the structural
-# invariant checks compiled in (the codec's trace tests are too long for that).
+# the codec tests that skip under -race (long trace replays, deterministic
+# sizes) without it, and the crdt and sync-state-machine suites again with
+# the structural invariant checks compiled in (the codec's trace tests are
+# too long for that).
 GO ?= go
 
 .PHONY: test build fuzz bench-figures pgo
@@ -12,6 +14,7 @@ test:
 	$(GO) mod download
 	$(GO) vet ./...
 	$(GO) test -race -timeout 20m ./...
+	$(GO) test -timeout 10m -run 'TestTraceHistories|TestEncodedSize' ./crdt/codec
 	$(GO) test -tags invariants -timeout 10m ./crdt ./crdt/syncproto
 
 # Runs each native fuzz target for a short while (not part of `make test`,

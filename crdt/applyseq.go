@@ -36,7 +36,17 @@ type ChangeSeq struct {
 // was. A batch that is not simply the next changes of each replica in
 // order (it repeats changes the document has, or holds changes that must
 // wait for others) is read again into a slice and given to Apply.
-func (d *Doc) ApplySeq(cs ChangeSeq) error {
+func (d *Doc) ApplySeq(cs ChangeSeq) error { return d.applySeq(cs, false) }
+
+// ApplyTrusted is ApplySeq for the document's own history read back from
+// trusted storage (a server loading a document): the same checks, except
+// that times are not held against the wall clock's max offset. They
+// passed it when they arrived; the wall clock may since have been stepped
+// back past the offset, and that must not make a document unloadable.
+// The clock witnesses the times, so later local changes follow them.
+func (d *Doc) ApplyTrusted(cs ChangeSeq) error { return d.applySeq(cs, true) }
+
+func (d *Doc) applySeq(cs ChangeSeq, trusted bool) error {
 	if d.readOnly {
 		return ErrReadOnly
 	}
@@ -44,6 +54,7 @@ func (d *Doc) ApplySeq(cs ChangeSeq) error {
 		d.tx.Commit()
 	}
 	p := d.newPlan()
+	p.trusted = trusted
 	p.bits = true // the size may be unknown; a batch worth streaming is large
 	p.direct = true
 	st := d.newStage(cs.Ops)
@@ -80,11 +91,11 @@ func (d *Doc) ApplySeq(cs ChangeSeq) error {
 		if err != nil {
 			return err
 		}
-		return d.Apply(all...)
+		return d.apply(all, trusted)
 	}
 	st.apply()
 	if n > 0 && len(d.pending) > 0 {
-		d.retryPending()
+		d.retryPending(trusted)
 	}
 	if invariants {
 		d.checkInvariants()
@@ -284,7 +295,7 @@ func (d *Doc) applySpan(r uint32, s *span, seq, end uint32) uint32 {
 	f := d.fields[s.field]
 	switch s.kind {
 	case OpCounterAdd:
-		f.counter += s.delta * int64(n)
+		f.counter.add(s.delta, n)
 	case OpRegisterSet:
 		d.writeRegister(f, regState{set: true, t: d.timeAt(r, seq), r: r, seq: seq, off: s.off, nb: s.nb})
 	case OpTextInsert:

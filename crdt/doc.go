@@ -8,7 +8,9 @@
 // that create "title" with different types concurrently get two fields, not a
 // conflict):
 //
-//   - counter: a PN-counter; every Add is an op with a non-zero delta.
+//   - counter: a PN-counter; every Add is an op with a non-zero delta. The
+//     value is the exact sum of the deltas (kept in 128 bits, so it never
+//     wraps and does not depend on their order), saturated to int64.
 //   - register: a last-writer-wins register holding one msgpack value; the
 //     write with the greatest (HLC time, replica id, seq) wins.
 //   - text: a sequence CRDT of Unicode scalar values (runes).

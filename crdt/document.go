@@ -47,7 +47,7 @@ type field struct {
 	Field
 	idx     uint32 // in Doc.fields
 	text    *text
-	counter int64
+	counter sum128
 	reg     regState
 }
 
@@ -303,10 +303,15 @@ func (d *Doc) TextLen(name string) int {
 	return 0
 }
 
-// Counter returns the value of a counter field (0 if there is none).
+// Counter returns the value of a counter field (0 if there is none): the
+// sum of its deltas, which the document keeps exactly, saturated to the
+// int64 range (math.MaxInt64 or math.MinInt64 when the sum lies beyond).
+// An exact sum does not depend on the order in which deltas arrive, so
+// every replica holding the same ops shows the same value, however far
+// past the range their partial sums went.
 func (d *Doc) Counter(name string) int64 {
 	if f := d.field(Field{name, FieldCounter}, false); f != nil {
-		return f.counter
+		return f.counter.saturated()
 	}
 	return 0
 }
@@ -472,7 +477,7 @@ func (d *Doc) origins(r uint32, seq uint32) (ref, ref) {
 
 func (d *Doc) applyCounter(f *field, r uint32, seq uint32, delta int64) {
 	d.logCounter(f, r, seq, delta)
-	f.counter += delta
+	f.counter.add(delta, 1)
 }
 
 func (d *Doc) logCounter(f *field, r uint32, seq uint32, delta int64) {

@@ -364,7 +364,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 					return bad("delete target is not a character of its text")
 				}
 			case OpCounterAdd:
-				f.counter += sp.delta * int64(sp.n)
+				f.counter.add(sp.delta, sp.n)
 			case OpRegisterSet:
 				d.writeRegister(f, regState{set: true, t: d.timeAt(uint32(r), sp.seq), r: uint32(r), seq: sp.seq, off: sp.off, nb: sp.nb})
 			}
