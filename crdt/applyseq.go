@@ -68,11 +68,12 @@ func (d *Doc) applySeq(cs ChangeSeq, trusted bool) error {
 			st.undo()
 			return fmt.Errorf("change %d (%s@%d): %w", n, c.Replica.String()[:8], c.Seq, err)
 		}
-		if c.Seq != p.nextSeq(c.Replica) {
+		if c.Seq != p.nextSeq(c.Replica) || c.Time < p.maxT {
+			// Out of seq or time order: Apply sorts and plans it.
 			inOrder = false
 			break
 		}
-		err := p.validate(c)
+		err := p.validate(c, false)
 		if err == errWait {
 			inOrder = false
 			break

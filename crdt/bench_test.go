@@ -1,6 +1,7 @@
 package crdt_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/weftsync/weft/crdt"
@@ -133,4 +134,41 @@ func BenchmarkRemoteInsertManyWriters(b *testing.B) {
 		all = append(all, w.ChangesSince(before)...)
 	}
 	applyEach(b, all)
+}
+
+// BenchmarkAdversarialOrder plans batches in orders the encoder never
+// produces (issue 11 §3): one replica's 20,000 one-op changes in
+// descending seq order (43 s when planned one pass per change), and
+// 5,000 replicas' one-change chain (each inserts after the previous
+// replica's character) sent back to front. Both now cost a sort.
+func BenchmarkAdversarialOrder(b *testing.B) {
+	b.Run("descending-20000", func(b *testing.B) {
+		cs := descending(20000)
+		b.ReportAllocs()
+		for b.Loop() {
+			d := newDoc(1, &hlc.ManualWall{Millis: 1_000_000})
+			if err := d.Apply(cs...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("replica-chain-5000", func(b *testing.B) {
+		var cs []crdt.Change
+		left := crdt.ID{}
+		for i := range 5000 {
+			var r crdt.ReplicaID
+			r[0], r[1], r[15] = byte(i>>8), byte(i), 1
+			cs = append(cs, crdt.Change{Replica: r, Seq: 1, Time: hlc.New(int64(1000+i), 0), Ops: []crdt.Op{{
+				Kind: crdt.OpTextInsert, Field: "body", Text: "c", Left: left}}})
+			left = crdt.ID{Replica: r, Seq: 1}
+		}
+		slices.Reverse(cs)
+		b.ReportAllocs()
+		for b.Loop() {
+			d := newDoc(1, &hlc.ManualWall{Millis: 1_000_000})
+			if err := d.Apply(cs...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

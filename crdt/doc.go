@@ -66,7 +66,11 @@
 //     as a []Change, is atomic in the same way: what it recorded while
 //     reading is taken back.
 //   - At(t) includes exactly the changes stamped ≤ t; HLC times respect
-//     causality, so that set is causally closed.
+//     causality, so that set is causally closed. Apply enforces it: a
+//     change stamped no later than its replica's previous change or than
+//     a character it names is refused (ErrBackdated). At never fails.
+//   - A batch is planned in time order, so one pass over it finds every
+//     change that can be applied, whatever order it came in.
 //
 // # Example
 //
@@ -90,6 +94,10 @@
 //
 // HAZARD: sequence numbers are 32-bit inside a Doc: a replica can make about
 // four billion ops per document. Changes beyond that are refused as invalid.
+//
+// HAZARD: ApplyTrusted, for a document's own stored history, checks
+// neither the max clock offset nor the time rule; never give it bytes from
+// the network.
 //
 // HAZARD: FromState checks that a State is internally consistent (every
 // index, length and reference), so a corrupt snapshot cannot crash a

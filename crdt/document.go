@@ -962,8 +962,11 @@ func (d *Doc) ops(ops []Op, r uint32, from, to uint32) []Op {
 // It cuts the document's state down to that set rather than replaying
 // history (automerge-paper: milliseconds instead of a third of a second).
 // NB: a replica's times are taken to increase with its seqs, as every
-// honest replica's do; the cut for a replica ends before its first change
-// stamped after t.
+// honest replica's do and Apply makes every replica's (a backdated change
+// is refused); the cut for a replica ends before its first change
+// stamped after t. History stored before that rule (ApplyTrusted does not
+// apply it) may break the cut; At then replays, which cannot fail: it
+// never panics and always returns a document.
 func (d *Doc) At(t hlc.Timestamp) *Doc {
 	clock := hlc.NewClock(func() int64 { return t.WallMillis() }, 0)
 	if v, err := FromState(d.stateAt(t), d.replica, clock, d.opts); err == nil {
@@ -976,7 +979,12 @@ func (d *Doc) At(t hlc.Timestamp) *Doc {
 }
 
 // atByReplay builds At(t) by applying every change stamped ≤ t to a new
-// document.
+// document, as trusted history. A change that does not apply (a
+// dependency stamped after t, in history a backdating replica wrote before
+// such changes were refused) is left out, with what depends on it: the
+// changes go through the pending buffer, whose retry drops what is
+// invalid and keeps what waits, and never fails. (Re-applying with Apply
+// and panicking on an error took a whole server down.)
 func (d *Doc) atByReplay(t hlc.Timestamp) *Doc {
 	v := NewDoc(d.replica, hlc.NewClock(func() int64 { return t.WallMillis() }, 0), d.opts)
 	var hs []changeHead
@@ -984,9 +992,9 @@ func (d *Doc) atByReplay(t hlc.Timestamp) *Doc {
 		hs = d.heads(hs, uint32(r), 1, d.logs[r].next-1, func(ct hlc.Timestamp) bool { return ct <= t })
 	}
 	slices.SortStableFunc(hs, func(a, b changeHead) int { return cmp.Compare(a.t, b.t) })
-	if err := v.Apply(d.changes(hs, len(hs))...); err != nil {
-		panic("crdt: At: re-applying own history failed: " + err.Error())
-	}
+	v.pending = d.changes(hs, len(hs))
+	v.retryPending(true)
+	v.pending = nil // what still waits is not part of the view
 	v.readOnly = true
 	return v
 }

@@ -3,6 +3,7 @@ package crdt_test
 import (
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -114,5 +115,150 @@ func TestCounterOverflow(t *testing.T) {
 	st, err := crdt.FromState(d.ExportState(), rid(1), hlc.NewClock((&hlc.ManualWall{}).Read, 0), crdt.Options{})
 	if err != nil || st.Counter("n") != math.MaxInt64 {
 		t.Errorf("from state: %v, %d", err, st.Counter("n"))
+	}
+}
+
+// backdatedBatch is the attack: replica 2 types one character in
+// 2023; replica 3 then sends n one-character changes stamped in 1970,
+// each inserted after the previous, the first after the 2023 character.
+func backdatedBatch(n int) (base, attack []crdt.Change) {
+	src := newDoc(2, &hlc.ManualWall{Millis: 1_700_000_000_000})
+	tx := src.Begin()
+	tx.Insert("body", 0, "x")
+	tx.Commit()
+	base = src.ChangesSince(nil)
+	left := crdt.ID{Replica: rid(2), Seq: 1}
+	for i := range n {
+		c := crdt.Change{Replica: rid(3), Seq: uint64(i + 1), Time: hlc.New(int64(1000+i), 0), Ops: []crdt.Op{{
+			Kind: crdt.OpTextInsert, Field: "body", Text: "y", Left: left,
+		}}}
+		attack = append(attack, c)
+		left = crdt.ID{Replica: rid(3), Seq: uint64(i + 1)}
+	}
+	return base, attack
+}
+
+// TestBackdatedChangesRefused: changes stamped before the characters they
+// name, or before their replica's previous change, are refused as
+// invalid, whole batch, document untouched; At never panics (it did:
+// "re-applying own history failed", taking the server down).
+func TestBackdatedChangesRefused(t *testing.T) {
+	base, attack := backdatedBatch(5000)
+	for _, how := range []string{"Apply", "ApplySeq"} {
+		d := newDoc(1, &hlc.ManualWall{Millis: 1_700_000_000_000})
+		if err := d.Apply(base...); err != nil {
+			t.Fatal(err)
+		}
+		before := d.Describe()
+		var err error
+		if how == "Apply" {
+			err = d.Apply(attack...)
+		} else {
+			err = d.ApplySeq(reusingSeq(attack, -1, nil))
+		}
+		if !errors.Is(err, crdt.ErrInvalidChange) || !errors.Is(err, crdt.ErrBackdated) {
+			t.Fatalf("%s: %v", how, err)
+		}
+		if d.Describe() != before || d.Version()[rid(3)] != 0 || d.Pending() != 0 {
+			t.Fatalf("%s: refused batch left a trace: %q %v", how, d.Describe(), d.Version())
+		}
+	}
+	// A replica's change stamped before its previous one.
+	d := newDoc(1, &hlc.ManualWall{Millis: 1_700_000_000_000})
+	prev := []crdt.Change{
+		{Replica: rid(4), Seq: 1, Time: hlc.New(5000, 0), Ops: []crdt.Op{{Kind: crdt.OpCounterAdd, Field: "n", Delta: 1}}},
+		{Replica: rid(4), Seq: 2, Time: hlc.New(5000, 0), Ops: []crdt.Op{{Kind: crdt.OpCounterAdd, Field: "n", Delta: 1}}},
+	}
+	if err := d.Apply(prev...); !errors.Is(err, crdt.ErrBackdated) {
+		t.Fatalf("second change stamped as the first: %v", err)
+	}
+	if err := d.Apply(prev[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(prev[1]); !errors.Is(err, crdt.ErrBackdated) || d.Counter("n") != 1 {
+		t.Fatalf("second change in its own batch: %v, counter %d", err, d.Counter("n"))
+	}
+	// A delete stamped no later than the character it deletes.
+	del := crdt.Change{Replica: rid(5), Seq: 1, Time: base[0].Time, Ops: []crdt.Op{{
+		Kind: crdt.OpTextDelete, Field: "body", Target: crdt.ID{Replica: rid(2), Seq: 1}, Count: 1}}}
+	d2 := newDoc(1, &hlc.ManualWall{Millis: 1_700_000_000_000})
+	if err := d2.Apply(append(slices.Clone(base), del)...); !errors.Is(err, crdt.ErrBackdated) {
+		t.Fatalf("delete stamped with the character: %v", err)
+	}
+	del.Time++
+	if err := d2.Apply(append(slices.Clone(base), del)...); err != nil || d2.Text("body") != "" {
+		t.Fatalf("delete stamped after: %v %q", err, d2.Text("body"))
+	}
+}
+
+// TestAtNeverPanics: history stored before backdated changes were refused
+// (ApplyTrusted takes it as it is) still gives an At at every time.
+func TestAtNeverPanics(t *testing.T) {
+	base, attack := backdatedBatch(300)
+	d := newDoc(1, &hlc.ManualWall{Millis: 1_700_000_000_000})
+	if err := d.ApplyTrusted(reusingSeq(append(base, attack...), -1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.TextLen("body"); got != 301 {
+		t.Fatalf("trusted history: %d runes", got)
+	}
+	for _, at := range []hlc.Timestamp{0, hlc.New(1000, 0), hlc.New(1100, 5), hlc.New(1_700_000_000_000, 0), hlc.New(1_800_000_000_000, 0)} {
+		v := d.At(at) // panicked: "re-applying own history failed"
+		if !v.ReadOnly() {
+			t.Fatal("At is not read-only")
+		}
+		want := ""
+		if at >= base[0].Time {
+			want = d.Text("body")
+		}
+		if v.Text("body") != want {
+			t.Errorf("At(%v) = %q, want %q", at, v.Text("body"), want)
+		}
+	}
+}
+
+// descending returns one replica's n one-op changes (honestly stamped)
+// listed in descending seq order: the order the encoder never produces
+// that made planning quadratic (20,000 took 43 s).
+func descending(n int) []crdt.Change {
+	src := newDoc(7, &hlc.ManualWall{Millis: 1_000})
+	for i := range n {
+		tx := src.Begin()
+		if i%2 == 0 {
+			tx.Insert("body", i/2, "a")
+		} else {
+			tx.Add("n", 1)
+		}
+		tx.Commit()
+	}
+	cs := src.ChangesSince(nil)
+	slices.Reverse(cs)
+	return cs
+}
+
+// TestAdversarialOrderOnePass: a batch in descending seq order is planned
+// in one pass, not one pass per change: it allocates about what the same
+// batch in order does (planning it pass by pass grew a new list of the
+// changes left every pass, thousands of allocations).
+func TestAdversarialOrderOnePass(t *testing.T) {
+	const n = 2000
+	desc := descending(n)
+	asc := slices.Clone(desc)
+	slices.Reverse(asc)
+	allocs := func(cs []crdt.Change) float64 {
+		return testing.AllocsPerRun(3, func() {
+			d := newDoc(1, &hlc.ManualWall{Millis: 1_000_000})
+			if err := d.Apply(cs...); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	a, b := allocs(asc), allocs(desc)
+	if b > a+50 {
+		t.Fatalf("descending order: %.0f allocations, in order %.0f", b, a)
+	}
+	d := newDoc(1, &hlc.ManualWall{Millis: 1_000_000})
+	if err := d.Apply(desc...); err != nil || d.Counter("n") != n/2 || d.TextLen("body") != n/2 {
+		t.Fatalf("%v: counter %d, text %d", err, d.Counter("n"), d.TextLen("body"))
 	}
 }
