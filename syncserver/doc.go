@@ -62,6 +62,19 @@
 //     CloseProtocolError; unknown message types are answered with an error
 //     and the connection stays open (a newer client).
 //
+//   - One bad document never takes the process down. A panic on a room
+//     goroutine (applying, reading, persisting, or loading the document)
+//     fail-stops that document only: the command that panicked, every
+//     subscriber and every waiting ack get internal, event streams end,
+//     weft_doc_failures_total{doc} counts it and an error log line names
+//     the document with the stack. The room then answers everything with
+//     internal (a new subscriber too: no reload loop on a poisonous
+//     input) until nothing holds it and the janitor unloads it; the next
+//     request loads the document again from the store, where nothing
+//     unacknowledged was. A panic on a session's goroutines closes that
+//     connection with 1011 (CloseInternalError); one in an HTTP handler
+//     answers 500 internal; both count in weft_panics_total{where}.
+//
 // The room implements the server side of the sync protocol itself rather
 // than holding a syncproto.Peer per subscriber: it decodes updates on the
 // connection's reader goroutine (off the room), checks replica ownership

@@ -275,30 +275,37 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 		s.getSnapshot(w, r, rm, at)
 		return
 	}
-	reply := make(chan DocJSON, 1)
-	err = rm.send(r.Context(), cmdDo{fn: func(rm *room) {
+	var out DocJSON
+	err = rm.do(r.Context(), func(rm *room) {
 		d := rm.doc
 		if at != 0 {
 			d = d.At(at)
 		}
-		out := NewDocJSON(doc, d)
+		out = NewDocJSON(doc, d)
 		if at != 0 {
 			out.At = at.Time().Format(time.RFC3339Nano)
 		}
-		reply <- out
-	}})
+	})
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
+		s.doError(w, r, err)
 		return
 	}
-	select {
-	case out := <-reply:
-		code := http.StatusOK
-		if len(out.Version) == 0 && at == 0 {
-			code = http.StatusNotFound // nothing was ever written
-		}
-		writeJSON(w, code, out)
-	case <-r.Context().Done():
+	code := http.StatusOK
+	if len(out.Version) == 0 && at == 0 {
+		code = http.StatusNotFound // nothing was ever written
+	}
+	writeJSON(w, code, out)
+}
+
+// doError answers for a room.do that failed: 500 if the document failed,
+// 503 if the room is gone or busy, nothing if the client left.
+func (s *Server) doError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case r.Context().Err() != nil:
+	case errors.Is(err, ErrDocFailed):
+		httpError(w, http.StatusInternalServerError, syncproto.StatusInternal, err.Error())
+	default:
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
 	}
 }
 
@@ -374,34 +381,30 @@ func wantsSnapshot(r *http.Request) bool {
 // snapshot. The room only copies its state; encoding runs here, off the
 // room goroutine.
 func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request, rm *room, at hlc.Timestamp) {
-	reply := make(chan *crdt.State, 1)
-	empty := make(chan bool, 1)
-	err := rm.send(r.Context(), cmdDo{fn: func(rm *room) {
+	var st *crdt.State
+	empty := false
+	err := rm.do(r.Context(), func(rm *room) {
 		d := rm.doc
 		if at != 0 {
 			d = d.At(at)
 		}
-		empty <- len(d.Version()) == 0
-		reply <- d.ExportState()
-	}})
+		empty = len(d.Version()) == 0
+		st = d.ExportState()
+	})
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
+		s.doError(w, r, err)
 		return
 	}
-	select {
-	case st := <-reply:
-		if <-empty && at == 0 {
-			httpError(w, http.StatusNotFound, syncproto.StatusNotFound, "no such document")
-			return
-		}
-		body := codec.EncodeState(st)
-		w.Header().Set("Content-Type", SnapshotMediaType)
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.WriteHeader(http.StatusOK)
-		if r.Method != http.MethodHead {
-			w.Write(body)
-		}
-	case <-r.Context().Done():
+	if empty && at == 0 {
+		httpError(w, http.StatusNotFound, syncproto.StatusNotFound, "no such document")
+		return
+	}
+	body := codec.EncodeState(st)
+	w.Header().Set("Content-Type", SnapshotMediaType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(body)
 	}
 }
 

@@ -34,6 +34,8 @@ type metrics struct {
 	storeErrors  prometheus.Counter
 	fanoutSecs   prometheus.Histogram
 	pendingTotal prometheus.Gauge
+	docFailures  *prometheus.CounterVec // doc
+	panics       *prometheus.CounterVec // where: session_reader, session_writer, http
 }
 
 func newMetrics(reg *prometheus.Registry) (*metrics, error) {
@@ -71,11 +73,15 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 		fanoutSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weft_fanout_seconds",
 			Help: "Time from receiving an update frame to queueing its changes for the other subscribers.", Buckets: latency}),
 		pendingTotal: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_pending_changes", Help: "Changes held waiting for dependencies, over all loaded documents."}),
+		docFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_doc_failures_total",
+			Help: "Panics on a document's room goroutine (or while loading it), by document: each fail-stops that document until it unloads."}, []string{"doc"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_panics_total",
+			Help: "Panics recovered outside rooms, by where (session_reader, session_writer, http); each ends only its connection or request."}, []string{"where"}),
 	}
 	cs := []prometheus.Collector{m.conns, m.connsTotal, m.refused, m.closes, m.framesIn, m.framesOut, m.bytesIn,
 		m.bytesOut, m.updates, m.limitHits, m.presence, m.sseStreams, m.docsLoaded, m.bytesHeld, m.loads,
 		m.loadErrors, m.loadSeconds, m.unloads, m.commitSecs, m.commitBytes, m.snapshots, m.storeErrors,
-		m.fanoutSecs, m.pendingTotal}
+		m.fanoutSecs, m.pendingTotal, m.docFailures, m.panics}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, err

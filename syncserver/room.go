@@ -2,7 +2,9 @@ package syncserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +59,7 @@ type room struct {
 	held             []heldBroadcast // only with Server.broadcastAfterDurable
 	casts            []roomCast      // fan-out to sessions not yet queued (see castFlush)
 	failed           error           // the store failed: fail-stop
+	broken           error           // a panic on the room goroutine: this document fail-stops (see crash)
 	stopping         bool
 	lastPending      int
 	// pendingBytes bounds from above the decoded size of the document's
@@ -103,8 +106,13 @@ type cmdPresence struct {
 	p    *syncproto.Presence
 }
 
-// cmdDo runs fn on the room goroutine (reads of the document).
-type cmdDo struct{ fn func(r *room) }
+// cmdDo runs fn on the room goroutine (reads of the document). fail, if
+// set, is called instead when the room has failed (see room.crash) or fn
+// panics; it must not block.
+type cmdDo struct {
+	fn   func(r *room)
+	fail func(error)
+}
 
 type cmdStream struct {
 	st      *stream
@@ -239,7 +247,7 @@ func (r *room) trySend(c roomCmd) {
 func (r *room) run() {
 	defer r.s.roomWG.Done()
 	defer close(r.done)
-	if err := r.load(); err != nil {
+	if err := r.safeLoad(); err != nil {
 		r.loadErr = err
 		r.s.m.loadErrors.Inc()
 		r.s.log.Error("document load failed", "doc", r.id, "err", err)
@@ -260,30 +268,38 @@ func (r *room) run() {
 		if r.presenceTkr != nil {
 			tick = r.presenceTkr.C
 		}
-		select {
-		case c := <-r.cmds:
-			if r.handle(c) {
-				return
-			}
-			// Group commit: take whatever else is queued before persisting.
-			for n := 0; n < roomQueue; n++ {
-				select {
-				case c := <-r.cmds:
-					if r.handle(c) {
-						return
-					}
-					continue
-				default:
+		var cmd roomCmd // the command being handled, for crash
+		exit := r.protect(&cmd, func() bool {
+			select {
+			case c := <-r.cmds:
+				if cmd = c; r.handle(c) {
+					return true
 				}
-				break
+				// Group commit: take whatever else is queued before persisting.
+				for n := 0; n < roomQueue; n++ {
+					select {
+					case c := <-r.cmds:
+						if cmd = c; r.handle(c) {
+							return true
+						}
+						continue
+					default:
+					}
+					break
+				}
+				cmd = nil
+				r.castFlush()
+			case res := <-r.persistDone:
+				r.persisted(res)
+			case now := <-tick:
+				r.presenceTick(now)
 			}
-			r.castFlush()
-		case res := <-r.persistDone:
-			r.persisted(res)
-		case now := <-tick:
-			r.presenceTick(now)
+			r.flush()
+			return false
+		})
+		if exit {
+			return
 		}
-		r.flush()
 		// A failed store takes nothing more: what is unpersisted then was
 		// never acked and stays with its authors.
 		if r.stopping && !r.persisting && ((len(r.unpersisted) == 0 && len(r.newOwners) == 0) || r.failed != nil) && len(r.cmds) == 0 {
@@ -301,6 +317,9 @@ func (r *room) run() {
 
 // handle runs one command; it reports whether the room has exited.
 func (r *room) handle(c roomCmd) bool {
+	if r.broken != nil {
+		return r.handleBroken(c)
+	}
 	if _, ok := c.(cmdUpdate); !ok {
 		// Whatever else the room does (a newcomer's catch-up, presence
 		// that may point into the changes) comes after the fan-out of the
@@ -809,7 +828,7 @@ func advance(v crdt.VersionVector, changes []crdt.Change) {
 // flight: everything that arrived during the previous write goes in one
 // batch (group commit), and a snapshot replaces the log when it outgrew it.
 func (r *room) flush() {
-	if r.persisting || r.failed != nil {
+	if r.persisting || r.failed != nil || r.broken != nil {
 		return
 	}
 	o := &r.s.opts
@@ -864,6 +883,14 @@ func (r *room) startPersist(state *crdt.State, batch []byte, version crdt.Versio
 	go func() {
 		start := time.Now()
 		res := persistResult{snapshot: state != nil, version: version}
+		defer func() {
+			// A panic (encoding the snapshot) fails this document, not
+			// the process; the room sees it as the write's outcome.
+			if v := recover(); v != nil {
+				res.err = &panicError{v, debug.Stack()}
+				done <- res
+			}
+		}()
 		if len(owners) > 0 {
 			// First: an ack for the changes must never go out while the
 			// claim they made could still be lost.
@@ -893,6 +920,13 @@ func (r *room) startPersist(state *crdt.State, batch []byte, version crdt.Versio
 // fail-stops.
 func (r *room) persisted(res persistResult) {
 	r.persisting = false
+	if r.broken != nil {
+		return // nothing more is acked or persisted
+	}
+	if pe := (*panicError)(nil); errors.As(res.err, &pe) {
+		r.crash(pe.value, pe.stack, nil)
+		return
+	}
 	if res.err != nil {
 		r.failed = res.err
 		r.s.m.storeErrors.Inc()

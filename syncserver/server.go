@@ -13,6 +13,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/weftsync/weft/crdt/syncproto"
 )
 
 // ErrShuttingDown is returned for work refused because Shutdown has begun.
@@ -53,6 +55,9 @@ type Server struct {
 	// Off in production (see "Broadcast before persist" in doc.go); tests
 	// and BenchmarkFanout turn it on to compare.
 	broadcastAfterDurable bool
+	// testDispatch, if set (by tests, before any connection), is called
+	// with every message a session dispatches.
+	testDispatch func(syncproto.Message)
 
 	repl replication // the cluster, if any (replicate.go)
 
@@ -149,7 +154,7 @@ func (s *Server) routes() http.Handler {
 			fmt.Fprintln(w, "ready")
 		}
 	})
-	return mux
+	return s.recoverHTTP(mux)
 }
 
 // failStop records a store failure: the first one is logged, delivered on

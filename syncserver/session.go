@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,8 @@ type session struct {
 	kickOnce   sync.Once
 	closeCode  syncproto.CloseCode // written once, in kick, before closing is set
 	closeText  string
-	writerDone chan struct{} // closed when the connection has been closed
+	writerDone chan struct{} // closed (by finishWriter) when the connection has been closed
+	writerOnce sync.Once
 	readerDone chan struct{} // closed when the reader has stopped
 	draining   atomic.Bool   // Shutdown stopped the reader
 	ping       *time.Timer   // guarded by out's lock
@@ -230,6 +232,7 @@ func (ss *session) enqueue(f outFrame, limited bool) {
 // breaks the framing rules, which may interleave with ours; such a
 // connection is being torn down anyway.
 func (ss *session) flush() {
+	defer ss.recoverWriter()
 	o := &ss.s.opts
 	nc := ss.nc
 	var batch []outFrame
@@ -296,12 +299,31 @@ func (ss *session) flush() {
 			ss.out.Unlock()
 			ss.kickOnce.Do(func() { ss.closeCode = syncproto.CloseNormal })
 			ss.conn.Close()
-			close(ss.writerDone)
+			ss.finishWriter()
 			return
 		}
 		ss.s.m.framesOut.Add(float64(frames))
 		ss.s.m.bytesOut.Add(float64(n))
 	}
+}
+
+func (ss *session) finishWriter() { ss.writerOnce.Do(func() { close(ss.writerDone) }) }
+
+// recoverWriter ends the connection of a flusher that panicked (the
+// process goes on). It must be deferred directly.
+func (ss *session) recoverWriter() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	ss.s.m.panics.WithLabelValues("session_writer").Inc()
+	ss.s.log.Error("session writer panicked; closing the connection", "session", ss.id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	ss.out.Lock()
+	ss.out.closed, ss.out.frames = true, nil
+	ss.out.Unlock()
+	ss.kickOnce.Do(func() { ss.closeCode = closeInternalError })
+	ss.conn.Close()
+	ss.finishWriter()
 }
 
 // maxFrameHeader is the longest server frame header (no mask).
@@ -341,7 +363,7 @@ func (ss *session) closeConn() {
 		ss.s.log.Debug("writing a close frame", "session", ss.id, "err", err)
 	}
 	ss.conn.Close()
-	close(ss.writerDone)
+	ss.finishWriter()
 }
 
 // sendPing runs on the ping timer's goroutine.
@@ -441,6 +463,7 @@ func (ss *session) sendRoom(r *room, c roomCmd) bool {
 }
 
 func (ss *session) reader() {
+	defer ss.recoverSession("session_reader") // first deferred: runs after leaveAll and close
 	defer close(ss.readerDone)
 	defer ss.leaveAll()
 	o := &ss.s.opts
@@ -573,6 +596,9 @@ func (ss *session) handshake() bool {
 }
 
 func (ss *session) dispatch(m syncproto.Message, received time.Time) {
+	if ss.s.testDispatch != nil {
+		ss.s.testDispatch(m)
+	}
 	switch m := m.(type) {
 	case *syncproto.Subscribe:
 		ss.subscribe(m.Doc, m.Version)

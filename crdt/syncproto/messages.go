@@ -148,6 +148,7 @@ type CloseCode uint16
 const (
 	CloseNormal             CloseCode = 1000 // the peer is done
 	CloseGoingAway          CloseCode = 1001 // server shutdown: reconnect (elsewhere) at once
+	CloseInternalError      CloseCode = 1011 // a server bug ended the connection: reconnect with backoff
 	CloseTryAgainLater      CloseCode = 1013 // server over capacity: reconnect with backoff
 	CloseProtocolError      CloseCode = 4000 // a malformed frame or a message out of order
 	CloseAuthFailed         CloseCode = 4001 // the token in hello is invalid or expired: do not retry with it
@@ -161,7 +162,7 @@ const (
 )
 
 var closeNames = map[CloseCode]string{
-	CloseNormal: "normal", CloseGoingAway: "going_away", CloseTryAgainLater: "try_again_later",
+	CloseNormal: "normal", CloseGoingAway: "going_away", CloseInternalError: "internal_error", CloseTryAgainLater: "try_again_later",
 	CloseProtocolError: "protocol_error", CloseAuthFailed: "auth_failed",
 	CloseAuthTimeout: "auth_timeout", CloseTooSlow: "too_slow",
 	CloseRateLimited: "rate_limited", CloseFrameTooLarge: "frame_too_large",
