@@ -63,6 +63,20 @@ func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "weft bench trace: %v\n", err)
 			return 1
 		}
+		if tr.Kind == "concurrent" {
+			r := bench.RunConcurrentTrace(tr, bench.TraceOptions{Runs: *runs})
+			if !r.OK {
+				code = 1
+			}
+			if err := printResult(stdout, *asJSON, r, func() {
+				fmt.Fprintf(stdout, "%-32s agents %d  txns %7d  ok %-5v  replay %8.2f ms (%d merges)  merge all %8.2f ms (%d bytes)  snapshot %8d bytes  decode %6.2f ms %s\n",
+					r.Trace, r.Agents, r.Txns, r.OK, r.ReplayMS, r.Merges, r.MergeMS, r.HistoryBytes, r.EncodedBytes, r.DecodeMS, r.Error)
+			}); err != nil {
+				fmt.Fprintf(stderr, "weft bench trace: %v\n", err)
+				return 1
+			}
+			continue
+		}
 		r := bench.RunTrace(tr, bench.TraceOptions{Runs: *runs})
 		if !r.OK {
 			code = 1
