@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/hlc"
 	"strings"
 	"testing"
 
@@ -51,6 +54,28 @@ func BenchmarkConcurrentReplayFriendsforever(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := ReplayConcurrent(tr, walls); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Merging the whole encoded history of the concurrent trace into a new
+// document: the merge_ms of `weft bench trace concurrent/friendsforever.json.gz`.
+func BenchmarkConcurrentMergeAllFriendsforever(b *testing.B) {
+	tr, err := traces.Load("concurrent/friendsforever.json.gz")
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, _, err := ReplayConcurrent(tr, wallsOf(tr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	history := codec.EncodeChanges(d.ChangesSince(nil))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(history)))
+	for b.Loop() {
+		m := crdt.NewDoc(crdt.ReplicaID{0xbb, 15: 2}, hlc.NewClock((&hlc.ManualWall{}).Read, 0), crdt.Options{})
+		if err := m.ApplySeq(codec.ChangeSeq(history)); err != nil {
 			b.Fatal(err)
 		}
 	}
