@@ -180,6 +180,22 @@ func LocalOptions() Options {
 	return o
 }
 
+// MinSecretBytes is the shortest HS256 secret a server accepts (and `weft
+// token` signs with): shorter ones can be brute-forced offline from any
+// token.
+const MinSecretBytes = 16
+
+// CheckOptions reports every problem New would find in o, without starting
+// anything: a command line can validate its flags before it opens a store.
+// A nil Store is not reported here.
+func CheckOptions(o Options) error {
+	if o.Store == nil {
+		o.Store = NewMemStore()
+	}
+	_, err := o.withDefaults()
+	return err
+}
+
 // withDefaults fills zero fields from DefaultOptions and validates; it
 // returns every problem at once.
 func (o Options) withDefaults() (Options, error) {
@@ -201,8 +217,8 @@ func (o Options) withDefaults() (Options, error) {
 	if len(o.Secret) == 0 && !o.Insecure {
 		bad("Options.Secret is required unless Options.Insecure is set")
 	}
-	if len(o.Secret) > 0 && len(o.Secret) < 16 {
-		bad("Options.Secret must be at least 16 bytes, got %d", len(o.Secret))
+	if len(o.Secret) > 0 && len(o.Secret) < MinSecretBytes {
+		bad("Options.Secret must be at least %d bytes, got %d", MinSecretBytes, len(o.Secret))
 	}
 	for _, origin := range o.AllowedOrigins {
 		if origin == "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 )
 
 // benchmarks maps `weft bench NAME` to its driver. Each driver lives in its
@@ -26,12 +27,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	slices.Sort(names)
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintf(stdout, "Usage: weft bench NAME [flags] [--json]\n\nBenchmarks: %v\n", names)
+		fmt.Fprintf(stdout, "Usage: weft bench NAME [flags] [--json]\n\nBenchmarks:\n")
+		for _, n := range names {
+			fmt.Fprintf(stdout, "  %s\n", n)
+		}
+		fmt.Fprintf(stdout, "\nRun 'weft bench NAME --help' for its flags.\n")
 		return 0
 	}
 	b, ok := benchmarks[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "weft bench: unknown benchmark %q (have %v)\n", args[0], names)
+		fmt.Fprintf(stderr, "weft bench: unknown benchmark %q (have %s)\n", args[0], strings.Join(names, ", "))
 		return 2
 	}
 	return b(ctx, args[1:], stdout, stderr)

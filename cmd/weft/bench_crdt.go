@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 
@@ -36,8 +35,7 @@ func writeJSON(w io.Writer, v any, indent bool) error {
 }
 
 func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("weft bench trace", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft bench trace", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object per trace")
 	runs := fs.Int("runs", 5, "timed runs after one warm-up (the median is reported)")
 	fs.Usage = func() {
@@ -46,7 +44,7 @@ func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintf(stderr, "  %s\n", n)
 		}
 		fmt.Fprintf(stderr, "\nFlags:\n")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	files, code, done := parseAnywhere(fs, args, stderr)
 	if done {
@@ -93,8 +91,7 @@ func benchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) in
 }
 
 func benchMerge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("weft bench merge", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft bench merge", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	edits := fs.Int("edits", 10000, "random single-character edits per replica")
 	runs := fs.Int("runs", 5, "timed runs after one warm-up (the median is reported)")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,8 +26,7 @@ func benchLogger(stderr io.Writer, verbose bool) *slog.Logger {
 
 func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	d := bench.DefaultConvergeOptions()
-	fs := flag.NewFlagSet("weft bench converge", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft bench converge", stderr)
 	server := fs.String("server", "", "URL of a running server (default: start a 'weft serve --insecure' child process)")
 	token := fs.String("token", "", "access token every client sends (with --server)")
 	binary := fs.String("binary", "", "weft executable to start as the server without --server (default: this one)")
@@ -47,7 +45,7 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(fs.Output(), "Usage: weft bench converge [--server URL] --clients N --docs D --rate R --duration T [--json]\n\n"+
 			"N Go clients over D documents each make R edits/s; latency is the time from an edit to its\n"+
 			"arrival at every other subscriber of its document. Every flag may also be set as WEFT_<NAME>.\n\n")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
@@ -99,8 +97,7 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	d := bench.DefaultConnsOptions()
-	fs := flag.NewFlagSet("weft bench conns", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft bench conns", stderr)
 	conns := fs.Int("conns", d.Conns, "idle authenticated connections to open, each subscribed to a document")
 	docs := fs.Int("docs", d.Docs, "documents the connections subscribe to (round robin)")
 	parallel := fs.Int("parallel", d.Parallel, "connections being opened at once")
@@ -112,7 +109,7 @@ func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(fs.Output(), "Usage: weft bench conns --conns N [--json]\n\n"+
 			"Starts a `weft serve` child process, opens N idle subscribed connections and reports the\n"+
 			"server's resident memory growth per connection. Every flag may also be set as WEFT_<NAME>.\n\n")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,8 +20,7 @@ func init() {
 // killed with SIGKILL under concurrent writers; every acknowledged edit
 // must survive exactly once.
 func runBenchCrash(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("weft bench crash", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft bench crash", stderr)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	writers := fs.Int("writers", 64, "concurrent writers, one client connection each")
 	docs := fs.Int("docs", 8, "documents the writers share")
@@ -69,8 +67,7 @@ func runBenchCrash(ctx context.Context, args []string, stdout, stderr io.Writer)
 // runBenchStore is `weft bench store`: durable acked batches per second
 // with concurrent writers, and the cold load of a real document.
 func runBenchStore(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("weft bench store", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft bench store", stderr)
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	writers := fs.Int("writers", 64, "concurrent writers, one document each")
 	batches := fs.Int("batches", 500, "batches each writer appends per run")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -64,11 +63,10 @@ type docFlags struct {
 }
 
 func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("weft doc", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft doc", stderr)
 	var f docFlags
 	fs.StringVar(&f.data, "data", "", "data directory of a stopped server")
-	fs.StringVar(&f.server, "server", "", "base URL of a running server, e.g. http://127.0.0.1:8080")
+	fs.StringVar(&f.server, "server", "", "base URL of a running server, e.g. http://127.0.0.1:7420")
 	fs.StringVar(&f.token, "token", "", "access token for --server (Authorization: Bearer)")
 	fs.StringVar(&f.prefix, "prefix", "", "ls: only ids starting with this")
 	fs.StringVar(&f.at, "at", "", "get: the document as it was at this RFC 3339 time")
@@ -76,7 +74,7 @@ func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the whole operation")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), docUsage)
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	pos, code, done := parseAnywhere(fs, args, stderr)
 	if done {

@@ -49,6 +49,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "weft: unknown command %q\n\n", args[0])
@@ -69,7 +72,40 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'weft COMMAND --help' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'weft COMMAND --help' for a command's flags; 'weft --version' for the version.")
+}
+
+// newFlagSet returns a command's flag set: errors are returned (and
+// printed to stderr), and the help lists the flags with printFlags unless
+// the command sets its own Usage.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nFlags:\n", fs.Name())
+		printFlags(fs)
+	}
+	return fs
+}
+
+// printFlags lists fs's flags as the help of every weft command does:
+// "--name TYPE", then the usage and default. (flag.PrintDefaults writes
+// "-name", while the rest of weft's help and docs write "--name"; both
+// parse.)
+func printFlags(fs *flag.FlagSet) {
+	w := fs.Output()
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		head := "  --" + f.Name
+		if typ != "" {
+			head += " " + typ
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "%s\n        %s%s\n", head, usage, def)
+	})
 }
 
 // fillFromEnv sets every flag of fs that the command line did not set (call

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -31,8 +33,7 @@ const memoryData = ":memory:"
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	def := syncserver.DefaultOptions()
-	fs := flag.NewFlagSet("weft serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("weft serve", stderr)
 	listen := fs.String("listen", "127.0.0.1:7420", "address to serve on (host:port; port 0 picks a free one)")
 	data := fs.String("data", "./weft-data", "data directory (Pebble); "+memoryData+" keeps documents in memory only")
 	secret := fs.String("secret", "", "HS256 secret that signs access tokens (at least 16 bytes); required unless --insecure")
@@ -64,6 +65,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Var(&snapMin, "snapshot-min", "write a snapshot once a document's log exceeds both its snapshot and this size")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "time SIGTERM/SIGINT gives connections to drain")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) file: serve HTTPS and WSS instead of HTTP (with --tls-key)")
+	tlsKey := fs.String("tls-key", "", "PEM private key file of --tls-cert")
+	var tlsConfig *tls.Config
 	fs.Usage = func() {
 		flagUsage(fs, "weft serve [flags]", "Runs a weft sync server. It prints one line with its URL once it listens.")
 	}
@@ -78,6 +82,57 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	reg := prometheus.NewRegistry()
+
+	o := syncserver.DefaultOptions()
+	o.Logger = logger
+	o.Registry = reg
+	o.Secret = []byte(*secret)
+	o.Insecure = *insecure
+	for _, s := range strings.Split(*origins, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.AllowedOrigins = append(o.AllowedOrigins, s)
+		}
+	}
+	o.MaxFrameBytes = int64(maxFrame)
+	o.MaxDocBytes = int64(maxDoc)
+	o.MaxChangesPerSec = *rate
+	o.ChangesBurst = *burst
+	o.MaxPresencePerSec = *presence
+	o.MaxConnections = *conns
+	o.MaxDocsPerConn = *docsPerConn
+	o.MaxPending = *pending
+	o.MaxValueBytes = int64(maxValue)
+	o.MaxPendingBytes = int64(maxPendingBytes)
+	o.MaxClockOffset = *clockOffset
+	o.SendQueue = *sendQueue
+	o.AuthTimeout = *authTimeout
+	o.PingInterval = *pingInterval
+	o.PongTimeout = *pongTimeout
+	o.MemoryBudget = int64(budget)
+	o.IdleTimeout = *idle
+	o.SnapshotMinBytes = int64(snapMin)
+	// Every flag is checked before the store is opened: a typo costs
+	// nothing, and the errors name flags, not Go fields.
+	if err := syncserver.CheckOptions(o); err != nil {
+		for _, e := range unwrapJoined(err) {
+			fmt.Fprintf(stderr, "weft serve: %s\n", flagNames(e.Error()))
+		}
+		return 2
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(stderr, "weft serve: --tls-cert and --tls-key go together")
+		return 2
+	}
+	scheme := "http"
+	if *tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "weft serve: --tls-cert/--tls-key: %v\n", err)
+			return 2
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		scheme = "https"
+	}
 
 	var store syncserver.Store
 	var closer io.Closer
@@ -107,38 +162,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 0
 	}
 
-	o := syncserver.DefaultOptions()
 	o.Store = store
-	o.Logger = logger
-	o.Registry = reg
-	o.Secret = []byte(*secret)
-	o.Insecure = *insecure
-	for _, s := range strings.Split(*origins, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			o.AllowedOrigins = append(o.AllowedOrigins, s)
-		}
-	}
-	o.MaxFrameBytes = int64(maxFrame)
-	o.MaxDocBytes = int64(maxDoc)
-	o.MaxChangesPerSec = *rate
-	o.ChangesBurst = *burst
-	o.MaxPresencePerSec = *presence
-	o.MaxConnections = *conns
-	o.MaxDocsPerConn = *docsPerConn
-	o.MaxPending = *pending
-	o.MaxValueBytes = int64(maxValue)
-	o.MaxPendingBytes = int64(maxPendingBytes)
-	o.MaxClockOffset = *clockOffset
-	o.SendQueue = *sendQueue
-	o.AuthTimeout = *authTimeout
-	o.PingInterval = *pingInterval
-	o.PongTimeout = *pongTimeout
-	o.MemoryBudget = int64(budget)
-	o.IdleTimeout = *idle
-	o.SnapshotMinBytes = int64(snapMin)
 	srv, err := syncserver.New(o)
 	if err != nil {
-		fmt.Fprintf(stderr, "weft serve: %v\n", err)
+		fmt.Fprintf(stderr, "weft serve: %s\n", flagNames(err.Error()))
 		closeStore()
 		return 2
 	}
@@ -158,10 +185,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:      tlsConfig,
+	}
+	if tlsConfig != nil {
+		// The HTTP/1.1-only Upgrade of a WebSocket needs ALPN to offer it.
+		ln = tls.NewListener(ln, tlsConfig.Clone())
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	fmt.Fprintf(stdout, "weft serving http://%s (data %s)\n", ln.Addr(), *data)
+	fmt.Fprintf(stdout, "weft serving %s://%s (data %s)\n", scheme, ln.Addr(), *data)
 
 	code := 0
 	select {
@@ -260,4 +292,41 @@ func (b *byteSize) Set(s string) error {
 	}
 	*b = byteSize(n * mult)
 	return nil
+}
+
+// optionFlags names the flag behind each syncserver.Options field, so that
+// validation errors speak the command line's language.
+var optionFlags = map[string]string{
+	"Secret": "secret", "Insecure": "insecure", "AllowedOrigins": "allow-origin",
+	"MaxFrameBytes": "max-frame", "MaxDocBytes": "max-doc",
+	"MaxChangesPerSec": "max-changes-per-sec", "ChangesBurst": "changes-burst",
+	"MaxPresencePerSec": "max-presence-per-sec", "MaxConnections": "max-conns",
+	"MaxDocsPerConn": "max-docs-per-conn", "MaxPending": "max-pending",
+	"MaxValueBytes": "max-value", "MaxPendingBytes": "max-pending-bytes",
+	"MaxClockOffset": "max-clock-offset", "SendQueue": "send-queue",
+	"AuthTimeout": "auth-timeout", "PingInterval": "ping-interval",
+	"PongTimeout": "pong-timeout", "MemoryBudget": "memory-budget",
+	"IdleTimeout": "idle-timeout", "SnapshotMinBytes": "snapshot-min",
+}
+
+var optionField = regexp.MustCompile(`Options\.([A-Za-z]+)|\b(MaxChangesPerSec)\b`)
+
+// flagNames rewrites "syncserver: Options.Secret must ..." as
+// "--secret must ...". A field no flag sets keeps its Go name.
+func flagNames(msg string) string {
+	msg = strings.TrimPrefix(msg, "syncserver: ")
+	return optionField.ReplaceAllStringFunc(msg, func(m string) string {
+		if f, ok := optionFlags[strings.TrimPrefix(m, "Options.")]; ok {
+			return "--" + f
+		}
+		return m
+	})
+}
+
+// unwrapJoined returns the errors inside an errors.Join, or err alone.
+func unwrapJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }

@@ -4,9 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,6 +36,11 @@ const testServeSecret = "serve-test-secret-0123456789"
 // startServe runs `weft serve` in-process and returns its URL and a stop
 // function that cancels it (as SIGTERM would) and returns its exit code.
 func startServe(t *testing.T, args ...string) (string, func() int) {
+	t.Helper()
+	return startServeScheme(t, "http", args...)
+}
+
+func startServeScheme(t *testing.T, scheme string, args ...string) (string, func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -49,7 +66,7 @@ func startServe(t *testing.T, args ...string) (string, func() int) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("weft serve printed nothing")
 	}
-	m := regexp.MustCompile(`^weft serving (http://127\.0\.0\.1:\d+) \(data .+\)$`).FindStringSubmatch(first)
+	m := regexp.MustCompile(`^weft serving (` + scheme + `://127\.0\.0\.1:\d+) \(data .+\)$`).FindStringSubmatch(first)
 	if m == nil {
 		t.Fatalf("start line %q", first)
 	}
@@ -219,4 +236,121 @@ func TestTokenCommand(t *testing.T) {
 	if !strings.Contains(errb.String(), "--secret") || !strings.Contains(errb.String(), "admin") {
 		t.Fatalf("errors not all reported: %s", errb.String())
 	}
+}
+
+// A bad flag is reported by its name, before the data directory is
+// touched: the store is not even created.
+func TestServeValidatesFlagsBeforeOpeningTheStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	var out, errb bytes.Buffer
+	c := runServe(context.Background(), []string{"--data", dir, "--secret", "short", "--max-conns", "-3", "--changes-burst", "-1"}, &out, &errb)
+	if c != 2 {
+		t.Fatalf("exit %d, want 2; stderr %s", c, errb.String())
+	}
+	msg := errb.String()
+	for _, want := range []string{"--secret must be at least 16 bytes", "--max-conns must be ≥ 1", "--changes-burst"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "Options.") || strings.Contains(msg, "syncserver:") {
+		t.Errorf("stderr names Go identifiers:\n%s", msg)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the data directory was created before the flags were checked: %v", err)
+	}
+}
+
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := writeSelfSignedCert(t, certFile, keyFile)
+
+	var out, errb bytes.Buffer
+	if c := runServe(context.Background(), []string{"--insecure", "--data", ":memory:", "--tls-cert", certFile}, &out, &errb); c != 2 || !strings.Contains(errb.String(), "--tls-key") {
+		t.Fatalf("--tls-cert alone: exit %d, %s", c, errb.String())
+	}
+	errb.Reset()
+	if c := runServe(context.Background(), []string{"--insecure", "--data", ":memory:", "--tls-cert", keyFile, "--tls-key", certFile}, &out, &errb); c != 2 || !strings.Contains(errb.String(), "--tls-cert/--tls-key") {
+		t.Fatalf("swapped files: exit %d, %s", c, errb.String())
+	}
+
+	url, stop := startServeScheme(t, "https", "--listen", "127.0.0.1:0", "--insecure", "--data", ":memory:", "--tls-cert", certFile, "--tls-key", keyFile)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Fatalf("GET /healthz over TLS: %d, tls %v", resp.StatusCode, resp.TLS != nil)
+	}
+	// Plain HTTP to the TLS port is not served.
+	if resp, err := http.Get(strings.Replace(url, "https://", "http://", 1) + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP served on the TLS port")
+		}
+	}
+	if c := stop(); c != 0 {
+		t.Fatalf("exit %d", c)
+	}
+}
+
+// writeSelfSignedCert writes a certificate for 127.0.0.1 and its key, and
+// returns a pool that trusts it.
+func writeSelfSignedCert(t *testing.T, certFile, keyFile string) *x509.CertPool {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "weft test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return pool
+}
+
+// The README's token example: a secret the server refuses is refused by
+// weft token too, with the same rule.
+func TestTokenRefusesASecretTheServerRefuses(t *testing.T) {
+	var out, errb bytes.Buffer
+	if c := runToken(context.Background(), []string{"--secret", "S", "--user", "ann", "--docs", "*:write"}, &out, &errb); c != 2 {
+		t.Fatalf("one-byte secret: exit %d, stdout %q", c, out.String())
+	}
+	if out.Len() != 0 || !strings.Contains(errb.String(), "--secret must be at least 16 bytes") {
+		t.Fatalf("stdout %q stderr %q", out.String(), errb.String())
+	}
+	errb.Reset()
+	if c := runServe(context.Background(), []string{"--data", ":memory:", "--secret", "0123456789abcde"}, &out, &errb); c != 2 {
+		t.Fatalf("serve took a 15-byte secret: exit %d", c)
+	}
+	mintToken(t, "--secret", "0123456789abcdef", "--user", "ann", "--docs", "*:write")
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -21,9 +20,8 @@ func init() {
 }
 
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("weft token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	secret := fs.String("secret", "", "HS256 secret the server verifies tokens with (the server's --secret)")
+	fs := newFlagSet("weft token", stderr)
+	secret := fs.String("secret", "", "HS256 secret the server verifies tokens with (the server's --secret; at least 16 bytes)")
 	user := fs.String("user", "", "user id (the token's sub claim)")
 	name := fs.String("name", "", "display name shown in presence (default: the user id)")
 	color := fs.String("color", "", "presence color, e.g. #e91e63")
@@ -37,8 +35,13 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return code
 	}
 	var problems []string
-	if *secret == "" {
+	switch {
+	case *secret == "":
 		problems = append(problems, "--secret is required")
+	case len(*secret) < syncserver.MinSecretBytes:
+		// The server would refuse to start with it: a token signed with
+		// it could never be used.
+		problems = append(problems, fmt.Sprintf("--secret must be at least %d bytes (as for weft serve), got %d", syncserver.MinSecretBytes, len(*secret)))
 	}
 	if *user == "" {
 		problems = append(problems, "--user is required")
