@@ -263,6 +263,14 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 			httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "at: want an RFC 3339 time: "+err.Error())
 			return
 		}
+		// HLC walls are milliseconds since 1970 in 48 bits: a time
+		// outside would wrap into a different one.
+		if ms := t.UnixMilli(); ms < 0 || ms >= 1<<(64-hlc.LogicalBits) {
+			httpError(w, http.StatusBadRequest, syncproto.StatusInvalid,
+				fmt.Sprintf("at: %s is outside the clock's range (1970-01-01T00:00:00Z to %s)", q,
+					time.UnixMilli(1<<(64-hlc.LogicalBits)-1).UTC().Format(time.RFC3339Nano)))
+			return
+		}
 		at = hlc.FromTime(t)
 	}
 	rm, err := s.acquire(r.Context(), doc)
@@ -276,8 +284,12 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 		return
 	}
 	var out DocJSON
+	exists := false
 	err = rm.do(r.Context(), func(rm *room) {
 		d := rm.doc
+		if exists = len(rm.version) > 0; !exists {
+			return
+		}
 		if at != 0 {
 			d = d.At(at)
 		}
@@ -290,11 +302,13 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 		s.doError(w, r, err)
 		return
 	}
-	code := http.StatusOK
-	if len(out.Version) == 0 && at == 0 {
-		code = http.StatusNotFound // nothing was ever written
+	if !exists {
+		// Nothing was ever written: no such document, now or at any time
+		// (a document that exists but not yet at ?at= is 200 and empty).
+		httpError(w, http.StatusNotFound, syncproto.StatusNotFound, "no such document")
+		return
 	}
-	writeJSON(w, code, out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 // doError answers for a room.do that failed: 500 if the document failed,
@@ -385,17 +399,19 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request, rm *room, a
 	empty := false
 	err := rm.do(r.Context(), func(rm *room) {
 		d := rm.doc
+		if empty = len(rm.version) == 0; empty {
+			return
+		}
 		if at != 0 {
 			d = d.At(at)
 		}
-		empty = len(d.Version()) == 0
 		st = d.ExportState()
 	})
 	if err != nil {
 		s.doError(w, r, err)
 		return
 	}
-	if empty && at == 0 {
+	if empty { // as getDoc: whether or not ?at= is given
 		httpError(w, http.StatusNotFound, syncproto.StatusNotFound, "no such document")
 		return
 	}
@@ -488,8 +504,10 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string,
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	case <-ctx.Done():
-		httpError(w, http.StatusGatewayTimeout, syncproto.StatusPendingFull,
-			"not durable in time: the changes may wait for dependencies the server lacks")
+		// Dependencies the server lacks were answered at once
+		// (missing_deps): what is left is a store slower than WriteTimeout.
+		httpError(w, http.StatusGatewayTimeout, syncproto.StatusOverloaded,
+			"not durable in time; resend (applying twice is harmless)")
 	}
 }
 

@@ -158,7 +158,7 @@ const (
 	CloseFrameTooLarge      CloseCode = 4005 // a frame above the max_frame limit
 	CloseUnsupportedVersion CloseCode = 4006 // no common protocol version
 	CloseHeartbeatTimeout   CloseCode = 4007 // no pong to the server's ping in time
-	CloseReplicaConflict    CloseCode = 4008 // the replica id belongs to another principal
+	CloseReplicaConflict    CloseCode = 4008 // reserved, never sent (replica conflicts are refused per batch with StatusUnauthorized)
 )
 
 var closeNames = map[CloseCode]string{

@@ -1,0 +1,89 @@
+package syncserver
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ?at= outside the HLC's range (before 1970: a negative wall) is refused,
+// not wrapped into another time.
+func TestHTTPAtOutsideClockRange(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token("u")
+	if code, b := httpInsert(t, ts, "u", "d", 1, "hello"); code != 200 {
+		t.Fatalf("POST: %d %s", code, b)
+	}
+	get := func(at string) (int, string) {
+		code, b := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d?at="+url.QueryEscape(at), tok, nil)
+		return code, string(b)
+	}
+	if code, b := get("1960-01-01T00:00:00Z"); code != http.StatusBadRequest || !strings.Contains(b, `"invalid"`) {
+		t.Fatalf("?at= in 1960: %d %s, want 400 invalid", code, b)
+	}
+	if code, b := get("1970-01-01T00:00:00Z"); code != 200 || !strings.Contains(b, `"at":"1970-01-01T00:00:00`) {
+		t.Fatalf("?at= the epoch: %d %s, want 200 and the empty document", code, b)
+	}
+}
+
+// A document nothing was ever written to is 404 with or without ?at=, as
+// JSON or as a snapshot; one that exists is 200 at any time, empty before
+// its first change.
+func TestHTTPUnknownDocumentIs404WithAndWithoutAt(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token("u")
+	at := "?at=" + url.QueryEscape(time.Now().UTC().Format(time.RFC3339))
+	for _, q := range []string{"", at} {
+		for _, accept := range []string{"", SnapshotMediaType} {
+			req, err := http.NewRequest("GET", ts.hs.URL+"/v1/docs/never"+q, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if accept != "" {
+				req.Header.Set("Accept", accept)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("GET never%s (Accept %q): %d, want 404", q, accept, resp.StatusCode)
+			}
+		}
+	}
+	if code, b := httpInsert(t, ts, "u", "d", 1, "x"); code != 200 {
+		t.Fatalf("POST: %d %s", code, b)
+	}
+	if code, b := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d?at="+url.QueryEscape("2000-01-01T00:00:00Z"), tok, nil); code != 200 {
+		t.Fatalf("an existing document before its first change: %d %s", code, b)
+	}
+}
+
+// holdAppendStore blocks Append until release is closed.
+type holdAppendStore struct {
+	Store
+	release chan struct{}
+}
+
+func (h *holdAppendStore) Append(ctx context.Context, doc string, batch []byte) (int64, error) {
+	<-h.release
+	return h.Store.Append(ctx, doc, batch)
+}
+
+// A POST whose batch is not durable within WriteTimeout answers 504 with
+// the status PROTOCOL.md §10 names: overloaded (resend after a backoff),
+// not pending_full (which asks for a resync the client has no use for).
+func TestHTTPNotDurableInTimeIs504Overloaded(t *testing.T) {
+	hs := &holdAppendStore{Store: NewMemStore(), release: make(chan struct{})}
+	ts := newTestServer(t, func(o *Options) { o.Store = hs; o.WriteTimeout = 300 * time.Millisecond })
+	defer close(hs.release)
+	code, b := httpInsert(t, ts, "u", "d", 1, "x")
+	if code != http.StatusGatewayTimeout || !strings.Contains(string(b), `"status":"overloaded"`) {
+		t.Fatalf("POST with a held store: %d %s, want 504 overloaded", code, b)
+	}
+}
