@@ -251,7 +251,9 @@ func TestHTTPWritesRateLimitedPerPrincipal(t *testing.T) {
 // A register value is charged decoded: 15.7 MB of zeros compress into a
 // frame of some 19 KB, and must not reach the document.
 func TestCompressedRegisterChargedDecoded(t *testing.T) {
-	ts := newTestServer(t, nil)
+	// Encoding 15.7 MB takes seconds under -race, during which the client
+	// reads nothing and so answers no ping: no heartbeat here.
+	ts := newTestServer(t, func(o *Options) { o.PingInterval, o.PongTimeout = time.Minute, time.Minute })
 	wc := ts.dial(ts.token("u"))
 	wc.subscribe("d")
 	big, err := msgpack.Marshal(make([]byte, 15_700_000))
