@@ -62,7 +62,10 @@ type Principal struct {
 	Name      string
 	Color     string
 	Anonymous bool
-	grants    []grant
+	// Expires is the token's exp (zero for anonymous): a connection or
+	// event stream authenticated with it is closed then.
+	Expires time.Time
+	grants  []grant
 }
 
 type grant struct {
@@ -172,6 +175,10 @@ type authenticator struct {
 	secret   []byte
 	insecure bool
 	now      func() time.Time
+	// audience and issuer, when not empty, must be the token's aud (one
+	// of its values) and iss.
+	audience string
+	issuer   string
 }
 
 var anonymous = &Principal{User: "anonymous", Name: "anonymous", Anonymous: true}
@@ -189,11 +196,18 @@ func (a *authenticator) authenticate(token string) (*Principal, error) {
 		return nil, fmt.Errorf("%w: a token was presented but the server has no secret to verify it", ErrUnauthorized)
 	}
 	var c Claims
-	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil },
+	opts := []jwt.ParserOption{
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(a.now),
-	)
+	}
+	if a.audience != "" {
+		opts = append(opts, jwt.WithAudience(a.audience))
+	}
+	if a.issuer != "" {
+		opts = append(opts, jwt.WithIssuer(a.issuer))
+	}
+	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil }, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnauthorized, err)
 	}
@@ -204,7 +218,8 @@ func (a *authenticator) authenticate(token string) (*Principal, error) {
 		return nil, fmt.Errorf("%w: subject longer than %d bytes", ErrUnauthorized, syncproto.MaxNameLen)
 	}
 	// Name and color travel in presence, whose strings are bounded.
-	p := &Principal{User: c.Subject, Name: clip(c.Name, syncproto.MaxNameLen), Color: clip(c.Color, syncproto.MaxNameLen)}
+	p := &Principal{User: c.Subject, Name: clip(c.Name, syncproto.MaxNameLen), Color: clip(c.Color, syncproto.MaxNameLen),
+		Expires: c.ExpiresAt.Time}
 	for _, g := range c.Docs {
 		pg, err := checkGrant(g)
 		if err != nil {

@@ -182,7 +182,11 @@
 // broadcast. Origin is checked against AllowedOrigins (requests without
 // Origin, i.e. non-browser clients, and same-origin requests pass).
 // Insecure mode admits token-less connections as "anonymous" with write
-// access, and is logged loudly.
+// access, and is logged loudly. With TokenAudience or TokenIssuer set, a
+// token must carry that aud or iss. Rights are taken from the token for
+// as long as a connection lives, so no connection or event stream
+// outlives it: at exp a session gets error(unauthorized) and close 4001,
+// a stream ends.
 //
 // Replica ownership: a replica id belongs to the first principal that
 // wrote with it in the room. A session claims only the replica it declared

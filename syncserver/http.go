@@ -104,7 +104,7 @@ func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
 	case "doc":
 		s.getDoc(w, r, doc)
 	case "events":
-		s.streamEvents(w, r, doc)
+		s.streamEvents(w, r, doc, p)
 	case "changes":
 		if access < AccessWrite {
 			s.m.updates.WithLabelValues(syncproto.StatusReadOnly.String()).Inc()

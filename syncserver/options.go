@@ -43,6 +43,13 @@ type Options struct {
 	// warning). Tokens that are presented are still verified when Secret is
 	// set. Default: false.
 	Insecure bool
+	// TokenAudience, when set, must be the aud claim of every token (or
+	// one of its values); tokens minted for another service are refused.
+	// Default: "" (not checked).
+	TokenAudience string
+	// TokenIssuer, when set, must be the iss claim of every token.
+	// Default: "" (not checked).
+	TokenIssuer string
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may open a WebSocket or call the HTTP API; "*" allows any. Requests
 	// without an Origin header (non-browser clients) and same-origin requests

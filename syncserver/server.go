@@ -90,10 +90,11 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("syncserver: registering runtime metrics: %w", err)
 	}
 	s := &Server{
-		opts:    o,
-		log:     o.Logger,
-		m:       m,
-		auth:    &authenticator{secret: o.Secret, insecure: o.Insecure, now: func() time.Time { return time.UnixMilli(o.Wall()) }},
+		opts: o,
+		log:  o.Logger,
+		m:    m,
+		auth: &authenticator{secret: o.Secret, insecure: o.Insecure, now: func() time.Time { return time.UnixMilli(o.Wall()) },
+			audience: o.TokenAudience, issuer: o.TokenIssuer},
 		fatalCh: make(chan error, 1),
 		stop:    make(chan struct{}),
 

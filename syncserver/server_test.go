@@ -695,3 +695,93 @@ func TestReplicaOwnershipSurvivesUnloadAndRestart(t *testing.T) {
 		t.Fatalf("store has %q", got)
 	}
 }
+
+// A connection and an event stream end when their token expires: the
+// socket with an unauthorized error and close 4001, the stream by closing.
+func TestTokenExpiryClosesConnectionAndStream(t *testing.T) {
+	// JWT expiry has whole seconds: the server's clock runs 300ms short of
+	// the expiry instead of the test waiting for it.
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	lag := time.Until(exp) - 300*time.Millisecond
+	ts := newTestServer(t, func(o *Options) {
+		o.Wall = func() int64 { return hlc.SystemWall() + lag.Milliseconds() }
+	})
+	tok, err := MintToken(testSecret, Claims{Docs: []Grant{{"*", "write"}},
+		RegisteredClaims: jwtRegistered{Subject: "u", ExpiresAt: jwtDate(exp)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := ts.dial(tok)
+	wc.subscribe("d")
+	ev := openEvents(t, ts, "d", tok, "")
+	if m := ev.next(t); m.event != "synced" {
+		t.Fatalf("first event %q", m.event)
+	}
+	var sawError bool
+	for {
+		m, err := wc.tryRecv(waitFor)
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != int(syncproto.CloseAuthFailed) {
+				t.Fatalf("connection ended with %v, want close %d", err, syncproto.CloseAuthFailed)
+			}
+			break
+		}
+		if e, ok := m.(*syncproto.Error); ok && e.Status == syncproto.StatusUnauthorized {
+			sawError = true
+		}
+	}
+	if !sawError {
+		t.Error("no unauthorized error before the close")
+	}
+	timer := time.AfterFunc(waitFor, func() { ev.resp.Body.Close() })
+	defer timer.Stop()
+	if _, err := io.Copy(io.Discard, ev.br); err != nil {
+		t.Fatalf("event stream: %v, want it ended by the server", err)
+	}
+	if !timer.Stop() {
+		t.Fatal("the event stream outlived its token")
+	}
+}
+
+// With TokenAudience and TokenIssuer set, a token must carry both.
+func TestTokenAudienceAndIssuer(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.TokenAudience = "weft-prod"; o.TokenIssuer = "https://id.example" })
+	mint := func(aud, iss string) string {
+		c := Claims{Docs: []Grant{{"*", "write"}}, RegisteredClaims: jwtClaims("u", time.Hour)}
+		if aud != "" {
+			c.Audience = []string{"other", aud}
+		}
+		c.Issuer = iss
+		tok, err := MintToken(testSecret, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	for name, tok := range map[string]string{
+		"no aud":    mint("", "https://id.example"),
+		"wrong aud": mint("weft-dev", "https://id.example"),
+		"no iss":    mint("weft-prod", ""),
+		"wrong iss": mint("weft-prod", "https://evil.example"),
+	} {
+		c, _, err := ts.dialRaw(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wc := &wsClient{t: t, c: c}
+		wc.send(&syncproto.Hello{Version: syncproto.ProtocolVersion, Token: tok, Replica: crdt.ReplicaID(uuid.New())})
+		if e, ok := wc.recv().(*syncproto.Error); !ok || e.Status != syncproto.StatusUnauthorized {
+			t.Errorf("%s: want an unauthorized error", name)
+		}
+		if code := wc.expectClose(); code != int(syncproto.CloseAuthFailed) {
+			t.Errorf("%s: close %d, want %d", name, code, syncproto.CloseAuthFailed)
+		}
+		c.Close()
+		if code, _ := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d", tok, nil); code != http.StatusUnauthorized {
+			t.Errorf("%s: HTTP %d, want 401", name, code)
+		}
+	}
+	ok := ts.dial(mint("weft-prod", "https://id.example"))
+	ok.subscribe("d")
+}

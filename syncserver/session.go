@@ -55,6 +55,7 @@ type session struct {
 	readerDone chan struct{} // closed when the reader has stopped
 	draining   atomic.Bool   // Shutdown stopped the reader
 	ping       *time.Timer   // guarded by out's lock
+	expiry     *time.Timer   // closes the connection when the token expires; guarded by out's lock
 	// writeDeadline is the socket's write deadline as the flusher last set
 	// it; only the (single) flusher uses it.
 	writeDeadline time.Time
@@ -158,6 +159,9 @@ func (ss *session) run(authed bool) {
 	ss.out.Lock()
 	if ss.ping != nil {
 		ss.ping.Stop()
+	}
+	if ss.expiry != nil {
+		ss.expiry.Stop()
 	}
 	ss.out.Unlock()
 	s.sessions.Lock()
@@ -591,6 +595,16 @@ func (ss *session) handshake() bool {
 		User:       p.User,
 		Limits:     o.limits(),
 	})
+	if !p.Expires.IsZero() {
+		// Rights are checked against the token on every request, so a
+		// connection must not outlive it.
+		ss.out.Lock()
+		ss.expiry = time.AfterFunc(p.Expires.Sub(ss.s.auth.now()), func() {
+			ss.queueError(syncproto.StatusUnauthorized, "", "the token expired; reconnect with a new one")
+			ss.kick(syncproto.CloseAuthFailed, "token expired")
+		})
+		ss.out.Unlock()
+	}
 	ss.s.log.Debug("session authenticated", "session", ss.id, "user", p.User, "replica", h.Replica, "client", h.ClientName)
 	return true
 }

@@ -72,7 +72,7 @@ func (r *room) removeStream(st *stream) {
 // streamEvents serves GET /v1/docs/{id}/events. Without Last-Event-ID (or
 // the lastEventId query parameter) the stream starts with the whole
 // document; with it, with exactly what the client lacks.
-func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string) {
+func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string, p *Principal) {
 	if s.draining.Load() {
 		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, "server shutting down")
 		return
@@ -135,8 +135,19 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 	bw := bufio.NewWriter(w)
 	keepalive := time.NewTicker(s.opts.PingInterval)
 	defer keepalive.Stop()
+	var expired <-chan time.Time
+	if !p.Expires.IsZero() {
+		// A stream must not outlive the token that opened it: the
+		// client reconnects with a new one (its Last-Event-ID resumes).
+		t := time.NewTimer(p.Expires.Sub(s.auth.now()))
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		select {
+		case <-expired:
+			s.log.Debug("event stream closed: the token expired", "doc", doc)
+			return
 		case ev, ok := <-st.ch:
 			if !ok {
 				return // dropped by the room: the client resumes from its last id

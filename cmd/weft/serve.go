@@ -37,6 +37,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	listen := fs.String("listen", "127.0.0.1:7420", "address to serve on (host:port; port 0 picks a free one)")
 	data := fs.String("data", "./weft-data", "data directory (Pebble); "+memoryData+" keeps documents in memory only")
 	secret := fs.String("secret", "", "HS256 secret that signs access tokens (at least 16 bytes); required unless --insecure")
+	audience := fs.String("token-audience", "", "when set, tokens must carry this aud claim (tokens minted for other services are refused)")
+	issuer := fs.String("token-issuer", "", "when set, tokens must carry this iss claim")
 	insecure := fs.Bool("insecure", false, "allow connections without a token as an anonymous writer of every document (development only)")
 	origins := fs.String("allow-origin", "", "comma-separated browser origins allowed to connect (scheme://host[:port]; * for any)")
 	maxFrame := byteSize(def.MaxFrameBytes)
@@ -88,6 +90,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.Registry = reg
 	o.Secret = []byte(*secret)
 	o.Insecure = *insecure
+	o.TokenAudience = *audience
+	o.TokenIssuer = *issuer
 	for _, s := range strings.Split(*origins, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			o.AllowedOrigins = append(o.AllowedOrigins, s)

@@ -27,6 +27,8 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	color := fs.String("color", "", "presence color, e.g. #e91e63")
 	docs := fs.String("docs", "", "comma-separated PATTERN:ACCESS grants, e.g. 'notes/*:write,readme:read' (path.Match patterns; access read or write)")
 	ttl := fs.Duration("ttl", 24*time.Hour, "lifetime of the token")
+	audience := fs.String("audience", "", "aud claim (the server's --token-audience, if it sets one)")
+	issuer := fs.String("issuer", "", "iss claim (the server's --token-issuer, if it sets one)")
 	fs.Usage = func() {
 		flagUsage(fs, "weft token --secret S --user U --docs 'notes/*:write,x:read' [--ttl 24h]",
 			"Prints a signed access token for `weft serve --secret S`.")
@@ -60,12 +62,18 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	now := time.Now()
+	var aud jwt.ClaimStrings
+	if *audience != "" {
+		aud = jwt.ClaimStrings{*audience}
+	}
 	tok, err := syncserver.MintToken([]byte(*secret), syncserver.Claims{
 		Name:  *name,
 		Color: *color,
 		Docs:  grants,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   *user,
+			Issuer:    *issuer,
+			Audience:  aud,
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(*ttl)),
 		},
