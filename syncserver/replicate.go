@@ -106,33 +106,36 @@ func (s *Server) PeerUpdate(ctx context.Context, doc, peer string, changes []crd
 
 // PeerSync answers a cluster peer's subscribe: doc's changes since
 // version, encoded in chunks of at most maxBytes (codec.EncodeChunks), and
-// doc's version. It loads the document if needed; the slices are the
-// caller's.
-func (s *Server) PeerSync(ctx context.Context, doc string, since crdt.VersionVector, maxBytes int) (chunks [][]byte, version crdt.VersionVector, err error) {
+// the version the store holds durably (a peer may count it as confirmed;
+// what it sends back on that belief beyond it is a harmless duplicate). It
+// loads the document if needed; everything returned is the caller's (the
+// chunks' changes are copies).
+func (s *Server) PeerSync(ctx context.Context, doc string, since crdt.VersionVector, maxBytes int) ([]codec.Chunk, crdt.VersionVector, error) {
 	r, err := s.acquire(ctx, doc)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer s.release(r)
-	done := make(chan struct{})
+	type result struct {
+		chunks  []codec.Chunk
+		version crdt.VersionVector
+	}
+	// Buffered: the room never waits for a caller that gave up.
+	done := make(chan result, 1)
 	err = r.send(ctx, cmdDo{fn: func(r *room) {
-		defer close(done)
-		for _, ch := range codec.EncodeChunks(r.doc.ChangesSince(since), maxBytes) {
-			chunks = append(chunks, ch.Data)
-		}
-		version = r.version.Clone()
+		done <- result{codec.EncodeChunks(r.doc.ChangesSince(since), maxBytes), r.durable.Clone()}
 	}})
 	if err != nil {
 		return nil, nil, err
 	}
 	select {
-	case <-done:
-		return chunks, version, nil
+	case res := <-done:
+		return res.chunks, res.version, nil
 	case <-r.done:
-		// The room exited with the command queued (shutdown).
+		// The room exited, perhaps after running the command (shutdown).
 		select {
-		case <-done:
-			return chunks, version, nil
+		case res := <-done:
+			return res.chunks, res.version, nil
 		default:
 			return nil, nil, fmt.Errorf("syncserver: document %q is closed", doc)
 		}

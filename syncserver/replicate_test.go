@@ -130,7 +130,7 @@ func TestReplicatorHooks(t *testing.T) {
 	}
 	n := 0
 	for _, ch := range chunks {
-		cs, err := codec.DecodeChanges(ch)
+		cs, err := codec.DecodeChanges(ch.Data)
 		if err != nil {
 			t.Fatal(err)
 		}

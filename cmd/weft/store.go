@@ -13,8 +13,8 @@ import (
 // The Pebble store is what the sync server persists through, and it lists
 // documents for GET /v1/docs.
 var (
-	_ syncserver.Store     = (*storage.Store)(nil)
-	_ syncserver.DocLister = (*storage.Store)(nil)
+	_ syncserver.Store        = (*storage.Store)(nil)
+	_ syncserver.DocLister    = (*storage.Store)(nil)
 	_ syncserver.VersionStore = (*storage.Store)(nil)
 )
 

@@ -1,0 +1,610 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+)
+
+// ErrAuth is returned when a peer link's handshake fails: the other end
+// does not hold the cluster key (or is not a weft peer).
+var ErrAuth = errors.New("cluster: peer link authentication failed")
+
+// ---- framing ----
+
+func writeFrame(w *bufio.Writer, b []byte) error {
+	var h [4]byte
+	binary.BigEndian.PutUint32(h[:], uint32(len(b)))
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// readFrame reads one frame, refusing one above max before reading it.
+func readFrame(r *bufio.Reader, max int) ([]byte, error) {
+	var h [4]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(h[:])
+	if int64(n) > int64(max) {
+		return nil, fmt.Errorf("cluster: peer frame of %d bytes exceeds %d", n, max)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func readMsg(r *bufio.Reader, max int) (syncproto.Message, error) {
+	b, err := readFrame(r, max)
+	if err != nil {
+		return nil, err
+	}
+	return syncproto.Decode(b)
+}
+
+func writeMsg(w *bufio.Writer, m syncproto.Message) error {
+	b, err := syncproto.Encode(m)
+	if err != nil {
+		return err
+	}
+	if err := writeFrame(w, b); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// ---- handshake (docs/PROTOCOL.md section 14) ----
+
+func proof(key []byte, label string, n1, n2 []byte, a, b string) []byte {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(label))
+	mac.Write(n1)
+	mac.Write(n2)
+	mac.Write([]byte(a))
+	mac.Write([]byte{0})
+	mac.Write([]byte(b))
+	return mac.Sum(nil)
+}
+
+func nonce() []byte {
+	b := make([]byte, syncproto.PeerNonceLen)
+	if _, err := rand.Read(b); err != nil {
+		panic("cluster: no randomness: " + err.Error()) // crypto/rand never fails on Linux
+	}
+	return b
+}
+
+// dialHandshake authenticates a link this node dialed; it returns the
+// acceptor's node name.
+func dialHandshake(r *bufio.Reader, w *bufio.Writer, key []byte, self string) (string, error) {
+	nd := nonce()
+	if err := writeMsg(w, &syncproto.PeerHello{Node: self, Nonce: nd}); err != nil {
+		return "", err
+	}
+	m, err := readMsg(r, 4096)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrAuth, err)
+	}
+	h, ok := m.(*syncproto.PeerHello)
+	if !ok || len(h.Nonce) != syncproto.PeerNonceLen || len(h.Proof) != syncproto.PeerNonceLen {
+		return "", fmt.Errorf("%w: unexpected answer %T", ErrAuth, m)
+	}
+	if !hmac.Equal(h.Proof, proof(key, "weft-peer-v1 accept", nd, h.Nonce, h.Node, self)) {
+		return "", fmt.Errorf("%w: %s does not hold the cluster key", ErrAuth, h.Node)
+	}
+	if err := writeMsg(w, &syncproto.PeerHello{Node: self, Proof: proof(key, "weft-peer-v1 dial", h.Nonce, nd, self, h.Node)}); err != nil {
+		return "", err
+	}
+	return h.Node, nil
+}
+
+// acceptHandshake authenticates a link another node dialed; it returns the
+// dialer's node name.
+func acceptHandshake(r *bufio.Reader, w *bufio.Writer, key []byte, self string) (string, error) {
+	m, err := readMsg(r, 4096)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrAuth, err)
+	}
+	h, ok := m.(*syncproto.PeerHello)
+	if !ok || len(h.Nonce) != syncproto.PeerNonceLen || len(h.Proof) != 0 {
+		return "", fmt.Errorf("%w: unexpected first message %T", ErrAuth, m)
+	}
+	na := nonce()
+	if err := writeMsg(w, &syncproto.PeerHello{Node: self, Nonce: na, Proof: proof(key, "weft-peer-v1 accept", h.Nonce, na, self, h.Node)}); err != nil {
+		return "", err
+	}
+	m, err = readMsg(r, 4096)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrAuth, err)
+	}
+	p, ok := m.(*syncproto.PeerHello)
+	if !ok || p.Node != h.Node || len(p.Nonce) != 0 ||
+		!hmac.Equal(p.Proof, proof(key, "weft-peer-v1 dial", na, h.Nonce, h.Node, self)) {
+		return "", fmt.Errorf("%w: %s does not hold the cluster key", ErrAuth, h.Node)
+	}
+	return h.Node, nil
+}
+
+// ---- a connection with a bounded send queue ----
+
+// peerConn is one authenticated peer-link connection: the reader is the
+// goroutine that owns it; one writer goroutine drains out. Sending never
+// blocks: a full queue closes the connection.
+type peerConn struct {
+	c      net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	out    chan []byte
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	forget func()
+}
+
+func newPeerConn(c net.Conn, r *bufio.Reader, w *bufio.Writer, queue int, f *Faults) *peerConn {
+	pc := &peerConn{c: c, r: r, w: w, out: make(chan []byte, queue), done: make(chan struct{})}
+	pc.forget = f.track(c)
+	pc.wg.Add(1)
+	go pc.writer()
+	return pc
+}
+
+func (pc *peerConn) writer() {
+	defer pc.wg.Done()
+	for {
+		select {
+		case b := <-pc.out:
+			if err := writeFrame(pc.w, b); err != nil {
+				pc.close()
+				return
+			}
+			if len(pc.out) == 0 {
+				if err := pc.w.Flush(); err != nil {
+					pc.close()
+					return
+				}
+			}
+		case <-pc.done:
+			return
+		}
+	}
+}
+
+// send queues a frame; false if the connection is closed or its queue
+// overflowed (which closes it).
+func (pc *peerConn) send(b []byte) bool {
+	select {
+	case <-pc.done:
+		return false
+	default:
+	}
+	select {
+	case pc.out <- b:
+		return true
+	default:
+		pc.close()
+		return false
+	}
+}
+
+// sendDroppable queues a frame that may be lost (presence) unless the
+// queue is more than three quarters full.
+func (pc *peerConn) sendDroppable(b []byte) {
+	if len(pc.out) < cap(pc.out)*3/4 {
+		pc.send(b)
+	}
+}
+
+func (pc *peerConn) sendMsg(m syncproto.Message) bool {
+	b, err := syncproto.Encode(m)
+	if err != nil {
+		return false
+	}
+	return pc.send(b)
+}
+
+func (pc *peerConn) close() {
+	pc.once.Do(func() {
+		close(pc.done)
+		pc.c.Close()
+		pc.forget()
+	})
+}
+
+// wait closes the connection and waits for its writer.
+func (pc *peerConn) wait() {
+	pc.close()
+	pc.wg.Wait()
+}
+
+// ---- the outbound link: this node pushes to one peer ----
+
+// link is this node's connection to one peer: it pushes this node's
+// clients' changes and runs anti-entropy rounds (the pusher role of
+// docs/PROTOCOL.md section 14). Its goroutine dials, serves, and redials
+// with backoff until the peer leaves.
+type link struct {
+	n    *Node
+	peer string // node name
+	addr string // peer link address
+	stop chan struct{}
+	done chan struct{}
+
+	mu struct {
+		sync.Mutex
+		pc       *peerConn          // nil while down
+		inflight map[uint64]pushed  // batch → what it carried
+		subs     map[string]uint64  // doc → round of the last repair subscribe
+	}
+}
+
+type pushed struct {
+	doc  string
+	need crdt.VersionVector
+	n    int
+	at   time.Time
+}
+
+func (l *link) run() {
+	defer close(l.done)
+	defer l.n.wg.Done()
+	backoff := 10 * time.Millisecond
+	for {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		err := l.connect()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			l.n.log.Debug("peer link down", "peer", l.peer, "err", err)
+		}
+		if errors.Is(err, ErrAuth) {
+			l.n.m.authFailures.Inc()
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-l.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, l.n.opts.RetryMax)
+	}
+}
+
+// connect dials, authenticates and serves the link until it fails.
+func (l *link) connect() error {
+	n := l.n
+	if n.opts.Faults.Isolated() {
+		return errIsolated
+	}
+	d := net.Dialer{Timeout: n.opts.DialTimeout}
+	c, err := d.Dial("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	r, w := bufio.NewReaderSize(c, 32<<10), bufio.NewWriterSize(c, 32<<10)
+	c.SetDeadline(time.Now().Add(n.opts.DialTimeout))
+	name, err := dialHandshake(r, w, n.opts.Key, n.name)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	c.SetDeadline(time.Time{})
+	if name != l.peer {
+		c.Close()
+		return fmt.Errorf("cluster: %s answered as %q, want %q", l.addr, name, l.peer)
+	}
+	pc := newPeerConn(c, r, w, n.opts.SendQueue, n.opts.Faults)
+	l.mu.Lock()
+	l.mu.pc = pc
+	l.mu.inflight = make(map[uint64]pushed)
+	l.mu.subs = make(map[string]uint64)
+	l.mu.Unlock()
+	n.m.linkUps.Inc()
+	n.log.Info("peer link up", "peer", l.peer, "addr", l.addr)
+	stopWatch := context.AfterFunc(n.ctx, pc.close)
+	defer stopWatch()
+	go func() {
+		select {
+		case <-l.stop:
+			pc.close()
+		case <-pc.done:
+		}
+	}()
+	// A peer that (re)appears gets an anti-entropy round at once.
+	l.startRound()
+	err = l.serve(pc)
+	l.mu.Lock()
+	l.mu.pc = nil
+	l.mu.inflight = nil
+	l.mu.subs = nil
+	l.mu.Unlock()
+	pc.wait()
+	n.m.linkDowns.Inc()
+	n.log.Info("peer link down", "peer", l.peer, "err", err)
+	return err
+}
+
+// conn returns the live connection, or nil.
+func (l *link) conn() *peerConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.pc
+}
+
+// push queues an update frame; nothing happens while the link is down
+// (the next anti-entropy round finds what was missed).
+func (l *link) push(batch uint64, frame []byte, p pushed) {
+	l.mu.Lock()
+	pc := l.mu.pc
+	if pc != nil {
+		l.mu.inflight[batch] = p
+	}
+	l.mu.Unlock()
+	if pc != nil && pc.send(frame) {
+		l.n.m.pushed.Inc()
+	}
+}
+
+// startRound opens an anti-entropy round.
+func (l *link) startRound() {
+	pc := l.conn()
+	if pc == nil {
+		return
+	}
+	round := l.n.round.Add(1)
+	if pc.sendMsg(&syncproto.Digest{Round: round, Buckets: l.n.dig.snapshot()}) {
+		l.n.m.rounds.Inc()
+	}
+}
+
+// subscribe asks the peer for doc (a repair): its answer brings what this
+// node lacks, and this node then sends what the peer lacks.
+func (l *link) subscribe(pc *peerConn, doc string, round uint64) {
+	l.mu.Lock()
+	if l.mu.pc != pc || round != 0 && l.mu.subs[doc] == round {
+		l.mu.Unlock()
+		return // the link went down meanwhile, or already asked this round
+	}
+	l.mu.subs[doc] = round
+	l.mu.Unlock()
+	v := l.n.dig.version(doc)
+	if v == nil {
+		v = crdt.VersionVector{}
+	}
+	pc.sendMsg(&syncproto.Subscribe{Doc: doc, Version: v})
+}
+
+// serve reads the acceptor's messages until the connection fails.
+func (l *link) serve(pc *peerConn) error {
+	n := l.n
+	ctx, cancel := context.WithCancel(n.ctx)
+	defer cancel()
+	go func() {
+		<-pc.done
+		cancel()
+	}()
+	logAck := func(doc string) func(syncproto.Status, string) {
+		return func(st syncproto.Status, msg string) {
+			if st != syncproto.StatusOK && st != syncproto.StatusMissingDeps {
+				n.log.Warn("a peer's changes were refused here", "peer", l.peer, "doc", doc, "status", st, "msg", msg)
+			}
+		}
+	}
+	for {
+		m, err := readMsg(pc.r, n.opts.MaxFrameBytes)
+		if err != nil {
+			if errors.Is(err, syncproto.ErrUnknownMessage) {
+				continue // a newer peer
+			}
+			return err
+		}
+		switch m := m.(type) {
+		case *syncproto.Ack:
+			l.mu.Lock()
+			p, ok := l.mu.inflight[m.Batch]
+			delete(l.mu.inflight, m.Batch)
+			l.mu.Unlock()
+			if !ok {
+				continue
+			}
+			switch m.Status {
+			case syncproto.StatusOK:
+				n.acks.confirmed(l.peer, p.doc, p.need)
+			case syncproto.StatusMissingDeps, syncproto.StatusPendingFull:
+				l.subscribe(pc, p.doc, 0)
+			default:
+				n.m.peerRefused.WithLabelValues(m.Status.String()).Inc()
+				n.log.Warn("peer refused changes", "peer", l.peer, "doc", p.doc, "status", m.Status, "msg", m.Message)
+			}
+		case *syncproto.Changes:
+			if err := l.apply(ctx, m.Doc, m.Changes, logAck(m.Doc)); err != nil {
+				return err
+			}
+		case *syncproto.Sync:
+			if err := l.apply(ctx, m.Doc, m.Changes, logAck(m.Doc)); err != nil {
+				return err
+			}
+			// A sync's version is what the peer holds durably.
+			n.acks.confirmed(l.peer, m.Doc, m.Version)
+			// Send back exactly what the peer lacks.
+			chunks, _, err := n.opts.Local.PeerSync(ctx, m.Doc, m.Version, n.opts.MaxFrameBytes/2)
+			if err != nil {
+				return err
+			}
+			for _, ch := range chunks {
+				n.pushChunk(m.Doc, ch, []*link{l})
+			}
+		case *syncproto.DigestDocs:
+			if int(m.Bucket) >= n.dig.n {
+				return fmt.Errorf("cluster: digest_docs for bucket %d of %d", m.Bucket, n.dig.n)
+			}
+			for _, doc := range n.dig.differing(int(m.Bucket), m.Docs, m.Hashes) {
+				n.m.repaired.Inc()
+				l.subscribe(pc, doc, m.Round)
+			}
+		case *syncproto.Error:
+			n.log.Warn("peer reported an error", "peer", l.peer, "doc", m.Doc, "status", m.Status, "msg", m.Message)
+		case *syncproto.Pong:
+		default:
+			n.log.Warn("unexpected message on a peer link", "peer", l.peer, "type", m.Type())
+		}
+	}
+}
+
+// apply hands changes the peer sent to the local server.
+func (l *link) apply(ctx context.Context, doc string, b []byte, ack func(syncproto.Status, string)) error {
+	if len(b) == 0 {
+		return nil
+	}
+	changes, err := codec.DecodeChanges(b)
+	if err != nil {
+		return fmt.Errorf("cluster: undecodable changes from %s: %w", l.peer, err)
+	}
+	return l.n.opts.Local.PeerUpdate(ctx, doc, l.peer, changes, int64(len(b)), ack)
+}
+
+// ---- the inbound side: another node pushes to this one ----
+
+// acceptLoop accepts peer links until the listener closes.
+func (n *Node) acceptLoop() {
+	defer n.wg.Done()
+	for {
+		c, err := n.ln.Accept()
+		if err != nil {
+			return
+		}
+		if n.opts.Faults.Isolated() {
+			c.Close()
+			continue
+		}
+		n.wg.Add(1)
+		go n.serveInbound(c)
+	}
+}
+
+// serveInbound authenticates and serves one link another node dialed (the
+// acceptor role).
+func (n *Node) serveInbound(c net.Conn) {
+	defer n.wg.Done()
+	r, w := bufio.NewReaderSize(c, 32<<10), bufio.NewWriterSize(c, 32<<10)
+	c.SetDeadline(time.Now().Add(n.opts.DialTimeout))
+	peer, err := acceptHandshake(r, w, n.opts.Key, n.name)
+	if err != nil {
+		n.m.authFailures.Inc()
+		n.log.Warn("refused a peer link", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	pc := newPeerConn(c, r, w, n.opts.SendQueue, n.opts.Faults)
+	ctx, cancel := context.WithCancel(n.ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, pc.close)
+	defer stop()
+	go func() {
+		<-pc.done
+		cancel()
+	}()
+	err = n.acceptor(ctx, pc, peer)
+	pc.wait()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		n.log.Debug("inbound peer link closed", "peer", peer, "err", err)
+	}
+}
+
+func (n *Node) acceptor(ctx context.Context, pc *peerConn, peer string) error {
+	local := n.opts.Local
+	for {
+		m, err := readMsg(pc.r, n.opts.MaxFrameBytes)
+		if err != nil {
+			var u *syncproto.UnknownTypeError
+			if errors.As(err, &u) {
+				pc.sendMsg(&syncproto.Error{Status: syncproto.StatusInvalid, Message: err.Error()})
+				continue
+			}
+			return err
+		}
+		switch m := m.(type) {
+		case *syncproto.Update:
+			doc, batch := m.Doc, m.Batch
+			ack := func(st syncproto.Status, msg string) {
+				pc.sendMsg(&syncproto.Ack{Doc: doc, Batch: batch, Status: st, Message: trim(msg)})
+			}
+			changes, err := codec.DecodeChanges(m.Changes)
+			if err != nil {
+				ack(syncproto.StatusInvalid, err.Error())
+				continue
+			}
+			if err := local.PeerUpdate(ctx, doc, peer, changes, int64(len(m.Changes)), ack); err != nil {
+				ack(syncproto.StatusOverloaded, err.Error())
+			}
+		case *syncproto.Subscribe:
+			chunks, v, err := local.PeerSync(ctx, m.Doc, m.Version, n.opts.MaxFrameBytes/2)
+			if err != nil {
+				pc.sendMsg(&syncproto.Error{Status: syncproto.StatusOverloaded, Doc: m.Doc, Message: trim(err.Error())})
+				continue
+			}
+			var last []byte
+			for i, ch := range chunks {
+				if i == len(chunks)-1 {
+					last = ch.Data
+					break
+				}
+				pc.sendMsg(&syncproto.Changes{Doc: m.Doc, Changes: ch.Data})
+			}
+			pc.sendMsg(&syncproto.Sync{Doc: m.Doc, Version: v, Changes: last})
+		case *syncproto.Presence:
+			local.PeerPresence(m.Doc, m)
+		case *syncproto.PresenceLeave:
+			local.PeerPresence(m.Doc, m)
+		case *syncproto.Digest:
+			if len(m.Buckets) != n.dig.n {
+				pc.sendMsg(&syncproto.Error{Status: syncproto.StatusInvalid,
+					Message: fmt.Sprintf("digest has %d buckets, this node uses %d (every node must use the same)", len(m.Buckets), n.dig.n)})
+				continue
+			}
+			mine := n.dig.snapshot()
+			for b := range mine {
+				if mine[b] == m.Buckets[b] {
+					continue
+				}
+				_, docs, hashes := n.dig.bucket(b)
+				pc.sendMsg(&syncproto.DigestDocs{Round: m.Round, Bucket: uint64(b), Docs: docs, Hashes: hashes})
+			}
+		case *syncproto.Ping:
+			pc.sendMsg(&syncproto.Pong{Nonce: m.Nonce})
+		default:
+			pc.sendMsg(&syncproto.Error{Status: syncproto.StatusInvalid, Message: fmt.Sprintf("%s is not accepted on a peer link", m.Type())})
+		}
+	}
+}
+
+// trim fits a message into an ack or error.
+func trim(s string) string {
+	if len(s) > syncproto.MaxMessageLen {
+		s = strings.ToValidUTF8(s[:syncproto.MaxMessageLen-3], "")
+	}
+	return s
+}
