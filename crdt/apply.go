@@ -49,11 +49,22 @@ func (d *Doc) apply(changes []Change, trusted bool) error {
 	// Every ready time passed the max-offset check when it was planned;
 	// checking again would read the wall clock again, and a clock stepped
 	// back in between would refuse what was accepted.
-	for _, c := range p.ready {
-		d.clock.Witness(c.Time)
-	}
 	grown := d.reserve(p.ready)
-	d.applyAll(p.ready)
+	if i, err := d.applyAll(p.ready, !trusted); err != nil {
+		// Origins that contradict the text show only against the text
+		// the batch's earlier changes made: take the batch back.
+		d.rollback(func(r int) uint32 {
+			if a := p.advanced(d.replicas[r]); a != nil {
+				return uint32(a.base - 1)
+			}
+			return d.logs[r].next - 1
+		})
+		c := &p.ready[i]
+		return fmt.Errorf("change %s@%d: %w", c.Replica.String()[:8], c.Seq, err)
+	}
+	for _, c := range p.ready {
+		d.clock.Witness(c.Time) // checked when planned
+	}
 	d.trimLogs(grown)
 	d.addPending(p.waiting)
 	if len(p.ready) > 0 && len(d.pending) > 0 {
@@ -104,11 +115,26 @@ func (d *Doc) retryPending(trusted bool) {
 		d.pending = nil
 		p.run(cands, true)
 		d.rejected += p.dropped
-		for _, c := range p.ready {
+		i, err := d.applyAll(p.ready, !trusted)
+		for _, c := range p.ready[:i] {
 			d.clock.Witness(c.Time) // checked when planned
 		}
-		d.applyAll(p.ready)
 		d.pending = p.waiting
+		if err != nil {
+			// Ready change i contradicts the text: take it back and drop
+			// it; the ready changes after it may depend on it, so they
+			// are planned again.
+			c := &p.ready[i]
+			d.rollback(func(r int) uint32 {
+				if d.replicas[r] == c.Replica {
+					return uint32(c.Seq - 1)
+				}
+				return d.logs[r].next - 1
+			})
+			d.rejected++
+			d.pending = append(slices.Clone(p.ready[i+1:]), d.pending...)
+			continue
+		}
 		if len(p.ready) == 0 || len(d.pending) == 0 {
 			return
 		}
@@ -215,8 +241,8 @@ type plan struct {
 	// they follow (ApplyTrusted).
 	trusted bool
 	maxT    hlc.Timestamp // the latest time of a ready change
-	bits    bool // mark the batch's characters in bitsets (see bitsFrom)
-	size    int  // the batch's length, for sizing ready
+	bits    bool          // mark the batch's characters in bitsets (see bitsFrom)
+	size    int           // the batch's length, for sizing ready
 	// While direct, the ready changes are the first prefix changes of the
 	// batch, unchanged and in order (a catch-up usually is all of it), and
 	// ready is not filled: copying each change there was a tenth of
@@ -238,16 +264,16 @@ type planRange struct {
 }
 
 type planReplica struct {
-	r       ReplicaID
-	next    uint64
+	r    ReplicaID
+	next uint64
 	// lastT is the time of the replica's last change the batch made
 	// ready, and lastStart its first seq: ready changes are in time order
 	// (see plan.run), so the characters the batch gave the replica are
 	// stamped lastT from lastStart on, and earlier than lastT below it.
 	lastT     hlc.Timestamp
 	lastStart uint64
-	inserts []planRange
-	insBuf  [1]planRange // room for a keystroke's one range
+	inserts   []planRange
+	insBuf    [1]planRange // room for a keystroke's one range
 	// chars marks (as offsets from base, the first seq the batch gave
 	// this replica) the characters a large batch inserted, while they all
 	// belong to one field (name): references into the batch are then a
@@ -765,13 +791,25 @@ func (d *Doc) trimLogs(grown []uint32) {
 }
 
 // applyAll applies validated, ordered changes.
-func (d *Doc) applyAll(cs []Change) {
+// applyAll applies validated, ordered changes. With check, an insert
+// whose origins contradict the text (see text.consistent) stops it: it
+// returns the index of its change, which is then applied in part, and an
+// ErrInvalidChange error.
+func (d *Doc) applyAll(cs []Change, check bool) (int, error) {
 	for i := range cs {
-		d.applyChange(&cs[i])
+		if err := d.applyChange(&cs[i], check); err != nil {
+			return i, err
+		}
 	}
+	return len(cs), nil
 }
 
-func (d *Doc) applyChange(c *Change) {
+// ErrOrigins is wrapped (with ErrInvalidChange) by the error for an insert
+// whose origins contradict the text: its right origin is not the first
+// character after its left one that its sender must have known.
+var ErrOrigins = errors.New("crdt: insert origins contradict the text")
+
+func (d *Doc) applyChange(c *Change, check bool) error {
 	r := d.replicaIndex(c.Replica)
 	seq := uint32(c.Seq)
 	for i := range c.Ops {
@@ -786,6 +824,9 @@ func (d *Doc) applyChange(c *Change) {
 			f := d.field(Field{op.Field, FieldText}, true)
 			left, _ := d.refOf(op.Left)
 			right, _ := d.refOf(op.Right)
+			if check && !f.text.consistent(left, right, r, seq) {
+				return fmt.Errorf("%w: %w: op %d: right origin %v is not the first character after left origin %v its sender knew", ErrInvalidChange, ErrOrigins, i, op.Right, op.Left)
+			}
 			d.applyRemoteInsert(f, r, seq, n, op.Text, left, right)
 		case OpTextDelete:
 			f := d.field(Field{op.Field, FieldText}, true)
@@ -796,4 +837,5 @@ func (d *Doc) applyChange(c *Change) {
 		seq += n
 	}
 	d.logs[r].next = seq
+	return nil
 }

@@ -94,7 +94,11 @@ func (d *Doc) applySeq(cs ChangeSeq, trusted bool) error {
 		}
 		return d.apply(all, trusted)
 	}
-	st.apply()
+	if err := st.apply(!trusted); err != nil {
+		// The logs were not advanced: every replica keeps what it had.
+		d.rollback(func(r int) uint32 { return d.logs[r].next - 1 })
+		return err
+	}
 	if n > 0 && len(d.pending) > 0 {
 		d.retryPending(trusted)
 	}
@@ -251,8 +255,11 @@ func (st *stage) undo() {
 }
 
 // apply applies the recorded ops to the document's state, in the batch's
-// order, and moves each log's next seq past them.
-func (st *stage) apply() {
+// order, and moves each log's next seq past them. With check, an insert
+// whose origins contradict the text stops it with an error (ErrOrigins),
+// the logs not advanced and the state applied in part: the caller rolls
+// back.
+func (st *stage) apply(check bool) error {
 	d := st.d
 	for _, run := range st.runs {
 		m := st.markOf(run.r) // record made it
@@ -263,7 +270,18 @@ func (st *stage) apply() {
 		// walk.
 		sp := d.logs[run.r].spans
 		for i, seq := d.spanAt(run.r, m.cursor), m.cursor; seq < run.end; i++ {
-			seq = d.applySpan(run.r, &sp[i], seq, run.end)
+			s := &sp[i]
+			if check && s.kind == OpTextInsert {
+				left := s.a
+				if seq > s.seq {
+					left = ref{run.r, seq - 1}
+				}
+				if !d.fields[s.field].text.consistent(left, s.b, run.r, seq) {
+					return fmt.Errorf("change %s@%d: %w: %w: right origin %v is not the first character after left origin %v its sender knew",
+						d.replicas[run.r].String()[:8], seq, ErrInvalidChange, ErrOrigins, d.idOf(s.b), d.idOf(left))
+				}
+			}
+			seq = d.applySpan(run.r, s, seq, run.end)
 		}
 		m.cursor = run.end
 	}
@@ -276,6 +294,7 @@ func (st *stage) apply() {
 	d.clock.Witness(st.maxTime) // every time passed Check
 	d.trimLogs(grown)
 	st.logs, st.runs = nil, nil
+	return nil
 }
 
 // markOf returns r's mark, or nil if the batch has not touched r.

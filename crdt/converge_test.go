@@ -588,10 +588,11 @@ func sameAsChangesSince(t *testing.T, d *crdt.Doc, v crdt.VersionVector) {
 	}
 }
 
-// A remote insert whose right origin sits inside a run (a history no
-// honest replica writes: the run's earlier characters lie between the
-// origins) is still placed the same way by every replica, and the run is
-// cut where the right origin starts.
+// A remote insert whose right origin sits inside a run while its left
+// origin is before the run (a history no honest replica writes: the run's
+// earlier characters lie between the origins) is refused by every replica;
+// one between two characters of a run cuts the run where its right origin
+// starts.
 func TestRightOriginInsideARun(t *testing.T) {
 	a := newDoc(1, &hlc.ManualWall{Millis: 5})
 	tx := a.Begin()
@@ -605,6 +606,12 @@ func TestRightOriginInsideARun(t *testing.T) {
 	if err := b.Apply(base...); err != nil {
 		t.Fatal(err)
 	}
+	for _, d := range []*crdt.Doc{a, b} {
+		if err := d.Apply(odd); !errors.Is(err, crdt.ErrOrigins) || !errors.Is(err, crdt.ErrInvalidChange) || d.Text("t") != "abc" {
+			t.Fatalf("inconsistent origins: %v, text %q", err, d.Text("t"))
+		}
+	}
+	odd.Ops[0].Left = crdt.ID{Replica: rid(1), Seq: 1}
 	if err := b.Apply(odd); err != nil {
 		t.Fatal(err)
 	}

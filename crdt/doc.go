@@ -69,6 +69,12 @@
 //     causality, so that set is causally closed. Apply enforces it: a
 //     change stamped no later than its replica's previous change or than
 //     a character it names is refused (ErrBackdated). At never fails.
+//   - An insert's right origin must be the first character after its left
+//     origin among those the insert depends on (ErrOrigins): integrating
+//     inserts whose origins contradict the text depended on arrival
+//     order. The check runs as the insert is integrated; a batch refused
+//     then is taken back by cutting the document's state to what it held
+//     before (a pass over the document, paid only by bad input).
 //   - A batch is planned in time order, so one pass over it finds every
 //     change that can be applied, whatever order it came in.
 //

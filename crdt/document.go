@@ -141,6 +141,9 @@ type Doc struct {
 
 	pending  []Change
 	rejected int
+	// closures[r] is what replica r's history depends on, as far as
+	// inserts of r among concurrent ones needed it (see knowsAny).
+	closures map[uint32]*closure
 
 	tx Tx
 }
@@ -458,6 +461,155 @@ func (d *Doc) timeAt(r uint32, seq uint32) hlc.Timestamp {
 	tr := d.logs[r].times
 	i := sort.Search(len(tr), func(i int) bool { return tr[i].seq+tr[i].n > seq })
 	return tr[i].at(seq)
+}
+
+// knowsAny reports whether an insert of ids r:seq.. with origins left and
+// right depends, directly or through what it depends on, on the first
+// character of one of the runs in gap. What a change depends on: its
+// replica's earlier changes, and the changes of the characters its ops
+// name (origins, delete targets), whole. A closure is a version vector
+// (depending on seq s of a replica means depending on all before it),
+// grown replica by replica over the ops it newly covers.
+//
+// The closure of replica r's history is kept (Doc.closures) and grown as
+// r goes on, so that a replica's inserts among concurrent ones (a merge)
+// cost the ops they add, not the history; the closures of left's and
+// right's changes are grown over it, reading only ops stamped after the
+// earliest gap character (times rise along dependencies, so earlier ops
+// cannot lead to one).
+func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
+	tmin := hlc.Timestamp(1<<64 - 1)
+	for _, g := range gap {
+		tmin = min(tmin, d.timeAt(g.r, g.seq))
+	}
+	if d.closures == nil {
+		d.closures = map[uint32]*closure{}
+	}
+	pc := d.closures[r]
+	if pc == nil {
+		pc = &closure{known: map[uint32]uint32{}, done: map[uint32]uint32{}}
+		d.closures[r] = pc
+	}
+	if seq > 1 {
+		d.grow(pc, nil, []ref{{r, seq - 1}}, false, 0)
+	}
+	ov := &closure{known: map[uint32]uint32{}, done: map[uint32]uint32{}}
+	d.grow(ov, pc, []ref{left, right}, true, tmin)
+	for _, g := range gap {
+		if g.seq <= max(pc.known[g.r], ov.known[g.r]) {
+			return true
+		}
+	}
+	return false
+}
+
+// closure is what a set of changes depends on: known[r] is the highest
+// seq of replica r depended on, done[r] how far r's ops have had their
+// own dependencies added.
+type closure struct{ known, done map[uint32]uint32 }
+
+// grow adds to c what the refs depend on (their whole changes when
+// whole), over base (whose entries count as c's, and which is not
+// changed), reading only ops stamped after tmin.
+func (d *Doc) grow(c, base *closure, refs []ref, whole bool, tmin hlc.Timestamp) {
+	get := func(m func(*closure) map[uint32]uint32, x uint32) uint32 {
+		v := m(c)[x]
+		if base != nil {
+			v = max(v, m(base)[x])
+		}
+		return v
+	}
+	known := func(c *closure) map[uint32]uint32 { return c.known }
+	done := func(c *closure) map[uint32]uint32 { return c.done }
+	var work []uint32
+	raise := func(x ref, whole bool) {
+		if x.none() {
+			return
+		}
+		end := x.seq
+		if whole {
+			end = d.changeEnd(x.r, x.seq)
+		}
+		if end > get(known, x.r) {
+			c.known[x.r] = end
+			work = append(work, x.r)
+		}
+	}
+	for _, x := range refs {
+		raise(x, whole)
+	}
+	for len(work) > 0 {
+		x := work[len(work)-1]
+		work = work[:len(work)-1]
+		from, to := get(done, x)+1, get(known, x)
+		if from > to {
+			continue
+		}
+		c.done[x] = to
+		if tmin > 0 {
+			// Skip what is stamped no later than tmin.
+			tr := d.logs[x].times
+			k := sort.Search(len(tr), func(i int) bool { return tr[i].last() > tmin })
+			if k == len(tr) {
+				continue
+			}
+			first := tr[k].seq // the first seq stamped after tmin
+			if tr[k].stepped && tr[k].t <= tmin {
+				first += uint32(tmin-tr[k].t) + 1
+			}
+			from = max(from, first)
+			if from > to {
+				continue
+			}
+		}
+		sp := d.logs[x].spans
+		for i := d.spanAt(x, from); i < len(sp) && sp[i].seq <= to; i++ {
+			s := &sp[i]
+			switch s.kind {
+			case OpTextInsert:
+				if s.seq >= from {
+					raise(s.a, true)
+				}
+				raise(s.b, true)
+			case OpTextDelete:
+				a := max(from, s.seq) - s.seq
+				b := min(to, s.seq+s.n-1) - s.seq
+				top := s.a.seq + b
+				if s.back {
+					top = s.a.seq - a
+				}
+				raise(ref{s.a.r, top}, true)
+			}
+		}
+	}
+}
+
+// changeEnd returns the last seq of the change of r holding seq, which the
+// logs hold: a change is the maximal run of seqs with one time.
+func (d *Doc) changeEnd(r, seq uint32) uint32 {
+	tr := d.logs[r].times
+	i := len(tr) - 1
+	if i < 0 || tr[i].seq > seq { // typing names the latest change
+		i = sort.Search(len(tr), func(i int) bool { return tr[i].seq+tr[i].n > seq })
+	}
+	if i == len(tr) {
+		return seq
+	}
+	if tr[i].stepped {
+		if seq < tr[i].seq+tr[i].n-1 {
+			return seq // one seq per change inside a stepped run
+		}
+	}
+	t := tr[i].at(seq)
+	end := tr[i].seq + tr[i].n - 1
+	for i+1 < len(tr) && tr[i+1].t == t {
+		i++
+		end = tr[i].seq
+		if !tr[i].stepped {
+			end = tr[i].seq + tr[i].n - 1
+		}
+	}
+	return end
 }
 
 // origins returns the left and right origin of character r:seq.
@@ -1002,7 +1154,6 @@ func (d *Doc) atByReplay(t hlc.Timestamp) *Doc {
 // stateAt returns the document's state cut to each replica's changes up to
 // its first one stamped after t.
 func (d *Doc) stateAt(t hlc.Timestamp) *State {
-	full := d.ExportState()
 	cut := make([]uint32, len(d.replicas)) // last kept seq per replica
 	for r := range d.logs {
 		for _, tr := range d.logs[r].times {
@@ -1018,6 +1169,43 @@ func (d *Doc) stateAt(t hlc.Timestamp) *State {
 			break
 		}
 	}
+	return d.stateCut(cut)
+}
+
+// rollback takes the document back to the ops of each replica up to
+// keep(r) (a version the document held before: what a refused batch
+// found), by cutting its state and loading the cut: a refused batch whose
+// fault showed only while it was being applied leaves no trace. It costs
+// a pass over the document, and only bad input pays it. The pending
+// buffer and the clock are kept; replicas the batch added are dropped.
+func (d *Doc) rollback(keep func(r int) uint32) {
+	cut := make([]uint32, len(d.replicas))
+	for r := range cut {
+		cut[r] = keep(r)
+	}
+	st := d.stateCut(cut)
+	for n := len(st.Replicas); n > 1 && cut[n-1] == 0; n-- {
+		st.Replicas, st.Logs = st.Replicas[:n-1], st.Logs[:n-1]
+	}
+	nd, err := FromState(st, d.replica, d.clock, d.opts)
+	if err != nil {
+		panic("crdt: rolling back a refused batch: " + err.Error())
+	}
+	pending, rejected := d.pending, d.rejected
+	*d = *nd
+	d.tx.d = d
+	for _, f := range d.fields {
+		if f.text != nil {
+			f.text.d = d
+		}
+	}
+	d.pending, d.rejected = pending, rejected
+}
+
+// stateCut returns the document's state cut to seqs 1..cut[r] of each
+// replica r.
+func (d *Doc) stateCut(cut []uint32) *State {
+	full := d.ExportState()
 	s := &State{Replicas: full.Replicas, Logs: make([]LogState, len(full.Logs))}
 	// Logs and content, truncated to the cut.
 	off := 0

@@ -3,6 +3,7 @@ package crdt_test
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -260,5 +261,197 @@ func TestAdversarialOrderOnePass(t *testing.T) {
 	d := newDoc(1, &hlc.ManualWall{Millis: 1_000_000})
 	if err := d.Apply(desc...); err != nil || d.Counter("n") != n/2 || d.TextLen("body") != n/2 {
 		t.Fatalf("%v: counter %d, text %d", err, d.Counter("n"), d.TextLen("body"))
+	}
+}
+
+// TestInconsistentOriginsMinimal is the issue's case: base "abcdefgh"
+// (replica X, seqs 1..8); P inserts with left none and right X@3, Q with
+// left none and right X@2. P then Q gave "aQbPcdefgh", Q then P
+// "aPQbcdefgh": replicas split for good. Both contradict the text ('a',
+// and 'b' for P, lie between their origins, and their senders knew them)
+// and are refused in either order.
+func TestInconsistentOriginsMinimal(t *testing.T) {
+	x := newDoc(9, &hlc.ManualWall{Millis: 1000})
+	tx := x.Begin()
+	tx.Insert("body", 0, "abcdefgh")
+	tx.Commit()
+	base := x.ChangesSince(nil)
+	ins := func(r byte, right uint64, text string) crdt.Change {
+		return crdt.Change{Replica: rid(r), Seq: 1, Time: hlc.New(2000+int64(r), 0), Ops: []crdt.Op{{
+			Kind: crdt.OpTextInsert, Field: "body", Text: text, Right: crdt.ID{Replica: rid(9), Seq: right}}}}
+	}
+	p, q := ins(1, 3, "P"), ins(2, 2, "Q")
+	var texts []string
+	for _, order := range [][]crdt.Change{{p, q}, {q, p}} {
+		d := newDoc(5, &hlc.ManualWall{Millis: 10_000})
+		if err := d.Apply(base...); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range order {
+			if err := d.Apply(c); !errors.Is(err, crdt.ErrOrigins) {
+				t.Errorf("%s: %v", c.Ops[0].Text, err)
+			}
+		}
+		texts = append(texts, d.Text("body"))
+	}
+	if texts[0] != "abcdefgh" || texts[1] != texts[0] {
+		t.Fatalf("texts %q", texts)
+	}
+	// With right X@1 (the first character) the same inserts are honest.
+	p, q = ins(1, 1, "P"), ins(2, 1, "Q")
+	for _, order := range [][]crdt.Change{{p, q}, {q, p}} {
+		d := newDoc(5, &hlc.ManualWall{Millis: 10_000})
+		if err := d.Apply(append(slices.Clone(base), order...)...); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.Text("body"); got != "PQabcdefgh" {
+			t.Fatalf("honest inserts: %q", got)
+		}
+	}
+}
+
+// hostileScenario builds, from a seed, a base document and a set of
+// changes made on top of it: honest ones (replicas editing copies of the
+// base concurrently) and hostile ones (inserts whose origins are drawn at
+// random from the characters there are, their own earlier ones included,
+// stamped after all of them so that only the origins can be wrong).
+func hostileScenario(t *testing.T, rng *rand.Rand) (base, extra []crdt.Change) {
+	wall := &hlc.ManualWall{Millis: 1000}
+	a, b := newDoc(1, wall), newDoc(2, wall)
+	for range 4 + rng.IntN(6) {
+		wall.Millis += int64(1 + rng.IntN(50))
+		randomEdit(t, rng, []*crdt.Doc{a, b}[rng.IntN(2)])
+		if rng.IntN(3) == 0 {
+			if err := a.Apply(b.ChangesSince(a.Version())...); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Apply(a.ChangesSince(b.Version())...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := a.Apply(b.ChangesSince(a.Version())...); err != nil {
+		t.Fatal(err)
+	}
+	base = a.ChangesSince(nil)
+	// Characters of "body" anyone can name, in creation order.
+	var chars []crdt.ID
+	for _, c := range base {
+		seq := c.Seq
+		for _, op := range c.Ops {
+			if op.Kind == crdt.OpTextInsert && op.Field == "body" {
+				for k := range op.Len() {
+					chars = append(chars, crdt.ID{Replica: c.Replica, Seq: seq + k})
+				}
+			}
+			seq += op.Len()
+		}
+	}
+	// Honest concurrent editors.
+	for h := range 1 + rng.IntN(3) {
+		hw := &hlc.ManualWall{Millis: wall.Millis + 100}
+		d := newDoc(byte(20+h), hw)
+		if err := d.Apply(base...); err != nil {
+			t.Fatal(err)
+		}
+		for range 1 + rng.IntN(3) {
+			hw.Millis += int64(1 + rng.IntN(20))
+			randomEdit(t, rng, d)
+		}
+		extra = append(extra, d.ChangesSince(a.Version())...)
+	}
+	// Hostile inserts: random origins among the characters there are.
+	now := wall.Millis + 10_000
+	pick := func() crdt.ID {
+		if len(chars) == 0 || rng.IntN(6) == 0 {
+			return crdt.ID{}
+		}
+		return chars[rng.IntN(len(chars))]
+	}
+	for h := range 2 + rng.IntN(4) {
+		r := rid(byte(40 + h))
+		seq := uint64(1)
+		for range 1 + rng.IntN(3) {
+			now += 10
+			text := randString(rng, 1+rng.IntN(2))
+			c := crdt.Change{Replica: r, Seq: seq, Time: hlc.New(now, 0), Ops: []crdt.Op{{
+				Kind: crdt.OpTextInsert, Field: "body", Text: text, Left: pick(), Right: pick()}}}
+			extra = append(extra, c)
+			for k := range c.Len() {
+				chars = append(chars, crdt.ID{Replica: r, Seq: seq + k})
+			}
+			seq += c.Len()
+		}
+	}
+	return base, extra
+}
+
+// TestHostileOriginsConverge is the property issue 11 asks for: random
+// batches with hostile origins (and honest concurrent edits), delivered
+// in several orders, one change at a time or as one batch, by Apply and
+// by ApplySeq, leave every replica identical; a batch is refused whole or
+// applied. (Before, random hostile origins split replicas in 22 of 60
+// trials.)
+func TestHostileOriginsConverge(t *testing.T) {
+	n := 60
+	if *seeds > 20 {
+		n = 3 * *seeds
+	}
+	for seed := range n {
+		rng := rand.New(rand.NewPCG(uint64(seed), 11))
+		base, extra := hostileScenario(t, rng)
+		var want, wantBatch string
+		for order := range 6 {
+			cs := slices.Clone(extra)
+			rng.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
+			d := newDoc(3, &hlc.ManualWall{Millis: 1 << 40})
+			if err := d.Apply(base...); err != nil {
+				t.Fatal(err)
+			}
+			before := state(d)
+			if order%2 == 0 {
+				// One change at a time: refused ones are refused, the
+				// rest applied or held until their dependencies come.
+				for _, c := range cs {
+					var err error
+					if order%4 == 0 {
+						err = d.Apply(c)
+					} else {
+						err = d.ApplySeq(reusingSeq([]crdt.Change{c}, -1, nil))
+					}
+					if err != nil && !errors.Is(err, crdt.ErrOrigins) {
+						t.Fatalf("seed %d: %v", seed, err)
+					}
+				}
+				if got := state(d); want == "" {
+					want = got
+				} else if got != want {
+					t.Fatalf("seed %d order %d: replicas differ:\n%s\n%s", seed, order, got, want)
+				}
+				continue
+			}
+			// The whole set as one batch.
+			var err error
+			if order%4 == 1 {
+				err = d.Apply(cs...)
+			} else {
+				err = d.ApplySeq(reusingSeq(cs, -1, nil))
+			}
+			got := state(d)
+			if err != nil {
+				if !errors.Is(err, crdt.ErrOrigins) {
+					t.Fatalf("seed %d: %v", seed, err)
+				}
+				if got != before {
+					t.Fatalf("seed %d order %d: refused batch left a trace:\n%s\n%s", seed, order, got, before)
+				}
+				got = "refused"
+			}
+			if wantBatch == "" {
+				wantBatch = got
+			} else if got != wantBatch {
+				t.Fatalf("seed %d order %d: batches differ:\n%s\n%s", seed, order, got, wantBatch)
+			}
+		}
 	}
 }

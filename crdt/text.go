@@ -373,6 +373,93 @@ func (t *text) locate(id ref) (l *leaf, i int, k uint32, ok bool) {
 	panic("crdt: id index points at a leaf without the id")
 }
 
+// consistent reports whether an insert of ids r:seq.. may name left and
+// right as its origins (PROTOCOL.md §8 "Origins"): right must be the first
+// character after left, counting tombstones, among right itself and the
+// characters its sender must have known — those of left's replica up to
+// the end of left's change, of right's replica up to the end of right's
+// change, and of replica r before seq. (Its
+// sender had those, in the order every replica has them, and placed the
+// insert between two neighbours; characters it did not know may lie
+// between them by now.) The end stands for right none. Whether it holds
+// is the same on every replica, as those characters are present and in
+// one order everywhere; integrating inserts that break it depended on
+// arrival order ("aQbPcdefgh" or "aPQbcdefgh").
+//
+// The walk stops at the first such character, which for an honest insert
+// is the first item after left, or one after the concurrent inserts in
+// between.
+func (t *text) consistent(left, right ref, r, seq uint32) bool {
+	var l *leaf
+	var i int
+	var from uint32 // the first seq of item i to look at (0: all)
+	if left.none() {
+		l, i = t.leaves[0], 0
+	} else {
+		var k uint32
+		var ok bool
+		l, i, k, ok = t.locate(left)
+		if !ok {
+			panic("crdt: consistent with unknown left origin")
+		}
+		if k+1 < l.items[i].n {
+			from = l.items[i].seq + k + 1
+		} else {
+			i++
+		}
+	}
+	// Changes are atomic: naming a character, the sender knew its whole
+	// change.
+	var knownL, knownR uint32
+	if !left.none() {
+		knownL = t.d.changeEnd(left.r, left.seq)
+	}
+	if !right.none() {
+		knownR = t.d.changeEnd(right.r, right.seq)
+	}
+	var gap []idRun // the items passed: their first seq and replica
+	for {
+		for i >= len(l.items) {
+			nl := t.nextLeaf(l)
+			if nl == nil {
+				if !right.none() {
+					return false
+				}
+				return len(gap) == 0 || !t.d.knowsAny(left, right, r, seq, gap)
+			}
+			l, i = nl, 0
+		}
+		o := &l.items[i]
+		s0 := o.seq
+		if from != 0 {
+			s0, from = from, 0
+		}
+		// The greatest seq of o's replica the sender must have known.
+		var known uint32
+		if !left.none() && o.r == left.r {
+			known = knownL
+		}
+		if !right.none() && o.r == right.r {
+			known = max(known, knownR)
+		}
+		if o.r == r {
+			known = max(known, seq-1)
+		}
+		if s0 <= known {
+			if o.r != right.r || s0 != right.seq {
+				return false
+			}
+			break
+		}
+		gap = append(gap, idRun{o.r, s0, 0})
+		i++
+	}
+	// The sender may not have known the characters in between (inserted
+	// concurrently), or may have, through what it knew: check them
+	// against everything the insert depends on.
+	return len(gap) == 0 || !t.d.knowsAny(left, right, r, seq, gap)
+}
+
 // rawIndex returns the raw position (counting tombstones) of id.
 func (t *text) rawIndex(id ref) int {
 	l, i, k, ok := t.locate(id)
