@@ -16,13 +16,14 @@
 //
 //	/v1/ws                        WebSocket, binary msgpack frames, many documents per socket
 //	GET  /v1/docs/{id}            the document as JSON; ?at=<RFC 3339> as it was then
-//	GET  /v1/docs/{id}/events     Server-Sent Events of its changes, resumable (Last-Event-ID)
+//	GET  /v1/docs/{id}/events     Server-Sent Events of its changes, resumable (Last-Event-ID); ?format=json
 //	POST /v1/docs/{id}/changes    apply a batch (body: codec.EncodeChanges bytes)
+//	POST /v1/docs/{id}/ops        edit in JSON ([{"field":"body","insert":"hi","at":0}, ...])
 //	/metrics, /healthz, /readyz
 //
-// Document ids may contain '/'. The HTTP routes match the /events and
-// /changes suffixes on the escaped path; an id that itself ends in "/events"
-// or "/changes" is written with that last slash as %2F. HTTP requests carry
+// Document ids may contain '/'. The HTTP routes match the /events,
+// /changes and /ops suffixes on the escaped path; an id that itself ends
+// in one of them is written with that last slash as %2F. HTTP requests carry
 // their token as "Authorization: Bearer T" or, for EventSource, as
 // ?access_token=T.
 //
@@ -195,7 +196,11 @@
 // unless the server already holds them (relaying is a harmless no-op).
 // Not claiming relayed replicas means a client that relays another user's
 // changes (after the server lost them in a crash) cannot take that user's
-// replica. HTTP writers claim every replica they write. Ownership is kept
+// replica. HTTP writers claim every replica they write. JSON edits (POST
+// .../ops, EditOp) are made by the room as the server's own replica
+// (Options.Replica), which nobody can claim: a client's changes of that
+// replica are refused unless the server already holds them, so they
+// cannot collide with the server's next edit. Ownership is kept
 // with the document (Store.Owners, Store.AddOwners): a room loads it with
 // the document and hands each new claim to the store before the write of
 // the changes that made it, so a claim is durable before any of its

@@ -46,11 +46,11 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
-// serveDocs routes /v1/docs/{id}, /v1/docs/{id}/events and
-// /v1/docs/{id}/changes. Document ids may contain '/', so the suffix is
-// matched on the escaped path and the rest is unescaped: a document whose
-// id ends in "/events" or "/changes" is addressed with that last '/'
-// written as %2F.
+// serveDocs routes /v1/docs/{id}, /v1/docs/{id}/events,
+// /v1/docs/{id}/changes and /v1/docs/{id}/ops. Document ids may contain
+// '/', so the suffix is matched on the escaped path and the rest is
+// unescaped: a document whose id ends in "/events", "/changes" or "/ops" is
+// addressed with that last '/' written as %2F.
 func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
 		s.m.refused.WithLabelValues("origin").Inc()
@@ -74,6 +74,8 @@ func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
 		kind, rest = "events", strings.TrimSuffix(rest, "/events")
 	case strings.HasSuffix(rest, "/changes"):
 		kind, rest = "changes", strings.TrimSuffix(rest, "/changes")
+	case strings.HasSuffix(rest, "/ops"):
+		kind, rest = "ops", strings.TrimSuffix(rest, "/ops")
 	}
 	doc, err := url.PathUnescape(rest)
 	if err == nil {
@@ -83,7 +85,7 @@ func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, err.Error())
 		return
 	}
-	method := map[string]string{"doc": http.MethodGet, "events": http.MethodGet, "changes": http.MethodPost}[kind]
+	method := map[string]string{"doc": http.MethodGet, "events": http.MethodGet, "changes": http.MethodPost, "ops": http.MethodPost}[kind]
 	if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 		w.Header().Set("Allow", method)
 		httpError(w, http.StatusMethodNotAllowed, syncproto.StatusInvalid, fmt.Sprintf("%s needs %s", kind, method))
@@ -105,13 +107,17 @@ func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
 		s.getDoc(w, r, doc)
 	case "events":
 		s.streamEvents(w, r, doc, p)
-	case "changes":
+	case "changes", "ops":
 		if access < AccessWrite {
 			s.m.updates.WithLabelValues(syncproto.StatusReadOnly.String()).Inc()
 			httpError(w, http.StatusForbidden, syncproto.StatusReadOnly, "the token grants read-only access to this document")
 			return
 		}
-		s.postChanges(w, r, doc, p)
+		if kind == "ops" {
+			s.postOps(w, r, doc, p)
+		} else {
+			s.postChanges(w, r, doc, p)
+		}
 	}
 }
 

@@ -82,6 +82,15 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 		httpError(w, http.StatusInternalServerError, syncproto.StatusInternal, "streaming unsupported by this connection")
 		return
 	}
+	asJSON := false
+	switch f := r.URL.Query().Get("format"); f {
+	case "", "binary":
+	case "json":
+		asJSON = true
+	default:
+		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, fmt.Sprintf("format %q: want binary (the default) or json", f))
+		return
+	}
 	version := crdt.VersionVector{}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
@@ -153,11 +162,21 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 				return // dropped by the room: the client resumes from its last id
 			}
 			fmt.Fprintf(bw, "id: %s\nevent: %s\ndata: ", ev.id, ev.name)
-			if ev.name == "changes" {
+			switch {
+			case ev.name == "changes" && asJSON:
+				b, err := changesEventJSON(ev)
+				if err != nil {
+					// The room encoded these bytes: failing to read them
+					// back is a bug, not the client's problem to parse.
+					s.log.Error("rendering a changes event as JSON", "doc", doc, "err", err)
+					return
+				}
+				bw.Write(b)
+			case ev.name == "changes":
 				enc := base64.NewEncoder(base64.StdEncoding, bw)
 				enc.Write(ev.data)
 				enc.Close()
-			} else {
+			default:
 				bw.Write(ev.data)
 			}
 			bw.WriteString("\n\n")
@@ -172,4 +191,81 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 		}
 		fl.Flush()
 	}
+}
+
+// ChangesEventJSON is the data of a `changes` event of an event stream
+// opened with ?format=json: the version after the event (as in the
+// event's id) and each change with its operations, ids written as
+// "replica:seq" (docs/PROTOCOL.md section 10).
+type ChangesEventJSON struct {
+	Version map[string]uint64 `json:"version"`
+	Changes []ChangeJSON      `json:"changes"`
+}
+
+// ChangeJSON is one change of a ChangesEventJSON.
+type ChangeJSON struct {
+	Replica string   `json:"replica"`
+	Seq     uint64   `json:"seq"`
+	Time    string   `json:"time"`
+	Ops     []OpJSON `json:"ops"`
+}
+
+// OpJSON is one operation of a ChangeJSON: exactly one of Insert (with
+// its origins After and Before), Delete (Target, then the ids after it,
+// or before it when Backward), Add and Set.
+type OpJSON struct {
+	Field    string          `json:"field"`
+	Insert   *string         `json:"insert,omitempty"`
+	After    string          `json:"after,omitempty"`
+	Before   string          `json:"before,omitempty"`
+	Delete   uint64          `json:"delete,omitempty"`
+	Target   string          `json:"target,omitempty"`
+	Backward bool            `json:"backward,omitempty"`
+	Add      int64           `json:"add,omitempty"`
+	Set      json.RawMessage `json:"set,omitempty"`
+}
+
+func idJSON(id crdt.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", id.Replica, id.Seq)
+}
+
+// changesEventJSON renders a changes event for ?format=json.
+func changesEventJSON(ev sseEvent) ([]byte, error) {
+	changes, err := codec.DecodeChanges(ev.data)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeVersionToken(ev.id)
+	if err != nil {
+		return nil, err
+	}
+	out := ChangesEventJSON{Version: versionJSON(v), Changes: make([]ChangeJSON, len(changes))}
+	for i := range changes {
+		ch := &changes[i]
+		cj := ChangeJSON{Replica: ch.Replica.String(), Seq: ch.Seq, Time: ch.Time.Time().Format(time.RFC3339Nano), Ops: make([]OpJSON, len(ch.Ops))}
+		for j := range ch.Ops {
+			op := &ch.Ops[j]
+			oj := OpJSON{Field: op.Field}
+			switch op.Kind {
+			case crdt.OpTextInsert:
+				oj.Insert, oj.After, oj.Before = &op.Text, idJSON(op.Left), idJSON(op.Right)
+			case crdt.OpTextDelete:
+				oj.Delete, oj.Target, oj.Backward = op.Count, idJSON(op.Target), op.Backward
+			case crdt.OpCounterAdd:
+				oj.Add = op.Delta
+			case crdt.OpRegisterSet:
+				// Marshalled here so that a null value still shows as
+				// "set": null.
+				if oj.Set, err = json.Marshal(registerJSON(op.Value)); err != nil {
+					return nil, err
+				}
+			}
+			cj.Ops[j] = oj
+		}
+		out.Changes[i] = cj
+	}
+	return json.Marshal(out)
 }
