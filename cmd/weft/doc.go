@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,15 +43,21 @@ var docStdin io.Reader = os.Stdin
 const maxImportBytes = 1 << 30
 
 const docUsage = `Usage:
-  weft doc ls     [--prefix P] [--json]   stored documents (with --server: those the token may read)
+  weft doc ls     [--prefix P] [--json]   stored documents with their sizes
+  weft doc get    ID [--at RFC3339]       the document as JSON
+  weft doc edit   ID --field F --insert TEXT [--at N]   insert text (no --at: at the end)
+  weft doc edit   ID --field F --delete N --at N        delete N characters
+  weft doc edit   ID --field F --add N                  add to a counter
+  weft doc edit   ID --field F --set JSON               set a register (text that is not JSON is a string)
+  weft doc edit   ID --ops '[{"field":"body","insert":"hi","at":0}, ...]'   several at once (- reads stdin)
   weft doc export ID > FILE               snapshot bytes of ID (snapshot + log merged)
   weft doc import ID < FILE               merge a snapshot into ID; never overwrites
-  weft doc get    ID [--at RFC3339]       the document as JSON
 
 Each needs a source: --data DIR opens a data directory directly (refused while
-a server holds it), --server URL goes through a running server's HTTP API.
-Every flag may also be set as WEFT_<NAME> (e.g. WEFT_DATA, WEFT_SERVER,
-WEFT_TOKEN); the command line wins.
+a server holds it), --server URL goes through a running server's HTTP API
+(with --token T unless the server runs --insecure). Positions count Unicode
+characters (code points). Every flag may also be set as WEFT_<NAME> (e.g.
+WEFT_DATA, WEFT_SERVER, WEFT_TOKEN); the command line wins.
 
 Flags:
 `
@@ -60,6 +67,9 @@ type docFlags struct {
 	data, server, token, prefix, at string
 	asJSON                          bool
 	timeout                         time.Duration
+	// edit
+	field, insert, del, add, set, ops string
+	given                             map[string]bool // flags set on the command line or from the environment
 }
 
 func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -69,7 +79,13 @@ func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.server, "server", "", "base URL of a running server, e.g. http://127.0.0.1:7420")
 	fs.StringVar(&f.token, "token", "", "access token for --server (Authorization: Bearer)")
 	fs.StringVar(&f.prefix, "prefix", "", "ls: only ids starting with this")
-	fs.StringVar(&f.at, "at", "", "get: the document as it was at this RFC 3339 time")
+	fs.StringVar(&f.at, "at", "", "get: the document as it was at this RFC 3339 time; edit: the character position of --insert or --delete")
+	fs.StringVar(&f.field, "field", "", "edit: the field to change")
+	fs.StringVar(&f.insert, "insert", "", "edit: text to insert into text field --field")
+	fs.StringVar(&f.del, "delete", "", "edit: number of characters to delete from text field --field, from --at")
+	fs.StringVar(&f.add, "add", "", "edit: amount (non-zero, may be negative) to add to counter field --field")
+	fs.StringVar(&f.set, "set", "", "edit: value of register field --field: JSON, or else a string")
+	fs.StringVar(&f.ops, "ops", "", "edit: a JSON array of ops (docs/PROTOCOL.md, POST /v1/docs/{id}/ops); - reads it from stdin")
 	fs.BoolVar(&f.asJSON, "json", false, "ls: print JSON")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the whole operation")
 	fs.Usage = func() {
@@ -84,11 +100,13 @@ func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	f.given = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.given[fl.Name] = true })
 	verb, rest := pos[0], pos[1:]
-	wantArgs := map[string]int{"ls": 0, "export": 1, "import": 1, "get": 1}
+	wantArgs := map[string]int{"ls": 0, "export": 1, "import": 1, "get": 1, "edit": 1}
 	n, known := wantArgs[verb]
 	if !known {
-		fmt.Fprintf(stderr, "weft doc: unknown verb %q (want ls, export, import or get)\n", verb)
+		fmt.Fprintf(stderr, "weft doc: unknown verb %q (want ls, get, edit, export or import)\n", verb)
 		return 2
 	}
 	if len(rest) != n {
@@ -99,11 +117,23 @@ func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "weft doc %s: give exactly one of --data DIR or --server URL\n", verb)
 		return 2
 	}
+	var ops []syncserver.EditOp
+	if verb == "edit" {
+		var err error
+		if ops, err = editOps(f, docStdin); err != nil {
+			fmt.Fprintf(stderr, "weft doc edit: %v\n", err)
+			return 2
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 
 	var err error
-	if f.data != "" {
+	if verb == "edit" && f.data != "" {
+		err = docEditLocal(ctx, f, rest[0], ops, stdout, stderr)
+	} else if verb == "edit" {
+		err = docEditRemote(ctx, f, rest[0], ops, stdout)
+	} else if f.data != "" {
 		err = docLocal(ctx, f, verb, rest, docStdin, stdout, stderr)
 	} else {
 		err = docRemote(ctx, f, verb, rest, docStdin, stdout, stderr)
@@ -115,26 +145,35 @@ func runDoc(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// docLocal runs a verb against a data directory.
-func docLocal(ctx context.Context, f docFlags, verb string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// openDataDir opens the Pebble store of a stopped server, refusing a
+// directory that does not exist (opening would create an empty store) or
+// that a running server holds.
+func openDataDir(f docFlags, stderr io.Writer) (*storage.Store, error) {
 	if _, err := os.Stat(f.data); err != nil {
-		// Opening would create an empty store: refuse a mistyped path.
-		return fmt.Errorf("data directory: %w", err)
+		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	o := storage.DefaultOptions()
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	st, err := storage.Open(f.data, o)
 	if errors.Is(err, storage.ErrLocked) {
-		return fmt.Errorf("%w\n(a running server owns it: use --server URL instead)", err)
+		return nil, fmt.Errorf("%w\n(a running server owns it: use --server URL instead)", err)
 	}
+	return st, err
+}
+
+func closeDataDir(st *storage.Store, f docFlags, stderr io.Writer) {
+	if err := st.Close(); err != nil {
+		fmt.Fprintf(stderr, "weft doc: closing %s: %v\n", f.data, err)
+	}
+}
+
+// docLocal runs a verb against a data directory.
+func docLocal(ctx context.Context, f docFlags, verb string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	st, err := openDataDir(f, stderr)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := st.Close(); cerr != nil {
-			fmt.Fprintf(stderr, "weft doc: closing %s: %v\n", f.data, cerr)
-		}
-	}()
+	defer closeDataDir(st, f, stderr)
 
 	switch verb {
 	case "ls":
@@ -147,18 +186,21 @@ func docLocal(ctx context.Context, f docFlags, verb string, args []string, stdin
 		_, err = stdout.Write(codec.EncodeSnapshot(d))
 		return err
 	case "get":
-		d, meta, err := loadStoredDoc(ctx, st, args[0])
+		// The same JSON as GET /v1/docs/{id} (and so weft doc get
+		// --server): the storage metadata is what doc ls shows.
+		d, _, err := loadStoredDoc(ctx, st, args[0])
 		if err != nil {
 			return err
 		}
-		out := docGetJSON{DocJSON: syncserver.NewDocJSON(args[0], d), Meta: metaJSON(meta)}
+		out := syncserver.NewDocJSON(args[0], d)
 		if f.at != "" {
 			t, err := time.Parse(time.RFC3339Nano, f.at)
 			if err != nil {
 				return fmt.Errorf("--at: want an RFC 3339 time: %w", err)
 			}
-			out.DocJSON = syncserver.NewDocJSON(args[0], d.At(hlc.FromTime(t)))
-			out.At = t.UTC().Format(time.RFC3339Nano)
+			at := hlc.FromTime(t)
+			out = syncserver.NewDocJSON(args[0], d.At(at))
+			out.At = at.Time().Format(time.RFC3339Nano)
 		}
 		return writeJSON(stdout, out, true)
 	case "import":
@@ -167,8 +209,9 @@ func docLocal(ctx context.Context, f docFlags, verb string, args []string, stdin
 	return fmt.Errorf("unknown verb %q", verb)
 }
 
-// toolReplica is the replica id the tool opens documents as. The tool never
-// edits, so the id owns no operations; but a snapshot lists the replica that
+// toolReplica is the replica id the tool reads and imports documents as.
+// It never edits as this id (weft doc edit uses a new random replica per
+// run), so the id owns no operations; but a snapshot lists the replica that
 // encoded it, so the id is fixed: exports are reproducible and repeated
 // imports add at most this one entry to a replica table.
 func toolReplica() crdt.ReplicaID { return toolReplicaID }
@@ -181,8 +224,14 @@ func toolClock() *hlc.Clock { return hlc.NewClock(hlc.SystemWall, 0) }
 
 var errNoDoc = errors.New("no such document in this data directory")
 
-// loadStoredDoc rebuilds a document from its snapshot and log.
+// loadStoredDoc rebuilds a document from its snapshot and log, as the
+// tool's read-only replica.
 func loadStoredDoc(ctx context.Context, st *storage.Store, id string) (*crdt.Doc, storage.DocMeta, error) {
+	return loadStoredDocAs(ctx, st, id, toolReplica())
+}
+
+// loadStoredDocAs is loadStoredDoc as replica.
+func loadStoredDocAs(ctx context.Context, st *storage.Store, id string, replica crdt.ReplicaID) (*crdt.Doc, storage.DocMeta, error) {
 	meta, ok, err := st.Meta(ctx, id)
 	if err != nil {
 		return nil, meta, err
@@ -194,7 +243,7 @@ func loadStoredDoc(ctx context.Context, st *storage.Store, id string) (*crdt.Doc
 	if err != nil {
 		return nil, meta, err
 	}
-	d, err := replayStored(snap, batches)
+	d, err := replayStored(snap, batches, replica)
 	if err != nil {
 		return nil, meta, fmt.Errorf("document %q: %w", id, err)
 	}
@@ -202,15 +251,15 @@ func loadStoredDoc(ctx context.Context, st *storage.Store, id string) (*crdt.Doc
 }
 
 // replayStored applies the log over the snapshot, as the server does on load.
-func replayStored(snap []byte, batches [][]byte) (*crdt.Doc, error) {
+func replayStored(snap []byte, batches [][]byte, replica crdt.ReplicaID) (*crdt.Doc, error) {
 	var d *crdt.Doc
 	if snap != nil {
 		var err error
-		if d, err = codec.DecodeSnapshot(snap, toolReplica(), toolClock(), crdt.Options{}); err != nil {
+		if d, err = codec.DecodeSnapshot(snap, replica, toolClock(), crdt.Options{}); err != nil {
 			return nil, fmt.Errorf("snapshot: %w", err)
 		}
 	} else {
-		d = crdt.NewDoc(toolReplica(), toolClock(), crdt.Options{})
+		d = crdt.NewDoc(replica, toolClock(), crdt.Options{})
 	}
 	for i, b := range batches {
 		if err := d.ApplySeq(codec.ChangeSeq(b)); err != nil {
@@ -251,14 +300,8 @@ func docImportLocal(ctx context.Context, st *storage.Store, id string, stdin io.
 	if n := existing.Pending(); n > 0 {
 		return fmt.Errorf("merging into %q: %d changes lack dependencies (nothing written)", id, n)
 	}
-	logBytes, err := st.Append(ctx, id, codec.EncodeChanges(delta))
-	if err != nil {
+	if err := storeDelta(ctx, st, id, existing, delta, meta); err != nil {
 		return err
-	}
-	if logBytes > meta.SnapshotBytes {
-		if err := st.WriteSnapshot(ctx, id, codec.EncodeSnapshot(existing)); err != nil {
-			return err
-		}
 	}
 	fmt.Fprintf(stdout, "%s: merged %d change(s); version %s\n", id, len(delta), existing.Version())
 	return nil
@@ -318,20 +361,12 @@ func metaJSON(m storage.DocMeta) *docMetaJSON {
 		SnapshotBytes: m.SnapshotBytes, LogBytes: m.LogBytes, Batches: m.Batches}
 }
 
-// docGetJSON is what `weft doc get` prints: the server's document JSON
-// shape, plus the storage metadata when read from a data directory.
-type docGetJSON struct {
-	syncserver.DocJSON
-	Meta *docMetaJSON `json:"meta,omitempty"`
-}
-
 // docRemote runs a verb against a running server's HTTP API.
 func docRemote(ctx context.Context, f docFlags, verb string, args []string, stdin io.Reader, stdout, _ io.Writer) error {
-	base, err := url.Parse(strings.TrimSuffix(f.server, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return fmt.Errorf("--server %q: want an http(s) URL", f.server)
+	c, err := newRemoteDocs(f)
+	if err != nil {
+		return err
 	}
-	c := &remoteDocs{base: base.String(), token: f.token, hc: &http.Client{}}
 	switch verb {
 	case "ls":
 		// The server lists the stored documents the token may read; it
@@ -368,7 +403,7 @@ func docRemote(ctx context.Context, f docFlags, verb string, args []string, stdi
 		if err != nil {
 			return err
 		}
-		var out json.RawMessage = body
+		var out json.RawMessage = bytes.TrimSpace(body)
 		var pretty bytes.Buffer
 		if json.Indent(&pretty, out, "", "  ") != nil {
 			return fmt.Errorf("server sent invalid JSON: %.200q", body)

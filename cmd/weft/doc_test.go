@@ -82,9 +82,9 @@ func seedDataDir(t *testing.T, dir, id string) *crdt.Doc {
 	return d
 }
 
-func decodeGet(t *testing.T, out []byte) docGetJSON {
+func decodeGet(t *testing.T, out []byte) syncserver.DocJSON {
 	t.Helper()
-	var g docGetJSON
+	var g syncserver.DocJSON
 	if err := json.Unmarshal(out, &g); err != nil {
 		t.Fatalf("weft doc get printed invalid JSON: %v\n%s", err, out)
 	}
@@ -114,8 +114,10 @@ func TestDocLocalLsGetExportImport(t *testing.T) {
 	if g.Text["body"] != "hello world" || g.Counter["views"] != 3 || g.Register["title"] != "Notes" {
 		t.Fatalf("get = %+v", g)
 	}
-	if g.Meta == nil || g.Meta.Batches != 1 || g.Meta.SnapshotBytes == 0 {
-		t.Fatalf("get meta = %+v", g.Meta)
+	code, out, errs = runWeft(t, nil, "doc", "ls", "--data", dir, "--json")
+	var metas []docMetaJSON
+	if err := json.Unmarshal(out, &metas); code != 0 || err != nil || len(metas) != 1 || metas[0].Batches != 1 || metas[0].SnapshotBytes == 0 {
+		t.Fatalf("ls --json: code %d, %v, %s %s", code, err, out, errs)
 	}
 	if g.Version[replicaA.String()] != orig.Version()[replicaA] {
 		t.Fatalf("get version = %v, want %v", g.Version, orig.Version())
