@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -46,6 +47,12 @@ type ConvergeOptions struct {
 	Settle time.Duration
 	// Seed makes the edit mix and positions reproducible. Default: 1.
 	Seed uint64
+	// ServerCPUs pins the child server's threads to these CPUs (without
+	// Server). Default: none (unpinned).
+	ServerCPUs []int
+	// ClientCPUs pins this process, which runs every client, to these CPUs.
+	// Default: none (unpinned).
+	ClientCPUs []int
 	// Logger receives progress. Default: discard.
 	Logger *slog.Logger
 }
@@ -96,6 +103,30 @@ type ConvergeResult struct {
 	P99Ms     float64 `json:"p99_ms"`
 	MaxMs     float64 `json:"max_ms"`
 	Converged bool    `json:"converged"`
+	// Deliveries counts edit arrivals at other subscribers: each edit
+	// counts once for every other subscriber of its document.
+	Deliveries int `json:"deliveries"`
+	// The server's CPU from the first edit until every replica converged,
+	// user and system time (only for a child server: without --server).
+	ServerUserS float64 `json:"server_user_s,omitempty"`
+	ServerSysS  float64 `json:"server_sys_s,omitempty"`
+	// ServerCPUPerEditUS and ServerCPUPerDeliveryUS divide the server's CPU
+	// (user + system) by edits and by deliveries.
+	ServerCPUPerEditUS     float64 `json:"server_cpu_per_edit_us,omitempty"`
+	ServerCPUPerDeliveryUS float64 `json:"server_cpu_per_delivery_us,omitempty"`
+	// ServerRSSBytes is the server's resident set at the end.
+	ServerRSSBytes int64 `json:"server_rss_bytes,omitempty"`
+	// The load generator's (this process's) CPU over the same window, and
+	// the cores it kept busy on average.
+	ClientUserS float64 `json:"client_user_s"`
+	ClientSysS  float64 `json:"client_sys_s"`
+	ClientCores float64 `json:"client_cores"`
+	// Warning says when the figures measure the load generator rather than
+	// the server: it used nearly all of the CPUs it may run on.
+	Warning string `json:"warning,omitempty"`
+	// Latencies are the sorted edit → every-subscriber latencies (for
+	// --plot; not printed).
+	Latencies []time.Duration `json:"-"`
 }
 
 // convergeEdit is one tracked local edit: when it was made and how many other
@@ -155,6 +186,7 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 	res := ConvergeResult{Clients: o.Clients, Docs: o.Docs}
 
 	url := o.Server
+	serverPID := 0 // a child server's, whose CPU is measured
 	if url == "" {
 		bin := o.Binary
 		if bin == "" {
@@ -175,7 +207,14 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 		}
 		defer srv.Stop(10 * time.Second)
 		url = srv.URL
-		log.Info("started server", "url", url, "pid", srv.PID())
+		serverPID = srv.PID()
+		if err := PinProcess(serverPID, o.ServerCPUs); err != nil {
+			return res, err
+		}
+		log.Info("started server", "url", url, "pid", serverPID, "cpus", o.ServerCPUs)
+	}
+	if err := PinProcess(os.Getpid(), o.ClientCPUs); err != nil {
+		return res, err
 	}
 	if _, err := RaiseFileLimit(uint64(o.Clients)*2 + 256); err != nil {
 		return res, err
@@ -233,7 +272,12 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 	}
 	log.Info("clients connected", "clients", o.Clients, "docs", o.Docs)
 
-	// Edit.
+	// Edit. CPU is measured from here until every replica converged.
+	cpu0, err := convergeCPU(serverPID)
+	if err != nil {
+		return res, err
+	}
+	wall0 := time.Now()
 	runCtx, stop := context.WithTimeout(ctx, o.Duration)
 	defer stop()
 	var wg sync.WaitGroup
@@ -300,6 +344,18 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 		}
 	}
 
+	cpu1, err := convergeCPU(serverPID)
+	if err != nil {
+		return res, err
+	}
+	wall := time.Since(wall0)
+	for i, n := range counts {
+		res.Deliveries += n * (subscribers[i%o.Docs] - 1)
+	}
+	if err := res.measureCPU(cpu0, cpu1, wall, serverPID, o.ClientCPUs); err != nil {
+		return res, err
+	}
+
 	var all []time.Duration
 	for _, t := range trackers {
 		t.mu.Lock()
@@ -318,7 +374,54 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 	res.P50Ms = ms(convergeQuantile(all, 0.50))
 	res.P99Ms = ms(convergeQuantile(all, 0.99))
 	res.MaxMs = ms(all[len(all)-1])
+	res.Latencies = all
 	return res, nil
+}
+
+// convergeCPUSample is the CPU used so far by the server (if pid ≠ 0) and by
+// this process.
+type convergeCPUSample struct{ server, self CPUTimes }
+
+func convergeCPU(pid int) (convergeCPUSample, error) {
+	var s convergeCPUSample
+	var err error
+	if pid != 0 {
+		if s.server, err = ProcessCPU(pid); err != nil {
+			return s, err
+		}
+	}
+	s.self, err = SelfCPU()
+	return s, err
+}
+
+// measureCPU fills the CPU figures from two samples taken wall apart.
+func (r *ConvergeResult) measureCPU(a, b convergeCPUSample, wall time.Duration, serverPID int, clientCPUs []int) error {
+	self := b.self.Sub(a.self)
+	r.ClientUserS, r.ClientSysS = self.User.Seconds(), self.Sys.Seconds()
+	r.ClientCores = self.Total().Seconds() / wall.Seconds()
+	if serverPID != 0 {
+		srv := b.server.Sub(a.server)
+		r.ServerUserS, r.ServerSysS = srv.User.Seconds(), srv.Sys.Seconds()
+		if r.Edits > 0 {
+			r.ServerCPUPerEditUS = float64(srv.Total().Microseconds()) / float64(r.Edits)
+		}
+		if r.Deliveries > 0 {
+			r.ServerCPUPerDeliveryUS = float64(srv.Total().Microseconds()) / float64(r.Deliveries)
+		}
+		rss, err := RSS(serverPID)
+		if err != nil {
+			return err
+		}
+		r.ServerRSSBytes = rss
+	}
+	cores := float64(runtime.NumCPU())
+	if len(clientCPUs) > 0 {
+		cores = float64(len(clientCPUs))
+	}
+	if r.ClientCores >= 0.85*cores {
+		r.Warning = fmt.Sprintf("the load generator kept %.2f of its %.0f CPUs busy: latencies measure it as much as the server (pin the server and the clients to separate CPUs, or use fewer clients)", r.ClientCores, cores)
+	}
+	return nil
 }
 
 // convergeQuantile returns the q-quantile of sorted samples (nearest rank).

@@ -41,6 +41,9 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 	gogc := fs.Int("gogc", 400, "GC percent of this process, which runs all the clients (the server is a separate process with its own setting); -1 keeps the runtime's")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load generator (the clients) to this file")
 	memProfile := fs.String("memprofile", "", "write an allocation profile of the load generator to this file")
+	serverCPUs := fs.String("server-cpus", "", "pin the child server to these CPUs, e.g. 1 or 2-3 (taskset -c syntax)")
+	clientCPUs := fs.String("client-cpus", "", "pin the load generator (this process) to these CPUs, e.g. 0")
+	plot := fs.String("plot", "", "write the latency distribution (CDF) to this SVG file")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: weft bench converge [--server URL] --clients N --docs D --rate R --duration T [--json]\n\n"+
 			"N Go clients over D documents each make R edits/s; latency is the time from an edit to its\n"+
@@ -77,22 +80,67 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 		}()
 	}
+	scpus, err := bench.ParseCPUList(*serverCPUs)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft bench converge: --server-cpus: %v\n", err)
+		return 2
+	}
+	ccpus, err := bench.ParseCPUList(*clientCPUs)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft bench converge: --client-cpus: %v\n", err)
+		return 2
+	}
+	if len(scpus) > 0 && *server != "" {
+		fmt.Fprintf(stderr, "weft bench converge: --server-cpus pins the child server; with --server, pin that server yourself (taskset)\n")
+		return 2
+	}
 	r, err := bench.Converge(ctx, bench.ConvergeOptions{
 		Server: *server, Token: *token, Binary: *binary, Clients: *clients, Docs: *docs, Rate: *rate,
-		Duration: *duration, Settle: *settle, Seed: *seed, Logger: benchLogger(stderr, *verbose),
+		Duration: *duration, Settle: *settle, Seed: *seed, ServerCPUs: scpus, ClientCPUs: ccpus,
+		Logger: benchLogger(stderr, *verbose),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
 		return 1
 	}
+	if *plot != "" {
+		title := fmt.Sprintf("weft bench converge: %d clients, %d docs, %d edits: edit → every other subscriber", r.Clients, r.Docs, r.Edits)
+		if err := writePlot(*plot, func(w io.Writer) error {
+			return bench.WriteLatencyCDF(w, title, []bench.PlotSeries{{Name: "edit → every other subscriber", Samples: r.Latencies}})
+		}); err != nil {
+			fmt.Fprintf(stderr, "weft bench converge: --plot: %v\n", err)
+			return 1
+		}
+	}
+	if r.Warning != "" {
+		fmt.Fprintf(stderr, "weft bench converge: warning: %s\n", r.Warning)
+	}
 	printResult(stdout, *asJSON, r, func() {
 		fmt.Fprintf(stdout, "converge: clients %d  docs %d  edits %d  p50 %.2f ms  p99 %.2f ms  max %.2f ms  converged %v\n",
 			r.Clients, r.Docs, r.Edits, r.P50Ms, r.P99Ms, r.MaxMs, r.Converged)
+		if r.ServerUserS+r.ServerSysS > 0 {
+			fmt.Fprintf(stdout, "server CPU: user %.2f s  sys %.2f s  %.1f µs/edit  %.2f µs/delivery (%d)  RSS %.1f MiB\n",
+				r.ServerUserS, r.ServerSysS, r.ServerCPUPerEditUS, r.ServerCPUPerDeliveryUS, r.Deliveries, float64(r.ServerRSSBytes)/(1<<20))
+		}
+		fmt.Fprintf(stdout, "load generator CPU: user %.2f s  sys %.2f s  %.2f cores\n", r.ClientUserS, r.ClientSysS, r.ClientCores)
 	})
 	if !r.Converged {
 		return 1
 	}
 	return 0
+}
+
+// writePlot writes an SVG file with draw, reporting a failed close.
+func writePlot(path string, draw func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := draw(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) int {

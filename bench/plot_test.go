@@ -1,0 +1,51 @@
+package bench
+
+import (
+	"encoding/xml"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWriteLatencyCDF(t *testing.T) {
+	var a, b []time.Duration
+	for i := 1; i <= 1000; i++ {
+		a = append(a, time.Duration(i)*time.Microsecond*10)
+		b = append(b, time.Duration(i)*time.Millisecond/10)
+	}
+	var out strings.Builder
+	if err := WriteLatencyCDF(&out, "converge <test>", []PlotSeries{{Name: "same-peer", Samples: a}, {Name: "cross-peer", Samples: b}}); err != nil {
+		t.Fatal(err)
+	}
+	svg := out.String()
+	// Well-formed XML, one polyline per series, the title escaped, the
+	// quantiles in the legend.
+	d := xml.NewDecoder(strings.NewReader(svg))
+	lines := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err.Error() == "EOF" {
+				break
+			}
+			t.Fatalf("not well-formed XML: %v", err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			lines++
+		}
+	}
+	if lines != 2 {
+		t.Fatalf("%d polylines, want 2", lines)
+	}
+	for _, want := range []string{"converge &lt;test&gt;", "same-peer: n 1000, p50 5 ms, p99 9.9 ms", "cross-peer: n 1000, p50 50 ms, p99 99 ms"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("SVG lacks %q", want)
+		}
+	}
+	if err := WriteLatencyCDF(&out, "x", []PlotSeries{{Name: "unsorted", Samples: []time.Duration{2, 1}}}); err == nil {
+		t.Error("an unsorted series was plotted")
+	}
+	if err := WriteLatencyCDF(&out, "x", nil); err == nil {
+		t.Error("an empty plot was written")
+	}
+}
