@@ -232,7 +232,14 @@
 // # Lifecycle and memory
 //
 // Rooms are reference counted (subscribed sessions, event streams, HTTP
-// requests). A janitor asks rooms without references that were unused for
+// requests). A loaded room costs about 12 KiB besides its document
+// (roomOverhead: goroutine stack, command queue, maps), which the memory
+// accounting counts, so never-written documents are not free. At most
+// MaxLoadedDocs are loaded (beyond: overloaded); one principal holds at
+// most MaxDocsPerUser open over all its connections and event streams
+// (beyond: too_large), and each connection's subscribes are metered
+// (MaxSubscribesPerSec, with a burst of MaxDocsPerConn for a reconnect),
+// since each encodes a catch-up on the room goroutine. A janitor asks rooms without references that were unused for
 // IdleTimeout to unload, and, when the in-memory size of all loaded documents
 // exceeds MemoryBudget, the least recently used rooms without references.
 // A room unloads only when nothing is in flight (no unpersisted change, no

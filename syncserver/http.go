@@ -106,6 +106,13 @@ func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
 	case "doc":
 		s.getDoc(w, r, doc)
 	case "events":
+		// A stream pins its document like a subscription.
+		if !s.userDocs.open(p.User, s.opts.MaxDocsPerUser) {
+			s.m.limitHits.WithLabelValues("docs_per_user").Inc()
+			httpError(w, http.StatusTooManyRequests, syncproto.StatusTooLarge, fmt.Sprintf("user %q has the maximum of %d documents open", p.User, s.opts.MaxDocsPerUser))
+			return
+		}
+		defer s.userDocs.close(p.User)
 		s.streamEvents(w, r, doc, p)
 	case "changes", "ops":
 		if access < AccessWrite {
@@ -281,7 +288,7 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 	}
 	rm, err := s.acquire(r.Context(), doc)
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, err.Error())
+		acquireError(w, err)
 		return
 	}
 	defer s.release(rm)
@@ -315,6 +322,18 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// acquireError answers for a document that could not be acquired: 503
+// overloaded when the server sheds load or shuts down, 503 internal when
+// the load failed.
+func acquireError(w http.ResponseWriter, err error) {
+	st := syncproto.StatusInternal
+	if errors.Is(err, ErrShuttingDown) || errors.Is(err, ErrTooManyDocs) {
+		st = syncproto.StatusOverloaded
+		w.Header().Set("Retry-After", "5")
+	}
+	httpError(w, http.StatusServiceUnavailable, st, err.Error())
 }
 
 // doError answers for a room.do that failed: 500 if the document failed,
@@ -487,7 +506,7 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string,
 	defer cancel()
 	rm, err := s.acquire(ctx, doc)
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, err.Error())
+		acquireError(w, err)
 		return
 	}
 	defer s.release(rm)

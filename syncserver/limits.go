@@ -2,12 +2,39 @@ package syncserver
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
 )
+
+// userDocs counts the documents each principal holds open (subscriptions
+// and event streams), for Options.MaxDocsPerUser.
+type userDocs struct {
+	sync.Mutex
+	m map[string]int // guarded by the mutex; users at 0 are deleted
+}
+
+// open counts one more document for user, unless it holds max already.
+func (u *userDocs) open(user string, max int) bool {
+	u.Lock()
+	defer u.Unlock()
+	if u.m[user] >= max {
+		return false
+	}
+	u.m[user]++
+	return true
+}
+
+func (u *userDocs) close(user string) {
+	u.Lock()
+	defer u.Unlock()
+	if u.m[user]--; u.m[user] <= 0 {
+		delete(u.m, user)
+	}
+}
 
 // admitBatch checks what a change batch's header and columns declare
 // (codec.Inspect, which allocates nothing per change) before anyone pays

@@ -54,7 +54,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_updates_total",
 			Help: "Update batches answered, by status."}, []string{"status"}),
 		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_limit_hits_total",
-			Help: "Requests refused by a limit (frame, doc_size, changes_rate, presence_rate, pending, connections, auth_timeout, docs_per_conn, send_queue, write_timeout, heartbeat, invalid, value_size)."}, []string{"limit"}),
+			Help: "Requests refused by a limit (frame, doc_size, changes_rate, presence_rate, pending, connections, auth_timeout, docs_per_conn, send_queue, write_timeout, heartbeat, invalid, value_size, docs_per_user, docs_loaded, subscribe_rate)."}, []string{"limit"}),
 		presence:    prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_presence_relayed_total", Help: "Presence states relayed to rooms (after coalescing)."}),
 		sseStreams:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_event_streams", Help: "Open Server-Sent Events streams."}),
 		docsLoaded:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_docs_loaded", Help: "Documents loaded in memory."}),

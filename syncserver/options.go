@@ -95,6 +95,21 @@ type Options struct {
 	// MaxDocsPerConn bounds the documents one connection subscribes to at
 	// once. Default: 1000.
 	MaxDocsPerConn int
+	// MaxDocsPerUser bounds the documents one principal holds open at once
+	// over all its connections and event streams (each pins a loaded
+	// document); beyond it a subscribe is refused with too_large.
+	// Default: 5000.
+	MaxDocsPerUser int
+	// MaxLoadedDocs bounds the documents loaded at once; a request that
+	// would load one more is refused with overloaded (503) until idle ones
+	// unload. Default: 100000.
+	MaxLoadedDocs int
+	// MaxSubscribesPerSec is the sustained rate of subscribe messages one
+	// connection may send (each encodes the catch-up on the document's
+	// goroutine); the burst is MaxDocsPerConn, so a reconnecting client
+	// resubscribes everything at once. Beyond it subscribe is answered
+	// rate_limited. Default: 100.
+	MaxSubscribesPerSec int
 	// MaxPending bounds the changes a document holds while their
 	// dependencies are missing (crdt.Options.MaxPending). Default: 4096.
 	MaxPending int
@@ -148,28 +163,31 @@ type Options struct {
 // which have none).
 func DefaultOptions() Options {
 	return Options{
-		MaxFrameBytes:     1 << 20,
-		MaxDocBytes:       64 << 20,
-		MaxValueBytes:     1 << 20,
-		MaxPendingBytes:   8 << 20,
-		MaxChangesPerSec:  2000,
-		ChangesBurst:      10000,
-		MaxPresencePerSec: 30,
-		PresenceInterval:  50 * time.Millisecond,
-		PresenceTTL:       30 * time.Second,
-		MaxConnections:    50000,
-		MaxDocsPerConn:    1000,
-		MaxPending:        4096,
-		MaxClockOffset:    10 * time.Second,
-		SendQueue:         256,
-		AuthTimeout:       10 * time.Second,
-		PingInterval:      30 * time.Second,
-		PongTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MemoryBudget:      1 << 30,
-		SnapshotMinBytes:  64 << 10,
-		MaxBatchChanges:   4096,
+		MaxFrameBytes:       1 << 20,
+		MaxDocBytes:         64 << 20,
+		MaxValueBytes:       1 << 20,
+		MaxPendingBytes:     8 << 20,
+		MaxChangesPerSec:    2000,
+		ChangesBurst:        10000,
+		MaxPresencePerSec:   30,
+		PresenceInterval:    50 * time.Millisecond,
+		PresenceTTL:         30 * time.Second,
+		MaxConnections:      50000,
+		MaxDocsPerConn:      1000,
+		MaxDocsPerUser:      5000,
+		MaxLoadedDocs:       100000,
+		MaxSubscribesPerSec: 100,
+		MaxPending:          4096,
+		MaxClockOffset:      10 * time.Second,
+		SendQueue:           256,
+		AuthTimeout:         10 * time.Second,
+		PingInterval:        30 * time.Second,
+		PongTimeout:         10 * time.Second,
+		WriteTimeout:        10 * time.Second,
+		IdleTimeout:         2 * time.Minute,
+		MemoryBudget:        1 << 30,
+		SnapshotMinBytes:    64 << 10,
+		MaxBatchChanges:     4096,
 	}
 }
 
@@ -267,6 +285,9 @@ func (o Options) withDefaults() (Options, error) {
 	durDef("PresenceTTL", &o.PresenceTTL, d.PresenceTTL, time.Millisecond)
 	intDef("MaxConnections", &o.MaxConnections, d.MaxConnections, 1)
 	intDef("MaxDocsPerConn", &o.MaxDocsPerConn, d.MaxDocsPerConn, 1)
+	intDef("MaxDocsPerUser", &o.MaxDocsPerUser, d.MaxDocsPerUser, 1)
+	intDef("MaxLoadedDocs", &o.MaxLoadedDocs, d.MaxLoadedDocs, 1)
+	intDef("MaxSubscribesPerSec", &o.MaxSubscribesPerSec, d.MaxSubscribesPerSec, 1)
 	intDef("MaxPending", &o.MaxPending, d.MaxPending, 1)
 	durDef("MaxClockOffset", &o.MaxClockOffset, d.MaxClockOffset, time.Millisecond)
 	intDef("SendQueue", &o.SendQueue, d.SendQueue, 4)

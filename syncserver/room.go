@@ -188,6 +188,11 @@ func (s *Server) acquire(ctx context.Context, doc string) (*room, error) {
 			s.rooms.Unlock()
 			return nil, ErrShuttingDown
 		}
+		if len(s.rooms.m) >= s.opts.MaxLoadedDocs {
+			s.rooms.Unlock()
+			s.m.limitHits.WithLabelValues("docs_loaded").Inc()
+			return nil, fmt.Errorf("%w: %d documents are loaded, the maximum", ErrTooManyDocs, s.opts.MaxLoadedDocs)
+		}
 		r = &room{
 			s:     s,
 			id:    doc,
@@ -416,9 +421,15 @@ func (r *room) setBytes() {
 	if r.doc != nil {
 		// O(leaves): 0.37 us for the automerge-paper document, cheap next
 		// to applying and persisting the batch that called this.
-		r.mem.Store(r.doc.MemSize())
+		r.mem.Store(roomOverhead + r.doc.MemSize())
 	}
 }
+
+// roomOverhead is what a loaded room costs besides its document: its
+// goroutine's stack, its command queue, maps and the empty crdt.Doc
+// (TestRoomOverhead measures it: about 12 KiB). It counts in the memory
+// budget and the document size, so that many empty documents are not free.
+const roomOverhead = 12 << 10
 
 // quiescent: nothing is in flight, so the room may exit without losing
 // an ack or a write.

@@ -20,6 +20,10 @@ import (
 // ErrShuttingDown is returned for work refused because Shutdown has begun.
 var ErrShuttingDown = errors.New("syncserver: shutting down")
 
+// ErrTooManyDocs is returned for a request that would load a document
+// while Options.MaxLoadedDocs are loaded.
+var ErrTooManyDocs = errors.New("syncserver: too many documents loaded")
+
 // Server is a weft sync server: it serves documents over WebSocket and HTTP
 // and keeps them durably in a Store. Create it with New, mount Handler on an
 // http.Server, and call Shutdown before closing the store.
@@ -32,6 +36,7 @@ type Server struct {
 	handler http.Handler
 
 	httpRate *principalRates // POST /v1/docs/{id}/changes, per principal
+	userDocs userDocs        // documents each principal holds open
 
 	conns    atomic.Int64 // open WebSocket connections and event streams
 	draining atomic.Bool
@@ -101,6 +106,7 @@ func New(opts Options) (*Server, error) {
 		httpRate: newPrincipalRates(o.MaxChangesPerSec, o.ChangesBurst),
 	}
 	s.rooms.m = make(map[string]*room)
+	s.userDocs.m = make(map[string]int)
 	s.sessions.m = make(map[*session]struct{})
 	s.upgrade = websocket.Upgrader{
 		HandshakeTimeout: o.AuthTimeout,

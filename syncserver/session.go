@@ -61,11 +61,13 @@ type session struct {
 	writeDeadline time.Time
 
 	// Owned by the reader.
-	subs     map[string]*room
-	changes  tokenBucket
-	presence tokenBucket
-	strikes  int // rate refusals in a row
-	fouls    int // batches refused as invalid or too_large (see foul)
+	subs    map[string]*room
+	changes tokenBucket
+	// subscribes meters subscribe messages (see Options.MaxSubscribesPerSec).
+	subscribes tokenBucket
+	presence   tokenBucket
+	strikes    int // rate refusals in a row
+	fouls      int // batches refused as invalid or too_large (see foul)
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -588,6 +590,7 @@ func (ss *session) handshake() bool {
 	now := time.Now()
 	ss.changes = newTokenBucket(float64(o.MaxChangesPerSec), float64(o.ChangesBurst), now)
 	ss.presence = newTokenBucket(float64(o.MaxPresencePerSec), float64(2*o.MaxPresencePerSec), now)
+	ss.subscribes = newTokenBucket(float64(o.MaxSubscribesPerSec), float64(o.MaxDocsPerConn), now)
 	ss.queueMsg(&syncproto.Welcome{
 		Version:    syncproto.ProtocolVersion,
 		ServerTime: hlc.New(o.Wall(), 0),
@@ -621,6 +624,7 @@ func (ss *session) dispatch(m syncproto.Message, received time.Time) {
 			delete(ss.subs, m.Doc)
 			ss.sendRoom(r, cmdUnsubscribe{sess: ss})
 			ss.s.release(r)
+			ss.s.userDocs.close(ss.principal.User)
 		}
 	case *syncproto.Update:
 		ss.update(m.Doc, m.Batch, m.Changes, true, received)
@@ -651,18 +655,33 @@ func (ss *session) subscribe(doc string, version crdt.VersionVector) {
 		ss.queueError(syncproto.StatusUnauthorized, doc, "the token does not grant access to this document")
 		return
 	}
+	// Each subscribe costs the room an encoding of the catch-up: metered,
+	// with a burst of a whole connection's worth (a reconnect).
+	if !ss.subscribes.take(1, time.Now()) {
+		ss.s.m.limitHits.WithLabelValues("subscribe_rate").Inc()
+		ss.queueError(syncproto.StatusRateLimited, doc, fmt.Sprintf("more than %d subscribes per second", ss.s.opts.MaxSubscribesPerSec))
+		ss.strike()
+		return
+	}
 	r, ok := ss.subs[doc]
 	if !ok {
-		if len(ss.subs) >= ss.s.opts.MaxDocsPerConn {
+		o := &ss.s.opts
+		if len(ss.subs) >= o.MaxDocsPerConn {
 			ss.s.m.limitHits.WithLabelValues("docs_per_conn").Inc()
-			ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("subscribed to the maximum of %d documents", ss.s.opts.MaxDocsPerConn))
+			ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("subscribed to the maximum of %d documents", o.MaxDocsPerConn))
+			return
+		}
+		if !ss.s.userDocs.open(ss.principal.User, o.MaxDocsPerUser) {
+			ss.s.m.limitHits.WithLabelValues("docs_per_user").Inc()
+			ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("user %q has the maximum of %d documents open", ss.principal.User, o.MaxDocsPerUser))
 			return
 		}
 		var err error
 		r, err = ss.s.acquire(context.Background(), doc)
 		if err != nil {
+			ss.s.userDocs.close(ss.principal.User)
 			st := syncproto.StatusInternal
-			if errors.Is(err, ErrShuttingDown) {
+			if errors.Is(err, ErrShuttingDown) || errors.Is(err, ErrTooManyDocs) {
 				st = syncproto.StatusOverloaded
 			}
 			ss.queueError(st, doc, err.Error())
@@ -765,6 +784,7 @@ func (ss *session) leaveAll() {
 	for doc, r := range ss.subs {
 		ss.sendRoom(r, cmdUnsubscribe{sess: ss, gone: true})
 		ss.s.release(r)
+		ss.s.userDocs.close(ss.principal.User)
 		delete(ss.subs, doc)
 	}
 }

@@ -115,7 +115,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 	defer s.conns.Add(-1)
 	rm, err := s.acquire(r.Context(), doc)
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, err.Error())
+		acquireError(w, err)
 		return
 	}
 	defer s.release(rm)

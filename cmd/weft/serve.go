@@ -54,6 +54,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	presence := fs.Int("max-presence-per-sec", def.MaxPresencePerSec, "presence messages per second per connection")
 	conns := fs.Int("max-conns", def.MaxConnections, "concurrent connections and event streams (over it: HTTP 503)")
 	docsPerConn := fs.Int("max-docs-per-conn", def.MaxDocsPerConn, "documents one connection may subscribe to")
+	docsPerUser := fs.Int("max-docs-per-user", def.MaxDocsPerUser, "documents one user may hold open over all connections and event streams")
+	loadedDocs := fs.Int("max-loaded-docs", def.MaxLoadedDocs, "documents loaded at once (over it: overloaded)")
+	subscribes := fs.Int("max-subscribes-per-sec", def.MaxSubscribesPerSec, "subscribes per second per connection (burst: --max-docs-per-conn)")
 	pending := fs.Int("max-pending", def.MaxPending, "changes per document waiting for missing dependencies")
 	clockOffset := fs.Duration("max-clock-offset", def.MaxClockOffset, "how far ahead of the server's clock a change may be stamped")
 	sendQueue := fs.Int("send-queue", def.SendQueue, "frames queued per connection before a slow client is dropped")
@@ -104,6 +107,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.MaxPresencePerSec = *presence
 	o.MaxConnections = *conns
 	o.MaxDocsPerConn = *docsPerConn
+	o.MaxDocsPerUser = *docsPerUser
+	o.MaxLoadedDocs = *loadedDocs
+	o.MaxSubscribesPerSec = *subscribes
 	o.MaxPending = *pending
 	o.MaxValueBytes = int64(maxValue)
 	o.MaxPendingBytes = int64(maxPendingBytes)
