@@ -485,13 +485,14 @@ func TestIdleUnloadAndReload(t *testing.T) {
 }
 
 func TestMemoryBudgetUnloadsLeastRecentlyUsed(t *testing.T) {
-	// The budget counts in-memory size (crdt.Doc.MemSize): room for about
-	// two of the documents below, measured on one built the same way.
+	// The budget counts in-memory size (crdt.Doc.MemSize plus the room's
+	// own overhead): room for about two of the documents below, measured
+	// on one built the same way.
 	probe := crdt.NewDoc(crdt.ReplicaID{1, 15: 1}, hlc.NewClock((&hlc.ManualWall{}).Read, 0), crdt.Options{})
 	tx := probe.Begin()
 	tx.Insert("t", 0, randomText(600))
 	tx.Commit()
-	one := probe.MemSize()
+	one := probe.MemSize() + roomOverhead
 	ts := newTestServer(t, func(o *Options) {
 		o.IdleTimeout = time.Hour
 		o.MemoryBudget = one * 5 / 2

@@ -421,14 +421,15 @@ func (r *room) setBytes() {
 	if r.doc != nil {
 		// O(leaves): 0.37 us for the automerge-paper document, cheap next
 		// to applying and persisting the batch that called this.
-		r.mem.Store(roomOverhead + r.doc.MemSize())
+		r.mem.Store(r.doc.MemSize())
 	}
 }
 
 // roomOverhead is what a loaded room costs besides its document: its
 // goroutine's stack, its command queue, maps and the empty crdt.Doc
-// (TestRoomOverhead measures it: about 12 KiB). It counts in the memory
-// budget and the document size, so that many empty documents are not free.
+// (TestRoomOverhead measures it: about 12 KiB). The memory budget counts
+// it for every room (sweep), so that many empty documents are not free;
+// a document's own size limit does not.
 const roomOverhead = 12 << 10
 
 // quiescent: nothing is in flight, so the room may exit without losing

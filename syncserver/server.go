@@ -304,7 +304,7 @@ func (s *Server) sweep(now time.Time) {
 	for _, r := range s.rooms.m {
 		// The budget is about memory: count the loaded document's
 		// in-memory size, not its (much smaller) encoding.
-		b := r.mem.Load()
+		b := r.mem.Load() + roomOverhead
 		total += b
 		if r.refs > 0 {
 			continue
