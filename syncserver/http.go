@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -31,7 +32,9 @@ import (
 const ChangesContentType = "application/vnd.weft.changes"
 
 // originAllowed implements the Origin allow-list for WebSocket handshakes
-// and the HTTP API.
+// and the HTTP API. In insecure (development) mode every loopback origin
+// is allowed too, whatever its port: a page served by a dev server on
+// localhost:5173 can then reach a local weft without flags.
 func (s *Server) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -43,7 +46,34 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		}
 	}
 	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return s.opts.Insecure && (u.Scheme == "http" || u.Scheme == "https") && isLoopbackHost(u.Hostname())
+}
+
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// refuseOrigin answers a request from a browser origin that is not
+// allowed: 403 with a body that says how to allow it, and a log line (a
+// browser shows neither the body of a refused WebSocket handshake nor a
+// reason, so the server's log is where a developer finds out).
+func (s *Server) refuseOrigin(w http.ResponseWriter, r *http.Request) {
+	origin := r.Header.Get("Origin")
+	s.m.refused.WithLabelValues("origin").Inc()
+	s.log.Warn("refused a request from a browser origin that is not allowed",
+		"origin", origin, "path", r.URL.Path, "remote", r.RemoteAddr, "allow_with", "--allow-origin "+origin)
+	httpError(w, http.StatusForbidden, syncproto.StatusUnauthorized,
+		fmt.Sprintf("origin %q is not allowed: start weft serve with --allow-origin %s (comma-separated, * for any)", origin, origin))
 }
 
 // serveDocs routes /v1/docs/{id}, /v1/docs/{id}/events,
@@ -53,8 +83,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 // addressed with that last '/' written as %2F.
 func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		s.m.refused.WithLabelValues("origin").Inc()
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		s.refuseOrigin(w, r)
 		return
 	}
 	if o := r.Header.Get("Origin"); o != "" {
@@ -361,8 +390,7 @@ const maxListDocs = 10000
 // it).
 func (s *Server) listDocs(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		s.m.refused.WithLabelValues("origin").Inc()
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		s.refuseOrigin(w, r)
 		return
 	}
 	p, err := s.auth.authenticate(bearer(r))

@@ -53,7 +53,10 @@ type Options struct {
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may open a WebSocket or call the HTTP API; "*" allows any. Requests
 	// without an Origin header (non-browser clients) and same-origin requests
-	// are always allowed. Default: none.
+	// are always allowed; with Insecure, so are loopback origins
+	// (http(s)://localhost, 127.0.0.0/8, [::1], any port) for local
+	// development. A refused origin is logged and answered 403 with a body
+	// naming --allow-origin. Default: none.
 	AllowedOrigins []string
 
 	// MaxFrameBytes bounds one WebSocket frame and one POSTed body. Default:

@@ -1,10 +1,12 @@
 package syncserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"github.com/gorilla/websocket"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -784,4 +786,74 @@ func TestTokenAudienceAndIssuer(t *testing.T) {
 	}
 	ok := ts.dial(mint("weft-prod", "https://id.example"))
 	ok.subscribe("d")
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Local browser development: with Insecure a page on any localhost port
+// connects; in every mode a refused origin is logged and told how to
+// allow it.
+func TestOriginLoopbackInInsecureModeAndRefusalsExplained(t *testing.T) {
+	var logs syncBuffer
+	insecure := newTestServer(t, func(o *Options) {
+		o.Secret = nil
+		o.Insecure = true
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	for _, origin := range []string{"http://localhost:5173", "http://127.0.0.1:3000", "http://[::1]:8080", "https://localhost"} {
+		conn, resp, err := insecure.dialRaw(http.Header{"Origin": {origin}})
+		if err != nil {
+			t.Errorf("insecure mode refused %s: %v %v", origin, err, resp)
+			continue
+		}
+		conn.Close()
+	}
+	for _, origin := range []string{"https://evil.example", "http://localhost.evil.example:5173", "file://localhost"} {
+		_, resp, err := insecure.dialRaw(http.Header{"Origin": {origin}})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("insecure mode let %s in: %v", origin, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "--allow-origin "+origin) {
+			t.Errorf("refusal of %s says %q", origin, body)
+		}
+		if !strings.Contains(logs.String(), "origin="+origin) || !strings.Contains(logs.String(), "--allow-origin") {
+			t.Errorf("refusal of %s not logged:\n%s", origin, logs.String())
+		}
+	}
+
+	// With tokens, loopback is an origin like any other.
+	secure := newTestServer(t, nil)
+	_, resp, err := secure.dialRaw(http.Header{"Origin": {"http://localhost:5173"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a secure server let a localhost page in: %v", err)
+	}
+	req, _ := http.NewRequest("GET", secure.hs.URL+"/v1/docs/x", nil)
+	req.Header.Set("Origin", "http://localhost:5173")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || !strings.Contains(string(body), "--allow-origin http://localhost:5173") {
+		t.Fatalf("HTTP API refusal: %d %s", resp.StatusCode, body)
+	}
 }

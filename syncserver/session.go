@@ -71,6 +71,11 @@ type session struct {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		// Before the upgrader, whose own refusal is a bare 403.
+		s.refuseOrigin(w, r)
+		return
+	}
 	// NB: the session joins sessionWG under the lock Shutdown flips
 	// draining under, so Shutdown's Wait never races with this Add.
 	s.sessions.Lock()

@@ -39,7 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	secret := fs.String("secret", "", "HS256 secret that signs access tokens (at least 16 bytes); required unless --insecure")
 	audience := fs.String("token-audience", "", "when set, tokens must carry this aud claim (tokens minted for other services are refused)")
 	issuer := fs.String("token-issuer", "", "when set, tokens must carry this iss claim")
-	insecure := fs.Bool("insecure", false, "allow connections without a token as an anonymous writer of every document (development only)")
+	insecure := fs.Bool("insecure", false, "allow connections without a token as an anonymous writer of every document, and browser pages from any localhost port (development only)")
 	origins := fs.String("allow-origin", "", "comma-separated browser origins allowed to connect (scheme://host[:port]; * for any)")
 	maxFrame := byteSize(def.MaxFrameBytes)
 	fs.Var(&maxFrame, "max-frame", "largest WebSocket frame or POST body (bytes; KiB/MiB/GiB suffixes allowed)")
