@@ -5,7 +5,7 @@
 # too long for that).
 GO ?= go
 
-.PHONY: test build fuzz bench-figures pgo
+.PHONY: test test-ts build fuzz bench-figures pgo
 
 build:
 	$(GO) build -o weft ./cmd/weft
@@ -16,6 +16,18 @@ test:
 	$(GO) test -race -timeout 20m ./...
 	$(GO) test -timeout 10m -run 'TestTraceHistories|TestEncodedSize' ./crdt/codec
 	$(GO) test -tags invariants -timeout 10m ./crdt ./crdt/syncproto
+	$(MAKE) test-ts
+
+# The TypeScript client (clients/ts): type check, unit, conformance and
+# Node-against-weft-serve tests, then the demo page in headless Chromium.
+# Installs Debian's chromium when it is missing (CI runs as root on a fresh
+# machine); npm ci installs exactly package-lock.json.
+test-ts:
+	command -v chromium >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	cd clients/ts && npm ci --no-audit --no-fund
+	cd clients/ts && npx tsc -p .
+	cd clients/ts && node --test --test-concurrency=1 dist/test/
+	cd clients/ts && node --test --test-concurrency=1 dist/e2e/
 
 # Runs each native fuzz target for a short while (not part of `make test`,
 # which replays the committed corpora).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"time"
 
@@ -34,6 +35,10 @@ type Options struct {
 	// store fails and the server stops acknowledging writes (fail-stop). The
 	// same error is also delivered on Fatal(). Default: nil.
 	OnFatal func(error)
+	// UI, if set, is served at / (GET of its files; "/" is its
+	// index.html): cmd/weft passes the embedded demo page. Default: nil
+	// (no page).
+	UI fs.FS
 
 	// Secret is the HS256 key that signs access tokens. Required unless
 	// Insecure. Default: none.

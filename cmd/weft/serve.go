@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weftsync/weft/internal/webui"
 	"github.com/weftsync/weft/syncserver"
 )
 
@@ -121,6 +122,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.MemoryBudget = int64(budget)
 	o.IdleTimeout = *idle
 	o.SnapshotMinBytes = int64(snapMin)
+	o.UI = webui.FS()
 	// Every flag is checked before the store is opened: a typo costs
 	// nothing, and the errors name flags, not Go fields.
 	if err := syncserver.CheckOptions(o); err != nil {

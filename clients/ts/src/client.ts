@@ -24,6 +24,7 @@ import { Clock, wallOf } from "./hlc.js";
 import { CloseCode, PROTOCOL_VERSION, Status, decodeMessage, encodeMessage, statusName } from "./protocol.js";
 import type { Limits, Message, Selection } from "./protocol.js";
 import type { Store } from "./store.js";
+import { tokenAccess } from "./token.js";
 import { changeLen, newReplica, vvMerge } from "./types.js";
 import type { Anchor, Change, ReplicaID, VersionVector } from "./types.js";
 
@@ -228,7 +229,7 @@ export class Client {
     if (stored && stored.batches.length > 0) {
       const all: Change[] = [];
       for (const b of stored.batches) all.push(...decodeChanges(b));
-      d.doc.apply(all);
+      d.doc.applyTrusted(all);
     }
     this.docs.set(id, d);
     if (this.ws && this.stateV === "connected") d.subscribe();
@@ -469,6 +470,9 @@ export class Document {
     readonly replica: ReplicaID,
   ) {
     this.doc = new Doc(replica, new Clock(client.wall, 0));
+    // The server enforces access; knowing it from the token spares the
+    // user typing into a document that will refuse the edit.
+    this.readOnly = tokenAccess(client.opts.token, id) === "read";
   }
 
   /** Whether every local change is durable on the server. */

@@ -264,40 +264,32 @@ class KindReader extends ByteReader {
 
 // ---- the right-origin predictor ----
 
-/** A packed id: replica table index and seq, as a string key. "" is the zero id. */
-type Pid = string;
-const pid = (r: number, seq: number): Pid => `${r}:${seq}`;
+// A packed id: replica table index · 2^41 + seq (seqs ≤ 2^40, and the
+// predicted successor ≤ 2^40 + 1); exact in a double for fewer than 2^12
+// replicas in a batch, which EncodeChunks-sized batches never approach.
+// 0 is the zero id.
+const PID = 2 ** 41;
+const pidOf = (r: number, seq: number): number => (seq === 0 ? 0 : r * PID + seq);
 
 class Predictor {
-  private lastAfter = new Map<Pid, [number, number]>();
-  private runEnd = new Map<Pid, [number, number] | null>();
-  /** The predicted right for an insert after left (r, seq; seq 0: none), or undefined for no prediction. */
-  right(lr: number, ls: number): [number, number] | null | undefined {
-    const k = ls === 0 ? "" : pid(lr, ls);
-    const a = this.lastAfter.get(k);
+  private lastAfter = new Map<number, number>();
+  private runEnd = new Map<number, number>();
+  /** The predicted right (a packed id, 0: the zero id) for an insert after left, or -1 for no prediction. */
+  right(left: number): number {
+    const a = this.lastAfter.get(left);
     if (a !== undefined) return a;
-    if (ls === 0) return undefined;
-    if (this.runEnd.has(k)) return this.runEnd.get(k);
-    return [lr, ls + 1];
+    if (left === 0) return -1;
+    const e = this.runEnd.get(left);
+    if (e !== undefined) return e;
+    return left + 1;
   }
-  inserted(r: number, seq: number, n: number, lr: number, ls: number, right: [number, number] | null): void {
-    this.lastAfter.set(ls === 0 ? "" : pid(lr, ls), [r, seq]);
-    this.runEnd.set(pid(r, seq + n - 1), right);
+  inserted(first: number, n: number, left: number, right: number): void {
+    this.lastAfter.set(left, first);
+    this.runEnd.set(first + n - 1, right);
   }
 }
-
-const sameId = (a: [number, number] | null, b: [number, number] | null) =>
-  a === null ? b === null : b !== null && a[0] === b[0] && a[1] === b[1];
 
 // ---- encoding ----
-
-interface IdVal {
-  v: number; // plain value, when !coded
-  zz: number;
-  r: number;
-  coded: boolean;
-  plusOne: boolean;
-}
 
 /**
  * encodeChanges encodes changes (in causal order, as Doc.changesSince
@@ -310,12 +302,19 @@ export function encodeChanges(changes: readonly Change[]): Uint8Array {
   const repIdx = new Map<ReplicaID, number>();
   const fields: string[] = [];
   const fieldIdx = new Map<string, number>();
-  const cursors: number[][] = [[], [], []]; // left, right, target
+  const curL: number[] = [];
+  const curR: number[] = [];
+  const curT: number[] = [];
   const expected: number[] = [];
-  const idVals: IdVal[][] = [[], [], []];
-  const cols: (number[] | bigint[])[] = [];
+  // Origin columns before the replica count is known: per value, a plain
+  // value (r = -1) or a code's zigzag distance, replica and +1.
+  const idZZ: number[][] = [[], [], []];
+  const idR: number[][] = [[], [], []];
+  const cols: number[][] = [];
   for (let c = 0; c < COLS; c++) cols.push([]);
-  const num = (c: number) => cols[c] as number[];
+  const chReplica = cols[C.chReplica], chSeq = cols[C.chSeq], chTime = cols[C.chTime], chLogical = cols[C.chLogical], chOps = cols[C.chOps];
+  const opField = cols[C.opField], insLen = cols[C.insLen], delCount = cols[C.delCount], delBackward = cols[C.delBackward], setLen = cols[C.setLen];
+  const deltas: bigint[] = [];
   const kinds: number[] = [];
   const texts: string[] = [];
   const values: Uint8Array[] = [];
@@ -323,7 +322,10 @@ export function encodeChanges(changes: readonly Change[]): Uint8Array {
   let nOps = 0;
   let prevWall = 0;
   let prevLogical = 0;
+  let prevTime = -1n;
   const pred = new Predictor();
+  let lastField = "";
+  let lastFieldI = -1;
 
   const addReplica = (r: ReplicaID): number => {
     let i = repIdx.get(r);
@@ -331,106 +333,112 @@ export function encodeChanges(changes: readonly Change[]): Uint8Array {
     i = reps.length;
     reps.push(r);
     repIdx.set(r, i);
-    for (const cur of cursors) cur.push(0);
+    curL.push(0);
+    curR.push(0);
+    curT.push(0);
     expected.push(0);
     return i;
   };
-  const addField = (f: string): number => {
-    let i = fieldIdx.get(f);
-    if (i === undefined) {
-      i = fields.length;
-      fields.push(f);
-      fieldIdx.set(f, i);
-    }
-    return i;
+  const plain = (k: number, v: number) => {
+    idZZ[k].push(v);
+    idR[k].push(-1);
   };
-  const code = (k: number, r: number, seq: number): IdVal => {
-    const d = seq - cursors[k][r];
-    cursors[k][r] = seq;
-    return { v: 0, zz: zigzag(d), r, coded: true, plusOne: false };
+  const code = (k: number, cur: number[], r: number, seq: number, plusOne: boolean) => {
+    idZZ[k].push(zigzag(seq - cur[r]));
+    idR[k].push(plusOne ? -(r + 2) : r); // -(r+2): a right code, plus one
+    cur[r] = seq;
   };
-  const plain = (v: number): IdVal => ({ v, zz: 0, r: 0, coded: false, plusOne: false });
 
   for (const ch of changes) {
     const r = addReplica(ch.replica);
     checkSeq(ch.seq);
-    num(C.chReplica).push(r);
+    chReplica.push(r);
     if (expected[r] === 0) expected[r] = 1;
-    num(C.chSeq).push(zigzag(ch.seq - expected[r]));
-    if (cursors[0][r] === 0) cursors[0][r] = ch.seq - 1;
-    if (cursors[2][r] === 0) cursors[2][r] = ch.seq - 1;
-    const wall = Number(ch.time >> LOGICAL_BITS);
-    const logical = Number(ch.time & 0xffffn);
+    chSeq.push(zigzag(ch.seq - expected[r]));
+    if (curL[r] === 0) curL[r] = ch.seq - 1;
+    if (curT[r] === 0) curT[r] = ch.seq - 1;
+    let wall = prevWall;
+    let logical = prevLogical;
+    if (ch.time !== prevTime) {
+      wall = Number(ch.time >> LOGICAL_BITS);
+      logical = Number(ch.time & 0xffffn);
+      prevTime = ch.time;
+    }
     if (wall === prevWall) {
-      num(C.chTime).push(zigzag(logical - prevLogical) * 2);
+      chTime.push(zigzag(logical - prevLogical) * 2);
     } else {
-      num(C.chTime).push(zigzag(wall - prevWall) * 2 + 1);
-      num(C.chLogical).push(logical);
+      chTime.push(zigzag(wall - prevWall) * 2 + 1);
+      chLogical.push(logical);
     }
     prevWall = wall;
     prevLogical = logical;
-    num(C.chOps).push(ch.ops.length);
-    nOps += ch.ops.length;
+    const ops = ch.ops;
+    chOps.push(ops.length);
+    nOps += ops.length;
     let seq = ch.seq;
-    for (const op of ch.ops) {
+    for (let j = 0; j < ops.length; j++) {
+      const op = ops[j];
       kinds.push(op.kind - 1);
-      num(C.opField).push(addField(op.field));
+      if (op.field !== lastField || lastFieldI < 0) {
+        let fi = fieldIdx.get(op.field);
+        if (fi === undefined) {
+          fi = fields.length;
+          fields.push(op.field);
+          fieldIdx.set(op.field, fi);
+        }
+        lastField = op.field;
+        lastFieldI = fi;
+      }
+      opField.push(lastFieldI);
       switch (op.kind) {
         case OpKind.Ins: {
           const n = runeCount(op.text);
-          num(C.insLen).push(n);
-          let left: [number, number] | null = null;
-          let lc = plain(0);
-          if (op.left && op.left.seq !== 0) {
-            checkSeq(op.left.seq);
-            const li = op.left.replica === ch.replica ? r : addReplica(op.left.replica);
-            lc = code(0, li, op.left.seq);
-            left = [li, op.left.seq];
+          insLen.push(n);
+          let left = 0;
+          const l = op.left;
+          if (l && l.seq !== 0) {
+            checkSeq(l.seq);
+            const li = l.replica === ch.replica ? r : addReplica(l.replica);
+            code(0, curL, li, l.seq, false);
+            left = pidOf(li, l.seq);
+          } else plain(0, 0);
+          let right = 0;
+          let ri = 0;
+          const rt = op.right;
+          if (rt && rt.seq !== 0) {
+            checkSeq(rt.seq);
+            ri = rt.replica === ch.replica ? r : addReplica(rt.replica);
+            right = pidOf(ri, rt.seq);
           }
-          idVals[0].push(lc);
-          let right: [number, number] | null = null;
-          if (op.right && op.right.seq !== 0) {
-            checkSeq(op.right.seq);
-            const ri = op.right.replica === ch.replica ? r : addReplica(op.right.replica);
-            right = [ri, op.right.seq];
-          }
-          const guess = pred.right(left ? left[0] : 0, left ? left[1] : 0);
-          let rv: IdVal;
-          if (guess !== undefined && sameId(guess, right)) {
-            rv = plain(0);
-            if (right) cursors[1][right[0]] = right[1];
-          } else if (right === null) {
-            rv = plain(1);
-          } else {
-            rv = code(1, right[0], right[1]);
-            rv.plusOne = true;
-          }
-          idVals[1].push(rv);
-          pred.inserted(r, seq, n, left ? left[0] : 0, left ? left[1] : 0, right);
-          cursors[0][r] = seq + n - 1;
+          const guess = pred.right(left);
+          if (guess !== -1 && guess === right) {
+            plain(1, 0);
+            if (right !== 0) curR[ri] = rt!.seq;
+          } else if (right === 0) plain(1, 1);
+          else code(1, curR, ri, rt!.seq, true);
+          pred.inserted(pidOf(r, seq), n, left, right);
+          curL[r] = seq + n - 1;
           texts.push(op.text);
           seq += n;
           break;
         }
         case OpKind.Del: {
-          let v = plain(0);
-          if (op.target.seq !== 0) {
-            checkSeq(op.target.seq);
-            const ti = op.target.replica === ch.replica ? r : addReplica(op.target.replica);
-            v = code(2, ti, op.target.seq);
-          }
-          idVals[2].push(v);
-          num(C.delCount).push(op.count);
-          num(C.delBackward).push(op.backward ? 1 : 0);
+          const t = op.target;
+          if (t.seq !== 0) {
+            checkSeq(t.seq);
+            code(2, curT, t.replica === ch.replica ? r : addReplica(t.replica), t.seq, false);
+          } else plain(2, 0);
+          delCount.push(op.count);
+          delBackward.push(op.backward ? 1 : 0);
           seq += op.count;
           break;
         }
         case OpKind.Add:
-          (cols[C.addDelta] as bigint[]).push(zigzagBig(op.delta));
+          deltas.push(zigzagBig(op.delta));
           seq++;
           break;
         case OpKind.Set:
-          num(C.setLen).push(op.value.length);
+          setLen.push(op.value.length);
           values.push(op.value);
           valuesLen += op.value.length;
           seq++;
@@ -444,13 +452,16 @@ export function encodeChanges(changes: readonly Change[]): Uint8Array {
   const nRep = Math.max(reps.length, 1);
   const idCols = [C.insLeft, C.insRight, C.delTarget];
   for (let k = 0; k < 3; k++) {
-    const col = num(idCols[k]);
-    for (const x of idVals[k]) {
-      if (!x.coded) col.push(x.v);
-      else col.push(1 + x.zz * nRep + x.r + (x.plusOne ? 1 : 0));
+    const col = cols[idCols[k]];
+    const zz = idZZ[k], rr = idR[k];
+    for (let i = 0; i < zz.length; i++) {
+      const x = rr[i];
+      if (x === -1) col.push(zz[i]);
+      else if (x >= 0) col.push(1 + zz[i] * nRep + x);
+      else col.push(2 + zz[i] * nRep + (-x - 2));
     }
   }
-  const out = new ByteWriter(256);
+  const out = new ByteWriter(1024);
   out.byte(CHANGES_FORMAT);
   out.uvarint(reps.length);
   for (const rep of reps) out.bytes(replicaToBytes(rep));
@@ -462,7 +473,7 @@ export function encodeChanges(changes: readonly Change[]): Uint8Array {
   }
   out.uvarint(changes.length);
   out.uvarint(nOps);
-  const w = new ByteWriter(256);
+  const w = new ByteWriter(1024);
   for (let c = 0; c < COLS; c++) {
     w.len = 0;
     if (c === C.opKind) {
@@ -479,9 +490,9 @@ export function encodeChanges(changes: readonly Change[]): Uint8Array {
       w.room(valuesLen);
       for (const v of values) w.bytes(v);
     } else if (c === C.addDelta) {
-      rleEncode(cols[c] as bigint[], w, putBig);
+      rleEncode(deltas, w, putBig);
     } else {
-      rleEncode(cols[c] as number[], w, putNum);
+      rleEncode(cols[c], w, putNum);
     }
     out.uvarint(w.len);
     out.bytes(w.view());
@@ -677,15 +688,18 @@ export function decodeChanges(data: Uint8Array): Change[] {
           const rc = insRight.next();
           let right: [number, number] | null = null;
           if (rc === 0) {
-            const g = pred.right(left ? left[0] : 0, left ? left[1] : 0);
-            if (g === undefined) throw new CorruptError(`change ${i} op ${j}: right origin predicted where there is no prediction`);
-            if (g && g[1] > MAX_SEQ) throw new CorruptError(`change ${i} op ${j}: predicted right origin past MaxSeq`);
-            right = g;
-            if (g) cursors[1][g[0]] = g[1];
+            const g = pred.right(left ? pidOf(left[0], left[1]) : 0);
+            if (g === -1) throw new CorruptError(`change ${i} op ${j}: right origin predicted where there is no prediction`);
+            if (g !== 0) {
+              const gr = Math.floor(g / PID), gs = g % PID;
+              if (gs > MAX_SEQ) throw new CorruptError(`change ${i} op ${j}: predicted right origin past MaxSeq`);
+              right = [gr, gs];
+              cursors[1][gr] = gs;
+            }
           } else if (rc !== 1) {
             right = decodeId(1, rc - 1, `change ${i} op ${j}: right origin`);
           }
-          pred.inserted(r, seq, size, left ? left[0] : 0, left ? left[1] : 0, right);
+          pred.inserted(pidOf(r, seq), size, left ? pidOf(left[0], left[1]) : 0, right ? pidOf(right[0], right[1]) : 0);
           cursors[0][r] = seq + size - 1;
           ops.push({
             kind: OpKind.Ins,

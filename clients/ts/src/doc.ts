@@ -48,6 +48,8 @@ export class FieldTypeError extends Error {
 }
 
 const MAX_SEQ = 2 ** 32 - 2;
+const INT64_MAX = 0x7fffffffffffffffn;
+const INT64_MIN = -0x8000000000000000n;
 export const MAX_FIELD_NAME = 1024;
 const LEAF_CAP = 64;
 
@@ -72,6 +74,8 @@ class Item {
 class Leaf {
   items: Item[] = [];
   vis = 0;
+  /** Visible UTF-16 code units (what editors count). */
+  vis16 = 0;
   raw = 0;
 }
 
@@ -87,6 +91,7 @@ class Run {
 class Text {
   leaves: Leaf[] = [new Leaf()];
   vis = 0;
+  vis16 = 0;
   raw = 0;
   runs: Run[][] = [];
 
@@ -184,6 +189,79 @@ class Text {
     return [pos + k, true];
   }
 
+  /** Visible UTF-16 units before id (r, seq). */
+  visIndex16(r: number, seq: number): number {
+    const loc = this.locate(r, seq);
+    if (!loc) throw new Error("crdt: visIndex16 of unknown id");
+    const [it, k] = loc;
+    let pos = 0;
+    for (const l of this.leaves) {
+      if (l === it.leaf) break;
+      pos += l.vis16;
+    }
+    for (const x of it.leaf.items) {
+      if (x === it) break;
+      if (!x.del) pos += x.s.length;
+    }
+    return it.del ? pos : pos + runeOffset(it.s, it.n, k);
+  }
+
+  /** The rune position of UTF-16 position u (0..vis16). Throws if u splits a surrogate pair. */
+  runesAt16(u: number): number {
+    if (u < 0 || u > this.vis16) throw new RangeError(`crdt: UTF-16 position ${u} outside 0..${this.vis16}`);
+    if (this.vis16 === this.vis) return u;
+    let runes = 0;
+    for (const l of this.leaves) {
+      if (u >= l.vis16 && l !== this.leaves[this.leaves.length - 1]) {
+        u -= l.vis16;
+        runes += l.vis;
+        continue;
+      }
+      for (const it of l.items) {
+        if (it.del) continue;
+        if (u >= it.s.length) {
+          u -= it.s.length;
+          runes += it.n;
+          continue;
+        }
+        let i = 0;
+        while (i < u) {
+          const c = it.s.charCodeAt(i);
+          i += c >= 0xd800 && c <= 0xdbff ? 2 : 1;
+          runes++;
+        }
+        if (i !== u) throw new RangeError("crdt: a UTF-16 position splits a surrogate pair");
+        return runes;
+      }
+      if (u === 0) return runes;
+    }
+    return runes;
+  }
+
+  /** The UTF-16 position of rune position p (0..vis). */
+  u16At(p: number): number {
+    if (p < 0 || p > this.vis) throw new RangeError(`crdt: position ${p} outside 0..${this.vis}`);
+    if (this.vis16 === this.vis) return p;
+    let u = 0;
+    for (const l of this.leaves) {
+      if (p >= l.vis) {
+        p -= l.vis;
+        u += l.vis16;
+        continue;
+      }
+      for (const it of l.items) {
+        if (it.del) continue;
+        if (p >= it.n) {
+          p -= it.n;
+          u += it.s.length;
+          continue;
+        }
+        return u + runeOffset(it.s, it.n, p);
+      }
+    }
+    return u;
+  }
+
   /** The leaf index, item index and offset of visible character pos. */
   visAt(pos: number): [number, number, number] {
     const leaves = this.leaves;
@@ -223,10 +301,13 @@ class Text {
     it.leaf = l;
     l.items.splice(i, 0, it);
     const dv = it.del ? 0 : it.n;
+    const dv16 = it.del ? 0 : it.s.length;
     l.raw += it.n;
     l.vis += dv;
+    l.vis16 += dv16;
     this.raw += it.n;
     this.vis += dv;
+    this.vis16 += dv16;
     const rs = this.runsOf(it.r);
     const run = new Run(it.seq, it.seq + it.n, [it]);
     it.run = run;
@@ -242,10 +323,14 @@ class Text {
       for (const it of nl.items) {
         it.leaf = nl;
         nl.raw += it.n;
-        if (!it.del) nl.vis += it.n;
+        if (!it.del) {
+          nl.vis += it.n;
+          nl.vis16 += it.s.length;
+        }
       }
       l.raw -= nl.raw;
       l.vis -= nl.vis;
+      l.vis16 -= nl.vis16;
       this.leaves.splice(this.leafIndex(l) + 1, 0, nl);
       this.fixLeaf(nl);
     }
@@ -263,17 +348,22 @@ class Text {
     it.del = true;
     l.vis -= it.n;
     this.vis -= it.n;
+    l.vis16 -= it.s.length;
+    this.vis16 -= it.s.length;
     this.fixLeaf(l);
   }
 
-  deleteIDs(r: number, seq: number, n: number, onDelete?: (pos: number, n: number) => void): void {
+  deleteIDs(r: number, seq: number, n: number, onDelete?: (pos: number, n: number, pos16: number, n16: number) => void): void {
     while (n > 0) {
       const loc = this.locate(r, seq);
       if (!loc) throw new Error("crdt: delete of unknown id passed validation");
       const [it, k] = loc;
       const m = Math.min(it.n - k, n);
       const l = it.leaf;
-      if (onDelete && !it.del) onDelete(this.visIndex(r, seq)[0], m);
+      if (onDelete && !it.del) {
+        const a = runeOffset(it.s, it.n, k);
+        onDelete(this.visIndex(r, seq)[0], m, this.visIndex16(r, seq), runeOffset(it.s, it.n, k + m) - a);
+      }
       this.deleteRange(l, l.items.indexOf(it), k, m);
       seq += m;
       n -= m;
@@ -444,9 +534,14 @@ interface Head {
  * each relative to the text the previous one left).
  */
 export interface TextEvent {
+  /** Rune position. */
   pos: number;
+  /** Runes deleted at pos. */
   delete: number;
   insert: string;
+  /** The same in UTF-16 code units (what CodeMirror and the DOM count). */
+  pos16: number;
+  delete16: number;
 }
 
 /** Doc is one replica of a document. Not shared between tasks: one owner. */
@@ -527,8 +622,35 @@ export class Doc {
     return this.field(name, FieldType.Text, false)?.text!.vis ?? 0;
   }
 
+  /** The length of a text in UTF-16 code units. */
+  textLen16(name: string): number {
+    return this.field(name, FieldType.Text, false)?.text!.vis16 ?? 0;
+  }
+
+  /** Converts a UTF-16 position of a text into a rune position. */
+  runesFromUtf16(name: string, u16: number): number {
+    const t = this.field(name, FieldType.Text, false)?.text;
+    if (!t) {
+      if (u16 !== 0) throw new RangeError(`crdt: UTF-16 position ${u16} in an empty text`);
+      return 0;
+    }
+    return t.runesAt16(u16);
+  }
+
+  /** Converts a rune position of a text into UTF-16 code units. */
+  utf16FromRunes(name: string, runes: number): number {
+    const t = this.field(name, FieldType.Text, false)?.text;
+    if (!t) {
+      if (runes !== 0) throw new RangeError(`crdt: position ${runes} in an empty text`);
+      return 0;
+    }
+    return t.u16At(runes);
+  }
+
+  /** The counter's value: the exact sum of its deltas, saturated to int64. */
   counter(name: string): bigint {
-    return this.field(name, FieldType.Counter, false)?.counter ?? 0n;
+    const v = this.field(name, FieldType.Counter, false)?.counter ?? 0n;
+    return v > INT64_MAX ? INT64_MAX : v < INT64_MIN ? INT64_MIN : v;
   }
 
   /** The msgpack bytes of a register, or undefined when never set. */
@@ -632,6 +754,8 @@ export class Doc {
           l.raw += n;
           t.vis += n;
           t.raw += n;
+          l.vis16 += s.length;
+          t.vis16 += s.length;
           this.appendSpan(0, { seq, n, field: f, kind: OpKind.Ins, back: false, off, nb, ar: lr, as: ls, br: rr, bs: rs, delta: 0n, text: s });
           return;
         }
@@ -695,7 +819,9 @@ export class Doc {
 
   private applyCounter(f: Field, r: number, seq: number, delta: bigint): void {
     this.appendSpan(r, { seq, n: 1, field: f, kind: OpKind.Add, back: false, off: 0, nb: 0, ar: 0, as: 0, br: 0, bs: 0, delta, text: "" });
-    f.counter = BigInt.asIntN(64, f.counter + delta);
+    // The exact sum: it never wraps, so it does not depend on the order the
+    // deltas arrive in (counter() saturates it to int64, as Go does).
+    f.counter += delta;
   }
 
   private applyRegister(f: Field, r: number, seq: number, t: Timestamp, value: Uint8Array): void {
@@ -795,7 +921,7 @@ export class Doc {
           this.contentLen += nb;
           this.appendSpan(r, { seq, n, field: f, kind: OpKind.Ins, back: false, off, nb, ar: lr, as: ls, br: rr, bs: rs, delta: 0n, text: op.text });
           f.text!.integrate(new Item(r, seq, n, op.text, false, lr, ls, rr, rs), lr, ls, rr, rs, this.replicas);
-          if (this.onText) this.onText(op.field, { pos: f.text!.visIndex(r, seq)[0], insert: op.text, delete: 0 });
+          if (this.onText) this.onText(op.field, { pos: f.text!.visIndex(r, seq)[0], insert: op.text, delete: 0, pos16: f.text!.visIndex16(r, seq), delete16: 0 });
           break;
         }
         case OpKind.Del: {
@@ -803,7 +929,7 @@ export class Doc {
           n = op.count;
           const [tr, ts] = this.refOf(op.target);
           const on = this.onText;
-          f.text!.deleteIDs(tr, op.backward ? ts - n + 1 : ts, n, on ? (pos, m) => on(op.field, { pos, insert: "", delete: m }) : undefined);
+          f.text!.deleteIDs(tr, op.backward ? ts - n + 1 : ts, n, on ? (pos, m, pos16, m16) => on(op.field, { pos, insert: "", delete: m, pos16, delete16: m16 }) : undefined);
           for (let k = 0; k < n; k++) {
             const t = op.backward ? ts - k : ts + k;
             this.appendSpan(r, { seq: seq + k, n: 1, field: f, kind: OpKind.Del, back: false, off: 0, nb: 0, ar: tr, as: t, br: 0, bs: 0, delta: 0n, text: "" });
@@ -828,20 +954,33 @@ export class Doc {
    * Returns the changes applied, in order (trimmed of what the document had).
    */
   apply(changes: readonly Change[]): Change[] {
+    return this.applyMaybeTrusted(changes, false);
+  }
+
+  /**
+   * applyTrusted is apply for the replica's own stored history: times are
+   * not checked against the wall clock or what they follow.
+   */
+  applyTrusted(changes: readonly Change[]): Change[] {
+    return this.applyMaybeTrusted(changes, true);
+  }
+
+  private applyMaybeTrusted(changes: readonly Change[], trusted: boolean): Change[] {
     if (this.tx) this.tx.commit();
     changes.forEach((c, i) => {
       const err = checkShape(c);
       if (err) throw new InvalidChangeError(`change ${i} (${c.replica.slice(0, 8)}@${c.seq}): ${err}`);
     });
-    const p = new Plan(this);
+    const p = new Plan(this, trusted);
     p.run(changes, false);
     if (p.waiting.length + this.pending.length > this.maxPending)
       throw new PendingFullError(`${p.waiting.length + this.pending.length} changes would wait for missing dependencies (max ${this.maxPending})`);
-    for (const c of p.ready) this.clock.update(c.time);
+    // Every ready time passed the offset check when it was planned.
+    for (const c of p.ready) this.clock.witness(c.time);
     for (const c of p.ready) this.applyChange(c);
     const applied = p.ready.slice();
     this.addPending(p.waiting);
-    if (p.ready.length > 0 && this.pending.length > 0) this.retryPending(applied);
+    if (p.ready.length > 0 && this.pending.length > 0) this.retryPending(applied, trusted);
     return applied;
   }
 
@@ -856,19 +995,15 @@ export class Doc {
     }
   }
 
-  private retryPending(applied: Change[]): void {
+  private retryPending(applied: Change[], trusted: boolean): void {
     for (;;) {
-      const p = new Plan(this);
+      const p = new Plan(this, trusted);
       const cands = this.pending;
       this.pending = [];
       p.run(cands, true);
       this.rejectedCount += p.dropped;
       for (const c of p.ready) {
-        try {
-          this.clock.update(c.time);
-        } catch {
-          /* checked by the plan */
-        }
+        this.clock.witness(c.time);
         this.applyChange(c);
         applied.push(c);
       }
@@ -1062,6 +1197,15 @@ export class Doc {
   _clockCheck(t: Timestamp): void {
     this.clock.check(t);
   }
+
+  /** @internal for Plan: the time of seq of replica r, if the document holds it. */
+  _timeOf(r: ReplicaID, seq: number): Timestamp | undefined {
+    const i = this.rindex.get(r);
+    if (i === undefined) return undefined;
+    const lg = this.logs[i];
+    if (seq >= lg.next || lg.times.length === 0) return undefined;
+    return this.timeAt(i, seq);
+  }
 }
 
 /** Tx is a local transaction: its edits become one change with one time. */
@@ -1176,19 +1320,39 @@ interface PlanRange {
 
 const WAIT = Symbol("wait");
 
+interface PlanReplica {
+  next: number;
+  inserts: PlanRange[];
+  base: number;
+  /** The time and first seq of the replica's last ready change. */
+  lastT: Timestamp;
+  lastStart: number;
+}
+
 class Plan {
-  adv = new Map<ReplicaID, { next: number; inserts: PlanRange[] }>();
+  adv = new Map<ReplicaID, PlanReplica>();
   ready: Change[] = [];
   waiting: Change[] = [];
   dropped = 0;
-  constructor(private d: Doc) {}
+  constructor(
+    private d: Doc,
+    private trusted = false,
+  ) {}
 
   private nextSeq(r: ReplicaID): number {
     return this.adv.get(r)?.next ?? this.d._nextSeqOf(r);
   }
 
+  /**
+   * run plans the changes in time order (a stable sort, when they are not
+   * in it): every change is stamped after what it depends on (checkTimes),
+   * so its dependencies in the batch come before it.
+   */
   run(changes: readonly Change[], drop: boolean): void {
     let todo: Change[] = changes.slice();
+    let sorted = true;
+    for (let i = 1; i < todo.length && sorted; i++) if (todo[i].time < todo[i - 1].time) sorted = false;
+    if (!sorted) todo.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
     for (;;) {
       const later: Change[] = [];
       let progress = false;
@@ -1200,8 +1364,9 @@ class Plan {
           later.push(c);
           continue;
         }
-        if (c.seq < next) c = trimChange(c, next - c.seq);
-        const err = this.validate(c);
+        const trimmed = c.seq < next;
+        if (trimmed) c = trimChange(c, next - c.seq);
+        const err = this.validate(c, trimmed);
         if (err === WAIT) {
           later.push(c);
           continue;
@@ -1222,10 +1387,12 @@ class Plan {
     this.waiting = todo;
   }
 
-  private validate(c: Change): Error | typeof WAIT | null {
+  private validate(c: Change, trimmed: boolean): Error | typeof WAIT | null {
     let err: string | typeof WAIT | null = this.check(c);
     if (err === WAIT) return WAIT;
+    if (!err && !this.trusted) err = this.checkTimes(c, trimmed);
     if (err) return new InvalidChangeError(`change ${c.replica.slice(0, 8)}@${c.seq}: ${err}`);
+    if (this.trusted) return null;
     try {
       this.d._clockCheck(c.time);
     } catch (e) {
@@ -1235,12 +1402,56 @@ class Plan {
     return null;
   }
 
+  /**
+   * checkTimes: c must be stamped after its replica's previous change and
+   * after every character it references outside itself (Go: ErrBackdated),
+   * which keeps "the changes stamped ≤ T" causally closed.
+   */
+  private checkTimes(c: Change, trimmed: boolean): string | null {
+    if (c.seq > 1 && !trimmed) {
+      const t = this.timeOf(c.replica, c.seq - 1);
+      if (t !== undefined && c.time <= t) return `change stamped before what it follows: stamped ${c.time}, its replica's previous change ${t}`;
+    }
+    for (let i = 0; i < c.ops.length; i++) {
+      const op = c.ops[i];
+      let e: string | null = null;
+      if (op.kind === OpKind.Ins) {
+        e = this.refTime(c, op.left, 1, false) ?? this.refTime(c, op.right, 1, false);
+        if (e) return `op ${i} origin: ${e}`;
+      } else if (op.kind === OpKind.Del) {
+        e = this.refTime(c, op.target, op.count, op.backward);
+        if (e) return `op ${i} target: ${e}`;
+      }
+    }
+    return null;
+  }
+
+  private refTime(c: Change, id: ID | null, n: number, back: boolean): string | null {
+    if (!id || id.seq === 0) return null;
+    let top = back ? id.seq : id.seq + n - 1;
+    if (id.replica === c.replica && top >= c.seq) {
+      if (back || id.seq >= c.seq) return null;
+      top = c.seq - 1;
+    }
+    const t = this.timeOf(id.replica, top);
+    if (t !== undefined && c.time <= t) return `change stamped before what it follows: stamped ${c.time}, the character it names ${t}`;
+    return null;
+  }
+
+  private timeOf(r: ReplicaID, seq: number): Timestamp | undefined {
+    const a = this.adv.get(r);
+    if (a && seq >= a.base) return seq >= a.lastStart ? a.lastT : 0n;
+    return this.d._timeOf(r, seq);
+  }
+
   private accept(c: Change): void {
     let a = this.adv.get(c.replica);
     if (!a) {
-      a = { next: c.seq, inserts: [] };
+      a = { next: c.seq, inserts: [], base: c.seq, lastT: c.time, lastStart: c.seq };
       this.adv.set(c.replica, a);
     }
+    a.lastT = c.time;
+    a.lastStart = c.seq;
     let seq = c.seq;
     for (const op of c.ops) {
       const n = opLenOf(op);

@@ -12,3 +12,5 @@ export { MemoryStore, IndexedDBStore } from "./store.js";
 export type { Store, StoredDoc } from "./store.js";
 export { encode as encodeValue, decode as decodeValue } from "./msgpack.js";
 export { utf16ToRunes, runesToUtf16 } from "./utf16.js";
+export { tokenAccess, pathMatch } from "./token.js";
+export type { Access } from "./token.js";

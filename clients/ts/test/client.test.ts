@@ -121,6 +121,12 @@ test("read-only and uncovered documents are refused with typed errors; a bad tok
     clients.push(r);
     const dr = await r.open("ro/doc");
     await waitFor("bob reads", () => dr.doc.text("body") === "hello");
+    // The token says read-only: edits are refused before they are made.
+    assert.equal(dr.readOnly, true);
+    assert.throws(() => dr.edit((tx) => tx.insert("body", 0, "x")), /read-only/);
+    // A client that did not know (a token it cannot read) is refused by
+    // the server, and learns it.
+    dr.readOnly = false;
     const errs: DocumentError[] = [];
     dr.onError.on((e) => errs.push(e));
     dr.edit((tx) => tx.insert("body", 5, "!"));
