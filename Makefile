@@ -33,6 +33,8 @@ test-ts:
 # which replays the committed corpora).
 fuzz:
 	$(GO) test ./crdt/codec -run '^$$' -fuzz FuzzDecodeSnapshot -fuzztime 60s
+	$(GO) test ./crdt/codec -run '^$$' -fuzz FuzzDecodeChanges -fuzztime 60s
+	$(GO) test ./crdt/codec -run '^$$' -fuzz FuzzApplyChanges -fuzztime 60s
 
 # The figures in the README's table.
 bench-figures: build

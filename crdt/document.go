@@ -482,7 +482,10 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	for _, g := range gap {
 		tmin = min(tmin, d.timeAt(g.r, g.seq))
 	}
-	if d.closures == nil {
+	if d.closures == nil || len(d.closures) >= maxClosures {
+		// A closure holds an entry per replica its writer depends on:
+		// keep a few (those of the replicas inserting among concurrent
+		// inserts now), not one per writer a document ever had.
 		d.closures = map[uint32]*closure{}
 	}
 	pc := d.closures[r]
@@ -502,6 +505,9 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	}
 	return false
 }
+
+// maxClosures bounds the closures a Doc keeps (see knowsAny).
+const maxClosures = 32
 
 // closure is what a set of changes depends on: known[r] is the highest
 // seq of replica r depended on, done[r] how far r's ops have had their
@@ -1189,7 +1195,18 @@ func (d *Doc) rollback(keep func(r int) uint32) {
 	}
 	nd, err := FromState(st, d.replica, d.clock, d.opts)
 	if err != nil {
-		panic("crdt: rolling back a refused batch: " + err.Error())
+		// Only history a replica with backward times wrote before they
+		// were refused can make a cut inconsistent (as for At): replay
+		// the kept changes instead.
+		nd = NewDoc(d.replica, d.clock, d.opts)
+		var hs []changeHead
+		for r := range d.replicas {
+			hs = d.heads(hs, uint32(r), 1, cut[r], nil)
+		}
+		slices.SortStableFunc(hs, func(a, b changeHead) int { return cmp.Compare(a.t, b.t) })
+		nd.pending = d.changes(hs, len(hs))
+		nd.retryPending(true)
+		nd.pending = nil
 	}
 	pending, rejected := d.pending, d.rejected
 	*d = *nd
