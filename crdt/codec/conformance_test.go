@@ -7,7 +7,7 @@ package codec_test
 // the committed corpus differs from what the Go code produces now;
 // regenerate it with
 //
-//	go test ./crdt/codec -run TestConformanceCorpus -update-conformance
+//	go test ./crdt/codec -run 'TestConformance' -update-conformance
 //
 // and review the diff (a change there is a change of the CRDT's or the
 // codec's behaviour that the TypeScript client must follow).
@@ -32,6 +32,7 @@ import (
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/hlc"
+	"github.com/weftsync/weft/internal/traces"
 )
 
 var updateConformance = flag.Bool("update-conformance", false, "rewrite testdata/conformance (the TypeScript client's corpus)")
@@ -432,4 +433,139 @@ func TestConformanceCorpus(t *testing.T) {
 		hs = append(hs, genHistory(t, fmt.Sprintf("random %d", i), uint64(1000+i), c.n, c.steps, c.typing))
 	}
 	writeOrCompare(t, "histories.json", hs)
+}
+
+// TestConformanceTraces checks (or writes) traces.json: what replaying
+// every embedded editing trace gives. Long replays: skipped under -race,
+// as TestTraceHistories is (the run without -race covers it).
+func TestConformanceTraces(t *testing.T) {
+	if codec.RaceEnabled && !*updateConformance {
+		t.Skip("long replays; covered by the run without -race")
+	}
+	writeOrCompare(t, "traces.json", conformanceTraces(t))
+}
+
+// cfTrace is an editing trace (internal/traces) replayed by Go: the
+// sha256 of its final text and of the plain encoding of the whole history
+// the replay leaves (ChangesSince(nil)), and the sizes of that encoding.
+type cfTrace struct {
+	Name         string `json:"name"`
+	Concurrent   bool   `json:"concurrent,omitempty"`
+	EndSHA256    string `json:"end_sha256"`
+	HistorySHA   string `json:"history_sha256"`
+	PlainBytes   int    `json:"plain_bytes"`
+	EncodedBytes int    `json:"encoded_bytes"`
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func traceRID(b byte) crdt.ReplicaID {
+	var r crdt.ReplicaID
+	r[0], r[15] = b, b
+	return r
+}
+
+// conformanceTraces replays every embedded trace as crdt's trace tests do
+// (sequential: one replica, one transaction per trace transaction at its
+// recorded wall time; concurrent: one replica per agent forking and
+// merging at exactly the versions its transaction's parents name).
+func conformanceTraces(t *testing.T) []cfTrace {
+	var out []cfTrace
+	record := func(name string, concurrent bool, d *crdt.Doc, end string) {
+		if got := d.Text("body"); got != end {
+			t.Fatalf("%s: replay does not give the trace's end content", name)
+		}
+		enc := codec.EncodeChanges(d.ChangesSince(nil))
+		plain := plainForm(t, enc)
+		out = append(out, cfTrace{Name: name, Concurrent: concurrent, EndSHA256: sha([]byte(end)), HistorySHA: sha(plain), PlainBytes: len(plain), EncodedBytes: len(enc)})
+	}
+	for _, name := range traces.Sequential {
+		tr, err := traces.Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wall := &hlc.ManualWall{}
+		d := crdt.NewDoc(traceRID(1), hlc.NewClock(wall.Read, 0), crdt.Options{})
+		if tr.StartContent != "" {
+			tx := d.Begin()
+			tx.Insert("body", 0, tr.StartContent)
+			tx.Commit()
+		}
+		for i := range tr.Txns {
+			wall.Millis = tr.Txns[i].WallMillis()
+			tx := d.Begin()
+			for _, p := range tr.Txns[i].Patches {
+				if p.Del > 0 {
+					if err := tx.Delete("body", p.Pos, p.Del); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if p.Ins != "" {
+					if err := tx.Insert("body", p.Pos, p.Ins); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			tx.Commit()
+		}
+		record(name, false, d, tr.EndContent)
+	}
+	tr, err := traces.Load("concurrent/friendsforever.json.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wall := &hlc.ManualWall{Millis: 1}
+	newDoc := func(b byte) *crdt.Doc { return crdt.NewDoc(traceRID(b), hlc.NewClock(wall.Read, 0), crdt.Options{}) }
+	all := newDoc(100)
+	agents := make([]*crdt.Doc, tr.NumAgents)
+	for a := range agents {
+		agents[a] = newDoc(byte(a + 1))
+	}
+	versions := make([]crdt.VersionVector, len(tr.Txns))
+	for i := range tr.Txns {
+		txn := &tr.Txns[i]
+		target := crdt.VersionVector{}
+		for _, p := range txn.Parents {
+			target.Merge(versions[p])
+		}
+		d := agents[txn.Agent]
+		if !target.Covers(d.Version()) {
+			d = newDoc(byte(txn.Agent + 1))
+		}
+		var need []crdt.Change
+		for _, c := range all.ChangesSince(d.Version()) {
+			if c.End() <= target[c.Replica] {
+				need = append(need, c)
+			}
+		}
+		if err := d.Apply(need...); err != nil {
+			t.Fatalf("txn %d: %v", i, err)
+		}
+		before := d.Version()
+		wall.Millis++
+		tx := d.Begin()
+		for _, p := range txn.Patches {
+			if p.Del > 0 {
+				if err := tx.Delete("body", p.Pos, p.Del); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if p.Ins != "" {
+				if err := tx.Insert("body", p.Pos, p.Ins); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		tx.Commit()
+		agents[txn.Agent] = d
+		if err := all.Apply(d.ChangesSince(before)...); err != nil {
+			t.Fatalf("txn %d: %v", i, err)
+		}
+		versions[i] = d.Version()
+	}
+	record("concurrent/friendsforever.json.gz", true, all, tr.EndContent)
+	return out
 }

@@ -1525,8 +1525,14 @@ function changeLenOf(c: Change): number {
 }
 
 function coveredBy(rs: PlanRange[], lo: number, hi: number, name: string): boolean {
+  // The first range ending after lo (ranges are sorted and disjoint).
   let i = 0;
-  while (i < rs.length && rs[i].hi <= lo) i++;
+  let j = rs.length;
+  while (i < j) {
+    const m = (i + j) >> 1;
+    if (rs[m].hi > lo) j = m;
+    else i = m + 1;
+  }
   while (lo < hi) {
     if (i >= rs.length || rs[i].lo > lo || rs[i].name !== name) return false;
     lo = rs[i].hi;
