@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"testing"
@@ -223,5 +225,64 @@ func TestAckPeers(t *testing.T) {
 	}
 	if got := waitConverged(t, nodes, "d", "t"); got != "confirmed;later;" {
 		t.Fatalf("converged on %q", got)
+	}
+}
+
+var scheduleSeeds = flag.Int("cluster.seeds", 2, "how many seeds TestRandomSchedule runs (seeds 1..N)")
+
+// TestRandomSchedule: a seeded random schedule of partitions, abrupt
+// stops and restarts across four nodes, with a client on every node
+// writing throughout, ends with every node holding every acknowledged
+// edit. A failure prints its seed.
+func TestRandomSchedule(t *testing.T) {
+	for seed := 1; seed <= *scheduleSeeds; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runSchedule(t, uint64(seed)) })
+	}
+}
+
+func runSchedule(t *testing.T, seed uint64) {
+	start0 := time.Now()
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	const numNodes, steps = 4, 6
+	docs := []string{"r/0", "r/1", "r/2"}
+	nodes := startCluster(t, numNodes, nil)
+	clients := make([]*tclient, numNodes)
+	for i, tn := range nodes {
+		clients[i] = newTClient(t, tn)
+	}
+	isolated := make([]bool, numNodes)
+	for step := range steps {
+		i := rng.IntN(numNodes)
+		switch a := rng.IntN(3); {
+		case a == 0 && !isolated[i]:
+			t.Logf("%v seed %d step %d: isolate node %d", time.Since(start0).Round(time.Millisecond), seed, step, i)
+			nodes[i].faults.Isolate(true)
+			isolated[i] = true
+		case a == 0 || a == 1 && isolated[i]:
+			t.Logf("%v seed %d step %d: heal node %d", time.Since(start0).Round(time.Millisecond), seed, step, i)
+			nodes[i].faults.Isolate(false)
+			isolated[i] = false
+		default:
+			t.Logf("%v seed %d step %d: kill and restart node %d", time.Since(start0).Round(time.Millisecond), seed, step, i)
+			nodes[i].restart()
+		}
+		for c, tc := range clients {
+			tc.write(docs[rng.IntN(len(docs))], "t", fmt.Sprintf("<%d.%d>", step, c))
+		}
+	}
+	for i := range nodes {
+		nodes[i].faults.Isolate(false)
+	}
+	waitFormed(t, nodes)
+	var acked []string
+	for _, tc := range clients {
+		acked = append(acked, tc.acked...)
+	}
+	all := ""
+	for _, d := range docs {
+		all += waitConverged(t, nodes, d, "t")
+	}
+	if miss := containsAll(all, acked); len(miss) > 0 {
+		t.Fatalf("seed %d: acknowledged edits lost: %v", seed, miss)
 	}
 }

@@ -251,9 +251,9 @@ type link struct {
 
 	mu struct {
 		sync.Mutex
-		pc       *peerConn          // nil while down
-		inflight map[uint64]pushed  // batch → what it carried
-		subs     map[string]uint64  // doc → round of the last repair subscribe
+		pc       *peerConn         // nil while down
+		inflight map[uint64]pushed // batch → what it carried
+		subs     map[string]uint64 // doc → round of the last repair subscribe
 	}
 }
 

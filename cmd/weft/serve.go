@@ -74,6 +74,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) file: serve HTTPS and WSS instead of HTTP (with --tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key file of --tls-cert")
 	var tlsConfig *tls.Config
+	cf := addClusterFlags(fs) // cluster.go
 	fs.Usage = func() {
 		flagUsage(fs, "weft serve [flags]", "Runs a weft sync server. It prints one line with its URL once it listens.")
 	}
@@ -131,6 +132,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 2
 	}
+	if _, _, err := cf.options(); err != nil {
+		for _, e := range unwrapJoined(err) {
+			fmt.Fprintf(stderr, "weft serve: %v\n", e)
+		}
+		return 2
+	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(stderr, "weft serve: --tls-cert and --tls-key go together")
 		return 2
@@ -182,6 +189,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 
+	node, faults, err := cf.start(srv, store, reg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft serve: %v\n", err)
+		shutdownServer(srv, nil, *shutdownTimeout, logger)
+		closeStore()
+		return 1
+	}
+	// The cluster stops after the server: rooms persist what they hold and
+	// report it to it on the way out.
+	defer shutdownNode(node, *shutdownTimeout, logger)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "weft serve: %v\n", err)
@@ -190,7 +207,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           clusterHandler(srv.Handler(), node, faults),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Idle keep-alive HTTP connections (not WebSockets, which are
 		// hijacked, nor event streams, which are busy) are closed.

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -353,4 +354,109 @@ func TestTokenRefusesASecretTheServerRefuses(t *testing.T) {
 		t.Fatalf("serve took a 15-byte secret: exit %d", c)
 	}
 	mintToken(t, "--secret", "0123456789abcdef", "--user", "ann", "--docs", "*:write")
+}
+
+// TestServeClusterFlags: clustering flags are checked before anything
+// starts, with the flag named in the error.
+func TestServeClusterFlags(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"gossip without key":  {[]string{"--gossip", "127.0.0.1:0"}, "--cluster-key is required"},
+		"short key":           {[]string{"--gossip", "127.0.0.1:0", "--cluster-key", base64.StdEncoding.EncodeToString([]byte("short"))}, "32 bytes, got 5"},
+		"key not base64":      {[]string{"--gossip", "127.0.0.1:0", "--cluster-key", "!!"}, "not base64"},
+		"join without gossip": {[]string{"--join", "127.0.0.1:7946"}, "--join needs --gossip"},
+		"negative ack-peers":  {[]string{"--gossip", "127.0.0.1:0", "--cluster-key", key, "--ack-peers", "-1"}, "--ack-peers must be ≥ 0"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"--insecure", "--data", ":memory:"}, tc.args...)
+			if c := runServe(context.Background(), args, &out, &errb); c != 2 {
+				t.Fatalf("exit %d; stderr %s", c, errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.want) {
+				t.Fatalf("stderr %q lacks %q", errb.String(), tc.want)
+			}
+		})
+	}
+}
+
+// TestServeCluster: two `weft serve --gossip` join, /readyz and `weft
+// cluster members` list both, and a change posted to one is served by the
+// other.
+func TestServeCluster(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	g1, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url1, _ := startServe(t, "--insecure", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--gossip", g1, "--peer-listen", "127.0.0.1:0", "--cluster-key", key)
+	url2, _ := startServe(t, "--insecure", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0",
+		"--cluster-key", key, "--join", g1)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var out, errb bytes.Buffer
+		c := runCluster(context.Background(), []string{"members", "--server", url2}, &out, &errb)
+		if c == 0 && strings.Count(out.String(), "alive") == 2 && strings.Contains(out.String(), "up") {
+			resp, err := http.Get(url1 + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Count(string(body), "member ") == 2 && strings.Contains(string(body), "link=up") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members: exit %d %q %q", c, out.String(), errb.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := d.Begin()
+	if err := tx.Insert("body", 0, "across the cluster"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(url1+"/v1/docs/c1/changes", "application/octet-stream", bytes.NewReader(codec.EncodeChanges(d.ChangesSince(nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST: %s", resp.Status)
+	}
+	for {
+		resp, err := http.Get(url2 + "/v1/docs/c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), "across the cluster") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 2 serves %s", b)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	var out, errb bytes.Buffer
+	if c := runCluster(context.Background(), []string{"members", "--server", url1}, &out, &errb); c != 0 || !strings.Contains(out.String(), "(this node)") {
+		t.Fatalf("members: %d %q %s", c, out.String(), errb.String())
+	}
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
