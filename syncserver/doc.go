@@ -155,6 +155,16 @@
 // is worked out before Apply by an in-order pass over the batch
 // (waitingSize, an upper bound) only when the batch could reach the bound.
 //
+// Catch-up is paced, not bounded: a subscribe's answer (its changes
+// messages and sync) does not count against SendQueue. Instead the reader
+// hands a subscribe to its room only while fewer than 8 subscribes await
+// their room's answer and less than two frames' worth (2 × MaxFrameBytes)
+// of answers await writing; otherwise it waits for the flusher, and TCP
+// pushes back on the client. A client resubscribing its thousand
+// documents at once gets them as fast as it reads, and is never dropped
+// as too slow for it; one that stops reading still fills its send queue
+// with fan-out and is dropped.
+//
 // NB: a client dropped as too slow usually has a full socket, so its close
 // frame rarely gets through: it sees the connection end (1006) instead of
 // 4003. Queued frames are dropped for it; for every other close they are

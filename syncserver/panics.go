@@ -80,9 +80,9 @@ func (r *room) crash(v any, stack []byte, cmd roomCmd) {
 			c.fail(r.broken)
 		}
 	case cmdSubscribe:
-		if _, ok := r.subs[c.sess]; !ok {
-			c.sess.queueError(syncproto.StatusInternal, r.id, msg)
-		}
+		// Its answer, which also ends the session's catch-up reservation.
+		c.sess.queueCatchup(&syncproto.Error{Status: syncproto.StatusInternal, Doc: r.id, Message: msg}, true)
+		delete(r.subs, c.sess)
 	}
 	for sess := range r.subs {
 		sess.queueError(syncproto.StatusInternal, r.id, msg)
@@ -112,7 +112,7 @@ func (r *room) handleBroken(c roomCmd) bool {
 	msg := fmt.Sprintf("the server failed on document %q; retry later", r.id)
 	switch c := c.(type) {
 	case cmdSubscribe:
-		c.sess.queueError(syncproto.StatusInternal, r.id, msg)
+		c.sess.queueCatchup(&syncproto.Error{Status: syncproto.StatusInternal, Doc: r.id, Message: msg}, true)
 	case cmdUnsubscribe:
 		delete(r.subs, c.sess)
 	case cmdUpdate:

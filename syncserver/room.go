@@ -487,15 +487,17 @@ func (r *room) subscribe(c cmdSubscribe) {
 	// Catch-up may exceed a frame: all but the last chunk go as changes
 	// messages, the last as the sync that carries our version.
 	chunks := codec.EncodeChunks(changes, int(r.s.opts.MaxFrameBytes/2))
+	// Paced by the session (see awaitCatchupCredit), not bounded by its
+	// send queue.
 	for i, ch := range chunks {
 		if i < len(chunks)-1 {
-			c.sess.queueMsg(&syncproto.Changes{Doc: r.id, Changes: ch.Data})
+			c.sess.queueCatchup(&syncproto.Changes{Doc: r.id, Changes: ch.Data}, false)
 			continue
 		}
-		c.sess.queueMsg(&syncproto.Sync{Doc: r.id, Version: version, Changes: ch.Data})
+		c.sess.queueCatchup(&syncproto.Sync{Doc: r.id, Version: version, Changes: ch.Data}, true)
 	}
 	if len(chunks) == 0 {
-		c.sess.queueMsg(&syncproto.Sync{Doc: r.id, Version: version})
+		c.sess.queueCatchup(&syncproto.Sync{Doc: r.id, Version: version}, true)
 	}
 	// The newcomer sees who is here.
 	for other, e := range r.presence {

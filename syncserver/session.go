@@ -42,10 +42,14 @@ type session struct {
 
 	out struct {
 		sync.Mutex
-		frames  []outFrame // queued, not yet written
-		writing bool       // a flusher goroutine runs
-		closing bool       // kicked: the flusher ends with the close frame
-		closed  bool       // the connection is closed; frames are dropped
+		frames []outFrame // queued, not yet written
+		// Catch-up pacing (see awaitCatchupCredit): the catch-up frames
+		// among frames and their bytes, and the subscribes handed to rooms
+		// that have not answered yet.
+		catchupFrames, catchupBytes, unanswered int
+		writing                                 bool // a flusher goroutine runs
+		closing                                 bool // kicked: the flusher ends with the close frame
+		closed                                  bool // the connection is closed; frames are dropped
 	}
 	kickOnce   sync.Once
 	closeCode  syncproto.CloseCode // written once, in kick, before closing is set
@@ -59,6 +63,12 @@ type session struct {
 	// writeDeadline is the socket's write deadline as the flusher last set
 	// it; only the (single) flusher uses it.
 	writeDeadline time.Time
+
+	// credit is signalled when catch-up credit frees (see
+	// awaitCatchupCredit); stopped is closed by stopReading.
+	credit   chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
 
 	// Owned by the reader.
 	subs    map[string]*room
@@ -120,6 +130,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		nc:         nc,
 		id:         uuid.NewString(),
 		writerDone: make(chan struct{}),
+		credit:     make(chan struct{}, 1),
+		stopped:    make(chan struct{}),
 		readerDone: make(chan struct{}),
 		subs:       make(map[string]*room),
 	}
@@ -137,7 +149,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The flusher is the only writer (see flush): pongs go through the
 	// queue, and a client's close is answered by our own close frame.
 	conn.SetPingHandler(func(data string) error {
-		ss.enqueue(outFrame{opPong, []byte(data)}, false)
+		ss.enqueue(outFrame{op: opPong, payload: []byte(data)}, false)
 		return nil
 	})
 	conn.SetCloseHandler(func(int, string) error { return nil })
@@ -192,13 +204,84 @@ const (
 type outFrame struct {
 	op      byte
 	payload []byte
+	catchup bool // part of a subscribe's answer (paced, not bounded by SendQueue)
+	last    bool // the last frame of a subscribe's answer
 }
 
 // queueFrame queues an encoded message without blocking. A full queue
 // means the client cannot keep up: it is disconnected with CloseTooSlow,
 // never waited for.
 func (ss *session) queueFrame(frame []byte) {
-	ss.enqueue(outFrame{opBinary, frame}, true)
+	ss.enqueue(outFrame{op: opBinary, payload: frame}, true)
+}
+
+// queueCatchup queues a message of a subscribe's answer (last: its final
+// one, the sync or an error). Catch-up frames do not count against
+// SendQueue: they are paced instead (see awaitCatchupCredit), by what the
+// client has read.
+func (ss *session) queueCatchup(m syncproto.Message, last bool) {
+	frame, err := syncproto.Encode(m)
+	if err != nil {
+		ss.s.log.Error("encoding a message", "type", m.Type(), "err", err)
+		frame = nil // the reservation is still released below
+	}
+	f := outFrame{op: opBinary, payload: frame, catchup: true, last: last}
+	if frame == nil {
+		f.op = 0 // nothing to write
+	}
+	ss.enqueue(f, true)
+}
+
+// Catch-up pacing: a subscribe is handed to its room only while fewer
+// than catchupDocs subscribes wait for their room's answer and less than
+// catchupWindow bytes of answers wait to be written; otherwise the reader
+// waits (and, not reading, lets TCP push back on the client). A client
+// resubscribing a thousand documents at once then gets them as fast as it
+// reads them, never dropped as too slow; its memory on the server is the
+// window plus at most catchupDocs answers.
+const catchupDocs = 8
+
+func (ss *session) catchupWindow() int { return int(2 * ss.s.opts.MaxFrameBytes) }
+
+// awaitCatchupCredit reserves a place for one subscribe's answer, waiting
+// for the window. It returns false if the connection ends meanwhile.
+func (ss *session) awaitCatchupCredit() bool {
+	for {
+		ss.out.Lock()
+		switch {
+		case ss.out.closed || ss.out.closing:
+			ss.out.Unlock()
+			return false
+		case ss.out.unanswered < catchupDocs && ss.out.catchupBytes < ss.catchupWindow():
+			ss.out.unanswered++
+			ss.out.Unlock()
+			return true
+		}
+		ss.out.Unlock()
+		select {
+		case <-ss.credit:
+		case <-ss.writerDone:
+			return false
+		case <-ss.stopped:
+			return false
+		}
+	}
+}
+
+// releaseCatchupCredit gives back a reservation whose subscribe never
+// reached its room.
+func (ss *session) releaseCatchupCredit() {
+	ss.out.Lock()
+	ss.out.unanswered--
+	ss.out.Unlock()
+	ss.signalCredit()
+}
+
+func (ss *session) signalCredit() {
+	select {
+	case ss.credit <- struct{}{}:
+	default:
+	}
 }
 
 // enqueue adds a frame and starts the flusher if none runs. Control frames
@@ -207,15 +290,35 @@ func (ss *session) queueFrame(frame []byte) {
 // reading the pongs cannot grow it without bound.
 func (ss *session) enqueue(f outFrame, limited bool) {
 	ss.out.Lock()
+	if f.last && ss.out.unanswered > 0 {
+		ss.out.unanswered-- // the room has answered: its bytes count from now
+		defer ss.signalCredit()
+	}
 	if ss.out.closed || ss.out.closing {
 		ss.out.Unlock()
+		return
+	}
+	if f.op == 0 {
+		ss.out.Unlock()
+		return
+	}
+	if f.catchup {
+		ss.out.catchupBytes += len(f.payload)
+		ss.out.catchupFrames++
+		ss.out.frames = append(ss.out.frames, f)
+		start := !ss.out.writing
+		ss.out.writing = true
+		ss.out.Unlock()
+		if start {
+			go ss.flush()
+		}
 		return
 	}
 	bound := ss.s.opts.SendQueue
 	if !limited {
 		bound *= 2
 	}
-	if len(ss.out.frames) >= bound {
+	if len(ss.out.frames)-ss.out.catchupFrames >= bound {
 		ss.out.Unlock()
 		ss.s.m.limitHits.WithLabelValues("send_queue").Inc()
 		ss.kick(syncproto.CloseTooSlow, "send queue overflow: the client is not reading fast enough")
@@ -252,6 +355,7 @@ func (ss *session) flush() {
 	for {
 		ss.out.Lock()
 		batch, ss.out.frames = ss.out.frames, batch[:0]
+		ss.out.catchupFrames = 0 // all taken; their bytes count until written
 		if len(batch) == 0 {
 			if !ss.out.closing {
 				ss.out.writing = false
@@ -272,7 +376,7 @@ func (ss *session) flush() {
 		// hdr is sized up front so the slices bufs takes of it stay valid.
 		hdr = slices.Grow(hdr[:0], maxFrameHeader*len(batch))
 		bufs = bufs[:0]
-		n := 0
+		n, catchupBytes := 0, 0
 		for i, f := range batch {
 			start := len(hdr)
 			hdr = appendFrameHeader(hdr, f.op, len(f.payload))
@@ -281,6 +385,9 @@ func (ss *session) flush() {
 				bufs = append(bufs, f.payload)
 			}
 			n += len(f.payload)
+			if f.catchup {
+				catchupBytes += len(f.payload)
+			}
 			batch[i] = outFrame{}
 		}
 		frames := len(batch)
@@ -312,6 +419,12 @@ func (ss *session) flush() {
 			ss.conn.Close()
 			ss.finishWriter()
 			return
+		}
+		if catchupBytes > 0 {
+			ss.out.Lock()
+			ss.out.catchupBytes -= catchupBytes
+			ss.out.Unlock()
+			ss.signalCredit()
 		}
 		ss.s.m.framesOut.Add(float64(frames))
 		ss.s.m.bytesOut.Add(float64(n))
@@ -442,6 +555,7 @@ func (ss *session) kick(code syncproto.CloseCode, reason string) {
 // (Shutdown then closes it after the acks went out).
 func (ss *session) stopReading() {
 	ss.draining.Store(true)
+	ss.stopOnce.Do(func() { close(ss.stopped) })
 	// A deadline in the past fails the pending read at once; net.Conn
 	// deadlines may be set concurrently with a read. An error means the
 	// connection is already closed, so the reader has ended anyway.
@@ -694,7 +808,11 @@ func (ss *session) subscribe(doc string, version crdt.VersionVector) {
 		}
 		ss.subs[doc] = r
 	}
+	if !ss.awaitCatchupCredit() {
+		return // the connection is ending
+	}
 	if !ss.sendRoom(r, cmdSubscribe{sess: ss, version: version}) {
+		ss.releaseCatchupCredit()
 		ss.queueError(syncproto.StatusOverloaded, doc, "the document is closing; retry")
 	}
 }
