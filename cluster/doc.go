@@ -13,8 +13,9 @@
 //     memberlist forgets a dead node after GossipToTheDeadTime; like Serf,
 //     the Node remembers failed members and re-joins one at random every
 //     ReconnectInterval (for ReconnectTimeout, 24h by default), and re-joins
-//     the Join seeds whenever it is alone, so the cluster re-forms after a
-//     partition of any length and after every node restarted. Shutdown
+//     the Join seeds and the members it saved in PeersFile (at start and
+//     whenever it is alone), so the cluster re-forms after a partition of
+//     any length and after every node restarted, seeds or not. Shutdown
 //     sends no leave: the others treat a stopped node as failed and
 //     re-join it when it is back.
 //   - Peer links: every node dials one TCP link to every live member and

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -64,7 +65,7 @@ func newTNode(t testing.TB, join []string, mod func(*Options)) *tnode {
 func (tn *tnode) start() {
 	t := tn.t
 	t.Helper()
-	st, err := storage.Open(tn.dir, storage.DefaultOptions())
+	st, err := storage.Open(filepath.Join(tn.dir, "db"), storage.DefaultOptions())
 	if err != nil {
 		t.Fatalf("storage.Open: %v", err)
 	}
@@ -85,6 +86,7 @@ func (tn *tnode) start() {
 	o := LocalOptions()
 	o.Gossip, o.PeerListen, o.Join, o.Key = tn.gossip, tn.peer, tn.join, tn.key
 	o.Local, o.Versions, o.Registry, o.Faults = srv, st, tn.reg, tn.faults
+	o.PeersFile = filepath.Join(tn.dir, "peers")
 	o.Logger = so.Logger
 	if tn.mod != nil {
 		tn.mod(&o)

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,8 @@ type Node struct {
 	dig      *digests
 	acks     *ackTracker
 	batch    atomic.Uint64 // update batch ids, unique per process
+	// savedPeers is what PeersFile holds; owned by the reconnector.
+	savedPeers string
 	round    atomic.Uint64 // anti-entropy rounds
 
 	ctx    context.Context // ends at Shutdown
@@ -371,9 +375,7 @@ func (n *Node) reconnector() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.opts.ReconnectInterval)
 	defer t.Stop()
-	if len(n.opts.Join) > 0 {
-		n.join(n.opts.Join)
-	}
+	n.join(n.seeds())
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -398,14 +400,72 @@ func (n *Node) reconnector() {
 			pick = cands[rand.IntN(len(cands))]
 			n.join([]string{pick})
 		}
-		if len(n.opts.Join) > 0 && n.ml.NumMembers() <= 1 {
-			n.join(n.opts.Join)
+		if n.ml.NumMembers() <= 1 {
+			n.join(n.seeds())
 		}
+		n.savePeers()
 	}
 }
 
+// seeds are the Join addresses and the members saved in PeersFile.
+func (n *Node) seeds() []string {
+	out := slices.Clone(n.opts.Join)
+	if n.opts.PeersFile == "" {
+		return out
+	}
+	b, err := os.ReadFile(n.opts.PeersFile)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			n.log.Warn("reading the saved peers", "file", n.opts.PeersFile, "err", err)
+		}
+		return out
+	}
+	for _, a := range strings.Split(string(b), "\n") {
+		if a = strings.TrimSpace(a); a != "" && a != n.name && !slices.Contains(out, a) {
+			if _, _, err := net.SplitHostPort(a); err == nil {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// savePeers writes the gossip addresses of the members known (alive or
+// failed) to PeersFile when they changed.
+func (n *Node) savePeers() {
+	if n.opts.PeersFile == "" {
+		return
+	}
+	n.mu.Lock()
+	var addrs []string
+	for _, nd := range n.mu.view {
+		if nd.Name != n.name {
+			addrs = append(addrs, nd.Address())
+		}
+	}
+	n.mu.Unlock()
+	if len(addrs) == 0 {
+		return // alone: keep what we knew
+	}
+	slices.Sort(addrs)
+	data := strings.Join(addrs, "\n") + "\n"
+	if data == n.savedPeers {
+		return
+	}
+	tmp := n.opts.PeersFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+		n.log.Warn("saving the known peers", "file", n.opts.PeersFile, "err", err)
+		return
+	}
+	if err := os.Rename(tmp, n.opts.PeersFile); err != nil {
+		n.log.Warn("saving the known peers", "file", n.opts.PeersFile, "err", err)
+		return
+	}
+	n.savedPeers = data
+}
+
 func (n *Node) join(addrs []string) {
-	if n.opts.Faults.Isolated() {
+	if len(addrs) == 0 || n.opts.Faults.Isolated() {
 		return
 	}
 	if k, err := n.ml.Join(addrs); err != nil {

@@ -63,6 +63,11 @@ type Options struct {
 	// start and again whenever this node is alone, so a cluster re-forms
 	// after every node restarted. Default: none (a new cluster).
 	Join []string
+	// PeersFile, if set, is where the node keeps the gossip addresses of
+	// the members it knew, and re-joins them at start and whenever it is
+	// alone (as Serf's snapshot): a cluster whose every node restarted
+	// re-forms even without seeds. Default: "" (seeds only).
+	PeersFile string
 	// Key is the 32-byte cluster key. Required.
 	Key []byte
 	// Local is the server whose documents are replicated. Required.

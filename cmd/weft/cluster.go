@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -99,10 +100,14 @@ func (cf *clusterFlags) options() (cluster.Options, bool, error) {
 
 // start joins the cluster (when --gossip is set) and attaches it to srv.
 // It returns nil when clustering is off.
-func (cf *clusterFlags) start(srv *syncserver.Server, store syncserver.Store, reg *prometheus.Registry, logger *slog.Logger) (*cluster.Node, *cluster.Faults, error) {
+func (cf *clusterFlags) start(srv *syncserver.Server, store syncserver.Store, dataDir string, reg *prometheus.Registry, logger *slog.Logger) (*cluster.Node, *cluster.Faults, error) {
 	o, on, err := cf.options()
 	if err != nil || !on {
 		return nil, nil, err
+	}
+	if dataDir != "" {
+		// Members known before a restart are re-joined even without seeds.
+		o.PeersFile = filepath.Join(dataDir, "CLUSTER-PEERS")
 	}
 	o.Local, o.Registry, o.Logger = srv, reg, logger
 	if vl, ok := store.(cluster.VersionLister); ok {

@@ -189,7 +189,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 
-	node, faults, err := cf.start(srv, store, reg, logger)
+	peersDir := *data
+	if peersDir == memoryData {
+		peersDir = ""
+	}
+	node, faults, err := cf.start(srv, store, peersDir, reg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "weft serve: %v\n", err)
 		shutdownServer(srv, nil, *shutdownTimeout, logger)
