@@ -478,10 +478,6 @@ func (d *Doc) timeAt(r uint32, seq uint32) hlc.Timestamp {
 // earliest gap character (times rise along dependencies, so earlier ops
 // cannot lead to one).
 func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
-	tmin := hlc.Timestamp(1<<64 - 1)
-	for _, g := range gap {
-		tmin = min(tmin, d.timeAt(g.r, g.seq))
-	}
 	if d.closures == nil || len(d.closures) >= maxClosures {
 		// A closure holds an entry per replica its writer depends on:
 		// keep a few (those of the replicas inserting among concurrent
@@ -496,11 +492,27 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	if seq > 1 {
 		d.grow(pc, nil, []ref{{r, seq - 1}}, false, 0)
 	}
-	ov := &closure{known: map[uint32]uint32{}, done: map[uint32]uint32{}}
-	d.grow(ov, pc, []ref{left, right}, true, tmin)
+	// The origins' changes are usually in r's closure already (r's own
+	// characters, ones it had before): then there is nothing to add.
 	for _, g := range gap {
-		if g.seq <= max(pc.known[g.r], ov.known[g.r]) {
+		if g.seq <= pc.known[g.r] {
 			return true
+		}
+	}
+	for _, x := range [2]ref{left, right} {
+		if !x.none() && d.changeEnd(x.r, x.seq) > pc.known[x.r] {
+			tmin := hlc.Timestamp(1<<64 - 1)
+			for _, g := range gap {
+				tmin = min(tmin, d.timeAt(g.r, g.seq))
+			}
+			ov := &closure{known: map[uint32]uint32{}, done: map[uint32]uint32{}}
+			d.grow(ov, pc, []ref{left, right}, true, tmin)
+			for _, g := range gap {
+				if g.seq <= ov.known[g.r] {
+					return true
+				}
+			}
+			return false
 		}
 	}
 	return false

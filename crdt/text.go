@@ -77,8 +77,9 @@ type text struct {
 	// tail[r] is the entry of ids[r] with the greatest start, or nil when
 	// unknown: typing grows it in place without touching the index.
 	tail []*idEntry
-	// seen is integrate's scratch list of the items its scan passed.
-	seen []idRun
+	// seen is integrate's scratch list of the items its scan passed, gap
+	// consistent's.
+	seen, gap []idRun
 	// slab is where newEntry takes index entries from.
 	slab []idEntry
 	// chars[r] marks the seqs of replica r that are characters of this
@@ -409,15 +410,11 @@ func (t *text) consistent(left, right ref, r, seq uint32) bool {
 		}
 	}
 	// Changes are atomic: naming a character, the sender knew its whole
-	// change.
+	// change. (Its end is looked up only when a character past it turns
+	// up: usually the walk stops at right first.)
 	var knownL, knownR uint32
-	if !left.none() {
-		knownL = t.d.changeEnd(left.r, left.seq)
-	}
-	if !right.none() {
-		knownR = t.d.changeEnd(right.r, right.seq)
-	}
-	var gap []idRun // the items passed: their first seq and replica
+	gap := t.gap[:0] // the items passed: their first seq and replica
+	defer func() { t.gap = gap[:0] }()
 	for {
 		for i >= len(l.items) {
 			nl := t.nextLeaf(l)
@@ -437,10 +434,22 @@ func (t *text) consistent(left, right ref, r, seq uint32) bool {
 		// The greatest seq of o's replica the sender must have known.
 		var known uint32
 		if !left.none() && o.r == left.r {
-			known = knownL
+			known = left.seq
+			if s0 > known {
+				if knownL == 0 {
+					knownL = t.d.changeEnd(left.r, left.seq)
+				}
+				known = knownL
+			}
 		}
 		if !right.none() && o.r == right.r {
-			known = max(known, knownR)
+			known = max(known, right.seq)
+			if s0 > known {
+				if knownR == 0 {
+					knownR = t.d.changeEnd(right.r, right.seq)
+				}
+				known = max(known, knownR)
+			}
 		}
 		if o.r == r {
 			known = max(known, seq-1)
