@@ -72,6 +72,8 @@ class Item {
 }
 
 class Leaf {
+  /** Position in Text.leaves (renumbered when a leaf splits). */
+  idx = 0;
   items: Item[] = [];
   vis = 0;
   /** Visible UTF-16 code units (what editors count). */
@@ -93,6 +95,16 @@ class Text {
   vis = 0;
   vis16 = 0;
   raw = 0;
+  // visAt starts from the leaf it found last (edits cluster): cacheLi and
+  // the visible length of the leaves before it, kept exact as leaves
+  // change (visChanged, fixLeaf).
+  private cacheLi = 0;
+  private cacheBefore = 0;
+
+  /** Records that leaf l's visible length changed by dv. */
+  visChanged(l: Leaf, dv: number): void {
+    if (l.idx < this.cacheLi) this.cacheBefore += dv;
+  }
   runs: Run[][] = [];
 
   private runsOf(r: number): Run[] {
@@ -152,7 +164,7 @@ class Text {
   }
 
   leafIndex(l: Leaf): number {
-    return this.leaves.indexOf(l);
+    return l.idx;
   }
 
   rawIndex(r: number, seq: number): number {
@@ -265,21 +277,32 @@ class Text {
   /** The leaf index, item index and offset of visible character pos. */
   visAt(pos: number): [number, number, number] {
     const leaves = this.leaves;
-    for (let li = 0; li < leaves.length; li++) {
-      const l = leaves[li];
-      if (pos >= l.vis) {
-        pos -= l.vis;
-        continue;
-      }
-      const items = l.items;
-      for (let i = 0; i < items.length; i++) {
-        const it = items[i];
-        if (it.del) continue;
-        if (pos < it.n) return [li, i, pos];
-        pos -= it.n;
-      }
+    if (pos < 0 || pos >= this.vis) throw new Error("crdt: visible index outside the text");
+    let li = this.cacheLi;
+    let before = this.cacheBefore;
+    if (li >= leaves.length) {
+      li = 0;
+      before = 0;
     }
-    throw new Error("crdt: visible index outside the text");
+    while (pos < before) {
+      li--;
+      before -= leaves[li].vis;
+    }
+    while (pos >= before + leaves[li].vis) {
+      before += leaves[li].vis;
+      li++;
+    }
+    this.cacheLi = li;
+    this.cacheBefore = before;
+    pos -= before;
+    const items = leaves[li].items;
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i];
+      if (it.del) continue;
+      if (pos < it.n) return [li, i, pos];
+      pos -= it.n;
+    }
+    throw new Error("crdt: visible index outside leaf");
   }
 
   /** Cuts item i of leaf li after k runes (0 < k < n); both stay in the leaf. */
@@ -308,6 +331,7 @@ class Text {
     this.raw += it.n;
     this.vis += dv;
     this.vis16 += dv16;
+    this.visChanged(l, dv);
     const rs = this.runsOf(it.r);
     const run = new Run(it.seq, it.seq + it.n, [it]);
     it.run = run;
@@ -331,7 +355,11 @@ class Text {
       l.raw -= nl.raw;
       l.vis -= nl.vis;
       l.vis16 -= nl.vis16;
-      this.leaves.splice(this.leafIndex(l) + 1, 0, nl);
+      this.leaves.splice(l.idx + 1, 0, nl);
+      for (let j = l.idx + 1; j < this.leaves.length; j++) this.leaves[j].idx = j;
+      // Only a leaf before the cached one shifts it; the visible length
+      // before it is unchanged (the split only moved items).
+      if (l.idx < this.cacheLi) this.cacheLi++;
       this.fixLeaf(nl);
     }
   }
@@ -348,6 +376,7 @@ class Text {
     it.del = true;
     l.vis -= it.n;
     this.vis -= it.n;
+    this.visChanged(l, -it.n);
     l.vis16 -= it.s.length;
     this.vis16 -= it.s.length;
     this.fixLeaf(l);
@@ -756,6 +785,7 @@ export class Doc {
           t.raw += n;
           l.vis16 += s.length;
           t.vis16 += s.length;
+          t.visChanged(l, n);
           this.appendSpan(0, { seq, n, field: f, kind: OpKind.Ins, back: false, off, nb, ar: lr, as: ls, br: rr, bs: rs, delta: 0n, text: s });
           return;
         }
