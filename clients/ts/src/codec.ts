@@ -264,12 +264,16 @@ class KindReader extends ByteReader {
 
 // ---- the right-origin predictor ----
 
-// A packed id: replica table index · 2^41 + seq (seqs ≤ 2^40, and the
-// predicted successor ≤ 2^40 + 1); exact in a double for fewer than 2^12
-// replicas in a batch, which EncodeChunks-sized batches never approach.
-// 0 is the zero id.
+// A packed id: seq·16 + replica table index while that fits a small
+// integer (V8 keeps those unboxed; boxed keys made the predictor's maps
+// most of the codec's garbage), else 2^50 + index·2^41 + seq (seqs ≤ 2^40;
+// exact in a double for up to 2^12 replicas in a batch). 0 is the zero id.
+const SMALL = 2 ** 26;
+const BIG = 2 ** 50;
 const PID = 2 ** 41;
-const pidOf = (r: number, seq: number): number => (seq === 0 ? 0 : r * PID + seq);
+const pidOf = (r: number, seq: number): number => (seq === 0 ? 0 : r < 16 && seq < SMALL ? seq * 16 + r : BIG + r * PID + seq);
+const pidR = (p: number): number => (p < BIG ? p % 16 : Math.floor((p - BIG) / PID));
+const pidSeq = (p: number): number => (p < BIG ? Math.floor(p / 16) : (p - BIG) % PID);
 
 class Predictor {
   private lastAfter = new Map<number, number>();
@@ -281,11 +285,12 @@ class Predictor {
     if (left === 0) return -1;
     const e = this.runEnd.get(left);
     if (e !== undefined) return e;
-    return left + 1;
+    return pidOf(pidR(left), pidSeq(left) + 1);
   }
-  inserted(first: number, n: number, left: number, right: number): void {
-    this.lastAfter.set(left, first);
-    this.runEnd.set(first + n - 1, right);
+  /** An insert of n runes (r, seq..) between left and right (packed ids). */
+  inserted(r: number, seq: number, n: number, left: number, right: number): void {
+    this.lastAfter.set(left, pidOf(r, seq));
+    this.runEnd.set(pidOf(r, seq + n - 1), right);
   }
 }
 
@@ -416,7 +421,7 @@ export function encodeChanges(changes: readonly Change[]): Uint8Array {
             if (right !== 0) curR[ri] = rt!.seq;
           } else if (right === 0) plain(1, 1);
           else code(1, curR, ri, rt!.seq, true);
-          pred.inserted(pidOf(r, seq), n, left, right);
+          pred.inserted(r, seq, n, left, right);
           curL[r] = seq + n - 1;
           texts.push(op.text);
           seq += n;
@@ -691,7 +696,7 @@ export function decodeChanges(data: Uint8Array): Change[] {
             const g = pred.right(left ? pidOf(left[0], left[1]) : 0);
             if (g === -1) throw new CorruptError(`change ${i} op ${j}: right origin predicted where there is no prediction`);
             if (g !== 0) {
-              const gr = Math.floor(g / PID), gs = g % PID;
+              const gr = pidR(g), gs = pidSeq(g);
               if (gs > MAX_SEQ) throw new CorruptError(`change ${i} op ${j}: predicted right origin past MaxSeq`);
               right = [gr, gs];
               cursors[1][gr] = gs;
@@ -699,7 +704,7 @@ export function decodeChanges(data: Uint8Array): Change[] {
           } else if (rc !== 1) {
             right = decodeId(1, rc - 1, `change ${i} op ${j}: right origin`);
           }
-          pred.inserted(pidOf(r, seq), size, left ? pidOf(left[0], left[1]) : 0, right ? pidOf(right[0], right[1]) : 0);
+          pred.inserted(r, seq, size, left ? pidOf(left[0], left[1]) : 0, right ? pidOf(right[0], right[1]) : 0);
           cursors[0][r] = seq + size - 1;
           ops.push({
             kind: OpKind.Ins,
