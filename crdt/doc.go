@@ -101,6 +101,13 @@
 // HAZARD: sequence numbers are 32-bit inside a Doc: a replica can make about
 // four billion ops per document. Changes beyond that are refused as invalid.
 //
+// HAZARD: the origin check walks the items between an insert's origins
+// (none for honest typing; concurrent inserts otherwise), and when there
+// are some it grows the dependency closure of the inserting replica (a
+// version vector per replica, at most 32 kept, not counted by MemSize):
+// a hostile insert whose origins lie far apart costs a walk over the
+// items between them, as the integration scan already could.
+//
 // HAZARD: ApplyTrusted, for a document's own stored history, checks
 // neither the max clock offset nor the time rule; never give it bytes from
 // the network.
