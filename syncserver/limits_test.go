@@ -373,3 +373,27 @@ func TestWaitingSize(t *testing.T) {
 		}
 	}
 }
+
+// Batches the room refuses as invalid (they decode, but contradict the
+// document) are fouls too: a socket that keeps sending them is closed.
+func TestInvalidBatchesCloseTheSocket(t *testing.T) {
+	ts := newTestServer(t, nil)
+	wc := ts.dial(ts.token("u"))
+	wc.subscribe("d")
+	if ack := wc.update("d", func(tx *crdt.Tx) error { return tx.Add("f", 1) }); ack.Status != syncproto.StatusOK {
+		t.Fatalf("counter: %v", ack.Status)
+	}
+	// The replica's next change stamped in 1970, before its previous
+	// one: well formed, and invalid (backdated).
+	bad := codec.EncodeChanges([]crdt.Change{{Replica: wc.replica, Seq: 2, Time: hlc.New(1, 0),
+		Ops: []crdt.Op{{Kind: crdt.OpCounterAdd, Field: "f", Delta: 1}}}})
+	for i := range maxFouls {
+		wc.send(&syncproto.Update{Doc: "d", Batch: uint64(100 + i), Changes: bad})
+		if a := wc.waitAck("d", uint64(100+i)); a.Status != syncproto.StatusInvalid {
+			t.Fatalf("bad batch %d: %v %q, want invalid", i, a.Status, a.Message)
+		}
+	}
+	if code := wc.expectClose(); code != int(syncproto.CloseProtocolError) {
+		t.Fatalf("after %d invalid batches: close %d, want %d", maxFouls, code, syncproto.CloseProtocolError)
+	}
+}

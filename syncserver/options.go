@@ -114,8 +114,8 @@ type Options struct {
 	MaxLoadedDocs int
 	// MaxSubscribesPerSec is the sustained rate of subscribe messages one
 	// connection may send (each encodes the catch-up on the document's
-	// goroutine); the burst is MaxDocsPerConn, so a reconnecting client
-	// resubscribes everything at once. Beyond it subscribe is answered
+	// goroutine); the burst is MaxDocsPerConn plus a second's worth, so a
+	// reconnecting client resubscribes everything at once. Beyond it subscribe is answered
 	// rate_limited. Default: 100.
 	MaxSubscribesPerSec int
 	// MaxPending bounds the changes a document holds while their

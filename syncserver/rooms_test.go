@@ -79,17 +79,17 @@ func TestUserCannotPinUnboundedRooms(t *testing.T) {
 	}
 }
 
-// Subscribes are metered: a burst of MaxDocsPerConn, then
-// MaxSubscribesPerSec.
+// Subscribes are metered: a burst of MaxDocsPerConn plus a second's
+// worth, then MaxSubscribesPerSec.
 func TestSubscribesAreMetered(t *testing.T) {
 	ts := newTestServer(t, func(o *Options) { o.MaxDocsPerConn = 5; o.MaxSubscribesPerSec = 1 })
 	wc := ts.dial(ts.token("u"))
-	for range 5 {
+	for range 6 {
 		wc.subscribe("d") // a resubscribe re-encodes the catch-up too
 	}
 	wc.send(&syncproto.Subscribe{Doc: "d"})
 	if e := recvType[*syncproto.Error](wc); e.Status != syncproto.StatusRateLimited {
-		t.Fatalf("sixth subscribe at once: %+v, want rate_limited", e)
+		t.Fatalf("seventh subscribe at once: %+v, want rate_limited", e)
 	}
 }
 

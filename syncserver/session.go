@@ -76,8 +76,8 @@ type session struct {
 	// subscribes meters subscribe messages (see Options.MaxSubscribesPerSec).
 	subscribes tokenBucket
 	presence   tokenBucket
-	strikes    int // rate refusals in a row
-	fouls      int // batches refused as invalid or too_large (see foul)
+	strikes    int          // rate refusals in a row
+	fouls      atomic.Int32 // batches refused as invalid or too_large, here or by a room (see foul)
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -709,7 +709,7 @@ func (ss *session) handshake() bool {
 	now := time.Now()
 	ss.changes = newTokenBucket(float64(o.MaxChangesPerSec), float64(o.ChangesBurst), now)
 	ss.presence = newTokenBucket(float64(o.MaxPresencePerSec), float64(2*o.MaxPresencePerSec), now)
-	ss.subscribes = newTokenBucket(float64(o.MaxSubscribesPerSec), float64(o.MaxDocsPerConn), now)
+	ss.subscribes = newTokenBucket(float64(o.MaxSubscribesPerSec), float64(o.MaxDocsPerConn+o.MaxSubscribesPerSec), now)
 	ss.queueMsg(&syncproto.Welcome{
 		Version:    syncproto.ProtocolVersion,
 		ServerTime: hlc.New(o.Wall(), 0),
@@ -774,22 +774,23 @@ func (ss *session) subscribe(doc string, version crdt.VersionVector) {
 		ss.queueError(syncproto.StatusUnauthorized, doc, "the token does not grant access to this document")
 		return
 	}
-	// Each subscribe costs the room an encoding of the catch-up: metered,
-	// with a burst of a whole connection's worth (a reconnect).
+	o := &ss.s.opts
+	r, ok := ss.subs[doc]
+	if !ok && len(ss.subs) >= o.MaxDocsPerConn {
+		ss.s.m.limitHits.WithLabelValues("docs_per_conn").Inc()
+		ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("subscribed to the maximum of %d documents", o.MaxDocsPerConn))
+		return
+	}
+	// Each subscribe that will be served costs the room an encoding of the
+	// catch-up: metered, with a burst of a whole connection's worth (a
+	// reconnect) and a second's.
 	if !ss.subscribes.take(1, time.Now()) {
 		ss.s.m.limitHits.WithLabelValues("subscribe_rate").Inc()
-		ss.queueError(syncproto.StatusRateLimited, doc, fmt.Sprintf("more than %d subscribes per second", ss.s.opts.MaxSubscribesPerSec))
+		ss.queueError(syncproto.StatusRateLimited, doc, fmt.Sprintf("more than %d subscribes per second", o.MaxSubscribesPerSec))
 		ss.strike()
 		return
 	}
-	r, ok := ss.subs[doc]
 	if !ok {
-		o := &ss.s.opts
-		if len(ss.subs) >= o.MaxDocsPerConn {
-			ss.s.m.limitHits.WithLabelValues("docs_per_conn").Inc()
-			ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("subscribed to the maximum of %d documents", o.MaxDocsPerConn))
-			return
-		}
 		if !ss.s.userDocs.open(ss.principal.User, o.MaxDocsPerUser) {
 			ss.s.m.limitHits.WithLabelValues("docs_per_user").Inc()
 			ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("user %q has the maximum of %d documents open", ss.principal.User, o.MaxDocsPerUser))
@@ -827,6 +828,11 @@ func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool
 		} else if st != syncproto.StatusOK {
 			ss.queueError(st, doc, msg)
 		}
+		// A correct client never sends these twice: fouls (see foul),
+		// counted after the answer so that the last one still goes out.
+		if st == syncproto.StatusInvalid || st == syncproto.StatusTooLarge {
+			ss.foul()
+		}
 	}
 	refuse := func(st syncproto.Status, msg string) {
 		ss.s.m.updates.WithLabelValues(st.String()).Inc()
@@ -851,7 +857,6 @@ func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool
 	nops, st, msg := ss.s.admitBatch(payload)
 	if st != syncproto.StatusOK {
 		refuse(st, msg)
-		ss.foul()
 		return
 	}
 	if !ss.changes.take(float64(nops), time.Now()) {
@@ -863,7 +868,6 @@ func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool
 	changes, err := codec.DecodeChanges(payload)
 	if err != nil {
 		refuse(syncproto.StatusInvalid, err.Error())
-		ss.foul()
 		return
 	}
 	// Every inserted or deleted character is an operation too: what the
@@ -928,11 +932,11 @@ func opsOf(changes []crdt.Change) uint64 {
 const maxFouls = 16
 
 // foul counts a batch refused as invalid or too_large.
+// It may be called from any goroutine (rooms answer too).
 func (ss *session) foul() {
-	ss.fouls++
-	if ss.fouls >= maxFouls {
+	if n := ss.fouls.Add(1); n == maxFouls {
 		ss.s.m.limitHits.WithLabelValues("invalid").Inc()
-		ss.kick(syncproto.CloseProtocolError, fmt.Sprintf("%d batches refused as invalid or too large", ss.fouls))
+		ss.kick(syncproto.CloseProtocolError, fmt.Sprintf("%d batches refused as invalid or too large", n))
 	}
 }
 
