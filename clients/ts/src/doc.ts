@@ -490,7 +490,22 @@ class Text {
       di = leaves[dli].items.length;
     }
     const dl = leaves[dli];
-    this.insertItem(dl, di, it);
+    // A remote typist's next character, placed right after the previous
+    // one with the same right origin: grow that item (its characters get
+    // the same origins either way) instead of adding one per keystroke.
+    const p = di > 0 ? dl.items[di - 1] : undefined;
+    if (p && p.r === it.r && p.r === lr && p.seq + p.n === it.seq && p.seq + p.n - 1 === ls && !p.del && !it.del && p.rr === rr && p.rs === rs && p.run.end === it.seq) {
+      p.n += it.n;
+      p.s += it.s;
+      p.run.end += it.n;
+      dl.raw += it.n;
+      dl.vis += it.n;
+      dl.vis16 += it.s.length;
+      this.raw += it.n;
+      this.vis += it.n;
+      this.vis16 += it.s.length;
+      this.visChanged(dl, it.n);
+    } else this.insertItem(dl, di, it);
     for (const l of touched) this.fixLeaf(l);
   }
 }
