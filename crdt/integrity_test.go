@@ -465,3 +465,58 @@ func TestHostileOriginsConverge(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedBatchRollsBack: a batch whose last change has inconsistent
+// origins is found out only as it is integrated, after the changes before
+// it changed the text, a counter, a register and made a field and a
+// replica: all of it is taken back, by Apply and by ApplySeq, and the
+// document goes on as if the batch never came.
+func TestRefusedBatchRollsBack(t *testing.T) {
+	x := newDoc(9, &hlc.ManualWall{Millis: 1000})
+	tx := x.Begin()
+	tx.Insert("body", 0, "abcdefgh")
+	tx.Add("n", 2)
+	tx.Set("r", []byte{0xa1, 'a'})
+	tx.Commit()
+	base := x.ChangesSince(nil)
+	xid := func(s uint64) crdt.ID { return crdt.ID{Replica: rid(9), Seq: s} }
+	good := []crdt.Change{
+		{Replica: rid(1), Seq: 1, Time: hlc.New(2000, 0), Ops: []crdt.Op{
+			{Kind: crdt.OpTextInsert, Field: "body", Text: "zz", Left: xid(1), Right: xid(2)},
+			{Kind: crdt.OpTextDelete, Field: "body", Target: xid(3), Count: 1},
+			{Kind: crdt.OpCounterAdd, Field: "n", Delta: 5},
+			{Kind: crdt.OpRegisterSet, Field: "r", Value: []byte{0xa1, 'b'}},
+			{Kind: crdt.OpTextInsert, Field: "new", Text: "q"},
+		}},
+		{Replica: rid(1), Seq: 7, Time: hlc.New(2001, 0), Ops: []crdt.Op{
+			{Kind: crdt.OpTextInsert, Field: "body", Text: "w", Left: crdt.ID{Replica: rid(1), Seq: 2}, Right: xid(2)}}},
+	}
+	bad := crdt.Change{Replica: rid(2), Seq: 1, Time: hlc.New(2002, 0), Ops: []crdt.Op{
+		{Kind: crdt.OpTextInsert, Field: "body", Text: "!", Left: xid(1), Right: xid(4)}}}
+	batch := append(slices.Clone(good), bad)
+	for _, how := range []string{"Apply", "ApplySeq"} {
+		d := newDoc(5, &hlc.ManualWall{Millis: 10_000})
+		if err := d.Apply(base...); err != nil {
+			t.Fatal(err)
+		}
+		before, beforeLog, clock := state(d), fmt.Sprint(d.ChangesSince(nil)), d.Clock().Last()
+		var err error
+		if how == "Apply" {
+			err = d.Apply(batch...)
+		} else {
+			err = d.ApplySeq(reusingSeq(batch, -1, nil))
+		}
+		if !errors.Is(err, crdt.ErrOrigins) {
+			t.Fatalf("%s: %v", how, err)
+		}
+		if state(d) != before || fmt.Sprint(d.ChangesSince(nil)) != beforeLog || d.Clock().Last() != clock || len(d.Fields()) != 3 {
+			t.Fatalf("%s: the batch left a trace:\n%s\n%s", how, state(d), before)
+		}
+		if err := d.Apply(good...); err != nil {
+			t.Fatalf("%s: the good part after: %v", how, err)
+		}
+		if d.Text("body") != "azzwbdefgh" || d.Counter("n") != 7 || d.Text("new") != "q" {
+			t.Fatalf("%s: %q %d %q", how, d.Text("body"), d.Counter("n"), d.Text("new"))
+		}
+	}
+}
