@@ -41,7 +41,7 @@ type Node struct {
 	batch    atomic.Uint64 // update batch ids, unique per process
 	// savedPeers is what PeersFile holds; owned by the reconnector.
 	savedPeers string
-	round    atomic.Uint64 // anti-entropy rounds
+	round      atomic.Uint64 // anti-entropy rounds
 
 	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc

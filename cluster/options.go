@@ -103,8 +103,9 @@ type Options struct {
 	SendQueue int
 	// DialTimeout bounds a peer link dial and its handshake. Default: 5s.
 	DialTimeout time.Duration
-	// RetryMax is the longest wait between two dials of a peer link.
-	// Default: 2s.
+	// RetryMax is the longest wait between two dials of a peer link: it
+	// bounds how long after a partition heals the link is back (a refused
+	// dial to a peer that is down costs next to nothing). Default: 250ms.
 	RetryMax time.Duration
 
 	// GossipInterval, ProbeInterval, ProbeTimeout, SuspicionMult,
@@ -140,7 +141,7 @@ func DefaultOptions() Options {
 		MaxFrameBytes:       16 << 20,
 		SendQueue:           8192,
 		DialTimeout:         5 * time.Second,
-		RetryMax:            2 * time.Second,
+		RetryMax:            250 * time.Millisecond,
 		GossipInterval:      200 * time.Millisecond,
 		ProbeInterval:       time.Second,
 		ProbeTimeout:        500 * time.Millisecond,

@@ -15,7 +15,7 @@ var benchmarks = map[string]func(ctx context.Context, args []string, stdout, std
 func init() {
 	register(command{
 		name:    "bench",
-		summary: "measure: trace, merge, converge, conns, store, crash",
+		summary: "measure: trace, merge, converge, conns, store, crash, cluster",
 		run:     runBench,
 	})
 }

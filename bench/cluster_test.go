@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterKillAndPartition runs the cluster benchmark small against
+// the real binary: three `weft serve` processes, one killed with kill -9
+// and restarted mid-run, then a partition of one peer; both runs must end
+// converged with no acknowledged edit lost or duplicated.
+func TestClusterKillAndPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the weft binary")
+	}
+	bin := filepath.Join(t.TempDir(), "weft")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/weftsync/weft/cmd/weft").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for name, o := range map[string]ClusterOptions{
+		"kill":      {Kill: 1, Duration: 3 * time.Second},
+		"partition": {Partition: time.Second, Duration: 3 * time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o.Binary, o.Peers, o.Clients, o.Docs, o.Rate, o.Settle = bin, 3, 6, 2, 5, 45*time.Second
+			r, err := RunCluster(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.Converged || r.Lost != 0 || r.Duplicated != 0 || r.Acked == 0 || r.CrossPeer.Deliveries == 0 {
+				t.Fatalf("result %+v", r)
+			}
+			if o.Kill > 0 && r.Kills != 1 || o.Partition > 0 && r.HealMs <= 0 {
+				t.Fatalf("faults not applied: %+v", r)
+			}
+			svg := string(ClusterSVG(r))
+			if !strings.HasPrefix(svg, "<svg") || !strings.Contains(svg, "cross peer") || !strings.Contains(svg, "differing") {
+				t.Fatalf("plot: %.300s", svg)
+			}
+		})
+	}
+}
