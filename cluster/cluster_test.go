@@ -228,7 +228,7 @@ func TestAckPeers(t *testing.T) {
 	}
 }
 
-var scheduleSeeds = flag.Int("cluster.seeds", 2, "how many seeds TestRandomSchedule runs (seeds 1..N)")
+var scheduleSeeds = flag.Int("cluster.seeds", 1, "how many seeds TestRandomSchedule runs (seeds 1..N)")
 
 // TestRandomSchedule: a seeded random schedule of partitions, abrupt
 // stops and restarts across four nodes, with a client on every node
