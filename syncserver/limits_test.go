@@ -313,7 +313,13 @@ func TestCompressedTextChargedDecoded(t *testing.T) {
 // that wait for dependencies stop being taken once they hold
 // MaxPendingBytes, however few they are.
 func TestPendingBufferBoundedInBytes(t *testing.T) {
-	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec, o.ChangesBurst = 1<<24, 1<<24 })
+	ts := newTestServer(t, func(o *Options) {
+		o.MaxChangesPerSec, o.ChangesBurst = 1<<24, 1<<24
+		// The room has no subscriber: under load (-race, busy CI) the six
+		// 3 MiB POSTs can take longer than LocalOptions' 5 s idle
+		// timeout, and an unloaded room forgets its pending changes.
+		o.IdleTimeout = time.Hour
+	})
 	text := strings.Repeat("p", 3<<20)
 	var held, full int
 	for i := range 6 {
