@@ -387,7 +387,7 @@ export class Client {
         this.limits = m.limits;
         this.session = m.session;
         this.user = m.user;
-        this.lead = Date.now() - wallOf(m.serverTime);
+        this.lead = this.wall() - wallOf(m.serverTime);
         this.attempt = 0;
         this.setState("connected");
         for (const d of this.docs.values()) {
@@ -423,8 +423,11 @@ export class Client {
   /** @internal: correct the wall clock after a clock_skew refusal. */
   correctClock(): void {
     // Our stamps were too far ahead of the server's clock: run ours behind
-    // by the lead measured at welcome (and a little more).
-    if (this.lead > 0) this.wallOffset = -(this.lead + 50);
+    // by the lead measured at welcome (with a margin for the round trip).
+    if (this.lead > 0) {
+      this.wallOffset -= this.lead + 50;
+      this.lead = -50;
+    }
   }
 }
 

@@ -158,3 +158,24 @@ function token(secret: string, user: string, docs: string): string {
   if (r.status !== 0) throw new Error(r.stderr);
   return r.stdout.trim();
 }
+
+test("clock_skew: the client corrects its clock, re-stamps its unacked edits and they are saved", async () => {
+  const skewed = await Server.start(["--insecure", "--max-clock-offset", "2s"]);
+  try {
+    const c = new Client({ url: skewed.url, WebSocket, backoffBaseMs: 20, offline: true });
+    clients.push(c);
+    // This client's clock runs a minute ahead of the server's.
+    c.wallOffset = 60_000;
+    const d = await c.open("t/skew");
+    d.edit((tx) => tx.insert("body", 0, "from the future"));
+    c.setOnline(true);
+    await waitFor("saved after re-stamping", () => d.saved, 20_000);
+    assert.ok(c.wallOffset < 1_000, `wall offset ${c.wallOffset} after correction`);
+    const server = (await (await fetch(`${skewed.http}/v1/docs/t%2Fskew`)).json()) as { text: { body: string } };
+    assert.equal(server.text.body, "from the future");
+    d.edit((tx) => tx.insert("body", d.doc.textLen("body"), "!"));
+    await waitFor("saved again", () => d.saved);
+  } finally {
+    await skewed.stop();
+  }
+});
