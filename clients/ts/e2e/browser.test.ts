@@ -80,9 +80,15 @@ async function cursorAt(page: Page, pos: number) {
   }, pos);
 }
 
-test("two pages type concurrently at one place and converge without interleaving", async () => {
+test("two windows of one browser type concurrently at one place and converge without interleaving", async () => {
+  // One context: the windows share IndexedDB, as two windows of a browser do.
   const a = await openPage("e2e/concurrent");
-  const b = await openPage("e2e/concurrent");
+  const b = await a.context().newPage();
+  b.on("pageerror", (e) => console.error("page error:", e));
+  await b.goto(`${srv.http}/?doc=e2e%2Fconcurrent`);
+  await waitState(b, "connected");
+  const replicas = await Promise.all([a, b].map((p) => p.evaluate(() => (globalThis as any).weftDemo.doc.replica as string)));
+  assert.notEqual(replicas[0], replicas[1], "two windows write with one replica id");
   await a.locator(".cm-content").click();
   await a.keyboard.type("[]");
   await waitText(b, "[]");

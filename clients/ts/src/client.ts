@@ -135,6 +135,24 @@ export interface RemoteChange {
   text: { field: string; event: TextEvent }[];
 }
 
+/**
+ * holdReplica takes, for the life of the page, the Web Lock that makes this
+ * tab the one writer with replica for doc; false if another tab holds it.
+ * Where there are no Web Locks (Node), every process is its own writer.
+ */
+function holdReplica(doc: string, replica: ReplicaID): Promise<boolean> {
+  const locks = (globalThis as any).navigator?.locks;
+  if (!locks) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    locks
+      .request(`weft:${doc}:${replica}`, { ifAvailable: true }, (lock: unknown) => {
+        resolve(!!lock);
+        return lock ? new Promise(() => {}) : undefined; // held until the page goes
+      })
+      .catch(() => resolve(false));
+  });
+}
+
 const TRANSIENT = new Set<number>([Status.rateLimited, Status.overloaded, Status.internal, Status.peerTimeout]);
 const RESYNC = new Set<number>([Status.pendingFull, Status.missingDeps]);
 const TERMINAL_CLOSE = new Set<number>([CloseCode.authFailed, CloseCode.unsupportedVersion, CloseCode.replicaConflict]);
@@ -223,7 +241,12 @@ export class Client {
     const stored = store ? await store.load(id) : null;
     const existing = this.docs.get(id);
     if (existing) return existing;
-    const replica = stored?.replica ?? newReplica();
+    let replica = stored?.replica ?? newReplica();
+    // Tabs of one browser share IndexedDB, hence the stored replica id: two
+    // of them writing with it would reuse sequence numbers. The tab that
+    // holds the id's lock writes with it; another writes with a fresh id
+    // (its changes are stored and relayed all the same).
+    if (store && !(await holdReplica(id, replica))) replica = newReplica();
     if (store && !stored) await store.init(id, replica);
     const d = new Document(this, id, replica);
     if (stored && stored.batches.length > 0) {
