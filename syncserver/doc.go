@@ -289,5 +289,8 @@
 // cover "notes/a/b". Mint one pattern per depth ("notes/*/*") when ids nest.
 //
 // HAZARD: MemoryBudget only unloads rooms nobody holds; documents with
-// subscribers stay loaded however far over budget the server is.
+// subscribers stay loaded however far over budget the server is (their
+// number is bounded by MaxDocsPerUser per principal and MaxLoadedDocs in
+// all). An unloaded room forgets its pending buffer (never acked, so
+// nothing is lost: the clients resync).
 package syncserver

@@ -2,13 +2,16 @@ package syncserver
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
 )
 
 // FuzzVersionToken: Last-Event-ID is hostile input. Decoding never panics,
@@ -104,4 +107,53 @@ func TestMutatedFramesNeverHurtTheServer(t *testing.T) {
 	if _, err := codec.DecodeChanges(payload); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzAdmitBatch: whatever the bytes, the header checks never panic, and a
+// batch they admit is what they promised: as many ops as declared (within
+// the burst), no register value over the limit; what would wait for
+// dependencies is never more than the batch's decoded size.
+func FuzzAdmitBatch(f *testing.F) {
+	f.Add(countBomb())
+	d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := d.Begin()
+	tx.Insert("t", 0, "hello")
+	tx.Add("n", 3)
+	tx.Set("r", []byte{0xa2, 'o', 'k'})
+	tx.Commit()
+	f.Add(codec.EncodeChanges(d.ChangesSince(nil)))
+	f.Add(codec.EncodeChanges([]crdt.Change{{Replica: crdt.ReplicaID(uuid.New()), Seq: 2, Time: hlc.New(1, 0),
+		Ops: []crdt.Op{{Kind: crdt.OpTextInsert, Field: "t", Text: strings.Repeat("z", 8<<10)}}}}))
+	f.Add([]byte{0x01})
+	s := &Server{opts: DefaultOptions()}
+	s.opts.MaxValueBytes = 1 << 10
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		f.Fatal(err)
+	}
+	s.m = m
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ops, st, _ := s.admitBatch(data)
+		if st != syncproto.StatusOK {
+			return
+		}
+		changes, err := codec.DecodeChanges(data)
+		if err != nil {
+			return // Inspect does not validate the changes themselves
+		}
+		n := 0
+		for i := range changes {
+			n += len(changes[i].Ops)
+		}
+		if n != ops || ops > s.opts.ChangesBurst {
+			t.Fatalf("admitted %d declared ops, decoded %d (burst %d)", ops, n, s.opts.ChangesBurst)
+		}
+		size, maxValue := decodedSize(changes)
+		if maxValue > s.opts.MaxValueBytes {
+			t.Fatalf("admitted a register value of %d bytes (limit %d)", maxValue, s.opts.MaxValueBytes)
+		}
+		if w := waitingSize(crdt.VersionVector{}, changes); w > size || w < 0 {
+			t.Fatalf("waiting %d of a batch of %d", w, size)
+		}
+	})
 }
