@@ -21,16 +21,27 @@ export function loadTrace(name: string): Trace {
 
 export const traceRID = (b: number) => b.toString(16).padStart(2, "0") + "00".repeat(14) + b.toString(16).padStart(2, "0");
 
-/** Replays a sequential trace as Go's trace tests do. */
-export function replaySequential(tr: Trace): Doc {
+/** The wall time of each transaction (0 where it does not parse). */
+export function wallsOf(tr: Trace): number[] {
+  return tr.txns.map((t) => {
+    const w = Date.parse(t.time);
+    return Number.isNaN(w) ? 0 : w;
+  });
+}
+
+/**
+ * Replays a sequential trace as Go's trace tests do. walls (wallsOf) may
+ * be parsed beforehand, so that a timed replay does not time parsing.
+ */
+export function replaySequential(tr: Trace, walls: number[] = wallsOf(tr)): Doc {
   let wall = 0;
   const d = new Doc(traceRID(1), new Clock(() => wall, 0));
   if (tr.startContent) d.transact((tx) => tx.insert("body", 0, tr.startContent));
-  for (const txn of tr.txns) {
-    const w = Date.parse(txn.time);
-    wall = Number.isNaN(w) ? 0 : w;
+  const txns = tr.txns;
+  for (let i = 0; i < txns.length; i++) {
+    wall = walls[i];
     const tx = d.begin();
-    for (const [pos, del, ins] of txn.patches) {
+    for (const [pos, del, ins] of txns[i].patches) {
       if (del > 0) tx.delete("body", pos, del);
       if (ins) tx.insert("body", pos, ins);
     }
