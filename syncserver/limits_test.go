@@ -183,7 +183,9 @@ func TestDeclaredCountBombsCostNothing(t *testing.T) {
 	}
 	runtime.ReadMemStats(&after)
 	// One decode of the bomb allocates some 50 MiB; 240 of them terabytes.
-	if got := after.TotalAlloc - before.TotalAlloc; got > 32<<20 {
+	got := after.TotalAlloc - before.TotalAlloc
+	t.Logf("240 bombs on 7 sockets: %d KiB allocated in the process", got>>10)
+	if got > 32<<20 {
 		t.Fatalf("the bombs allocated %d MiB", got>>20)
 	}
 }
