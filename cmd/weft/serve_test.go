@@ -460,3 +460,24 @@ func freePort() (string, error) {
 	defer l.Close()
 	return l.Addr().String(), nil
 }
+func TestHealthCommand(t *testing.T) {
+	url, stop := startServe(t, "--listen", "127.0.0.1:0", "--insecure", "--data", ":memory:")
+	addr := strings.TrimPrefix(url, "http://")
+	var out, errb bytes.Buffer
+	if c := runHealth(context.Background(), []string{"--listen", addr}, &out, &errb); c != 0 || !strings.Contains(out.String(), "ok") {
+		t.Fatalf("health of a live server: exit %d, %q %q", c, out.String(), errb.String())
+	}
+	// The environment serve reads works for health too.
+	t.Setenv("WEFT_LISTEN", "0.0.0.0:"+addr[strings.LastIndex(addr, ":")+1:])
+	out.Reset()
+	if c := runHealth(context.Background(), nil, &out, &errb); c != 0 {
+		t.Fatalf("health from WEFT_LISTEN: exit %d, %q", c, errb.String())
+	}
+	if c := stop(); c != 0 {
+		t.Fatalf("exit %d", c)
+	}
+	errb.Reset()
+	if c := runHealth(context.Background(), []string{"--listen", addr}, &out, &errb); c != 1 || errb.Len() == 0 {
+		t.Fatalf("health of a stopped server: exit %d, %q", c, errb.String())
+	}
+}
