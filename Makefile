@@ -1,19 +1,27 @@
-# The one test command (README, .ci/run): vet, the race-enabled test suite,
+# The one test command (README, .ci/run): the race-enabled test suite,
 # the codec tests that skip under -race (long trace replays, deterministic
 # sizes) without it, and the crdt and sync-state-machine suites again with
 # the structural invariant checks compiled in (the codec's trace tests are
 # too long for that).
+#
+# NB: vet runs inside go test (-vet=all: every vet check) rather than as a
+# separate go vet ./...: go vet type-checks every package against
+# dependencies compiled without -race, a second full compile of the module
+# and its dependencies (Pebble is most of it) that took about as long as
+# the tests from a cold cache. Every package has tests, so -vet=all covers
+# them all (TestEveryPackageHasTests in internal/depcheck keeps it so).
 GO ?= go
 
-.PHONY: test test-ts build fuzz bench-figures pgo
+.PHONY: test test-ts vet build fuzz bench-figures pgo first-hour
 
+# -buildvcs=auto: the commit in `weft version` whenever this is a git
+# checkout, even where GOFLAGS turns VCS stamping off.
 build:
-	$(GO) build -o weft ./cmd/weft
+	$(GO) build -buildvcs=auto -o weft ./cmd/weft
 
 test:
 	$(GO) mod download
-	$(GO) vet ./...
-	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -vet=all -timeout 20m ./...
 	$(GO) test -timeout 10m -run 'TestTraceHistories|TestEncodedSize' ./crdt/codec
 	$(GO) test -tags invariants -timeout 10m ./crdt ./crdt/syncproto
 	$(MAKE) test-ts
@@ -28,6 +36,16 @@ test-ts:
 	cd clients/ts && npx tsc -p .
 	cd clients/ts && node --test --test-concurrency=1 dist/test/
 	cd clients/ts && node --test --test-concurrency=1 dist/e2e/
+
+vet:
+	$(GO) vet ./...
+
+# What README.md tells a newcomer to do, in a temporary fresh clone of what
+# is committed: build, serve, weft doc edit, curl, the README's Go example
+# from a separate module, a clean SIGTERM, docker build where docker runs.
+# FIRST_HOUR_MAKE_TEST=1 runs make test in the clone first.
+first-hour:
+	scripts/first-hour.sh
 
 # Runs each native fuzz target for a short while (not part of `make test`,
 # which replays the committed corpora).

@@ -174,3 +174,18 @@ func TestSelfContained(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// make test vets through go test -vet=all, which vets only packages with
+// tests: every package must have some.
+func TestEveryPackageHasTests(t *testing.T) {
+	cmd := exec.Command("go", "list", "-f", "{{if and (not .TestGoFiles) (not .XTestGoFiles)}}{{.ImportPath}}{{end}}", mod+"/...")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("packages without tests, which make test would not vet:\n%s", s)
+	}
+}
