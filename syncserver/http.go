@@ -377,9 +377,11 @@ func (s *Server) doError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// DocList is the answer of GET /v1/docs.
+// DocList is the answer of GET /v1/docs: the ids, and when the store
+// can describe them (DocInfoLister) each one's DocInfo, in the same order.
 type DocList struct {
-	Docs []string `json:"docs"`
+	Docs []string  `json:"docs"`
+	Info []DocInfo `json:"info,omitempty"`
 }
 
 // maxListDocs bounds one GET /v1/docs answer.
@@ -413,18 +415,31 @@ func (s *Server) listDocs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(n, maxListDocs)
 	}
-	ids, err := lister.ListDocs(r.Context(), r.URL.Query().Get("prefix"), 0)
+	prefix := r.URL.Query().Get("prefix")
+	var infos []DocInfo
+	var ids []string
+	if il, ok := s.opts.Store.(DocInfoLister); ok {
+		infos, err = il.ListDocInfo(r.Context(), prefix, 0)
+		for _, in := range infos {
+			ids = append(ids, in.ID)
+		}
+	} else {
+		ids, err = lister.ListDocs(r.Context(), prefix, 0)
+	}
 	if err != nil {
 		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, "listing documents: "+err.Error())
 		return
 	}
 	out := DocList{Docs: []string{}}
-	for _, id := range ids {
+	for i, id := range ids {
 		if len(out.Docs) == limit {
 			break
 		}
 		if p.Access(id) != AccessNone {
 			out.Docs = append(out.Docs, id)
+			if infos != nil {
+				out.Info = append(out.Info, infos[i])
+			}
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

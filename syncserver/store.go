@@ -39,3 +39,23 @@ type DocLister interface {
 	// concurrently with every other method; the slice is the caller's.
 	ListDocs(ctx context.Context, prefix string, limit int) ([]string, error)
 }
+
+// DocInfo is what a store tells about one stored document: GET /v1/docs
+// lists it beside the id when the store implements DocInfoLister, and
+// `weft doc ls` prints it.
+type DocInfo struct {
+	ID            string `json:"id"`
+	Created       string `json:"created"` // RFC 3339, when first written to this store
+	Updated       string `json:"updated"` // RFC 3339, when last written
+	SnapshotBytes int64  `json:"snapshot_bytes"`
+	LogBytes      int64  `json:"log_bytes"` // batches appended since the snapshot
+	Batches       int64  `json:"batches"`
+}
+
+// DocInfoLister is implemented by stores that can describe their
+// documents (storage.Store, through cmd/weft). With one, GET /v1/docs
+// answers each id's DocInfo too.
+type DocInfoLister interface {
+	// ListDocInfo is ListDocs with each document's DocInfo. Same contract.
+	ListDocInfo(ctx context.Context, prefix string, limit int) ([]DocInfo, error)
+}

@@ -326,39 +326,32 @@ func readSnapshot(r io.Reader) (*crdt.Doc, error) {
 }
 
 func docList(ctx context.Context, st *storage.Store, f docFlags, stdout io.Writer) error {
-	metas, err := st.List(ctx, f.prefix, "", 0)
+	infos, err := servedStore{st}.ListDocInfo(ctx, f.prefix, 0)
 	if err != nil {
 		return err
 	}
-	if f.asJSON {
-		out := make([]docMetaJSON, 0, len(metas))
-		for _, m := range metas {
-			out = append(out, *metaJSON(m))
+	return printDocList(stdout, f.asJSON, infos)
+}
+
+// printDocList prints what weft doc ls shows, from a data directory or a
+// server alike: a table, or with --json the syncserver.DocInfo array.
+func printDocList(stdout io.Writer, asJSON bool, infos []syncserver.DocInfo) error {
+	if asJSON {
+		if infos == nil {
+			infos = []syncserver.DocInfo{}
 		}
-		return writeJSON(stdout, out, true)
+		return writeJSON(stdout, infos, true)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSNAPSHOT\tLOG\tBATCHES\tUPDATED")
-	for _, m := range metas {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", m.ID, m.SnapshotBytes, m.LogBytes, m.Batches,
-			m.Updated.Format(time.RFC3339))
+	for _, m := range infos {
+		updated := m.Updated
+		if t, err := time.Parse(time.RFC3339Nano, m.Updated); err == nil {
+			updated = t.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", m.ID, m.SnapshotBytes, m.LogBytes, m.Batches, updated)
 	}
 	return tw.Flush()
-}
-
-// docMetaJSON is the JSON form of storage.DocMeta.
-type docMetaJSON struct {
-	ID            string `json:"id"`
-	Created       string `json:"created"`
-	Updated       string `json:"updated"`
-	SnapshotBytes int64  `json:"snapshot_bytes"`
-	LogBytes      int64  `json:"log_bytes"`
-	Batches       int64  `json:"batches"`
-}
-
-func metaJSON(m storage.DocMeta) *docMetaJSON {
-	return &docMetaJSON{ID: m.ID, Created: m.Created.Format(time.RFC3339Nano), Updated: m.Updated.Format(time.RFC3339Nano),
-		SnapshotBytes: m.SnapshotBytes, LogBytes: m.LogBytes, Batches: m.Batches}
 }
 
 // docRemote runs a verb against a running server's HTTP API.
@@ -369,8 +362,8 @@ func docRemote(ctx context.Context, f docFlags, verb string, args []string, stdi
 	}
 	switch verb {
 	case "ls":
-		// The server lists the stored documents the token may read; it
-		// keeps no per-document metadata to show beside them.
+		// The server lists the stored documents the token may read, with
+		// what its store knows of each (as --data shows).
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/docs?prefix="+url.QueryEscape(f.prefix), nil)
 		if err != nil {
 			return err
@@ -383,21 +376,14 @@ func docRemote(ctx context.Context, f docFlags, verb string, args []string, stdi
 		if err := json.Unmarshal(body, &list); err != nil {
 			return fmt.Errorf("the server's document list: %w", err)
 		}
-		if f.asJSON {
-			type idOnly struct {
-				ID string `json:"id"`
-			}
-			out := make([]idOnly, len(list.Docs))
+		if len(list.Info) != len(list.Docs) {
+			// A store that cannot describe its documents: ids only.
+			list.Info = make([]syncserver.DocInfo, len(list.Docs))
 			for i, id := range list.Docs {
-				out[i] = idOnly{ID: id}
+				list.Info[i] = syncserver.DocInfo{ID: id}
 			}
-			return writeJSON(stdout, out, true)
 		}
-		fmt.Fprintln(stdout, "ID")
-		for _, id := range list.Docs {
-			fmt.Fprintln(stdout, id)
-		}
-		return nil
+		return printDocList(stdout, f.asJSON, list.Info)
 	case "get":
 		body, err := c.get(ctx, args[0], f.at, "application/json")
 		if err != nil {

@@ -57,14 +57,17 @@ func TestDocEditLocalAndRemote(t *testing.T) {
 		t.Fatalf("a refused edit changed the document:\n%s\n%s", local, again)
 	}
 
-	// Running: --server, on the same data.
+	_, lsLocal, _ := runWeft(t, nil, "doc", "ls", "--data", dir)
+	_, lsLocalJSON, _ := runWeft(t, nil, "doc", "ls", "--data", dir, "--json")
+
+	// Running: --server, on the same data, as weft serve wires it.
 	st, err := storage.Open(dir, storage.DefaultOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	o := syncserver.LocalOptions()
-	o.Store = st
+	o.Store = servedStore{st}
 	o.Insecure = true
 	srv, err := syncserver.New(o)
 	if err != nil {
@@ -79,6 +82,15 @@ func TestDocEditLocalAndRemote(t *testing.T) {
 			t.Errorf("shutdown: %v", err)
 		}
 	}()
+	// doc ls shows the same from either source.
+	_, lsRemote, _ := runWeft(t, nil, "doc", "ls", "--server", hs.URL)
+	_, lsRemoteJSON, _ := runWeft(t, nil, "doc", "ls", "--server", hs.URL, "--json")
+	if !bytes.Equal(lsRemote, lsLocal) || !bytes.Equal(lsRemoteJSON, lsLocalJSON) {
+		t.Fatalf("doc ls --server and --data differ:\n%s%s\n%s%s", lsRemote, lsRemoteJSON, lsLocal, lsLocalJSON)
+	}
+	if !strings.Contains(string(lsLocal), "BATCHES") || !strings.Contains(string(lsLocalJSON), `"snapshot_bytes"`) {
+		t.Fatalf("doc ls shows no sizes:\n%s%s", lsLocal, lsLocalJSON)
+	}
 	_, remote, _ := runWeft(t, nil, "doc", "get", "notes/1", "--server", hs.URL)
 	if !bytes.Equal(remote, local) {
 		t.Fatalf("doc get --server and --data differ:\n%s\n%s", remote, local)

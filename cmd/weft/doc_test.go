@@ -115,7 +115,7 @@ func TestDocLocalLsGetExportImport(t *testing.T) {
 		t.Fatalf("get = %+v", g)
 	}
 	code, out, errs = runWeft(t, nil, "doc", "ls", "--data", dir, "--json")
-	var metas []docMetaJSON
+	var metas []syncserver.DocInfo
 	if err := json.Unmarshal(out, &metas); code != 0 || err != nil || len(metas) != 1 || metas[0].Batches != 1 || metas[0].SnapshotBytes == 0 {
 		t.Fatalf("ls --json: code %d, %v, %s %s", code, err, out, errs)
 	}

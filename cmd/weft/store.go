@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -41,5 +43,31 @@ func openStore(dir string, logger *slog.Logger, reg prometheus.Registerer) (sync
 	if err != nil {
 		return nil, nil, err
 	}
-	return st, st, nil
+	return servedStore{st}, st, nil
+}
+
+// servedStore is the Pebble store as the sync server sees it: every method
+// of *storage.Store (Store, DocLister, VersionStore, ...), plus
+// ListDocInfo, which syncserver declares and storage cannot name.
+type servedStore struct{ *storage.Store }
+
+var _ syncserver.DocInfoLister = servedStore{}
+
+// ListDocInfo implements syncserver.DocInfoLister.
+func (s servedStore) ListDocInfo(ctx context.Context, prefix string, limit int) ([]syncserver.DocInfo, error) {
+	metas, err := s.List(ctx, prefix, "", limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]syncserver.DocInfo, len(metas))
+	for i, m := range metas {
+		out[i] = docInfo(m)
+	}
+	return out, nil
+}
+
+// docInfo is m as weft doc ls and GET /v1/docs show it.
+func docInfo(m storage.DocMeta) syncserver.DocInfo {
+	return syncserver.DocInfo{ID: m.ID, Created: m.Created.Format(time.RFC3339Nano), Updated: m.Updated.Format(time.RFC3339Nano),
+		SnapshotBytes: m.SnapshotBytes, LogBytes: m.LogBytes, Batches: m.Batches}
 }
