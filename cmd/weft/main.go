@@ -1,6 +1,9 @@
 // Command weft is the one binary of weft: `weft serve` runs a sync server,
-// `weft token` mints access tokens, `weft doc ...` inspects and moves stored
-// documents, and `weft bench ...` measures.
+// `weft token` mints access tokens, `weft doc ...` lists, reads, edits,
+// exports and imports documents (through a server or in a stopped server's
+// data directory), `weft health` probes a local server, `weft version`
+// names the build, and `weft bench ...` measures. Every flag of every
+// command can also be set as the environment variable WEFT_<NAME>.
 //
 // Each subcommand lives in its own file and registers itself in commands
 // from an init function, so the parts of the binary stay independent.
