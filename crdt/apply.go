@@ -755,12 +755,32 @@ func (d *Doc) reserve(cs []Change) []uint32 {
 		r   ReplicaID
 		ops int
 	}
-	var needs []need // batches name few replicas
+	var needs []need // batches usually name few replicas
+	var idx map[ReplicaID]int
 	for i := range cs {
-		j := slices.IndexFunc(needs, func(x need) bool { return x.r == cs[i].Replica })
+		var j int
+		if idx != nil {
+			var ok bool
+			if j, ok = idx[cs[i].Replica]; !ok {
+				j = -1
+			}
+		} else {
+			j = slices.IndexFunc(needs, func(x need) bool { return x.r == cs[i].Replica })
+		}
 		if j < 0 {
 			j = len(needs)
 			needs = append(needs, need{r: cs[i].Replica})
+			switch {
+			case idx != nil:
+				idx[cs[i].Replica] = j
+			case len(needs) > 16:
+				// NB: one change per replica (a document of many
+				// short-lived tabs) made the scan quadratic.
+				idx = make(map[ReplicaID]int, len(needs))
+				for k, x := range needs {
+					idx[x.r] = k
+				}
+			}
 		}
 		needs[j].ops += len(cs[i].Ops)
 	}

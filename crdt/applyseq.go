@@ -143,6 +143,9 @@ type stage struct {
 	nField  int
 	content []byte
 	logs    []logMark
+	// idx finds a replica's mark once a batch touches many replicas (a
+	// scan of logs would make such a batch quadratic).
+	idx     map[uint32]int
 	runs    []stageRun
 	maxTime hlc.Timestamp
 }
@@ -179,11 +182,23 @@ func (st *stage) mark(r uint32) *logMark {
 	if k := len(lg.times); k > 0 {
 		m.lastT = lg.times[k-1]
 	}
-	if st.left > 0 {
+	if st.left > 0 && len(st.logs) == 0 {
+		// NB: only the batch's first replica (typing: the only one) gets
+		// room for the whole rest of the batch; growing every replica's
+		// logs so made a batch of one change per replica quadratic.
 		lg.spans = slices.Grow(lg.spans, st.left)
 		lg.times = slices.Grow(lg.times, st.left)
 	}
 	st.logs = append(st.logs, m)
+	switch n := len(st.logs); {
+	case st.idx != nil:
+		st.idx[r] = n - 1
+	case n > 16:
+		st.idx = make(map[uint32]int, n)
+		for i := range st.logs {
+			st.idx[st.logs[i].r] = i
+		}
+	}
 	return &st.logs[len(st.logs)-1]
 }
 
@@ -299,6 +314,15 @@ func (st *stage) apply(check bool) error {
 
 // markOf returns r's mark, or nil if the batch has not touched r.
 func (st *stage) markOf(r uint32) *logMark {
+	if n := len(st.logs); n > 0 && st.logs[n-1].r == r {
+		return &st.logs[n-1]
+	}
+	if st.idx != nil {
+		if i, ok := st.idx[r]; ok {
+			return &st.logs[i]
+		}
+		return nil
+	}
 	for i := range st.logs {
 		if st.logs[i].r == r {
 			return &st.logs[i]
