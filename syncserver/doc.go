@@ -239,6 +239,22 @@
 // catch-up, one "synced" (data: the version as JSON). A stream that cannot
 // keep up is closed; its client resumes from its last id.
 //
+// A version of more than 64 replicas gets a compact token of some 30
+// bytes instead, whatever the replica count (sse.go): an HLC time W that
+// no change of the version is stamped after, and a count and an
+// order-independent hash of the version. Since HLC times respect causality
+// and a replica's times grow with its seqs, the version is the cut "every
+// change stamped at or before W" (crdt.Doc.At) unless an older-stamped
+// change arrived after the event; resuming rebuilds the cut and checks
+// count and hash: a match resumes exactly, a mismatch starts the stream
+// over after an event "reset" (never a gap). The room keeps the latest
+// change time for this, computed on first need.
+//
+// Sync frames stay within MaxFrameBytes however many replicas a document
+// has: a version vector too large for half a frame goes in version_part
+// messages before the sync (and a client's subscribe likewise; a session
+// assembles at most syncproto.MaxVersionEntries replicas of parts).
+//
 // # Lifecycle and memory
 //
 // Rooms are reference counted (subscribed sessions, event streams, HTTP

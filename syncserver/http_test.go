@@ -170,7 +170,12 @@ func openEvents(t *testing.T, ts *testServer, doc, token, lastID string) *sseRea
 // enforced by closing the body from a timer.
 func (s *sseReader) next(t *testing.T) sseMsg {
 	t.Helper()
-	timer := time.AfterFunc(waitFor, func() { s.resp.Body.Close() })
+	return s.nextWithin(t, waitFor)
+}
+
+func (s *sseReader) nextWithin(t *testing.T, d time.Duration) sseMsg {
+	t.Helper()
+	timer := time.AfterFunc(d, func() { s.resp.Body.Close() })
 	defer timer.Stop()
 	var m sseMsg
 	for {

@@ -22,6 +22,7 @@ type metrics struct {
 	limitHits    *prometheus.CounterVec // limit
 	presence     prometheus.Counter
 	sseStreams   prometheus.Gauge
+	sseResets    prometheus.Counter
 	docsLoaded   prometheus.Gauge
 	bytesHeld    prometheus.Gauge
 	loads        prometheus.Counter
@@ -55,8 +56,10 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help: "Update batches answered, by status."}, []string{"status"}),
 		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_limit_hits_total",
 			Help: "Requests refused by a limit (frame, doc_size, changes_rate, presence_rate, pending, connections, auth_timeout, docs_per_conn, send_queue, write_timeout, heartbeat, invalid, value_size, docs_per_user, docs_loaded, subscribe_rate)."}, []string{"limit"}),
-		presence:    prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_presence_relayed_total", Help: "Presence states relayed to rooms (after coalescing)."}),
-		sseStreams:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_event_streams", Help: "Open Server-Sent Events streams."}),
+		presence:   prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_presence_relayed_total", Help: "Presence states relayed to rooms (after coalescing)."}),
+		sseStreams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_event_streams", Help: "Open Server-Sent Events streams."}),
+		sseResets: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_event_stream_resets_total",
+			Help: "Event streams started over because a compact Last-Event-ID no longer named a version the document can rebuild."}),
 		docsLoaded:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_docs_loaded", Help: "Documents loaded in memory."}),
 		bytesHeld:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_doc_bytes_held", Help: "In-memory bytes of the loaded documents (crdt.Doc.MemSize; the memory budget's measure)."}),
 		loads:       prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_doc_loads_total", Help: "Documents loaded from the store."}),
@@ -79,7 +82,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help: "Panics recovered outside rooms, by where (session_reader, session_writer, http); each ends only its connection or request."}, []string{"where"}),
 	}
 	cs := []prometheus.Collector{m.conns, m.connsTotal, m.refused, m.closes, m.framesIn, m.framesOut, m.bytesIn,
-		m.bytesOut, m.updates, m.limitHits, m.presence, m.sseStreams, m.docsLoaded, m.bytesHeld, m.loads,
+		m.bytesOut, m.updates, m.limitHits, m.presence, m.sseStreams, m.sseResets, m.docsLoaded, m.bytesHeld, m.loads,
 		m.loadErrors, m.loadSeconds, m.unloads, m.commitSecs, m.commitBytes, m.snapshots, m.storeErrors,
 		m.fanoutSecs, m.pendingTotal, m.docFailures, m.panics}
 	for _, c := range cs {

@@ -38,6 +38,10 @@ type room struct {
 	subs    map[*session]struct{}
 	streams map[*stream]struct{}
 	owners  map[crdt.ReplicaID]string // replica → principal that first wrote with it
+	// latest is the latest time of a change the document holds, once
+	// maxTimeKnown (computed when an event stream first needs it).
+	latest       hlc.Timestamp
+	maxTimeKnown bool
 	// newOwners are the claims in owners not yet handed to the store; the
 	// next write records them before its changes.
 	newOwners   map[crdt.ReplicaID]string
@@ -115,9 +119,9 @@ type cmdDo struct {
 }
 
 type cmdStream struct {
-	st      *stream
-	version crdt.VersionVector
-	add     bool
+	st   *stream
+	from resumePoint
+	add  bool
 }
 
 type cmdUnload struct{ reason string }
@@ -346,7 +350,7 @@ func (r *room) handle(c roomCmd) bool {
 		c.fn(r)
 	case cmdStream:
 		if c.add {
-			r.addStream(c.st, c.version)
+			r.addStream(c.st, c.from)
 		} else {
 			r.removeStream(c.st)
 		}
@@ -483,22 +487,29 @@ func (r *room) subscribe(c cmdSubscribe) {
 	// and sync" in docs/PROTOCOL.md). The catch-up still carries every
 	// change in memory; what is applied but not durable yet the client
 	// resends, and its ack waits for the store like any other.
-	version := r.durable
+	//
 	// Catch-up may exceed a frame: all but the last chunk go as changes
-	// messages, the last as the sync that carries our version.
-	chunks := codec.EncodeChunks(changes, int(r.s.opts.MaxFrameBytes/2))
-	// Paced by the session (see awaitCatchupCredit), not bounded by its
-	// send queue.
-	for i, ch := range chunks {
-		if i < len(chunks)-1 {
-			c.sess.queueCatchup(&syncproto.Changes{Doc: r.id, Changes: ch.Data}, false)
-			continue
-		}
-		c.sess.queueCatchup(&syncproto.Sync{Doc: r.id, Version: version, Changes: ch.Data}, true)
+	// messages, the last as the sync that carries our version. A version
+	// too large for half a frame (a document with very many replicas) goes
+	// in version_part messages before the sync, which then carries its
+	// last part and no changes, so no frame exceeds MaxFrameBytes. Paced
+	// by the session (see awaitCatchupCredit), not bounded by its send
+	// queue.
+	half := int(r.s.opts.MaxFrameBytes / 2)
+	parts := syncproto.SplitVersion(r.durable, half-syncproto.MaxDocIDLen-64)
+	chunks := codec.EncodeChunks(changes, half)
+	var last []byte
+	if len(parts) == 1 && len(chunks) > 0 {
+		last = chunks[len(chunks)-1].Data
+		chunks = chunks[:len(chunks)-1]
 	}
-	if len(chunks) == 0 {
-		c.sess.queueCatchup(&syncproto.Sync{Doc: r.id, Version: version}, true)
+	for _, ch := range chunks {
+		c.sess.queueCatchup(&syncproto.Changes{Doc: r.id, Changes: ch.Data}, false)
 	}
+	for _, p := range parts[:len(parts)-1] {
+		c.sess.queueCatchup(&syncproto.VersionPart{Doc: r.id, Version: p}, false)
+	}
+	c.sess.queueCatchup(&syncproto.Sync{Doc: r.id, Version: parts[len(parts)-1], Changes: last}, true)
 	// The newcomer sees who is here.
 	for other, e := range r.presence {
 		if other != c.sess && e.sent != nil {
@@ -626,6 +637,7 @@ func (r *room) accept(c cmdUpdate, before crdt.VersionVector, fresh []crdt.Chang
 			c.ack(st, msg)
 		}
 	}
+	r.noteTimes(fresh)
 	if len(fresh) > 0 {
 		r.unpersisted = append(r.unpersisted, fresh...)
 		r.unpersistedBytes += c.size
@@ -766,9 +778,13 @@ func (r *room) streamCast(before crdt.VersionVector, fresh []crdt.Change) {
 		return
 	}
 	at := before.Clone()
+	var w hlc.Timestamp
+	if len(before)+len(fresh) > maxExplicitReplicas {
+		w = r.maxTime() // the fresh changes are in the document already
+	}
 	for _, ch := range codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2)) {
 		advance(at, ch.Changes)
-		ev := sseEvent{id: encodeVersionToken(at), name: "changes", data: ch.Data}
+		ev := sseEvent{id: versionToken(at, w), name: "changes", data: ch.Data}
 		for st := range r.streams {
 			r.streamSend(st, ev)
 		}

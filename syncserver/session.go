@@ -71,8 +71,13 @@ type session struct {
 	stopOnce sync.Once
 
 	// Owned by the reader.
-	subs    map[string]*room
-	changes tokenBucket
+	subs map[string]*room
+	// parts assembles, per document, the version of the next subscribe
+	// from version_part messages; partEntries counts the replicas held
+	// over all documents (bounded by syncproto.MaxVersionEntries).
+	parts       map[string]*syncproto.VersionParts
+	partEntries int
+	changes     tokenBucket
 	// subscribes meters subscribe messages (see Options.MaxSubscribesPerSec).
 	subscribes tokenBucket
 	presence   tokenBucket
@@ -736,9 +741,17 @@ func (ss *session) dispatch(m syncproto.Message, received time.Time) {
 		ss.s.testDispatch(m)
 	}
 	switch m := m.(type) {
+	case *syncproto.VersionPart:
+		ss.versionPart(m)
 	case *syncproto.Subscribe:
-		ss.subscribe(m.Doc, m.Version)
+		version, err := ss.takeParts(m.Doc, m.Version)
+		if err != nil {
+			ss.queueError(syncproto.StatusTooLarge, m.Doc, err.Error())
+			return
+		}
+		ss.subscribe(m.Doc, version)
 	case *syncproto.Unsubscribe:
+		ss.dropParts(m.Doc)
 		if r, ok := ss.subs[m.Doc]; ok {
 			delete(ss.subs, m.Doc)
 			ss.sendRoom(r, cmdUnsubscribe{sess: ss})
@@ -762,6 +775,54 @@ func (ss *session) dispatch(m syncproto.Message, received time.Time) {
 		// The read deadline was already extended.
 	default:
 		ss.queueError(syncproto.StatusInvalid, syncproto.DocOf(m), "a client may not send "+m.Type().String())
+	}
+}
+
+// versionPart holds part of the version of the client's next subscribe
+// of a document (a version vector too large for one frame).
+func (ss *session) versionPart(m *syncproto.VersionPart) {
+	if ss.principal.Access(m.Doc) == AccessNone {
+		ss.queueError(syncproto.StatusUnauthorized, m.Doc, "the token does not grant access to this document")
+		return
+	}
+	if ss.parts == nil {
+		ss.parts = make(map[string]*syncproto.VersionParts)
+	}
+	vp := ss.parts[m.Doc]
+	if vp == nil {
+		vp = &syncproto.VersionParts{}
+		ss.parts[m.Doc] = vp
+	}
+	before := vp.Len()
+	err := vp.Add(m.Version)
+	ss.partEntries += vp.Len() - before
+	if err == nil && ss.partEntries > syncproto.MaxVersionEntries {
+		err = fmt.Errorf("%w: version parts of this connection hold more than %d replicas", syncproto.ErrVersionTooLarge, syncproto.MaxVersionEntries)
+	}
+	if err != nil {
+		// Nothing half-assembled stays: the client starts its subscribe over.
+		ss.parts, ss.partEntries = nil, 0
+		ss.s.m.limitHits.WithLabelValues("version_parts").Inc()
+		ss.queueError(syncproto.StatusTooLarge, m.Doc, err.Error())
+	}
+}
+
+// takeParts returns the version a subscribe of doc announces: its own
+// version merged with the parts sent before it.
+func (ss *session) takeParts(doc string, last crdt.VersionVector) (crdt.VersionVector, error) {
+	vp := ss.parts[doc]
+	if vp == nil {
+		return last, nil
+	}
+	ss.partEntries -= vp.Len()
+	delete(ss.parts, doc)
+	return vp.Take(last)
+}
+
+func (ss *session) dropParts(doc string) {
+	if vp := ss.parts[doc]; vp != nil {
+		ss.partEntries -= vp.Len()
+		delete(ss.parts, doc)
 	}
 }
 

@@ -4,14 +4,18 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/weftsync/weft/crdt/codec"
+	"hash/fnv"
 	"net/http"
 	"time"
 
 	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
 )
 
 // stream is one Server-Sent Events subscriber of a room. The room owns ch
@@ -21,31 +25,176 @@ type stream struct {
 }
 
 type sseEvent struct {
-	id   string // version token after the event
-	name string // "changes" or "synced"
-	data []byte // changes: codec bytes, sent as base64; synced: JSON
+	id   string // version token after the event ("" for none)
+	name string // "changes", "synced" or "reset"
+	data []byte // changes: codec bytes, sent as base64; synced, reset: JSON
+}
+
+// Compact version tokens. A version of more than maxExplicitReplicas
+// replicas would make an event id too long to resume with (2,000 replicas
+// took 45 KB), so its token names it instead of listing it: 0x02, then
+// uvarint W, an HLC time no change in the version is stamped after (the
+// latest change the document held at the event), uvarint n, the sum of
+// its seqs, and 8 bytes big-endian h, the wrapping sum over its replicas
+// of FNV-1a 64 of the 16-byte replica and the 8-byte big-endian seq.
+// Because HLC times respect causality and each replica's times grow with
+// its seqs, the version held at an event is every change stamped at or
+// before W, unless a change stamped earlier arrived later (an edit made
+// offline): resuming recomputes that cut over the document and checks n
+// and h. A match resumes exactly; otherwise the stream starts over, after
+// an event "reset".
+const (
+	versionTokenCompact = 0x02
+	maxExplicitReplicas = 64
+	compactTokenMax     = 1 + 2*binary.MaxVarintLen64 + 8
+)
+
+// resumePoint is a decoded Last-Event-ID: an explicit version, or a
+// compact token's cut and check.
+type resumePoint struct {
+	v       crdt.VersionVector // explicit (also the empty start)
+	compact bool
+	w       hlc.Timestamp
+	n, h    uint64
+}
+
+// versionCheck returns the n and h of a compact token.
+func versionCheck(v crdt.VersionVector) (n, h uint64) {
+	var b [24]byte
+	for r, s := range v {
+		if s == 0 {
+			continue
+		}
+		n += s
+		copy(b[:16], r[:])
+		binary.BigEndian.PutUint64(b[16:], s)
+		f := fnv.New64a()
+		f.Write(b[:])
+		h += f.Sum64()
+	}
+	return n, h
+}
+
+// versionToken is the event id of version v, all of whose changes are
+// stamped at or before w.
+func versionToken(v crdt.VersionVector, w hlc.Timestamp) string {
+	if len(v) <= maxExplicitReplicas {
+		return encodeVersionToken(v)
+	}
+	n, h := versionCheck(v)
+	b := make([]byte, 1, compactTokenMax)
+	b[0] = versionTokenCompact
+	b = binary.AppendUvarint(b, uint64(w))
+	b = binary.AppendUvarint(b, n)
+	b = binary.BigEndian.AppendUint64(b, h)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// parseResumeToken decodes a Last-Event-ID of either form.
+func parseResumeToken(tok string) (resumePoint, error) {
+	if len(tok) > maxVersionToken {
+		return resumePoint{}, fmt.Errorf("event id longer than %d bytes", maxVersionToken)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return resumePoint{}, fmt.Errorf("event id: %v", err)
+	}
+	if len(b) == 0 || b[0] != versionTokenCompact {
+		v, err := decodeVersionToken(tok)
+		return resumePoint{v: v}, err
+	}
+	b = b[1:]
+	w, k := binary.Uvarint(b)
+	if k <= 0 {
+		return resumePoint{}, errors.New("event id: bad time")
+	}
+	b = b[k:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || len(b[k:]) != 8 {
+		return resumePoint{}, errors.New("event id: truncated")
+	}
+	return resumePoint{compact: true, w: hlc.Timestamp(w), n: n, h: binary.BigEndian.Uint64(b[k:])}, nil
+}
+
+// maxTime returns the latest time of a change the document holds,
+// computing it (one pass over the history) the first time.
+func (r *room) maxTime() hlc.Timestamp {
+	if !r.maxTimeKnown {
+		var w hlc.Timestamp
+		for c := range r.doc.EachChangeSince(crdt.VersionVector{}) {
+			w = max(w, c.Time)
+		}
+		r.latest, r.maxTimeKnown = w, true
+	}
+	return r.latest
+}
+
+// noteTimes keeps maxTime current after changes were applied.
+func (r *room) noteTimes(fresh []crdt.Change) {
+	if !r.maxTimeKnown {
+		return
+	}
+	for i := range fresh {
+		r.latest = max(r.latest, fresh[i].Time)
+	}
+}
+
+// resolve turns a resume point into the version to resume from, or
+// reports that the compact token's version is not the cut it names any
+// more (ok false: start over).
+func (r *room) resolve(p resumePoint) (v crdt.VersionVector, w hlc.Timestamp, ok bool) {
+	if !p.compact {
+		return p.v, 0, true
+	}
+	v = r.doc.At(p.w).Version()
+	if n, h := versionCheck(v); n != p.n || h != p.h {
+		return crdt.VersionVector{}, 0, false
+	}
+	return v, p.w, true
 }
 
 // addStream registers an event stream and sends it, in the same room step,
-// everything after version: no change can slip between catch-up and live
-// events.
-func (r *room) addStream(st *stream, version crdt.VersionVector) {
+// everything after the resume point: no change can slip between catch-up
+// and live events.
+func (r *room) addStream(st *stream, from resumePoint) {
 	r.streams[st] = struct{}{}
+	version, w, ok := r.resolve(from)
+	if !ok {
+		r.s.m.sseResets.Inc()
+		r.streamSend(st, sseEvent{name: "reset", data: []byte(`{"reason":"the event id names a version this server cannot rebuild; starting over"}`)})
+	}
 	at := version.Clone()
+	known := w > 0 || len(version) == 0 // w bounds the times in at
 	for _, c := range codec.EncodeChunks(r.doc.ChangesSince(version), int(r.s.opts.MaxFrameBytes/2)) {
 		advance(at, c.Changes)
-		r.streamSend(st, sseEvent{id: encodeVersionToken(at), name: "changes", data: c.Data})
+		// Catch-up goes in time order: after a compact resume (or from
+		// nothing) the last time sent bounds what was sent.
+		for i := range c.Changes {
+			w = max(w, c.Changes[i].Time)
+		}
+		cw := w
+		if !known {
+			cw = r.maxTime()
+		}
+		r.streamSend(st, sseEvent{id: versionToken(at, cw), name: "changes", data: c.Data})
 	}
 	if _, ok := r.streams[st]; !ok {
 		return // dropped as too slow during catch-up
 	}
 	v := r.doc.Version()
-	data, err := json.Marshal(versionJSON(v))
-	if err != nil {
-		r.s.log.Error("encoding a version", "doc", r.id, "err", err)
-		return
+	var data []byte
+	if len(v) <= maxExplicitReplicas {
+		var err error
+		if data, err = json.Marshal(versionJSON(v)); err != nil {
+			r.s.log.Error("encoding a version", "doc", r.id, "err", err)
+			return
+		}
+	} else {
+		// NB: a version of very many replicas is not spelled out (200,000
+		// took 9 MB); the id resumes it all the same.
+		data = fmt.Appendf(nil, `{"replicas":%d}`, len(v))
 	}
-	r.streamSend(st, sseEvent{id: encodeVersionToken(v), name: "synced", data: data})
+	r.streamSend(st, sseEvent{id: versionToken(v, r.maxTime()), name: "synced", data: data})
 }
 
 // streamSend queues an event without blocking; a stream that cannot keep
@@ -91,18 +240,18 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, fmt.Sprintf("format %q: want binary (the default) or json", f))
 		return
 	}
-	version := crdt.VersionVector{}
+	from := resumePoint{v: crdt.VersionVector{}}
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = r.URL.Query().Get("lastEventId")
 	}
 	if last != "" {
-		v, err := decodeVersionToken(last)
+		p, err := parseResumeToken(last)
 		if err != nil {
 			httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, err.Error())
 			return
 		}
-		version = v
+		from = p
 	}
 	if n := s.conns.Add(1); n > int64(s.opts.MaxConnections) {
 		s.conns.Add(-1)
@@ -120,7 +269,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 	}
 	defer s.release(rm)
 	st := &stream{ch: make(chan sseEvent, s.opts.SendQueue)}
-	if err := rm.send(r.Context(), cmdStream{st: st, version: version, add: true}); err != nil {
+	if err := rm.send(r.Context(), cmdStream{st: st, from: from, add: true}); err != nil {
 		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
 		return
 	}
@@ -161,7 +310,10 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, doc string
 			if !ok {
 				return // dropped by the room: the client resumes from its last id
 			}
-			fmt.Fprintf(bw, "id: %s\nevent: %s\ndata: ", ev.id, ev.name)
+			if ev.id != "" {
+				fmt.Fprintf(bw, "id: %s\n", ev.id)
+			}
+			fmt.Fprintf(bw, "event: %s\ndata: ", ev.name)
 			switch {
 			case ev.name == "changes" && asJSON:
 				b, err := changesEventJSON(ev)

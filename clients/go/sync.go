@@ -102,11 +102,11 @@ func (d *Document) outgoing(gen uint64, out []syncproto.Message) (_ []syncproto.
 	}
 	if d.mu.resumeDue && d.mu.subscribed {
 		d.mu.resumeDue = false
-		out = append(out, d.mu.peer.Resume())
+		out = append(out, d.mu.peer.Resume()...)
 	}
 	if !d.mu.subscribed {
 		d.c.opts.Logger.Debug("weft client: subscribe", "doc", d.id)
-		out = append(out, d.mu.peer.Subscribe())
+		out = append(out, d.mu.peer.Subscribe()...)
 		d.mu.subscribed = true
 	}
 	if d.mu.rejected == nil {
@@ -211,6 +211,13 @@ func (d *Document) receive(gen uint64, m syncproto.Message) error {
 	}
 	var before crdt.VersionVector
 	switch m := m.(type) {
+	case *syncproto.VersionPart:
+		// Part of the sync's version (a vector too large for one frame):
+		// durable, like the rest of it.
+		if s := m.Version[d.c.replica]; s > d.mu.acked {
+			d.mu.acked = s
+			d.notifySavedLocked()
+		}
 	case *syncproto.Sync:
 		d.c.opts.Logger.Debug("weft client: sync", "doc", d.id, "version", m.Version, "bytes", len(m.Changes))
 		before = d.knownLocked()

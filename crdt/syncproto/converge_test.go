@@ -56,7 +56,7 @@ func (s *sim) connect(l *simLink) {
 		}
 	}
 	l.up = true
-	l.q[0] = append(l.q[0], l.p[0].Subscribe())
+	l.q[0] = append(l.q[0], l.p[0].Subscribe()...)
 }
 
 func (s *sim) disconnect(l *simLink) {

@@ -62,7 +62,7 @@
 // # Example
 //
 //	p, err := syncproto.NewPeer(doc, "notes/42", syncproto.Options{Role: syncproto.RoleClient})
-//	send(p.Subscribe())
+//	for _, m := range p.Subscribe() { send(m) }
 //	for frame := range frames {
 //		m, err := syncproto.Decode(frame)
 //		...

@@ -86,6 +86,7 @@ func goldenMessages() []golden {
 		{"peer_hello_answer", &PeerHello{Node: "weft-2", Nonce: bytes.Repeat([]byte{0x5a}, PeerNonceLen), Proof: bytes.Repeat([]byte{0x11}, PeerNonceLen)}},
 		{"peer_hello_proof", &PeerHello{Node: "weft-1", Proof: bytes.Repeat([]byte{0x22}, PeerNonceLen)}},
 		{"digest", &Digest{Round: 9, Buckets: []uint64{0, 0x0123456789abcdef, 0, 42}}},
+		{"version_part", &VersionPart{Doc: "notes/42", Version: crdt.VersionVector{goldenOther: 12}}},
 		{"digest_docs", &DigestDocs{Round: 9, Bucket: 1, Docs: []string{"notes/42", "notes/7"}, Hashes: []uint64{0x0123456789abcdef, 7}}},
 	}
 }
@@ -148,6 +149,8 @@ func describe(m Message) map[string]any {
 		out["server_time"], out["server_time_wall_ms"], out["server_time_logical"] = fmt.Sprint(uint64(m.ServerTime)), m.ServerTime.WallMillis(), m.ServerTime.Logical()
 		out["limits"] = []uint64{l.MaxFrame, l.MaxChangesPerSec, l.MaxPresencePerSec, l.MaxDocBytes, l.MaxPending, l.MaxDocs}
 	case *Subscribe:
+		out["doc"], out["version"] = m.Doc, vv(m.Version)
+	case *VersionPart:
 		out["doc"], out["version"] = m.Doc, vv(m.Version)
 	case *Unsubscribe:
 		out["doc"] = m.Doc

@@ -69,6 +69,9 @@ const (
 	TypePeerHello  Type = 14
 	TypeDigest     Type = 15
 	TypeDigestDocs Type = 16
+	// TypeVersionPart: part of the version vector of the next subscribe or
+	// sync of the same document (vectors too large for one frame).
+	TypeVersionPart Type = 17
 )
 
 var typeNames = map[Type]string{
@@ -77,7 +80,7 @@ var typeNames = map[Type]string{
 	TypeAck: "ack", TypeChanges: "changes", TypePresence: "presence",
 	TypePresenceLeave: "presence_leave", TypePing: "ping", TypePong: "pong",
 	TypeError: "error", TypePeerHello: "peer_hello", TypeDigest: "digest",
-	TypeDigestDocs: "digest_docs",
+	TypeDigestDocs: "digest_docs", TypeVersionPart: "version_part",
 }
 
 func (t Type) String() string {
@@ -219,6 +222,16 @@ type Subscribe struct {
 	Version crdt.VersionVector // what the sender has
 }
 
+// VersionPart carries part of the version vector of the next Subscribe or
+// Sync of the same document on the connection, when the whole vector would
+// not fit in one frame (a document with very many replicas): the receiver
+// takes the union of the parts and the final message's own Version. See
+// SplitVersion.
+type VersionPart struct {
+	Doc     string
+	Version crdt.VersionVector
+}
+
 // Unsubscribe stops updates and presence for a document.
 type Unsubscribe struct {
 	Doc string
@@ -341,6 +354,7 @@ func (*DigestDocs) Type() Type { return TypeDigestDocs }
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
 func (*Subscribe) Type() Type     { return TypeSubscribe }
+func (*VersionPart) Type() Type   { return TypeVersionPart }
 func (*Unsubscribe) Type() Type   { return TypeUnsubscribe }
 func (*Sync) Type() Type          { return TypeSync }
 func (*Update) Type() Type        { return TypeUpdate }
@@ -357,6 +371,8 @@ func (*Error) Type() Type         { return TypeError }
 func DocOf(m Message) string {
 	switch m := m.(type) {
 	case *Subscribe:
+		return m.Doc
+	case *VersionPart:
 		return m.Doc
 	case *Unsubscribe:
 		return m.Doc
@@ -413,6 +429,11 @@ func Encode(m Message) ([]byte, error) {
 	case *Subscribe:
 		w.array(3)
 		w.uint(uint64(TypeSubscribe))
+		w.str(m.Doc)
+		writeVersion(w, m.Version)
+	case *VersionPart:
+		w.array(3)
+		w.uint(uint64(TypeVersionPart))
 		w.str(m.Doc)
 		writeVersion(w, m.Version)
 	case *Unsubscribe:
@@ -611,6 +632,9 @@ func validate(m Message) error {
 	case *Subscribe:
 		add(str("doc", m.Doc, MaxDocIDLen, true))
 		add(vv(m.Version))
+	case *VersionPart:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+		add(vv(m.Version))
 	case *Unsubscribe:
 		add(str("doc", m.Doc, MaxDocIDLen, true))
 	case *Sync:
@@ -741,7 +765,7 @@ var fieldCount = map[Type]int{
 	TypeHello: 4, TypeWelcome: 5, TypeSubscribe: 2, TypeUnsubscribe: 1,
 	TypeSync: 3, TypeUpdate: 3, TypeAck: 4, TypeChanges: 2, TypePresence: 11,
 	TypePresenceLeave: 2, TypePing: 1, TypePong: 1, TypeError: 3,
-	TypePeerHello: 3, TypeDigest: 2, TypeDigestDocs: 4,
+	TypePeerHello: 3, TypeDigest: 2, TypeDigestDocs: 4, TypeVersionPart: 2,
 }
 
 func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error) {
@@ -782,6 +806,13 @@ func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error)
 		m = w
 	case TypeSubscribe:
 		s := &Subscribe{}
+		s.Doc = e.s(doc())
+		if e.err == nil {
+			s.Version, e.err = readVersion(rd)
+		}
+		m = s
+	case TypeVersionPart:
+		s := &VersionPart{}
 		s.Doc = e.s(doc())
 		if e.err == nil {
 			s.Version, e.err = readVersion(rd)

@@ -104,7 +104,7 @@ func TestExtraFieldsSkipped(t *testing.T) {
 }
 
 func TestUnknownType(t *testing.T) {
-	for _, tag := range []uint64{0, 17, 200, 1 << 20} {
+	for _, tag := range []uint64{0, 18, 200, 1 << 20} {
 		b, _ := msgpack.Marshal([]any{tag, "x"})
 		_, err := Decode(b)
 		if !errors.Is(err, ErrUnknownMessage) || errors.Is(err, ErrMalformed) {

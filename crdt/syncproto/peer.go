@@ -129,6 +129,9 @@ type Peer struct {
 	// received holds the changes decoded from the last sync or changes
 	// message Receive applied (see Received).
 	received []crdt.Change
+	// parts assembles the version of the next subscribe or sync from the
+	// version_part messages before it.
+	parts VersionParts
 }
 
 // NewPeer returns the sync state of document docID (held in doc) with one
@@ -147,12 +150,14 @@ func NewPeer(doc Doc, docID string, opts Options) (*Peer, error) {
 	return &Peer{doc: doc, docID: docID, opts: o, unacked: map[uint64]crdt.VersionVector{}, nextBatch: 1}, nil
 }
 
-// Subscribe returns the subscribe message that asks the peer for what we
-// lack (and, in its reply, tells us what it has). Send it when the
-// connection is up, and again after Reset.
-func (p *Peer) Subscribe() Message {
+// Subscribe returns the subscribe that asks the peer for what we lack (and,
+// in its reply, tells us what it has): one message, or, when our version
+// vector would not fit in MaxBytesPerMessage, version_part messages and
+// then the subscribe. Send them when the connection is up, and again after
+// Reset.
+func (p *Peer) Subscribe() []Message {
 	p.resyncing = true
-	return &Subscribe{Doc: p.docID, Version: p.doc.Version()}
+	return versionMessages(p.docID, p.doc.Version(), p.opts.MaxBytesPerMessage, &Subscribe{Doc: p.docID})
 }
 
 // Reset forgets everything about the peer: call it when the connection
@@ -162,6 +167,7 @@ func (p *Peer) Subscribe() Message {
 func (p *Peer) Reset() {
 	p.theirs, p.confirmed = nil, nil
 	clear(p.unacked)
+	p.parts.Reset()
 	p.resyncing, p.halted, p.haltStatus, p.haltMsg = false, false, StatusOK, ""
 }
 
@@ -185,7 +191,7 @@ func (p *Peer) Halted() (Status, string, bool) { return p.haltStatus, p.haltMsg,
 
 // Resume clears a halt (after the caller fixed its cause, e.g. re-stamped
 // changes after clock_skew) and returns the subscribe that restarts the sync.
-func (p *Peer) Resume() Message {
+func (p *Peer) Resume() []Message {
 	p.halted, p.haltStatus, p.haltMsg = false, StatusOK, ""
 	p.theirs = nil
 	return p.Subscribe()
@@ -302,41 +308,58 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 		return nil, fmt.Errorf("%w: %s for document %q on the sync of %q", ErrUnexpected, m.Type(), d, p.docID)
 	}
 	switch m := m.(type) {
+	case *VersionPart:
+		if err := p.parts.Add(m.Version); err != nil {
+			return nil, fmt.Errorf("syncproto: version of %q: %w", p.docID, err)
+		}
+		return nil, nil
+
 	case *Subscribe:
 		if p.opts.Role != RoleServer {
 			return nil, fmt.Errorf("%w: subscribe sent to a client", ErrUnexpected)
 		}
+		theirs, err := p.parts.Take(m.Version)
+		if err != nil {
+			return nil, fmt.Errorf("syncproto: version of %q: %w", p.docID, err)
+		}
 		// The peer says exactly what it has: replace our belief.
-		p.theirs = m.Version.Clone()
+		p.theirs = theirs.Clone()
 		msgs := p.send(p.doc.ChangesSince(p.theirs))
 		version := p.doc.Version()
 		if dd, ok := p.doc.(DurableDoc); ok {
 			version = dd.DurableVersion()
 		}
-		sync := &Sync{Doc: p.docID, Version: version}
-		if n := len(msgs); n > 0 {
+		sync := &Sync{Doc: p.docID}
+		vmsgs := versionMessages(p.docID, version, p.opts.MaxBytesPerMessage, sync)
+		if n := len(msgs); n > 0 && len(vmsgs) == 1 {
 			// Catch-up too large for one message: changes first, the last
 			// part in the sync, so the sync marks the end of the catch-up.
+			// (Not with a split version: the sync carries its last part.)
 			sync.Changes = msgs[n-1].(*Changes).Changes
 			msgs = msgs[:n-1]
 		}
-		return append(msgs, sync), nil
+		return append(msgs, vmsgs...), nil
 
 	case *Unsubscribe:
 		if p.opts.Role != RoleServer {
 			return nil, fmt.Errorf("%w: unsubscribe sent to a client", ErrUnexpected)
 		}
 		p.theirs = nil
+		p.parts.Reset()
 		return nil, nil
 
 	case *Sync:
+		version, err := p.parts.Take(m.Version)
+		if err != nil {
+			return nil, fmt.Errorf("syncproto: version of %q: %w", p.docID, err)
+		}
 		chs, err := p.applyRemote(m.Changes)
 		if err != nil {
 			return nil, err
 		}
 		p.received = chs
 		p.resyncing = false
-		p.theirs = m.Version.Clone()
+		p.theirs = version.Clone()
 		advance(p.theirs, chs)
 		if p.opts.Role == RoleClient {
 			p.confirmed = p.theirs.Clone()
@@ -365,7 +388,7 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 		if p.doc.Pending() > pendingBefore && !p.resyncing {
 			// A message was lost (or overtaken): ask for everything we
 			// lack. One resync per episode; the sync ends it.
-			return []Message{p.Subscribe()}, nil
+			return p.Subscribe(), nil
 		}
 		if p.opts.Role == RoleClient {
 			// NB: a client's only peer is its server, so what it just
@@ -427,7 +450,7 @@ func (p *Peer) Receive(m Message) ([]Message, error) {
 			// its version.
 			p.theirs = nil
 			clear(p.unacked)
-			return []Message{p.Subscribe()}, nil
+			return p.Subscribe(), nil
 		default:
 			p.rewind()
 			p.halted, p.haltStatus, p.haltMsg = true, m.Status, m.Message

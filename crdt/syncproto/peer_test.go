@@ -241,7 +241,7 @@ func TestPeerTranscripts(t *testing.T) {
 			case "subscribe":
 				// subscribe <from> <to>
 				from, to := pos(0), pos(1)
-				c.enqueue(t, from, to, []Message{c.node(t, from).peers[to].Subscribe()}, &out)
+				c.enqueue(t, from, to, c.node(t, from).peers[to].Subscribe(), &out)
 				return out.String()
 
 			case "outgoing":

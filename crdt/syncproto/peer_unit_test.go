@@ -31,16 +31,16 @@ func newFixture(t *testing.T) *fixture {
 	if f.srv, err = NewPeer(f.sdoc, "d", Options{Role: RoleServer}); err != nil {
 		t.Fatal(err)
 	}
-	f.exchange(t, f.cli.Subscribe())
+	f.exchange(t, f.cli.Subscribe()...)
 	return f
 }
 
 // exchange delivers m client→server and the replies back and forth until
 // quiet, and returns every message the server sent.
-func (f *fixture) exchange(t *testing.T, m Message) []Message {
+func (f *fixture) exchange(t *testing.T, ms ...Message) []Message {
 	t.Helper()
 	var fromServer []Message
-	toServer := []Message{m}
+	toServer := ms
 	for round := 0; len(toServer) > 0; round++ {
 		if round > 20 {
 			t.Fatal("no quiescence")
@@ -101,7 +101,7 @@ func TestClockSkewHaltsAndResumes(t *testing.T) {
 	}
 	// Time catches up; the client resumes and the batch goes through.
 	f.wall.Millis += 5000
-	f.exchange(t, f.cli.Resume())
+	f.exchange(t, f.cli.Resume()...)
 	if f.sdoc.Text("body") != "future" || !f.cli.Saved() {
 		t.Fatalf("after resume: server %q saved=%t", f.sdoc.Text("body"), f.cli.Saved())
 	}
@@ -229,7 +229,7 @@ func TestOutgoingRespectsByteLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.cli = p
-	f.exchange(t, f.cli.Subscribe())
+	f.exchange(t, f.cli.Subscribe()...)
 	for i := 0; i < 40; i++ {
 		f.edit(t, strings.Repeat("x", 1+i%7))
 	}
@@ -286,7 +286,7 @@ func TestSyncCarriesTheDurableVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.cli.Reset()
-	replies, err := f.srv.Receive(f.cli.Subscribe())
+	replies, err := f.srv.Receive(f.cli.Subscribe()[0])
 	if err != nil {
 		t.Fatal(err)
 	}

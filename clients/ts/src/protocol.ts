@@ -26,6 +26,7 @@ export const Tag = {
   ping: 11,
   pong: 12,
   error: 13,
+  versionPart: 17,
 } as const;
 
 /** Statuses of ack and error (section 6). */
@@ -89,6 +90,8 @@ export type Message =
   | { type: "welcome"; version: number; serverTime: Timestamp; session: string; user: string; limits: Limits }
   | { type: "subscribe"; doc: string; version: VersionVector }
   | { type: "unsubscribe"; doc: string }
+  /** Part of the version of the next subscribe or sync of doc (PROTOCOL.md "version_part"). */
+  | { type: "versionPart"; doc: string; version: VersionVector }
   | { type: "sync"; doc: string; version: VersionVector; changes: Uint8Array }
   | { type: "update"; doc: string; batch: number; changes: Uint8Array }
   | { type: "ack"; doc: string; batch: number; status: number; message: string }
@@ -180,6 +183,12 @@ export function encodeMessage(m: Message): Uint8Array {
       w.arrayHeader(2);
       w.int(Tag.unsubscribe);
       w.str(m.doc);
+      break;
+    case "versionPart":
+      w.arrayHeader(3);
+      w.int(Tag.versionPart);
+      w.str(m.doc);
+      writeVV(w, m.version);
       break;
     case "sync":
       w.arrayHeader(4);
@@ -298,7 +307,7 @@ export function decodeMessage(frame: Uint8Array): Message {
     const n = r.arrayHeader();
     if (n < 1) throw new ProtocolError("empty frame array");
     const tag = r.uint();
-    const fields: Record<number, number> = { 1: 4, 2: 5, 3: 2, 4: 1, 5: 3, 6: 3, 7: 4, 8: 2, 9: 11, 10: 2, 11: 1, 12: 1, 13: 3 };
+    const fields: Record<number, number> = { 1: 4, 2: 5, 3: 2, 4: 1, 5: 3, 6: 3, 7: 4, 8: 2, 9: 11, 10: 2, 11: 1, 12: 1, 13: 3, 17: 2 };
     const want = fields[tag];
     if (want === undefined) {
       for (let i = 1; i < n; i++) r.skip(1);
@@ -336,6 +345,9 @@ export function decodeMessage(frame: Uint8Array): Message {
         break;
       case Tag.unsubscribe:
         m = { type: "unsubscribe", doc: doc() };
+        break;
+      case Tag.versionPart:
+        m = { type: "versionPart", doc: doc(), version: readVV(r) };
         break;
       case Tag.sync:
         m = { type: "sync", doc: doc(), version: readVV(r), changes: r.bin() };

@@ -84,6 +84,8 @@ function expected(j: any): Message {
       return { type: "subscribe", doc: j.doc, version: vvFrom(j.version) };
     case "unsubscribe":
       return { type: "unsubscribe", doc: j.doc };
+    case "version_part":
+      return { type: "versionPart", doc: j.doc, version: vvFrom(j.version) };
     case "sync":
       return { type: "sync", doc: j.doc, version: vvFrom(j.version), changes };
     case "update":
