@@ -390,11 +390,16 @@ func changesEventJSON(ev sseEvent) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := decodeVersionToken(ev.id)
+	p, err := parseResumeToken(ev.id)
 	if err != nil {
 		return nil, err
 	}
-	out := ChangesEventJSON{Version: versionJSON(v), Changes: make([]ChangeJSON, len(changes))}
+	// A compact id names its version without listing it: JSON null.
+	var version map[string]uint64
+	if !p.compact {
+		version = versionJSON(p.v)
+	}
+	out := ChangesEventJSON{Version: version, Changes: make([]ChangeJSON, len(changes))}
 	for i := range changes {
 		ch := &changes[i]
 		cj := ChangeJSON{Replica: ch.Replica.String(), Seq: ch.Seq, Time: ch.Time.Time().Format(time.RFC3339Nano), Ops: make([]OpJSON, len(ch.Ops))}
