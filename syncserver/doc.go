@@ -228,6 +228,21 @@
 // the current states to a new subscriber, expires a session silent for
 // PresenceTTL and announces leaves (unsubscribe, disconnect, expiry).
 //
+// # Cluster
+//
+// A server in a cluster reports to a Replicator (SetReplicator;
+// cluster.Node implements it, cmd/weft wires it, and this package does
+// not import cluster): the room tells it the changes it applied and where
+// they came from, the version each store write made durable (stores that
+// implement VersionStore also record it with the write), and its
+// sessions' presence; with --ack-peers a client's ok waits for
+// AwaitPeers. Other servers' changes come in through PeerUpdate: a peer
+// is a trusted replica, outside replica ownership (neither checked nor
+// claimed), fanned out and persisted like any update and acked after it is
+// durable. PeerSync answers a peer's subscribe with exactly what it lacks
+// and the durable version; PeerPresence relays other servers' sessions and
+// replays them to newcomers. See replicate.go.
+//
 // # Event streams
 //
 // An SSE event's id is the document's version vector after the event,

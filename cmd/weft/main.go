@@ -1,7 +1,8 @@
 // Command weft is the one binary of weft: `weft serve` runs a sync server,
 // `weft token` mints access tokens, `weft doc ...` lists, reads, edits,
 // exports and imports documents (through a server or in a stopped server's
-// data directory), `weft health` probes a local server, `weft version`
+// data directory), `weft cluster members` lists a cluster's servers as one
+// of them sees them, `weft health` probes a local server, `weft version`
 // names the build, and `weft bench ...` measures. Every flag of every
 // command can also be set as the environment variable WEFT_<NAME>.
 //
