@@ -638,6 +638,9 @@ export function decodeChanges(data: Uint8Array): Change[] {
   let prevWall = 0;
   let prevLog = 0;
   const MAX_WALL = 2 ** 48 - 1;
+  let lastWall = -1;
+  let lastLogical = -1;
+  let lastTime = 0n;
   for (let i = 0; i < nCh; i++) {
     const r = chRep.next();
     if (r >= nRep) throw new CorruptError(`change ${i}: replica index ${r} of ${nRep}`);
@@ -750,7 +753,12 @@ export function decodeChanges(data: Uint8Array): Change[] {
       if (seq - 1 > MAX_SEQ) throw new CorruptError(`change ${i}: seqs run past MaxSeq`);
     }
     expected[r] = seq;
-    out.push({ replica: reps[r], seq: seq0, time: (BigInt(wall) << LOGICAL_BITS) | BigInt(logical), ops });
+    if (wall !== lastWall || logical !== lastLogical) {
+      lastTime = (BigInt(wall) << LOGICAL_BITS) | BigInt(logical);
+      lastWall = wall;
+      lastLogical = logical;
+    }
+    out.push({ replica: reps[r], seq: seq0, time: lastTime, ops });
   }
   if (opAt !== nOps) throw new CorruptError(`${nOps} ops declared, ${opAt} used`);
   if (textPos !== text.length) throw new CorruptError(`${text.length - textPos} units of inserted text left over`);

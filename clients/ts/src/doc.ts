@@ -640,7 +640,18 @@ export class Doc {
     return this.rejectedCount;
   }
 
+  private lastField: Field | undefined;
+
   private field(name: string, type: FieldType, create: boolean): Field | undefined {
+    // Edits come in bursts on one field: skip building its key.
+    const lf = this.lastField;
+    if (lf && lf.type === type && lf.name === name) return lf;
+    const f = this.fieldLookup(name, type, create);
+    if (f) this.lastField = f;
+    return f;
+  }
+
+  private fieldLookup(name: string, type: FieldType, create: boolean): Field | undefined {
     const key = type + ":" + name;
     let f = this.fieldIdx.get(key);
     if (f || !create) return f;
