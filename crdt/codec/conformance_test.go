@@ -154,13 +154,13 @@ type cfStep struct {
 }
 
 type cfHistory struct {
-	Name     string    `json:"name"`
-	Seed     uint64    `json:"seed"`
-	Replicas []string  `json:"replicas"`
-	Steps    []cfStep  `json:"steps"`
-	Final    cfState   `json:"final"`
-	History  []string  `json:"history_sha256"` // per replica: sha256 of the plain encoding of ChangesSince(nil)
-	Versions []string  `json:"versions"`
+	Name     string   `json:"name"`
+	Seed     uint64   `json:"seed"`
+	Replicas []string `json:"replicas"`
+	Steps    []cfStep `json:"steps"`
+	Final    cfState  `json:"final"`
+	History  []string `json:"history_sha256"` // per replica: sha256 of the plain encoding of ChangesSince(nil)
+	Versions []string `json:"versions"`
 }
 
 func cfReplica(i int) crdt.ReplicaID {
