@@ -156,6 +156,8 @@ func TestWrongKeyRefused(t *testing.T) {
 	if m, err := readMsg(r2, 4096); err != nil || m.Type() != syncproto.TypePeerHello {
 		t.Fatalf("first answer: %v %v", m, err)
 	}
+	// It answers with a proof it cannot have made (no key), then asks.
+	writeMsg(w2, &syncproto.PeerHello{Node: "intruder", Proof: nonce()})
 	writeMsg(w2, &syncproto.Subscribe{Doc: "secret", Version: crdt.VersionVector{}})
 	if m, err := readMsg(r2, 1<<20); err == nil {
 		t.Fatalf("an unauthenticated dialer got %s", m.Type())
