@@ -2,11 +2,11 @@ package bench
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftsync/weft/internal/testbin"
 )
 
 // TestClusterKillAndPartition runs the cluster benchmark small against
@@ -17,10 +17,7 @@ func TestClusterKillAndPartition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the weft binary")
 	}
-	bin := filepath.Join(t.TempDir(), "weft")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/weftsync/weft/cmd/weft").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testbin.Weft(t)
 	for name, o := range map[string]ClusterOptions{
 		"kill":      {Kill: 1, Duration: 3 * time.Second},
 		"partition": {Partition: time.Second, Duration: 3 * time.Second},

@@ -4,12 +4,11 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/weftsync/weft/internal/testbin"
 	"github.com/weftsync/weft/syncserver"
 )
 
@@ -82,10 +81,7 @@ func TestConnsAgainstRealServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the weft binary")
 	}
-	bin := filepath.Join(t.TempDir(), "weft")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/weftsync/weft/cmd/weft").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testbin.Weft(t)
 	r, err := Conns(context.Background(), ConnsOptions{Conns: 300, Docs: 10, Binary: bin, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)

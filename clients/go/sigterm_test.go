@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	client "github.com/weftsync/weft/clients/go"
 	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/internal/testbin"
 )
 
 // weftProcess is a `weft serve` child process.
@@ -33,16 +33,8 @@ type weftProcess struct {
 
 var servingLine = regexp.MustCompile(`http://(127\.0\.0\.1:[0-9]+)`)
 
-// buildWeft compiles cmd/weft into a temporary directory.
-func buildWeft(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "weft")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/weftsync/weft/cmd/weft").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build cmd/weft: %v\n%s", err, out)
-	}
-	return bin
-}
+// buildWeft returns a weft binary: make test's, or a fresh build.
+func buildWeft(t *testing.T) string { return testbin.Weft(t) }
 
 func startWeft(t *testing.T, bin, dataDir string) *weftProcess {
 	t.Helper()
