@@ -377,12 +377,12 @@ func (p *plan) run(changes []Change, drop bool) error {
 				later = append(later, c)
 				continue
 			}
-			trimmed := c.Seq < next
-			if trimmed {
+			from := c.Seq // where the change starts as sent
+			if c.Seq < next {
 				c = trimChange(c, next-c.Seq)
 				asIs = false
 			}
-			err := p.validate(&c, trimmed)
+			err := p.validate(&c, from)
 			if err == errWait {
 				later = append(later, c)
 				continue
@@ -421,15 +421,16 @@ func (p *plan) run(changes []Change, drop bool) error {
 // and the batch's ready changes: nil if it can be applied, errWait if it
 // refers to operations not known yet, else why it is invalid.
 //
-// trimmed says that c is what is left of a change the document holds in
-// part: its first seqs, which carry c's time.
-func (p *plan) validate(c *Change, trimmed bool) error {
+// from is the first seq of c as it was sent: below c.Seq when c is what is
+// left of a change the document holds in part (its first seqs, which carry
+// c's time).
+func (p *plan) validate(c *Change, from uint64) error {
 	err := p.check(c)
 	if err == errWait {
 		return err
 	}
 	if err == nil && !p.trusted {
-		err = p.checkTimes(c, trimmed)
+		err = p.checkTimes(c, from)
 	}
 	if err == nil && !p.trusted {
 		err = p.d.clock.Check(c.Time)
@@ -444,14 +445,15 @@ func (p *plan) validate(c *Change, trimmed bool) error {
 // stamped no later than something it follows.
 var ErrBackdated = errors.New("crdt: change stamped before what it follows")
 
-// checkTimes checks that c, whose references check has accepted, is
-// stamped after its replica's previous change and after every character
-// it references (insert origins, delete targets) outside itself. HLC times
-// of honest replicas always are; this is what keeps "the changes stamped
-// ≤ T" causally closed (At) and lets plan.run plan in one pass.
-func (p *plan) checkTimes(c *Change, trimmed bool) error {
-	if c.Seq > 1 && !trimmed {
-		if t, ok := p.timeOf(c.Replica, c.Seq-1); ok && c.Time <= t {
+// checkTimes checks that c, whose references check has accepted and which
+// was sent starting at seq from, is stamped after its replica's previous
+// change and after every character it references (insert origins, delete
+// targets) outside itself. HLC times of honest replicas always are; this
+// is what keeps "the changes stamped ≤ T" causally closed (At) and lets
+// plan.run plan in one pass.
+func (p *plan) checkTimes(c *Change, from uint64) error {
+	if from > 1 {
+		if t, ok := p.timeOf(c.Replica, from-1); ok && c.Time <= t {
 			return fmt.Errorf("%w: %w: stamped %v, its replica's previous change %v", ErrInvalidChange, ErrBackdated, c.Time, t)
 		}
 	}
@@ -460,12 +462,12 @@ func (p *plan) checkTimes(c *Change, trimmed bool) error {
 		switch op.Kind {
 		case OpTextInsert:
 			for _, id := range [2]ID{op.Left, op.Right} {
-				if err := p.refTime(c, id, 1, false); err != nil {
+				if err := p.refTime(c, from, id, 1, false); err != nil {
 					return fmt.Errorf("op %d origin %v: %w", i, id, err)
 				}
 			}
 		case OpTextDelete:
-			if err := p.refTime(c, op.Target, op.Count, op.Backward); err != nil {
+			if err := p.refTime(c, from, op.Target, op.Count, op.Backward); err != nil {
 				return fmt.Errorf("op %d target %v+%d: %w", i, op.Target, op.Count, err)
 			}
 		}
@@ -473,9 +475,9 @@ func (p *plan) checkTimes(c *Change, trimmed bool) error {
 	return nil
 }
 
-// refTime checks that c is stamped after the n characters from id
-// (downwards when back) that lie outside c.
-func (p *plan) refTime(c *Change, id ID, n uint64, back bool) error {
+// refTime checks that c, sent starting at seq from, is stamped after the n
+// characters from id (downwards when back) that lie outside it.
+func (p *plan) refTime(c *Change, from uint64, id ID, n uint64, back bool) error {
 	if id.IsZero() {
 		return nil
 	}
@@ -483,11 +485,11 @@ func (p *plan) refTime(c *Change, id ID, n uint64, back bool) error {
 	if back {
 		top = id.Seq
 	}
-	if id.Replica == c.Replica && top >= c.Seq {
-		if back || id.Seq >= c.Seq {
+	if id.Replica == c.Replica && top >= from {
+		if back || id.Seq >= from {
 			return nil // c's own characters (check made sure of that)
 		}
-		top = c.Seq - 1 // the rest: c's replica's previous change
+		top = from - 1 // the rest: c's replica's previous change
 	}
 	if t, ok := p.timeOf(id.Replica, top); ok && c.Time <= t {
 		return fmt.Errorf("%w: %w: stamped %v, the character it names %v", ErrInvalidChange, ErrBackdated, c.Time, t)
@@ -702,6 +704,7 @@ func coveredBy(rs []planRange, lo, hi uint64, name string) bool {
 // trimChange drops the first k seqs of c (which the document already has).
 func trimChange(c Change, k uint64) Change {
 	ops := c.Ops
+	cut := c.Seq + k // the first seq kept
 	for k > 0 {
 		op := ops[0]
 		n := op.Len()
@@ -717,7 +720,7 @@ func trimChange(c Change, k uint64) Change {
 				_, sz := utf8.DecodeRuneInString(op.Text[bo:])
 				bo += sz
 			}
-			op.Left = ID{Replica: c.Replica, Seq: c.Seq + k - 1}
+			op.Left = ID{Replica: c.Replica, Seq: cut - 1} // the character before the cut
 			op.Text = op.Text[bo:]
 		case OpTextDelete:
 			if op.Backward {

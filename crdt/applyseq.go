@@ -73,7 +73,7 @@ func (d *Doc) applySeq(cs ChangeSeq, trusted bool) error {
 			inOrder = false
 			break
 		}
-		err := p.validate(c, false)
+		err := p.validate(c, c.Seq) // exactly the next seq: never trimmed
 		if err == errWait {
 			inOrder = false
 			break

@@ -520,3 +520,43 @@ func TestRefusedBatchRollsBack(t *testing.T) {
 		}
 	}
 }
+
+// TestTrimmedChangeKeepsLeftOrigin: a change that overlaps what a replica
+// already holds is applied from the first seq it lacks. When that seq is
+// inside the change's second insert, the cut insert's left origin is the
+// character just before the cut, not one counted from the change's first
+// seq (which named 'a' here instead of 'c' and made the rest of the
+// change contradict the text).
+func TestTrimmedChangeKeepsLeftOrigin(t *testing.T) {
+	x := rid(7)
+	ins := func(text string, left, right uint64) crdt.Op {
+		op := crdt.Op{Kind: crdt.OpTextInsert, Field: "t", Text: text}
+		if left > 0 {
+			op.Left = crdt.ID{Replica: x, Seq: left}
+		}
+		if right > 0 {
+			op.Right = crdt.ID{Replica: x, Seq: right}
+		}
+		return op
+	}
+	at := hlc.New(1_000, 0)
+	// "ab" (seqs 1-2), then "c" between them (seq 3): "acb".
+	short := crdt.Change{Replica: x, Seq: 1, Time: at, Ops: []crdt.Op{ins("ab", 0, 0), ins("c", 1, 2)}}
+	// The same change grown by one character typed after c: "acdb".
+	long := crdt.Change{Replica: x, Seq: 1, Time: at, Ops: []crdt.Op{ins("ab", 0, 0), ins("cd", 1, 2)}}
+
+	whole := newDoc(1, &hlc.ManualWall{Millis: 2_000})
+	if err := whole.Apply(long); err != nil {
+		t.Fatal(err)
+	}
+	d := newDoc(2, &hlc.ManualWall{Millis: 2_000})
+	if err := d.Apply(short); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(long); err != nil {
+		t.Fatalf("applying the overlapping change: %v", err)
+	}
+	if got, want := d.Text("t"), whole.Text("t"); got != want || want != "acdb" {
+		t.Fatalf("after the overlap the text is %q; the whole change gives %q (want \"acdb\")", got, want)
+	}
+}
