@@ -28,7 +28,7 @@ test:
 	$(GO) mod download
 	$(GO) build -o weft ./cmd/weft
 	WEFT_BIN=$(CURDIR)/weft $(GO) test -race -vet=all -timeout 20m ./...
-	$(GO) test -timeout 10m -run 'TestTraceHistories|TestEncodedSize' ./crdt/codec
+	$(GO) test -timeout 10m -run 'TestTraceHistories|TestEncodedSize|TestConformanceTraces' ./crdt/codec
 	$(GO) test -tags invariants -timeout 10m ./crdt ./crdt/syncproto
 	WEFT_BIN=$(CURDIR)/weft $(MAKE) test-ts
 
