@@ -80,6 +80,13 @@ type text struct {
 	// seen is integrate's scratch list of the items its scan passed, gap
 	// consistent's.
 	seen, gap []idRun
+	// leftAt is where consistent found an insert's left origin, which
+	// integrate, called right after it, takes instead of locating it
+	// again (a second lookup per remote insert); nil when not set.
+	leftAt *leaf
+	leftI  int
+	leftK  uint32
+	leftID ref
 	// slab is where newEntry takes index entries from.
 	slab []idEntry
 	// chars[r] marks the seqs of replica r that are characters of this
@@ -403,6 +410,7 @@ func (t *text) consistent(left, right ref, r, seq uint32) bool {
 		if !ok {
 			panic("crdt: consistent with unknown left origin")
 		}
+		t.leftAt, t.leftI, t.leftK, t.leftID = l, i, k, left
 		if k+1 < l.items[i].n {
 			from = l.items[i].seq + k + 1
 		} else {
