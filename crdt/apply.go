@@ -452,8 +452,11 @@ var ErrBackdated = errors.New("crdt: change stamped before what it follows")
 // is what keeps "the changes stamped ≤ T" causally closed (At) and lets
 // plan.run plan in one pass.
 func (p *plan) checkTimes(c *Change, from uint64) error {
+	// The time of c's replica's seq before from: typing names it as a
+	// left origin too, so it is looked up once.
+	prev := prevTime{r: c.Replica, seq: from - 1}
 	if from > 1 {
-		if t, ok := p.timeOf(c.Replica, from-1); ok && c.Time <= t {
+		if t, ok := prev.get(p); ok && c.Time <= t {
 			return fmt.Errorf("%w: %w: stamped %v, its replica's previous change %v", ErrInvalidChange, ErrBackdated, c.Time, t)
 		}
 	}
@@ -461,13 +464,14 @@ func (p *plan) checkTimes(c *Change, from uint64) error {
 		op := &c.Ops[i]
 		switch op.Kind {
 		case OpTextInsert:
-			for _, id := range [2]ID{op.Left, op.Right} {
-				if err := p.refTime(c, from, id, 1, false); err != nil {
-					return fmt.Errorf("op %d origin %v: %w", i, id, err)
-				}
+			if err := p.refTime(c, from, &prev, op.Left, 1, false); err != nil {
+				return fmt.Errorf("op %d origin %v: %w", i, op.Left, err)
+			}
+			if err := p.refTime(c, from, &prev, op.Right, 1, false); err != nil {
+				return fmt.Errorf("op %d origin %v: %w", i, op.Right, err)
 			}
 		case OpTextDelete:
-			if err := p.refTime(c, from, op.Target, op.Count, op.Backward); err != nil {
+			if err := p.refTime(c, from, &prev, op.Target, op.Count, op.Backward); err != nil {
 				return fmt.Errorf("op %d target %v+%d: %w", i, op.Target, op.Count, err)
 			}
 		}
@@ -475,9 +479,27 @@ func (p *plan) checkTimes(c *Change, from uint64) error {
 	return nil
 }
 
+// prevTime is timeOf(r, seq), looked up the first time it is asked for.
+type prevTime struct {
+	r      ReplicaID
+	seq    uint64
+	looked bool
+	ok     bool
+	t      hlc.Timestamp
+}
+
+func (m *prevTime) get(p *plan) (hlc.Timestamp, bool) {
+	if !m.looked {
+		m.t, m.ok = p.timeOf(m.r, m.seq)
+		m.looked = true
+	}
+	return m.t, m.ok
+}
+
 // refTime checks that c, sent starting at seq from, is stamped after the n
-// characters from id (downwards when back) that lie outside it.
-func (p *plan) refTime(c *Change, from uint64, id ID, n uint64, back bool) error {
+// characters from id (downwards when back) that lie outside it; prev is
+// the time of seq from-1 of c's replica.
+func (p *plan) refTime(c *Change, from uint64, prev *prevTime, id ID, n uint64, back bool) error {
 	if id.IsZero() {
 		return nil
 	}
@@ -485,13 +507,17 @@ func (p *plan) refTime(c *Change, from uint64, id ID, n uint64, back bool) error
 	if back {
 		top = id.Seq
 	}
-	if id.Replica == c.Replica && top >= from {
-		if back || id.Seq >= from {
+	var t hlc.Timestamp
+	var ok bool
+	if id.Replica == c.Replica && top >= from-1 {
+		if top >= from && (back || id.Seq >= from) {
 			return nil // c's own characters (check made sure of that)
 		}
-		top = from - 1 // the rest: c's replica's previous change
+		t, ok = prev.get(p) // the rest: c's replica's previous change
+	} else {
+		t, ok = p.timeOf(id.Replica, top)
 	}
-	if t, ok := p.timeOf(id.Replica, top); ok && c.Time <= t {
+	if ok && c.Time <= t {
 		return fmt.Errorf("%w: %w: stamped %v, the character it names %v", ErrInvalidChange, ErrBackdated, c.Time, t)
 	}
 	return nil
