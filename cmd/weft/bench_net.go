@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 
 	"github.com/weftsync/weft/bench"
 )
@@ -44,6 +45,8 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 	serverCPUs := fs.String("server-cpus", "", "pin the child server to these CPUs, e.g. 1 or 2-3 (taskset -c syntax)")
 	clientCPUs := fs.String("client-cpus", "", "pin the load generator (this process) to these CPUs, e.g. 0")
 	plot := fs.String("plot", "", "write the latency distribution (CDF) to this SVG file")
+	var serverArgs stringList
+	fs.Var(&serverArgs, "server-arg", "extra flag for the child server, repeatable, e.g. --server-arg=--data=:memory: (documents in memory, as the Hocuspocus comparison runs)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: weft bench converge [--server URL] --clients N --docs D --rate R --duration T [--json]\n\n"+
 			"N Go clients over D documents each make R edits/s; latency is the time from an edit to its\n"+
@@ -97,7 +100,7 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 	r, err := bench.Converge(ctx, bench.ConvergeOptions{
 		Server: *server, Token: *token, Binary: *binary, Clients: *clients, Docs: *docs, Rate: *rate,
 		Duration: *duration, Settle: *settle, Seed: *seed, ServerCPUs: scpus, ClientCPUs: ccpus,
-		Logger: benchLogger(stderr, *verbose),
+		ServerArgs: serverArgs, Logger: benchLogger(stderr, *verbose),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
@@ -178,3 +181,9 @@ func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	})
 	return 0
 }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }

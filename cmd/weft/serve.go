@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"strconv"
 	"strings"
@@ -73,6 +74,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) file: serve HTTPS and WSS instead of HTTP (with --tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key file of --tls-cert")
+	debugListen := fs.String("debug-listen", "", "serve Go's profiler (/debug/pprof/) on this separate address, e.g. 127.0.0.1:6060; keep it off public interfaces")
 	var tlsConfig *tls.Config
 	cf := addClusterFlags(fs) // cluster.go
 	fs.Usage = func() {
@@ -226,6 +228,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
+	if *debugListen != "" {
+		dl, err := net.Listen("tcp", *debugListen)
+		if err != nil {
+			fmt.Fprintf(stderr, "weft serve: --debug-listen: %v\n", err)
+			shutdownServer(srv, hs, *shutdownTimeout, logger)
+			closeStore()
+			return 1
+		}
+		ds := &http.Server{Handler: debugHandler(), ReadHeaderTimeout: 10 * time.Second}
+		defer ds.Close()
+		go func() {
+			if err := ds.Serve(dl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("the debug listener stopped", "err", err)
+			}
+		}()
+		logger.Info("profiler listening", "addr", dl.Addr().String())
+	}
 	fmt.Fprintf(stdout, "weft serving %s://%s (data %s)\n", scheme, ln.Addr(), *data)
 
 	code := 0
@@ -362,4 +381,17 @@ func unwrapJoined(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// debugHandler serves Go's profiler (net/http/pprof) for --debug-listen,
+// on its own mux so nothing of it is reachable through the public
+// listener.
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
