@@ -19,7 +19,8 @@
 import { Clock, ClockSkewError } from "./hlc.js";
 import type { Timestamp } from "./hlc.js";
 import { checkMsgpack } from "./msgpack.js";
-import { FieldType, OpKind, runeCount, runeOffset, utf8Len, Side } from "./types.js";
+import { FieldType, OpKind, fieldTypeOf, runeCount, runeOffset, utf8Len, Side } from "./types.js";
+import type { DocState } from "./snapshot.js";
 import type { Anchor, Change, ID, Op, ReplicaID, VersionVector } from "./types.js";
 
 export class InvalidChangeError extends Error {
@@ -1236,6 +1237,208 @@ export class Doc {
   }
 
   /** Renders every field, one line each, sorted (as Go's Doc.Describe). */
+  /**
+   * @internal _fromState builds a document from a decoded snapshot state
+   * (src/snapshot.ts), as crdt.FromState does: the logs are taken as they
+   * are and each text is laid out from its items in document order, with
+   * every index, length and reference checked first. Nothing is replayed.
+   */
+  static _fromState(s: DocState, replica: ReplicaID, clock: Clock, opts: DocOptions = {}): Doc {
+    const bad = (msg: string): never => {
+      throw new InvalidChangeError(`snapshot: ${msg}`);
+    };
+    if (s.logs.length !== s.replicas.length || s.texts.length !== s.fields.length) bad("table sizes disagree");
+    const d = new Doc(replica, clock, opts);
+    const rmap: number[] = [];
+    for (const r of s.replicas) {
+      if (/^0+$/.test(r)) bad("zero replica id");
+      if (d.rindex.has(r) && r !== replica) bad(`replica ${r} listed twice`);
+      rmap.push(d.replicaIndex(r));
+    }
+    for (const f of s.fields) {
+      try {
+        checkName(f.name);
+      } catch {
+        bad(`bad field name ${JSON.stringify(f.name)}`);
+      }
+      if (f.type < FieldType.Counter || f.type > FieldType.Text) bad(`bad field ${JSON.stringify(f.name)} type ${f.type}`);
+      if (d.fieldLookup(f.name, f.type, false)) bad(`field ${JSON.stringify(f.name)} listed twice`);
+      d.fieldLookup(f.name, f.type, true);
+    }
+    const fields = d.fields;
+    const mapRef = (r: number, seq: number): [number, number] => {
+      if (seq === 0) return r === 0 ? [0, 0] : bad("bad reference");
+      if (r >= rmap.length) bad("bad reference");
+      return [rmap[r], seq];
+    };
+    const content = s.content;
+    let off = 0;
+    s.logs.forEach((ls, si) => {
+      const r = rmap[si];
+      const lg = d.logs[r];
+      let seq = 1;
+      for (const sp of ls.spans) {
+        if (sp.n === 0 || seq + sp.n > MAX_SEQ || sp.field >= fields.length || fieldTypeOf(sp.kind) !== fields[sp.field].type) bad("bad span");
+        if (off + sp.bytes > content.length) bad("span content past the end");
+        const [ar, as] = mapRef(sp.ar, sp.as);
+        const [br, bs] = mapRef(sp.br, sp.bs);
+        const x: Span = { seq, n: sp.n, field: fields[sp.field], kind: sp.kind, back: sp.back, off, nb: sp.bytes, ar, as, br, bs, delta: sp.delta, text: "" };
+        const b = content.subarray(off, off + sp.bytes);
+        switch (sp.kind) {
+          case OpKind.Ins: {
+            let t = "";
+            try {
+              t = utf8Text(b);
+            } catch {
+              bad("insert content is not UTF-8");
+            }
+            if (runeCount(t) !== sp.n) bad("insert content does not match its length");
+            x.text = t;
+            break;
+          }
+          case OpKind.Set:
+            if (sp.n !== 1) bad("bad register value");
+            try {
+              checkMsgpack(b);
+            } catch {
+              bad("bad register value");
+            }
+            x.value = b.slice();
+            break;
+          case OpKind.Add:
+            if (sp.delta === 0n || sp.bytes !== 0) bad("bad counter span");
+            break;
+          case OpKind.Del:
+            if (sp.bytes !== 0 || as === 0 || (sp.back && as < sp.n) || as + sp.n > MAX_SEQ) bad("bad delete span");
+            break;
+        }
+        lg.spans.push(x);
+        off += sp.bytes;
+        seq += sp.n;
+      }
+      lg.next = seq;
+      let tseq = 1;
+      for (const tr of ls.times) {
+        if (tr.n === 0 || tseq + tr.n > seq) bad("time runs do not match the log");
+        lg.times.push({ seq: tseq, n: tr.n, stepped: tr.stepped, t: tr.t });
+        tseq += tr.n;
+      }
+      if (tseq !== seq) bad("time runs do not cover the log");
+    });
+    if (off !== content.length) bad("content length disagrees with the log");
+    d.contentLen = off;
+    // Texts: the items in document order, each exactly characters its
+    // replica inserted into that field, cut where spans change so that
+    // an item's characters share their origins (the first's left origin
+    // is its span's, or its predecessor; the right origin is the span's).
+    s.texts.forEach((items, fi) => {
+      const f = fields[fi];
+      if (f.type !== FieldType.Text) {
+        if (items.length !== 0) bad("items for a non-text field");
+        return;
+      }
+      const t = f.text!;
+      const leaves: Leaf[] = [];
+      const byReplica: Item[][] = d.replicas.map(() => []);
+      let l: Leaf | undefined;
+      for (const si of items) {
+        if (si.r >= rmap.length || si.n === 0) bad("bad item");
+        const r = rmap[si.r];
+        const lg = d.logs[r];
+        let seq = si.seq;
+        let n = si.n;
+        while (n > 0) {
+          if (seq === 0 || seq >= lg.next) bad("item names unknown ids");
+          const sp = lg.spans[d.spanIndex(r, seq)];
+          if (sp.kind !== OpKind.Ins || sp.field !== f) bad("item is not an insert of its field");
+          const k = seq - sp.seq;
+          const m = Math.min(n, sp.n - k);
+          const a = runeOffset(sp.text, sp.n, k);
+          const text = sp.text.slice(a, m === sp.n - k ? sp.text.length : runeOffset(sp.text, sp.n, k + m));
+          const it = k === 0 ? new Item(r, seq, m, text, si.del, sp.ar, sp.as, sp.br, sp.bs) : new Item(r, seq, m, text, si.del, r, seq - 1, sp.br, sp.bs);
+          if (!l || l.items.length >= (LEAF_CAP * 3) >> 2) {
+            l = new Leaf();
+            l.idx = leaves.length;
+            leaves.push(l);
+          }
+          it.leaf = l;
+          l.items.push(it);
+          l.raw += m;
+          if (!si.del) {
+            l.vis += m;
+            l.vis16 += text.length;
+          }
+          byReplica[r].push(it);
+          seq += m;
+          n -= m;
+        }
+      }
+      if (leaves.length > 0) t.leaves = leaves;
+      for (const lf of t.leaves) {
+        t.raw += lf.raw;
+        t.vis += lf.vis;
+        t.vis16 += lf.vis16;
+      }
+      // The id index: each replica's items sorted by seq, contiguous ones
+      // in one run. The characters of one span are in document order in
+      // seq order, so the sort mostly finds runs already in order.
+      byReplica.forEach((its, r) => {
+        if (its.length === 0) return;
+        its.sort((x, y) => x.seq - y.seq);
+        const runs: Run[] = [];
+        let run: Run | undefined;
+        for (const it of its) {
+          if (run && it.seq < run.end) bad("characters listed twice");
+          if (run && it.seq === run.end) {
+            run.end += it.n;
+            run.pieces.push(it);
+          } else {
+            run = new Run(it.seq, it.seq + it.n, [it]);
+            runs.push(run);
+          }
+          it.run = run;
+        }
+        while (t.runs.length <= r) t.runs.push([]);
+        t.runs[r] = runs;
+      });
+    });
+    // Every insert must have its characters in the text, every reference
+    // must name characters of the right field; counters and registers are
+    // recomputed.
+    d.logs.forEach((lg, r) => {
+      for (const sp of lg.spans) {
+        const t = sp.field.text;
+        switch (sp.kind) {
+          case OpKind.Ins:
+            if (!t!.covered(r, sp.seq, sp.seq + sp.n)) bad("inserted characters missing from the text");
+            if (sp.as !== 0 && !t!.covered(sp.ar, sp.as, sp.as + 1)) bad("origin is not a character of its text");
+            if (sp.bs !== 0 && !t!.covered(sp.br, sp.bs, sp.bs + 1)) bad("origin is not a character of its text");
+            break;
+          case OpKind.Del: {
+            const lo = sp.back ? sp.as - sp.n + 1 : sp.as;
+            if (!t!.covered(sp.ar, lo, lo + sp.n)) bad("delete target is not a character of its text");
+            break;
+          }
+          case OpKind.Add:
+            sp.field.counter += sp.delta * BigInt(sp.n);
+            break;
+          case OpKind.Set: {
+            const w: RegState = { t: d.timeAt(r, sp.seq), r, seq: sp.seq, value: sp.value! };
+            if (!sp.field.reg || d.regLess(sp.field.reg, w)) sp.field.reg = w;
+            break;
+          }
+        }
+      }
+    });
+    for (const lg of d.logs) {
+      const n = lg.times.length;
+      // Stored history is not a remote claim: witness it without the
+      // offset check, so local changes are ordered after it.
+      if (n > 0) clock.witness(lastTime(lg.times[n - 1]));
+    }
+    return d;
+  }
+
   describe(): string {
     let out = "";
     for (const f of this.fieldList()) {
@@ -1624,4 +1827,16 @@ function trimChange(c: Change, k: number): Change {
   const total = changeLenOf(c);
   const rest = ops.reduce((s, op) => s + opLenOf(op), 0);
   return { replica: c.replica, seq: c.seq + total - rest, time: c.time, ops };
+}
+
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+/** Decodes UTF-8, refusing invalid input; ASCII without a TextDecoder call. */
+function utf8Text(b: Uint8Array): string {
+  if (b.length <= 32) {
+    let ascii = true;
+    for (let i = 0; i < b.length; i++) if (b[i] >= 0x80) ascii = false;
+    if (ascii) return String.fromCharCode.apply(null, b as unknown as number[]);
+  }
+  return utf8Strict.decode(b);
 }

@@ -4,6 +4,8 @@ export * from "./hlc.js";
 export { Doc, Tx, InvalidChangeError, PendingFullError, OutOfRangeError, FieldTypeError } from "./doc.js";
 export type { TextEvent, DocOptions } from "./doc.js";
 export { encodeChanges, decodeChanges, inflateBatch, CorruptError } from "./codec.js";
+export { decodeSnapshot, decodeState, SnapshotError, SNAPSHOT_MEDIA_TYPE, MAX_SNAPSHOT_RAW } from "./snapshot.js";
+export type { DocState, StateSpan, StateTime, StateItem } from "./snapshot.js";
 export { encodeMessage, decodeMessage, ProtocolError, Status, CloseCode, statusName, PROTOCOL_VERSION } from "./protocol.js";
 export type { Message, Limits, Selection } from "./protocol.js";
 export { Client, Document, DocumentError, ConnectionError, ReadOnlyError } from "./client.js";
