@@ -3,6 +3,9 @@
 //   one transaction per trace transaction, checks the text against
 //   endContent and the encoded history against Go's (the conformance
 //   corpus), and replays ASCII traces into Yjs in the same sitting.
+//   decode_ms: the whole history decoded and applied to a fresh replica;
+//   snapshot_decode_ms: Go's snapshot of the document decoded
+//   (decodeSnapshot), for traces the conformance corpus has one of.
 // npm run bench -- keystroke [--json]
 //   Applies remote keystrokes to a 100k-character document the way the
 //   CodeMirror binding does (decode, CRDT apply, CodeMirror state update).
@@ -17,6 +20,7 @@ import * as Y from "yjs";
 import { decodeChanges, encodeChanges } from "../src/codec.js";
 import { Doc } from "../src/doc.js";
 import { Clock } from "../src/hlc.js";
+import { decodeSnapshot } from "../src/snapshot.js";
 import { loadTrace, replaySequential, traceRID, wallsOf } from "../test/tracekit.js";
 import type { Trace } from "../test/tracekit.js";
 import { readRepo } from "../test/util.js";
@@ -84,6 +88,23 @@ function benchTrace(file: string) {
       }
     }
   }
+  // Loading the snapshot Go encodes of the same document (the conformance
+  // corpus has automerge-paper's), when there is one.
+  const snapCase = (JSON.parse(readRepo("crdt/codec/testdata/conformance/snapshots.json").toString()) as { name: string; file?: string }[]).find(
+    (x) => x.file && file === x.name + ".json.gz",
+  );
+  let snapMs: number | null = null;
+  if (snapCase) {
+    const snap = new Uint8Array(readRepo("crdt/codec/testdata/conformance/" + snapCase.file));
+    const xs: number[] = [];
+    for (let k = 0; k < runs; k++) {
+      const t1 = performance.now();
+      const e = decodeSnapshot(snap, traceRID(3), new Clock(() => 0, 0));
+      xs.push(performance.now() - t1);
+      ok &&= e.text("body") === tr.endContent;
+    }
+    snapMs = median(xs);
+  }
   let yjs: number | null = null;
   if (ascii(tr)) {
     const ys: number[] = [];
@@ -103,6 +124,7 @@ function benchTrace(file: string) {
     encoded_bytes: bytes,
     go_identical: identical,
     decode_ms: round(median(decode)),
+    snapshot_decode_ms: snapMs === null ? null : round(snapMs),
     yjs_replay_ms: yjs === null ? null : round(yjs),
     yjs_over_weft: yjs === null ? null : round(yjs / rm),
     runs,

@@ -1266,38 +1266,96 @@ export class Doc {
       d.fieldLookup(f.name, f.type, true);
     }
     const fields = d.fields;
-    const mapRef = (r: number, seq: number): [number, number] => {
-      if (seq === 0) return r === 0 ? [0, 0] : bad("bad reference");
-      if (r >= rmap.length) bad("bad reference");
-      return [rmap[r], seq];
-    };
     const content = s.content;
     let off = 0;
+    // Inserted text is decoded a region at a time (the content between
+    // register values) rather than span by span: one TextDecoder call for
+    // the whole region, then each span's string is a slice of it, found by
+    // counting its bytes. A region that is not valid UTF-8 falls back to
+    // decoding span by span, which says which span is bad.
+    let region = "";
+    let regionEnd = -1;
+    let regionAscii = false;
+    let u16 = 0;
     s.logs.forEach((ls, si) => {
       const r = rmap[si];
       const lg = d.logs[r];
       let seq = 1;
-      for (const sp of ls.spans) {
-        if (sp.n === 0 || seq + sp.n > MAX_SEQ || sp.field >= fields.length || fieldTypeOf(sp.kind) !== fields[sp.field].type) bad("bad span");
-        if (off + sp.bytes > content.length) bad("span content past the end");
-        const [ar, as] = mapRef(sp.ar, sp.as);
-        const [br, bs] = mapRef(sp.br, sp.bs);
-        const x: Span = { seq, n: sp.n, field: fields[sp.field], kind: sp.kind, back: sp.back, off, nb: sp.bytes, ar, as, br, bs, delta: sp.delta, text: "" };
-        const b = content.subarray(off, off + sp.bytes);
-        switch (sp.kind) {
+      const spans = ls.spans;
+      const SN = spans.n, SF = spans.field, SK = spans.kind, SB = spans.bytes, SAR = spans.ar, SAS = spans.as, SBR = spans.br, SBS = spans.bs;
+      for (let j = 0; j < spans.length; j++) {
+        const spN = SN[j], spField = SF[j], spKind = SK[j] as OpKind, spBytes = SB[j];
+        if (spN === 0 || seq + spN > MAX_SEQ || spField >= fields.length || fieldTypeOf(spKind) !== fields[spField].type) bad("bad span");
+        const end = off + spBytes;
+        if (end > content.length) bad("span content past the end");
+        let ar = 0, as = 0, br = 0, bs = 0;
+        if (SAS[j] !== 0) {
+          if (SAR[j] >= rmap.length) bad("bad reference");
+          ar = rmap[SAR[j]];
+          as = SAS[j];
+        } else if (SAR[j] !== 0) bad("bad reference");
+        if (SBS[j] !== 0) {
+          if (SBR[j] >= rmap.length) bad("bad reference");
+          br = rmap[SBR[j]];
+          bs = SBS[j];
+        } else if (SBR[j] !== 0) bad("bad reference");
+        const back = spans.back[j] === 1;
+        const delta = spKind === OpKind.Add ? spans.delta[j] : 0n;
+        const x: Span = { seq, n: spN, field: fields[spField], kind: spKind, back, off, nb: spBytes, ar, as, br, bs, delta, text: "" };
+        switch (spKind) {
           case OpKind.Ins: {
-            let t = "";
-            try {
-              t = utf8Text(b);
-            } catch {
-              bad("insert content is not UTF-8");
+            if (off >= regionEnd) {
+              let e = off;
+              for (let k = j; k < spans.length && SK[k] !== OpKind.Set; k++) if (SK[k] === OpKind.Ins) e += SB[k];
+              regionEnd = Math.min(e, content.length);
+              u16 = 0;
+              try {
+                region = utf8Strict.decode(content.subarray(off, regionEnd));
+              } catch {
+                region = "";
+                regionEnd = -1;
+              }
+              // One UTF-16 unit per byte only when every byte is ASCII.
+              regionAscii = region.length === regionEnd - off;
             }
-            if (runeCount(t) !== sp.n) bad("insert content does not match its length");
+            let t = "";
+            let runes = 0;
+            if (regionAscii && regionEnd >= end) {
+              t = region.slice(u16, u16 + spBytes);
+              u16 += spBytes;
+              runes = spBytes;
+            } else if (regionEnd >= end) {
+              // Runes and UTF-16 units of the span's bytes; it must start
+              // and end on character boundaries.
+              let n16 = 0;
+              for (let i = off; i < end; i++) {
+                const c = content[i];
+                if (c < 0x80) {
+                  n16++;
+                  runes++;
+                } else if (c >= 0xc0) {
+                  n16 += c >= 0xf0 ? 2 : 1;
+                  runes++;
+                } else if (i === off) bad("insert content is not UTF-8");
+              }
+              if (end < regionEnd && (content[end] & 0xc0) === 0x80) bad("insert content is not UTF-8");
+              t = region.slice(u16, u16 + n16);
+              u16 += n16;
+            } else {
+              try {
+                t = utf8Strict.decode(content.subarray(off, end));
+              } catch {
+                bad("insert content is not UTF-8");
+              }
+              runes = runeCount(t);
+            }
+            if (runes !== spN) bad("insert content does not match its length");
             x.text = t;
             break;
           }
-          case OpKind.Set:
-            if (sp.n !== 1) bad("bad register value");
+          case OpKind.Set: {
+            const b = content.subarray(off, end);
+            if (spN !== 1) bad("bad register value");
             try {
               checkMsgpack(b);
             } catch {
@@ -1305,16 +1363,17 @@ export class Doc {
             }
             x.value = b.slice();
             break;
+          }
           case OpKind.Add:
-            if (sp.delta === 0n || sp.bytes !== 0) bad("bad counter span");
+            if (delta === 0n || spBytes !== 0) bad("bad counter span");
             break;
           case OpKind.Del:
-            if (sp.bytes !== 0 || as === 0 || (sp.back && as < sp.n) || as + sp.n > MAX_SEQ) bad("bad delete span");
+            if (spBytes !== 0 || as === 0 || (back && as < spN) || as + spN > MAX_SEQ) bad("bad delete span");
             break;
         }
         lg.spans.push(x);
-        off += sp.bytes;
-        seq += sp.n;
+        off += spBytes;
+        seq += spN;
       }
       lg.next = seq;
       let tseq = 1;
@@ -1340,22 +1399,26 @@ export class Doc {
       const t = f.text!;
       const leaves: Leaf[] = [];
       const byReplica: Item[][] = d.replicas.map(() => []);
+      const spanOf: number[][] = d.replicas.map(() => []);
       let l: Leaf | undefined;
-      for (const si of items) {
-        if (si.r >= rmap.length || si.n === 0) bad("bad item");
-        const r = rmap[si.r];
+      for (let ii = 0; ii < items.length; ii++) {
+        const siR = items.r[ii];
+        const siDel = items.del[ii] === 1;
+        if (siR >= rmap.length || items.n[ii] === 0) bad("bad item");
+        const r = rmap[siR];
         const lg = d.logs[r];
-        let seq = si.seq;
-        let n = si.n;
+        let seq = items.seq[ii];
+        let n = items.n[ii];
         while (n > 0) {
           if (seq === 0 || seq >= lg.next) bad("item names unknown ids");
-          const sp = lg.spans[d.spanIndex(r, seq)];
+          const spi = d.spanIndex(r, seq);
+          const sp = lg.spans[spi];
           if (sp.kind !== OpKind.Ins || sp.field !== f) bad("item is not an insert of its field");
           const k = seq - sp.seq;
           const m = Math.min(n, sp.n - k);
           const a = runeOffset(sp.text, sp.n, k);
           const text = sp.text.slice(a, m === sp.n - k ? sp.text.length : runeOffset(sp.text, sp.n, k + m));
-          const it = k === 0 ? new Item(r, seq, m, text, si.del, sp.ar, sp.as, sp.br, sp.bs) : new Item(r, seq, m, text, si.del, r, seq - 1, sp.br, sp.bs);
+          const it = k === 0 ? new Item(r, seq, m, text, siDel, sp.ar, sp.as, sp.br, sp.bs) : new Item(r, seq, m, text, siDel, r, seq - 1, sp.br, sp.bs);
           if (!l || l.items.length >= (LEAF_CAP * 3) >> 2) {
             l = new Leaf();
             l.idx = leaves.length;
@@ -1364,11 +1427,12 @@ export class Doc {
           it.leaf = l;
           l.items.push(it);
           l.raw += m;
-          if (!si.del) {
+          if (!siDel) {
             l.vis += m;
             l.vis16 += text.length;
           }
           byReplica[r].push(it);
+          spanOf[r].push(spi);
           seq += m;
           n -= m;
         }
@@ -1382,9 +1446,19 @@ export class Doc {
       // The id index: each replica's items sorted by seq, contiguous ones
       // in one run. The characters of one span are in document order in
       // seq order, so the sort mostly finds runs already in order.
-      byReplica.forEach((its, r) => {
-        if (its.length === 0) return;
-        its.sort((x, y) => x.seq - y.seq);
+      byReplica.forEach((inDoc, r) => {
+        if (inDoc.length === 0) return;
+        // Sorted by seq without comparisons: the characters of one span
+        // are in document order in seq order (each follows its left
+        // origin, its predecessor), so bucketing the items by span (spans
+        // are in seq order) sorts them. A corrupt order shows up below as
+        // overlap.
+        const so = spanOf[r];
+        const start = new Int32Array(d.logs[r].spans.length + 1);
+        for (const k of so) start[k + 1]++;
+        for (let k = 1; k < start.length; k++) start[k] += start[k - 1];
+        const its: Item[] = new Array(inDoc.length);
+        for (let k = 0; k < inDoc.length; k++) its[start[so[k]]++] = inDoc[k];
         const runs: Run[] = [];
         let run: Run | undefined;
         for (const it of its) {

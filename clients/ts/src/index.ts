@@ -5,7 +5,7 @@ export { Doc, Tx, InvalidChangeError, PendingFullError, OutOfRangeError, FieldTy
 export type { TextEvent, DocOptions } from "./doc.js";
 export { encodeChanges, decodeChanges, inflateBatch, CorruptError } from "./codec.js";
 export { decodeSnapshot, decodeState, SnapshotError, SNAPSHOT_MEDIA_TYPE, MAX_SNAPSHOT_RAW } from "./snapshot.js";
-export type { DocState, StateSpan, StateTime, StateItem } from "./snapshot.js";
+export type { DocState, StateSpans, StateTime, StateItems } from "./snapshot.js";
 export { encodeMessage, decodeMessage, ProtocolError, Status, CloseCode, statusName, PROTOCOL_VERSION } from "./protocol.js";
 export type { Message, Limits, Selection } from "./protocol.js";
 export { Client, Document, DocumentError, ConnectionError, ReadOnlyError } from "./client.js";

@@ -32,20 +32,26 @@ export class SnapshotError extends Error {
   }
 }
 
-/** A span of a replica's log (crdt.StateSpan). */
-export interface StateSpan {
-  n: number;
-  field: number;
-  kind: number;
-  back: boolean;
-  bytes: number;
+/**
+ * A replica's log spans (crdt.StateSpan), one entry per span in each
+ * array: the state is kept in columns, not an object per span, which is
+ * most of what makes loading a large snapshot fast.
+ */
+export interface StateSpans {
+  length: number;
+  n: Uint32Array;
+  field: Uint32Array;
+  kind: Uint8Array;
+  back: Uint8Array;
+  /** Inserts: content bytes; registers: value bytes. */
+  bytes: Uint32Array;
   /** Inserts: left origin of the first character; deletes: first target (replica index, seq; seq 0 = none). */
-  ar: number;
-  as: number;
+  ar: Uint32Array;
+  as: Uint32Array;
   /** Inserts: right origin of every character. */
-  br: number;
-  bs: number;
-  delta: bigint;
+  br: Uint32Array;
+  bs: Uint32Array;
+  delta: BigInt64Array;
 }
 
 export interface StateTime {
@@ -54,19 +60,21 @@ export interface StateTime {
   t: Timestamp;
 }
 
-export interface StateItem {
-  r: number;
-  seq: number;
-  n: number;
-  del: boolean;
+/** A text's items in document order (crdt.StateItem), in columns. */
+export interface StateItems {
+  length: number;
+  r: Uint32Array;
+  seq: Uint32Array;
+  n: Uint32Array;
+  del: Uint8Array;
 }
 
 /** A document's state as plain data (crdt.State). */
 export interface DocState {
   replicas: ReplicaID[];
   fields: { type: number; name: string }[];
-  logs: { spans: StateSpan[]; times: StateTime[] }[];
-  texts: StateItem[][];
+  logs: { spans: StateSpans; times: StateTime[] }[];
+  texts: StateItems[];
   content: Uint8Array;
 }
 
@@ -295,41 +303,57 @@ export function decodeState(data: Uint8Array): DocState {
     const ns = h.uint();
     const nt = h.uint();
     if (ns > kindC.left() || nt > tnC.left()) throw new SnapshotError(`replica ${i} claims more spans or times than the columns hold`);
-    const spans: StateSpan[] = new Array(ns);
+    const sp: StateSpans = {
+      length: ns,
+      n: new Uint32Array(ns),
+      field: new Uint32Array(ns),
+      kind: new Uint8Array(ns),
+      back: new Uint8Array(ns),
+      bytes: new Uint32Array(ns),
+      ar: new Uint32Array(ns),
+      as: new Uint32Array(ns),
+      br: new Uint32Array(ns),
+      bs: new Uint32Array(ns),
+      delta: new BigInt64Array(ns),
+    };
     let seq = 1;
     for (let j = 0; j < ns; j++) {
       const flags = kindC.uint();
-      const sp: StateSpan = { n: nC.u32(), field: fieldC.u32(), kind: flags % 8, back: Math.floor(flags / 8) % 2 === 1, bytes: 0, ar: 0, as: 0, br: 0, bs: 0, delta: 0n };
-      switch (sp.kind) {
+      const n = nC.u32();
+      const kind = flags % 8;
+      sp.n[j] = n;
+      sp.field[j] = fieldC.u32();
+      sp.kind[j] = kind;
+      sp.back[j] = Math.floor(flags / 8) % 2;
+      switch (kind) {
         case 3: {
-          sp.bytes = Math.min(sp.n + bytesC.uint(), U32_MAX);
+          sp.bytes[j] = Math.min(n + bytesC.uint(), U32_MAX);
           let tag = originC.uint();
           if (tag !== 0) {
-            sp.ar = Math.min(tag - 1, U32_MAX);
-            sp.as = oseqC.seq(seq);
+            sp.ar[j] = Math.min(tag - 1, U32_MAX);
+            sp.as[j] = oseqC.seq(seq);
           }
           tag = originC.uint();
           if (tag !== 0) {
-            sp.br = Math.min(tag - 1, U32_MAX);
-            sp.bs = oseqC.seq(seq);
+            sp.br[j] = Math.min(tag - 1, U32_MAX);
+            sp.bs[j] = oseqC.seq(seq);
           }
           break;
         }
         case 4:
-          sp.ar = dtC.u32();
-          sp.as = dsC.seq(seq);
+          sp.ar[j] = dtC.u32();
+          sp.as[j] = dsC.seq(seq);
           break;
         case 1:
-          sp.delta = deltaC.intBig();
+          sp.delta[j] = deltaC.intBig();
           break;
         case 2:
-          sp.bytes = bytesC.u32();
+          sp.bytes[j] = bytesC.u32();
           break;
         default:
-          throw new SnapshotError(`unknown span kind ${sp.kind}`);
+          throw new SnapshotError(`unknown span kind ${kind}`);
       }
-      spans[j] = sp;
-      seq += sp.n;
+      seq += n;
     }
     const times: StateTime[] = new Array(nt);
     let prev = 0n;
@@ -338,7 +362,7 @@ export function decodeState(data: Uint8Array): DocState {
       prev = BigInt.asUintN(64, prev + ttC.intBig());
       times[j] = { n: Math.min(Math.floor(x / 2), U32_MAX), stepped: x % 2 === 1, t: prev };
     }
-    s.logs.push({ spans, times });
+    s.logs.push({ spans: sp, times });
   }
   const content = c[Col.Content];
   s.content = content.b;
@@ -346,13 +370,16 @@ export function decodeState(data: Uint8Array): DocState {
   for (let i = 0; i < nf; i++) {
     const ni = h.uint();
     if (ni > repC.left()) throw new SnapshotError(`field ${i} claims more items than the columns hold`);
-    const items: StateItem[] = new Array(ni);
+    const items: StateItems = { length: ni, r: new Uint32Array(ni), seq: new Uint32Array(ni), n: new Uint32Array(ni), del: new Uint8Array(ni) };
     let prev = 0;
     for (let j = 0; j < ni; j++) {
       const x = repC.uint();
       const seq = iseqC.seq(prev);
       const n = inC.u32();
-      items[j] = { r: Math.min(Math.floor(x / 2), U32_MAX), del: x % 2 === 1, seq, n };
+      items.r[j] = Math.min(Math.floor(x / 2), U32_MAX);
+      items.del[j] = x % 2;
+      items.seq[j] = seq;
+      items.n[j] = n;
       prev = seq + n;
     }
     s.texts.push(items);
