@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"sync"
 	"unicode/utf8"
 
@@ -572,26 +573,47 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 //
 // data must not change while the sequence is used.
 func ChangeSeq(data []byte) crdt.ChangeSeq {
-	var h batchHeader
-	hErr := h.parse(data)
-	all := func(yield func(*crdt.Change, error) bool) {
-		if hErr != nil {
-			yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, hErr))
-			return
-		}
-		var dec changeDecoder
-		dec.start(&h)
-		defer dec.pred.release()
-		err := dec.run(nil, nil, func(c *crdt.Change) bool { return yield(c, nil) })
-		if err != nil { // never after yield returned false
-			yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
-		}
-	}
+	sb := &seqBatch{}
+	sb.hErr = sb.h.parse(data)
 	ops := 0
-	if hErr == nil {
-		ops = int(h.nOps)
+	if sb.hErr == nil {
+		ops = int(sb.h.nOps)
 	}
-	return crdt.ChangeSeq{All: all, Ops: ops}
+	return crdt.ChangeSeq{All: sb.all, Ops: ops}
+}
+
+// seqBatch is a ChangeSeq: the parsed header and a decoder in one
+// allocation, as a remote keystroke is a batch of its own (the header's
+// columns were copied into a decoder of their own, twice per batch, and
+// were a fifth of receiving one).
+type seqBatch struct {
+	h    batchHeader
+	hErr error
+	dec  changeDecoder
+	busy bool // dec is reading h's columns (see all)
+}
+
+func (sb *seqBatch) all(yield func(*crdt.Change, error) bool) {
+	if sb.hErr != nil {
+		yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, sb.hErr))
+		return
+	}
+	// The decoder reads the header's columns in place; a second
+	// iteration while one is under way (a caller's choice) reads a copy.
+	h, dec := &sb.h, &sb.dec
+	if sb.busy {
+		hc := sb.h
+		h, dec = &hc, new(changeDecoder)
+	} else {
+		sb.busy = true
+		defer func() { sb.busy = false }()
+	}
+	dec.start(h)
+	defer dec.pred.release()
+	err := dec.run(nil, nil, func(c *crdt.Change) bool { return yield(c, nil) })
+	if err != nil { // never after yield returned false
+		yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
+	}
 }
 
 // batchHeader is what an encoded batch declares before its changes: the
@@ -605,11 +627,19 @@ type batchHeader struct {
 	cols      [numColumns]rleReader
 	text      string // all inserted text; op texts are substrings
 	raw       int    // the batch's size inflated
+	// Room for the tables of a small batch (reps and fields then point
+	// here): a keystroke's header allocates nothing for them.
+	repBuf   [smallTable]crdt.ReplicaID
+	fieldBuf [2]string
 }
 
-// parse reads the header of data (inflated first if it is deflated) and
-// checks it: tables, counts against the limits and the bytes left, column
-// lengths, and that the inserted text is UTF-8.
+// smallTable is the size up to which a batch's tables are checked for
+// duplicates by a scan rather than a map.
+const smallTable = 4
+
+// parse reads the header of data (inflated first if it is deflated) into
+// h, which must be zero, and checks it: tables, counts against the limits
+// and the bytes left, column lengths, and that the inserted text is UTF-8.
 func (h *batchHeader) parse(data []byte) error {
 	in := byteReader{b: data}
 	if len(data) == 0 {
@@ -634,18 +664,34 @@ func (h *batchHeader) parse(data []byte) error {
 	if nRep > uint64(in.left()/16) {
 		return fmt.Errorf("%d replicas but only %d bytes left", nRep, in.left())
 	}
-	reps := make([]crdt.ReplicaID, nRep)
-	seen := make(map[crdt.ReplicaID]struct{}, nRep)
+	// A small table (a keystroke names two or three replicas) goes in
+	// the header itself and is checked for duplicates without a map.
+	if nRep <= uint64(len(h.repBuf)) {
+		h.reps = h.repBuf[:nRep]
+	} else {
+		h.reps = make([]crdt.ReplicaID, nRep)
+	}
+	reps := h.reps
+	var seen map[crdt.ReplicaID]struct{}
+	if nRep > smallTable {
+		seen = make(map[crdt.ReplicaID]struct{}, nRep)
+	}
 	for i := range reps {
 		b, _ := in.take(16)
 		copy(reps[i][:], b)
 		if reps[i].IsZero() {
 			return fmt.Errorf("replica %d is the zero id", i)
 		}
-		if _, dup := seen[reps[i]]; dup {
+		dup := false
+		if seen != nil {
+			_, dup = seen[reps[i]]
+			seen[reps[i]] = struct{}{}
+		} else {
+			dup = slices.Contains(reps[:i], reps[i])
+		}
+		if dup {
 			return fmt.Errorf("replica %s listed twice", reps[i])
 		}
-		seen[reps[i]] = struct{}{}
 	}
 
 	nField, err := in.uvarint()
@@ -655,8 +701,16 @@ func (h *batchHeader) parse(data []byte) error {
 	if nField > uint64(in.left()) {
 		return fmt.Errorf("%d fields but only %d bytes left", nField, in.left())
 	}
-	fields := make([]string, nField)
-	seenField := make(map[string]struct{}, nField)
+	if nField <= uint64(len(h.fieldBuf)) {
+		h.fields = h.fieldBuf[:nField]
+	} else {
+		h.fields = make([]string, nField)
+	}
+	fields := h.fields
+	var seenField map[string]struct{}
+	if nField > smallTable {
+		seenField = make(map[string]struct{}, nField)
+	}
 	for i := range fields {
 		n, err := in.uvarint()
 		if err != nil {
@@ -673,10 +727,16 @@ func (h *batchHeader) parse(data []byte) error {
 			return fmt.Errorf("field %d: name is not UTF-8", i)
 		}
 		fields[i] = string(b)
-		if _, dup := seenField[fields[i]]; dup {
+		dup := false
+		if seenField != nil {
+			_, dup = seenField[fields[i]]
+			seenField[fields[i]] = struct{}{}
+		} else {
+			dup = slices.Contains(fields[:i], fields[i])
+		}
+		if dup {
 			return fmt.Errorf("field %q listed twice", fields[i])
 		}
-		seenField[fields[i]] = struct{}{}
 	}
 
 	nCh, err := in.uvarint()
@@ -698,7 +758,7 @@ func (h *batchHeader) parse(data []byte) error {
 		return errors.New("changes but no replicas")
 	}
 
-	var cols [numColumns]rleReader
+	cols := &h.cols // in place: a copy of the readers costs write barriers
 	for c := range cols {
 		n, err := in.uvarint()
 		if err != nil {
@@ -708,7 +768,9 @@ func (h *batchHeader) parse(data []byte) error {
 		if err != nil {
 			return fmt.Errorf("column %s: %w", columnNames[c], err)
 		}
-		cols[c] = rleReader{byteReader: byteReader{b: b}, name: columnNames[c]}
+		// Field by field into a zero header: a struct literal stored
+		// here was copied with write barriers.
+		cols[c].b, cols[c].col = b, uint8(c)
 	}
 	if in.left() != 0 {
 		return fmt.Errorf("%d trailing bytes", in.left())
@@ -716,10 +778,10 @@ func (h *batchHeader) parse(data []byte) error {
 	// The counts must be the ones the columns carry, checked before a
 	// decoder allocates by them: a few header bytes can declare 2^18
 	// changes that no column holds.
-	if err := checkCounts(&cols, nCh, nOps); err != nil {
+	if err := checkCounts(cols, nCh, nOps); err != nil {
 		return err
 	}
-	h.reps, h.fields, h.nRep, h.nField, h.nCh, h.nOps, h.cols = reps, fields, nRep, nField, nCh, nOps, cols
+	h.nRep, h.nField, h.nCh, h.nOps = nRep, nField, nCh, nOps
 	h.raw = len(data)
 	textCol := cols[colInsText].b
 	if !utf8.Valid(textCol) {
@@ -730,10 +792,11 @@ func (h *batchHeader) parse(data []byte) error {
 }
 
 // changeDecoder decodes the changes of a parsed batch one at a time, with
-// the state that carries from one change to the next.
+// the state that carries from one change to the next. It reads (and
+// consumes) the header's column readers in place.
 type changeDecoder struct {
 	h        *batchHeader
-	cols     [numColumns]rleReader
+	cols     *[numColumns]rleReader
 	kinds    kindReader
 	values   *byteReader
 	ids      [numIDCols]idCoder
@@ -741,18 +804,42 @@ type changeDecoder struct {
 	expected []uint64
 	textPos  int // for finish: the inserted text used
 	opAt     int // for finish: the ops decoded
+	// Room for the cursors and expected seqs of a batch of few replicas,
+	// and for a one-op change decoded for yield: a keystroke then
+	// allocates nothing here.
+	small [(numIDCols + 1) * 4]uint64
+	opBuf [1]crdt.Op
+	one   crdt.Change // the change decoded for yield
 }
 
-// start readies dc to decode h's changes from the first; release dc.pred
-// when done.
+// start readies dc to decode h's changes from the first, rewinding h's
+// column readers; release dc.pred when done.
 func (dc *changeDecoder) start(h *batchHeader) {
-	*dc = changeDecoder{h: h, cols: h.cols}
-	dc.kinds = kindReader{byteReader: dc.cols[colOpKind].byteReader}
-	dc.values = &dc.cols[colSetValue].byteReader
-	for k := range dc.ids {
-		dc.ids[k] = idCoder{cursor: make([]uint64, h.nRep), nRep: max(h.nRep, 1)}
+	for c := range h.cols {
+		// Only the pointer-free fields, and err when set: rewinding
+		// copies nothing and so takes no write barriers.
+		r := &h.cols[c]
+		r.pos, r.run, r.lit, r.val = 0, 0, 0, 0
+		if r.err != nil {
+			r.err = nil
+		}
 	}
-	dc.expected = make([]uint64, h.nRep)
+	dc.h, dc.cols = h, &h.cols
+	dc.kinds = kindReader{byteReader: h.cols[colOpKind].byteReader}
+	dc.values = &h.cols[colSetValue].byteReader
+	n := int(h.nRep)
+	var cur []uint64
+	if k := (numIDCols + 1) * n; k <= len(dc.small) {
+		cur = dc.small[:k]
+		clear(cur)
+	} else {
+		cur = make([]uint64, k)
+	}
+	for k := range dc.ids {
+		dc.ids[k] = idCoder{cursor: cur[k*n : (k+1)*n : (k+1)*n], nRep: max(h.nRep, 1)}
+	}
+	dc.expected = cur[numIDCols*n:]
+	dc.textPos, dc.opAt = 0, 0
 	// Every insert takes at least one byte of text: a safe size hint.
 	dc.pred = newPredictor(min(int(h.nOps), len(h.text)))
 }
@@ -767,7 +854,7 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 	nRep, nOps, nField, reps, fields, text := h.nRep, h.nOps, h.nField, h.reps, h.fields, h.text
 	ids, pred, expected := &dc.ids, dc.pred, dc.expected
 	kinds, values := &dc.kinds, dc.values
-	cols := &dc.cols
+	cols := dc.cols
 	chRep, chSeq, chTime, chLogical, chOps := &cols[colChReplica], &cols[colChSeq], &cols[colChTime], &cols[colChLogical], &cols[colChOps]
 	opField := &cols[colOpField]
 	insLen, insLeft, insRight := &cols[colInsLen], &cols[colInsLeft], &cols[colInsRight]
@@ -777,9 +864,8 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 	var prevWall int64
 	var prevLog uint16
 	reuse := cs == nil
-	var one crdt.Change
 	for i := 0; uint64(i) < h.nCh; i++ {
-		ch := &one
+		ch := &dc.one
 		if !reuse {
 			ch = &cs[i]
 		}
@@ -847,6 +933,9 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 			return fmt.Errorf("change %d: %d ops but only %d left of %d", i, n, nOps-uint64(opAt), nOps)
 		}
 		if reuse {
+			if ops == nil {
+				ops = dc.opBuf[:]
+			}
 			if uint64(cap(ops)) < n {
 				ops = make([]crdt.Op, n)
 			}
@@ -906,7 +995,7 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 				if code != 0 {
 					ri, s, err := ids[idLeft].decode(code)
 					if err != nil {
-						return fmt.Errorf("column %s: %w", insLeft.name, err)
+						return fmt.Errorf("column %s: %w", insLeft.name(), err)
 					}
 					op.Left, left = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
 				}

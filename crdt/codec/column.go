@@ -194,12 +194,15 @@ func (r *byteReader) take(n uint64) ([]byte, error) {
 // err, which the caller checks after each value.
 type rleReader struct {
 	byteReader
-	run  uint64 // values left in the current run group
-	lit  uint64 // values left in the current literal group
-	val  uint64 // the run's value
-	err  error  // why the column could not yield the last value asked for
-	name string
+	run uint64 // values left in the current run group
+	lit uint64 // values left in the current literal group
+	val uint64 // the run's value
+	err error  // why the column could not yield the last value asked for
+	col uint8  // the column's index in columnNames (a string here cost write barriers)
 }
+
+// name returns the column's name, for errors.
+func (r *rleReader) name() string { return columnNames[r.col] }
 
 func (r *rleReader) next() uint64 {
 	if r.run == 0 {
@@ -234,14 +237,14 @@ func (r *rleReader) nextGroup() uint64 {
 }
 
 func (r *rleReader) fail(err error) uint64 {
-	r.err = fmt.Errorf("column %s: %w", r.name, err)
+	r.err = fmt.Errorf("column %s: %w", r.name(), err)
 	return 0
 }
 
 // done reports an error unless every value of the column was consumed.
 func (r *rleReader) done() error {
 	if r.run != 0 || r.lit != 0 || r.left() != 0 {
-		return fmt.Errorf("column %s has values left over", r.name)
+		return fmt.Errorf("column %s has values left over", r.name())
 	}
 	return nil
 }

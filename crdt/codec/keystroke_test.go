@@ -1,0 +1,90 @@
+package codec
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/hlc"
+)
+
+// BenchmarkApplyRemoteKeystroke decodes and applies (ApplySeq) one remote
+// keystroke, as every client and the server do for each edit of a room:
+// a one-change batch, appended after its replica's previous change, into
+// a document of 10,000 characters that 10 replicas typed. Its fixed costs
+// (header, decoder, plan, the integrity checks) are what shows here.
+func BenchmarkApplyRemoteKeystroke(b *testing.B) {
+	const writers, chars = 10, 10000
+	wall := &hlc.ManualWall{Millis: 1_700_000_000_000}
+	docs := make([]*crdt.Doc, writers)
+	for w := range docs {
+		docs[w] = crdt.NewDoc(crdt.ReplicaID{byte(w + 1), 9: byte(w * 41), 15: 3}, hlc.NewClock(wall.Read, 0), crdt.Options{})
+	}
+	// The writers take turns typing runs of 10 characters at random
+	// places, each seeing everything typed before its turn.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < chars/10; i++ {
+		w := docs[i%writers]
+		if err := w.Apply(docs[(i+writers-1)%writers].ChangesSince(w.Version())...); err != nil {
+			b.Fatal(err)
+		}
+		at := rng.IntN(w.TextLen("body") + 1)
+		for k := 0; k < 10; k++ {
+			wall.Millis += int64(1 + rng.IntN(150))
+			tx := w.Begin()
+			tx.Insert("body", at+k, string(rune('a'+rng.IntN(26))))
+			tx.Commit()
+		}
+	}
+	src := docs[0]
+	dst := docs[writers-1]
+	for _, d := range []*crdt.Doc{src, dst} {
+		for _, o := range docs {
+			if err := d.Apply(o.ChangesSince(d.Version())...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if src.Text("body") != dst.Text("body") || dst.TextLen("body") != chars {
+		b.Fatalf("documents differ or hold %d characters", dst.TextLen("body"))
+	}
+	base := dst.ChangesSince(nil)
+	// Keystrokes of src typed in the middle, one batch each, encoded
+	// before the timer starts.
+	const batches = 4096
+	msgs := make([][]byte, batches)
+	at := chars / 2
+	for i := range msgs {
+		wall.Millis += int64(1 + rng.IntN(150))
+		before := src.Version()
+		tx := src.Begin()
+		tx.Insert("body", at, "x")
+		tx.Commit()
+		at++
+		msgs[i] = EncodeChanges(src.ChangesSince(before))
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(msgs) {
+			// Start again from a document without the keystrokes.
+			b.StopTimer()
+			dst = crdt.NewDoc(dst.Replica(), hlc.NewClock(wall.Read, 0), crdt.Options{})
+			if err := dst.Apply(base...); err != nil {
+				b.Fatal(err)
+			}
+			i = 0
+			b.StartTimer()
+		}
+		if err := applyBatch(dst, msgs[i]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// applyBatch is what a receiver does with a batch of changes; a function
+// of its own so that a profiler can count it apart from the setup.
+//
+//go:noinline
+func applyBatch(d *crdt.Doc, data []byte) error { return d.ApplySeq(ChangeSeq(data)) }
