@@ -104,6 +104,7 @@ function benchTrace(file: string) {
       ok &&= e.text("body") === tr.endContent;
     }
     snapMs = median(xs);
+    if (process.env.BENCH_DEBUG) console.error("snapshot decodes", xs.map((x) => round(x)));
   }
   let yjs: number | null = null;
   if (ascii(tr)) {
