@@ -6,7 +6,8 @@
 //
 // Every count is checked against the bytes of its column before anything
 // is allocated for it, so a hostile snapshot gives a SnapshotError, never
-// a hang or an allocation out of proportion to its size.
+// a hang or an allocation out of proportion to its size. The zstd frame's
+// content checksum (XXH64) is verified, as Go's decoder does.
 
 import { decompress } from "fzstd";
 import { Doc } from "./doc.js";
@@ -15,6 +16,7 @@ import { Clock } from "./hlc.js";
 import type { Timestamp } from "./hlc.js";
 import { Reader } from "./msgpack.js";
 import { replicaFromBytes } from "./types.js";
+import { xxh64Low32 } from "./xxh64.js";
 import type { ReplicaID } from "./types.js";
 
 export const SNAPSHOT_MAGIC = "weft.snapshot";
@@ -269,6 +271,13 @@ function snapshotBody(data: Uint8Array): Uint8Array {
     throw new SnapshotError(`zstd: ${(e as Error).message}`);
   }
   if (raw.length !== rawLen) throw new SnapshotError(`body inflates to ${raw.length} bytes, want ${rawLen}`);
+  // fzstd does not check the frame's content checksum; Go's decoder does,
+  // and so must we, or a corrupted body could decode to other text.
+  if (z[4] & 4) {
+    const e = z.length;
+    const want = (z[e - 4] | (z[e - 3] << 8) | (z[e - 2] << 16) | (z[e - 1] << 24)) >>> 0;
+    if (xxh64Low32(raw) !== want) throw new SnapshotError("zstd: content checksum mismatch");
+  }
   return raw;
 }
 

@@ -193,6 +193,30 @@ test("snapshot: every truncation and many corruptions are refused with a Snapsho
   assert.ok(refused > raw.length, `only ${refused} corruptions refused`);
 });
 
+test("snapshot: a corrupted zstd body is refused or decodes to the same document (the checksum is verified)", () => {
+  const c = cases.find((x: any) => x.name === "counters registers deletions");
+  const snap = unhex(c.hex);
+  const key = (d: Doc) => hex(encodeChanges(d.changesSince()));
+  const want = key(decodeSnapshot(snap, ME));
+  let same = 0;
+  for (let i = 20; i < snap.length; i++) {
+    for (const x of [1, 0x10, 0x80]) {
+      const b = snap.slice();
+      b[i] ^= x;
+      let d: Doc;
+      try {
+        d = decodeSnapshot(b, ME);
+      } catch (e) {
+        assert.ok(e instanceof SnapshotError, `byte ${i} ^ ${x}: ${e}`);
+        continue;
+      }
+      assert.equal(key(d), want, `byte ${i} ^ ${x} decodes to another document`);
+      same++;
+    }
+  }
+  assert.ok(same < snap.length, `${same} corruptions went unnoticed`);
+});
+
 /** The raw body (header and columns) of a snapshot. */
 function rawBody(snap: Uint8Array): Uint8Array {
   const r = new Reader(snap);
