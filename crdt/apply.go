@@ -299,9 +299,15 @@ func (a *planReplica) batchChars(lo, hi uint64, name string) bool {
 }
 
 func (d *Doc) newPlan() *plan {
-	p := &plan{d: d}
-	p.adv, p.ready = p.advBuf[:0], p.readyBuf[:0]
+	p := new(plan)
+	p.init(d)
 	return p
+}
+
+// init readies a zero plan for d.
+func (p *plan) init(d *Doc) {
+	p.d = d
+	p.adv, p.ready = p.advBuf[:0], p.readyBuf[:0]
 }
 
 // bitsFrom is the batch size from which plans mark the batch's characters
@@ -452,6 +458,13 @@ var ErrBackdated = errors.New("crdt: change stamped before what it follows")
 // is what keeps "the changes stamped ≤ T" causally closed (At) and lets
 // plan.run plan in one pass.
 func (p *plan) checkTimes(c *Change, from uint64) error {
+	if c.Time > p.d.latest && c.Time > p.maxT {
+		// Stamped after every time the document and the batch's ready
+		// changes hold (d.latest counts what ApplySeq has recorded),
+		// so after whatever it follows: the common case, a keystroke
+		// sent after what its sender had seen, looks nothing up.
+		return nil
+	}
 	// The time of c's replica's seq before from: typing names it as a
 	// left origin too, so it is looked up once.
 	prev := prevTime{r: c.Replica, seq: from - 1}

@@ -53,39 +53,54 @@ func (d *Doc) applySeq(cs ChangeSeq, trusted bool) error {
 	if d.tx.open {
 		d.tx.Commit()
 	}
-	p := d.newPlan()
+	// One allocation for the plan, the stage and the loop's state, and a
+	// callback rather than a range loop, whose state (and every variable
+	// the loop body set) went to the heap apart: a keystroke made eight.
+	s := &seqApply{inOrder: true}
+	p, st := &s.p, &s.st
+	p.init(d)
 	p.trusted = trusted
 	p.bits = true // the size may be unknown; a batch worth streaming is large
 	p.direct = true
-	st := d.newStage(cs.Ops)
-	n, inOrder := 0, true
-	for c, err := range cs.All {
+	st.init(d, cs.Ops)
+	cs.All(func(c *Change, err error) bool {
+		if s.stopped {
+			return false // a source that goes on after being told to stop
+		}
+		s.stopped = true
 		if err != nil {
-			st.undo()
-			return err
+			s.err = err
+			return false
 		}
 		if err := checkShape(c); err != nil {
-			st.undo()
-			return fmt.Errorf("change %d (%s@%d): %w", n, c.Replica.String()[:8], c.Seq, err)
+			s.err = fmt.Errorf("change %d (%s@%d): %w", s.n, c.Replica.String()[:8], c.Seq, err)
+			return false
 		}
 		if c.Seq != p.nextSeq(c.Replica) || c.Time < p.maxT {
 			// Out of seq or time order: Apply sorts and plans it.
-			inOrder = false
-			break
+			s.inOrder = false
+			return false
 		}
-		err := p.validate(c, c.Seq) // exactly the next seq: never trimmed
+		err = p.validate(c, c.Seq) // exactly the next seq: never trimmed
 		if err == errWait {
-			inOrder = false
-			break
+			s.inOrder = false
+			return false
 		}
 		if err != nil {
-			st.undo()
-			return err
+			s.err = err
+			return false
 		}
 		p.accept(*c)
 		st.record(c)
-		n++
+		s.n++
+		s.stopped = false
+		return true
+	})
+	if s.err != nil {
+		st.undo()
+		return s.err
 	}
+	n, inOrder := s.n, s.inOrder
 	if !inOrder {
 		st.undo()
 		all, err := collect(cs.All)
@@ -106,6 +121,16 @@ func (d *Doc) applySeq(cs ChangeSeq, trusted bool) error {
 		d.checkInvariants()
 	}
 	return nil
+}
+
+// seqApply is what applySeq keeps while it reads a batch.
+type seqApply struct {
+	p       plan
+	st      stage
+	n       int   // changes recorded
+	inOrder bool  // every change so far is its replica's next, in time order
+	err     error // why the batch is refused
+	stopped bool  // the source was told to stop
 }
 
 // collect copies the changes of a source into one slice, their ops into
@@ -148,6 +173,10 @@ type stage struct {
 	idx     map[uint32]int
 	runs    []stageRun
 	maxTime hlc.Timestamp
+	// Room for a batch of one replica's changes (typing): logs and runs
+	// start here.
+	logsBuf [1]logMark
+	runsBuf [1]stageRun
 }
 
 // logMark is a replica log as it was before the batch, and how far the
@@ -164,8 +193,10 @@ type logMark struct {
 // stageRun: the batch's next changes, in order, are replica r's up to end.
 type stageRun struct{ r, end uint32 }
 
-func (d *Doc) newStage(ops int) *stage {
-	return &stage{d: d, left: ops, nRep: len(d.replicas), nField: len(d.fields), content: d.content}
+// init readies st for a batch of about ops ops.
+func (st *stage) init(d *Doc, ops int) {
+	st.d, st.left, st.nRep, st.nField, st.content = d, ops, len(d.replicas), len(d.fields), d.content
+	st.logs, st.runs = st.logsBuf[:0], st.runsBuf[:0]
 }
 
 // mark returns r's mark, making one (and growing its logs for the rest of

@@ -142,6 +142,10 @@ type Doc struct {
 
 	pending  []Change
 	rejected int
+	// latest is no earlier than every time in the logs (an upper bound: a
+	// batch taken back may leave it above them). A change stamped after
+	// it is stamped after everything it can follow (see checkTimes).
+	latest hlc.Timestamp
 	// closures[r] is what replica r's history depends on, as far as
 	// inserts of r among concurrent ones needed it (see knowsAny).
 	closures map[uint32]*closure
@@ -402,6 +406,7 @@ func (d *Doc) appendSpan(r uint32, s span) {
 
 // appendTime records that seqs seq..seq+n-1 of r were stamped t.
 func (d *Doc) appendTime(r uint32, seq, n uint32, t hlc.Timestamp) {
+	d.latest = max(d.latest, t)
 	lg := &d.logs[r]
 	if k := len(lg.times); k > 0 {
 		p := &lg.times[k-1]

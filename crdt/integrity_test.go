@@ -180,6 +180,15 @@ func TestBackdatedChangesRefused(t *testing.T) {
 	if err := d.Apply(prev[1]); !errors.Is(err, crdt.ErrBackdated) || d.Counter("n") != 1 {
 		t.Fatalf("second change in its own batch: %v, counter %d", err, d.Counter("n"))
 	}
+	// The same, into the document loaded from its state (whose times
+	// checkTimes must know without having applied them).
+	loaded, err := crdt.FromState(d.ExportState(), rid(1), hlc.NewClock((&hlc.ManualWall{}).Read, 0), crdt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loaded.Apply(prev[1]); !errors.Is(err, crdt.ErrBackdated) {
+		t.Fatalf("second change into the loaded document: %v", err)
+	}
 	// A delete stamped no later than the character it deletes.
 	del := crdt.Change{Replica: rid(5), Seq: 1, Time: base[0].Time, Ops: []crdt.Op{{
 		Kind: crdt.OpTextDelete, Field: "body", Target: crdt.ID{Replica: rid(2), Seq: 1}, Count: 1}}}
