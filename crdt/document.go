@@ -531,7 +531,7 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	}
 	pc := d.closures[r]
 	if pc == nil {
-		pc = &closure{known: map[uint32]uint32{}, done: map[uint32]uint32{}}
+		pc = &closure{}
 		d.closures[r] = pc
 	}
 	if seq > 1 {
@@ -540,20 +540,20 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	// The origins' changes are usually in r's closure already (r's own
 	// characters, ones it had before): then there is nothing to add.
 	for _, g := range gap {
-		if g.seq <= pc.known[g.r] {
+		if g.seq <= pc.known.get(g.r) {
 			return true
 		}
 	}
 	for _, x := range [2]ref{left, right} {
-		if !x.none() && d.changeEnd(x.r, x.seq) > pc.known[x.r] {
+		if !x.none() && d.changeEnd(x.r, x.seq) > pc.known.get(x.r) {
 			tmin := hlc.Timestamp(1<<64 - 1)
 			for _, g := range gap {
 				tmin = min(tmin, d.timeAt(g.r, g.seq))
 			}
-			ov := &closure{known: map[uint32]uint32{}, done: map[uint32]uint32{}}
+			ov := &closure{}
 			d.grow(ov, pc, []ref{left, right}, true, tmin)
 			for _, g := range gap {
-				if g.seq <= ov.known[g.r] {
+				if g.seq <= ov.known.get(g.r) {
 					return true
 				}
 			}
@@ -581,9 +581,44 @@ const maxClosures = 32
 // change or an earlier one, so it adds nothing: raise skips the lookup of
 // its change's end, most of a merge's check.
 type closure struct {
-	known, done    map[uint32]uint32
+	known, done    seqMap
 	partR, partSeq uint32 // partSeq 0: none
 	mixed          bool   // more than one entry was set by a ref not whole
+}
+
+// seqMap maps replica indexes to seqs (0 when absent): a slice for the
+// first denseReplicas indexes, where a merge's lookups were map hashes
+// costing a third of the origin check's closure growth, and a map past
+// them (a document of many replicas keeps closures small).
+type seqMap struct {
+	dense []uint32
+	m     map[uint32]uint32
+}
+
+const denseReplicas = 256
+
+func (s *seqMap) get(r uint32) uint32 {
+	if int(r) < len(s.dense) {
+		return s.dense[r]
+	}
+	if r < denseReplicas {
+		return 0
+	}
+	return s.m[r]
+}
+
+func (s *seqMap) set(r, v uint32) {
+	if r < denseReplicas {
+		if int(r) >= len(s.dense) {
+			s.dense = append(s.dense, make([]uint32, int(r)+1-len(s.dense))...)
+		}
+		s.dense[r] = v
+		return
+	}
+	if s.m == nil {
+		s.m = map[uint32]uint32{}
+	}
+	s.m[r] = v
 }
 
 // ends reports whether known seq k of replica x (c's or base's) is
@@ -610,14 +645,14 @@ func (d *Doc) grow(c, base *closure, refs []ref, whole bool, tmin hlc.Timestamp)
 	for len(work) > 0 {
 		x := work[len(work)-1]
 		work = work[:len(work)-1]
-		from, to := c.done[x]+1, c.known[x]
+		from, to := c.done.get(x)+1, c.known.get(x)
 		if base != nil {
-			from, to = max(from, base.done[x]+1), max(to, base.known[x])
+			from, to = max(from, base.done.get(x)+1), max(to, base.known.get(x))
 		}
 		if from > to {
 			continue
 		}
-		c.done[x] = to
+		c.done.set(x, to)
 		if tmin > 0 {
 			// Skip what is stamped no later than tmin.
 			tr := d.logs[x].times
@@ -662,9 +697,9 @@ func (c *closure) raise(d *Doc, base *closure, work []uint32, x ref, whole bool)
 	if x.none() {
 		return work
 	}
-	k := c.known[x.r]
+	k := c.known.get(x.r)
 	if base != nil {
-		k = max(k, base.known[x.r])
+		k = max(k, base.known.get(x.r))
 	}
 	end := x.seq
 	if whole {
@@ -674,9 +709,9 @@ func (c *closure) raise(d *Doc, base *closure, work []uint32, x ref, whole bool)
 		end = d.changeEnd(x.r, x.seq)
 	}
 	if end > k {
-		c.known[x.r] = end
+		c.known.set(x.r, end)
 		if !whole && d.changeEnd(x.r, end) != end {
-			if c.partSeq != 0 && c.partR != x.r && c.known[c.partR] == c.partSeq {
+			if c.partSeq != 0 && c.partR != x.r && c.known.get(c.partR) == c.partSeq {
 				c.mixed = true // two partial entries: never skip
 			}
 			c.partR, c.partSeq = x.r, end
