@@ -92,6 +92,13 @@
 // peers: when the mesh is partial (A reaches B, B reaches C, A does not
 // reach C), A's changes reach C by anti-entropy, within a round.
 //
+// HAZARD: replica ownership claims (syncserver's "Replica ownership") are
+// not replicated: each node knows only the claims made through it, and
+// peer changes are applied without ownership checks. A hostile
+// authenticated writer can reuse, through another node, a replica id that
+// someone else owns, and writing the same seqs there makes the nodes keep
+// different changes under one id. See syncserver's HAZARD on ownership.
+//
 // HAZARD: memberlist's Members returns nodes it keeps writing to; the Node
 // keeps its own copies from the event callbacks instead.
 package cluster

@@ -308,9 +308,16 @@
 // http.Server's Shutdown does not know about them. Call Server.Shutdown
 // first (it also ends event streams, which the http.Server would wait for).
 //
-// HAZARD: the replica ownership map lives in the room and is rebuilt from
-// nothing when the document reloads: after an unload or restart, the next
-// principal to write with an unclaimed replica id claims it.
+// HAZARD: replica ownership is per server. Claims are stored with the
+// document on the server that saw the write, and cluster peers do not
+// exchange them (PeerUpdate neither checks nor claims). In a cluster, a
+// principal writing through server B can therefore write with a replica id
+// another principal owns on server A, as long as B does not yet hold that
+// replica's changes; if both write the same seqs, each server keeps the
+// change it saw first and treats the other as a duplicate, and they differ
+// for good. Honest clients cannot hit this (their replica ids are random
+// per session); a hostile authenticated writer can. Replicating claims
+// with the documents is the fix.
 //
 // HAZARD: the operations-per-second limit is per WebSocket connection and
 // per principal over HTTP: a user with many connections gets as many

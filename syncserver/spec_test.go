@@ -2,6 +2,8 @@ package syncserver
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -50,9 +52,25 @@ func TestHTTPUnknownDocumentIs404WithAndWithoutAt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			body, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if resp.StatusCode != http.StatusNotFound {
 				t.Errorf("GET never%s (Accept %q): %d, want 404", q, accept, resp.StatusCode)
+			}
+			// The body is the error object of §10, whatever the Accept
+			// header asked for: never a document-shaped (or snapshot) body.
+			var e struct {
+				Status  string `json:"status"`
+				Message string `json:"error"`
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("GET never%s (Accept %q): Content-Type %q, want application/json", q, accept, ct)
+			}
+			if err := json.Unmarshal(body, &e); err != nil || e.Status != "not_found" || e.Message == "" {
+				t.Errorf("GET never%s (Accept %q): body %q, want {\"status\":\"not_found\",\"error\":...}", q, accept, body)
 			}
 		}
 	}
