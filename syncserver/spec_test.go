@@ -9,6 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
 )
 
 // ?at= outside the HLC's range (before 1970: a negative wall) is refused,
@@ -103,5 +110,37 @@ func TestHTTPNotDurableInTimeIs504Overloaded(t *testing.T) {
 	code, b := httpInsert(t, ts, "u", "d", 1, "x")
 	if code != http.StatusGatewayTimeout || !strings.Contains(string(b), `"status":"overloaded"`) {
 		t.Fatalf("POST with a held store: %d %s, want 504 overloaded", code, b)
+	}
+}
+
+// History stored while the wall clock was ahead (an NTP step back after
+// the writes, or a restored backup from a machine whose clock ran fast)
+// still loads: the room replays its own log without the max-offset check
+// that a client's update gets (§8 "Times"). With that check, every read
+// of the document would fail for as long as the clock stays behind.
+func TestStoredHistoryLoadsAfterClockStepsBack(t *testing.T) {
+	st := NewMemStore()
+	ahead := &hlc.ManualWall{Millis: time.Now().Add(time.Hour).UnixMilli()}
+	src := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(ahead.Read, 0), crdt.Options{})
+	tx := src.Begin()
+	if err := tx.Insert("body", 0, "written an hour ahead"); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit()
+	if _, err := st.Append(context.Background(), "d", codec.EncodeChanges(src.ChangesSince(nil))); err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServer(t, func(o *Options) { o.Store = st; o.MaxClockOffset = time.Second })
+	code, b := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d", ts.token("u"), nil)
+	if code != 200 || !strings.Contains(string(b), "written an hour ahead") {
+		t.Fatalf("GET a document stored an hour ahead of the clock: %d %s", code, b)
+	}
+	// The same change from a client is still refused: the check is only
+	// skipped for the server's own history.
+	wc := ts.dial(ts.token("u"))
+	wc.subscribe("e")
+	wc.send(&syncproto.Update{Doc: "e", Batch: 1, Changes: codec.EncodeChanges(src.ChangesSince(nil))})
+	if a := wc.waitAck("e", 1); a.Status != syncproto.StatusClockSkew {
+		t.Fatalf("a client's change an hour ahead: %+v, want clock_skew", a)
 	}
 }
