@@ -59,6 +59,13 @@ fuzz:
 	$(GO) test ./crdt/codec -run '^$$' -fuzz FuzzDecodeSnapshot -fuzztime 60s
 	$(GO) test ./crdt/codec -run '^$$' -fuzz FuzzDecodeChanges -fuzztime 60s
 	$(GO) test ./crdt/codec -run '^$$' -fuzz FuzzApplyChanges -fuzztime 60s
+	$(GO) test ./crdt/syncproto -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s
+	$(GO) test ./crdt/syncproto -run '^$$' -fuzz FuzzPeerReceive -fuzztime 60s
+	$(GO) test ./syncserver -run '^$$' -fuzz FuzzAdmitBatch -fuzztime 60s
+	$(GO) test ./syncserver -run '^$$' -fuzz FuzzVersionToken -fuzztime 30s
+	$(GO) test ./syncserver -run '^$$' -fuzz FuzzResumeToken -fuzztime 30s
+	$(GO) test ./storage -run '^$$' -fuzz FuzzDocIDEscape -fuzztime 30s
+	$(GO) test ./storage -run '^$$' -fuzz FuzzDecodeStored -fuzztime 30s
 
 # The figures in the README's table.
 bench-figures: build

@@ -1,6 +1,8 @@
 package syncserver
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -31,6 +33,43 @@ func FuzzVersionToken(f *testing.F) {
 			if err != nil || !back.Equal(v) {
 				t.Fatalf("token %q decodes to %v, which does not round-trip", tok, v)
 			}
+		}
+	})
+}
+
+// FuzzResumeToken: any Last-Event-ID (explicit or compact) either is
+// refused or parses to a point that, written again, parses to the same
+// point. A compact token is what an SSE stream sends once a version has
+// more than 64 replicas; it arrives from clients, so it is hostile input.
+func FuzzResumeToken(f *testing.F) {
+	big := crdt.VersionVector{}
+	for i := 0; i < maxExplicitReplicas+1; i++ {
+		big[crdt.ReplicaID(uuid.New())] = uint64(i + 1)
+	}
+	f.Add(versionToken(big, hlc.Timestamp(1<<40)))
+	f.Add(versionToken(crdt.VersionVector{crdt.ReplicaID(uuid.New()): 3}, 0))
+	f.Add("Ag")                    // compact, nothing after the tag
+	f.Add("AoCAgICAgICAgIAB")      // compact, overlong time varint
+	f.Add("AgEB" + "AAAAAAAAAAAA") // compact, one byte too many
+	f.Fuzz(func(t *testing.T, tok string) {
+		p, err := parseResumeToken(tok)
+		if err != nil {
+			return
+		}
+		if !p.compact {
+			if _, err := decodeVersionToken(encodeVersionToken(p.v)); err != nil {
+				t.Fatalf("token %q parses to %v, which does not encode back: %v", tok, p.v, err)
+			}
+			return
+		}
+		b := make([]byte, 1, compactTokenMax)
+		b[0] = versionTokenCompact
+		b = binary.AppendUvarint(b, uint64(p.w))
+		b = binary.AppendUvarint(b, p.n)
+		b = binary.BigEndian.AppendUint64(b, p.h)
+		again, err := parseResumeToken(base64.RawURLEncoding.EncodeToString(b))
+		if err != nil || !again.compact || again.w != p.w || again.n != p.n || again.h != p.h {
+			t.Fatalf("token %q parses to %+v; written again it parses to %+v, %v", tok, p, again, err)
 		}
 	})
 }
