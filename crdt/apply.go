@@ -249,6 +249,7 @@ type plan struct {
 	// planning a large batch.
 	direct bool
 	prefix int
+	steps  int // changes looked at, over all passes (tests: one pass)
 
 	// Room for a one-change batch (a remote keystroke), so that planning
 	// it allocates nothing.
@@ -371,6 +372,7 @@ func (p *plan) run(changes []Change, drop bool) error {
 	for pass := 0; ; pass++ {
 		var later []Change
 		progress := false
+		p.steps += len(todo)
 		for i := range todo {
 			c := todo[i]
 			next := p.nextSeq(c.Replica)

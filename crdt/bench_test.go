@@ -153,16 +153,7 @@ func BenchmarkAdversarialOrder(b *testing.B) {
 		}
 	})
 	b.Run("replica-chain-5000", func(b *testing.B) {
-		var cs []crdt.Change
-		left := crdt.ID{}
-		for i := range 5000 {
-			var r crdt.ReplicaID
-			r[0], r[1], r[15] = byte(i>>8), byte(i), 1
-			cs = append(cs, crdt.Change{Replica: r, Seq: 1, Time: hlc.New(int64(1000+i), 0), Ops: []crdt.Op{{
-				Kind: crdt.OpTextInsert, Field: "body", Text: "c", Left: left}}})
-			left = crdt.ID{Replica: r, Seq: 1}
-		}
-		slices.Reverse(cs)
+		cs := backToFront(5000)
 		b.ReportAllocs()
 		for b.Loop() {
 			d := newDoc(1, &hlc.ManualWall{Millis: 1_000_000})
@@ -171,4 +162,21 @@ func BenchmarkAdversarialOrder(b *testing.B) {
 			}
 		}
 	})
+}
+
+// backToFront is n replicas' one-change chain (each inserts after the
+// previous replica's character), back to front: every change but the
+// last waits for the one after it in the batch.
+func backToFront(n int) []crdt.Change {
+	var cs []crdt.Change
+	left := crdt.ID{}
+	for i := range n {
+		var r crdt.ReplicaID
+		r[0], r[1], r[15] = byte(i>>8), byte(i), 1
+		cs = append(cs, crdt.Change{Replica: r, Seq: 1, Time: hlc.New(int64(1000+i), 0), Ops: []crdt.Op{{
+			Kind: crdt.OpTextInsert, Field: "body", Text: "c", Left: left}}})
+		left = crdt.ID{Replica: r, Seq: 1}
+	}
+	slices.Reverse(cs)
+	return cs
 }
