@@ -123,6 +123,33 @@ func TestReplicatorHooks(t *testing.T) {
 		t.Fatalf("owner writing after a peer relayed its replica: %v %s", a.Status, a.Message)
 	}
 
+	// A peer relays new changes of that replica, now bob's here (bob also
+	// writes through the peer's server): a peer is a trusted relay, so
+	// they apply, and they neither take the replica from bob nor give it
+	// to anyone else.
+	before := od.Version()
+	tx = od.Begin()
+	if err := tx.Insert("u", 0, "via n2: "); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.PeerUpdate(context.Background(), "d", "n2", od.ChangesSince(before), 10, func(st syncproto.Status, _ string) { acked <- st }); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-acked; st != syncproto.StatusOK {
+		t.Fatalf("peer relaying an owned replica: %v", st)
+	}
+	relayed := od.Version()
+	mallory := ts.dialAs(ts.token("mallory"), other)
+	mallory.docs["d"] = od
+	mallory.sent["d"] = od.Version()
+	mallory.subscribe("d")
+	if a := mallory.update("d", insert("u", 0, "mallory: ")); a.Status != syncproto.StatusUnauthorized {
+		t.Fatalf("another user writing with bob's replica after a peer relayed it: %v %s", a.Status, a.Message)
+	}
+
 	// PeerSync: exactly what a peer with alice's changes lacks.
 	chunks, v, err := ts.srv.PeerSync(context.Background(), "d", alice.doc("d").Version(), 1<<16)
 	if err != nil {
@@ -141,7 +168,7 @@ func TestReplicatorHooks(t *testing.T) {
 		}
 		n += len(cs)
 	}
-	if n == 0 || !v.Covers(od.Version()) {
+	if n == 0 || !v.Covers(relayed) || v.Covers(od.Version()) {
 		t.Fatalf("PeerSync: %d changes, version %v", n, v)
 	}
 }
