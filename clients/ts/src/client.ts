@@ -14,8 +14,15 @@
 // way. A batch is remembered until acked: ok → saved; rate_limited,
 // overloaded, internal, peer_timeout → forget the optimistic belief and
 // resend after a backoff; pending_full, missing_deps → resubscribe;
-// clock_skew → re-stamp the unacked own changes and resubscribe; anything
+// clock_skew → halt, wait for the outcome of the batches still in flight,
+// re-stamp the own changes the server cannot hold and reconnect; anything
 // else halts sending for that document with a DocumentError.
+//
+// A change the server may hold (sent in a batch whose outcome does not
+// prove the server changed nothing) is never re-stamped: the server may
+// have applied and fanned it out under its old time, and a second version
+// of it (an LWW write that wins here and loses everywhere else) would
+// never heal. docs/PROTOCOL.md section 6, clock_skew.
 
 import { decodeChanges, encodeChanges, inflateBatch } from "./codec.js";
 import { Doc, Tx } from "./doc.js";
@@ -154,6 +161,17 @@ function holdReplica(doc: string, replica: ReplicaID): Promise<boolean> {
 }
 
 const TRANSIENT = new Set<number>([Status.rateLimited, Status.overloaded, Status.internal, Status.peerTimeout]);
+/**
+ * Statuses of an ack that prove the server applied none of the batch (it
+ * refused it before or in an atomic apply). Every other outcome (ok,
+ * missing_deps: held in the pending buffer, internal: maybe applied before
+ * the store failed, overloaded, peer_timeout: durable here, statuses this
+ * client does not know) may leave the batch's changes with the server.
+ */
+const REFUSED_WHOLE = new Set<number>([
+  Status.clockSkew, Status.invalid, Status.readOnly, Status.tooLarge, Status.rateLimited,
+  Status.unauthorized, Status.notFound, Status.pendingFull,
+]);
 const RESYNC = new Set<number>([Status.pendingFull, Status.missingDeps]);
 const TERMINAL_CLOSE = new Set<number>([CloseCode.authFailed, CloseCode.unsupportedVersion, CloseCode.replicaConflict]);
 const PRESENCE_REFRESH_MS = 15_000;
@@ -253,6 +271,7 @@ export class Client {
       const all: Change[] = [];
       for (const b of stored.batches) all.push(...decodeChanges(b));
       d.doc.applyTrusted(all);
+      d.loadedFromStore();
     }
     this.docs.set(id, d);
     if (this.ws && this.stateV === "connected") d.subscribe();
@@ -443,6 +462,19 @@ export class Client {
     }
   }
 
+  /**
+   * @internal: drops the connection and reconnects after the usual
+   * backoff: after a re-stamp, so the next welcome measures how far our
+   * clock leads the server's again (a clock that jumped after the welcome
+   * is corrected at the next refusal), and no ack of a batch sent before
+   * the re-stamp can be taken for one sent after it.
+   */
+  restartConnection(): void {
+    if (!this.online || !this.ws) return;
+    this.dropSocket();
+    this.scheduleReconnect(false);
+  }
+
   /** @internal: correct the wall clock after a clock_skew refusal. */
   correctClock(): void {
     // Our stamps were too far ahead of the server's clock: run ours behind
@@ -477,9 +509,25 @@ export class Document {
   private serverHas: VersionVector = new Map();
   /** serverHas plus what was sent and not refused. */
   private theirs: VersionVector = new Map();
-  private inflight = new Map<number, number>(); // batch → own seq it reaches
+  /**
+   * The update batches in flight: reach, the highest own seq the batch
+   * makes durable when acked ok; sent, the own seq when it was sent (an
+   * upper bound of the own seqs in it).
+   */
+  private inflight = new Map<number, { reach: number; sent: number }>();
   private nextBatch = 1;
   private durableOwn = 0;
+  /**
+   * The highest own seq the server may hold without having acked it: every
+   * own seq of a batch sent whose outcome does not prove the server changed
+   * nothing (REFUSED_WHOLE), or that was lost (a sync, a disconnect). Such
+   * changes are never re-stamped. It survives reconnection; for a document
+   * read from the store it starts at the stored own seq (an earlier run may
+   * have sent it).
+   */
+  private mayHold = 0;
+  /** A batch was refused with clock_skew: sending halts and the re-stamp waits until no batch is in flight. */
+  private restampDue = false;
   private retryTimer: any = null;
   private retries = 0;
   private storeChain: Promise<void> = Promise.resolve();
@@ -557,12 +605,23 @@ export class Document {
     this.presenceTimer = setTimeout(() => ((this.presenceTimer = null), (this.presenceDue = 0), this.sendPresence()), PRESENCE_REFRESH_MS);
   }
 
+  /** @internal: the replica was read from the store. */
+  loadedFromStore(): void {
+    this.mayHold = Math.max(this.mayHold, this.doc.version().get(this.replica) ?? 0);
+  }
+
+  /** Drops the batches in flight without an outcome: the server may hold each. */
+  private forgetInflight(): void {
+    for (const b of this.inflight.values()) this.mayHold = Math.max(this.mayHold, b.sent);
+    this.inflight.clear();
+  }
+
   /** @internal */
   subscribe(): void {
     if (this.closed) return;
     this.subscribed = true;
     this.synced = false;
-    this.inflight.clear();
+    this.forgetInflight();
     this.serverHas = new Map();
     this.theirs = new Map();
     this.client.send({ type: "subscribe", doc: this.id, version: this.doc.version() });
@@ -574,7 +633,7 @@ export class Document {
   disconnected(): void {
     this.subscribed = false;
     this.synced = false;
-    this.inflight.clear();
+    this.forgetInflight();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
@@ -583,6 +642,9 @@ export class Document {
       this.peers.clear();
       this.onPresence.emit(this.peers);
     }
+    // Every outcome is known now (lost batches count as held): a re-stamp
+    // that waited for them runs; the next connection sends the result.
+    this.maybeRestamp();
   }
 
   private persist(cs: Change[]): void {
@@ -657,19 +719,20 @@ export class Document {
           // Changes arrived whose dependencies we lack: resync.
           this.subscribe();
         }
+        this.maybeRestamp(); // a resync forgets the batches in flight
         return;
       }
       case "ack": {
-        const reach = this.inflight.get(m.batch);
-        if (reach === undefined) return;
+        const info = this.inflight.get(m.batch);
+        if (info === undefined) return; // sent before a resync: its outcome was counted as unknown
         this.inflight.delete(m.batch);
+        if (!REFUSED_WHOLE.has(m.status)) this.mayHold = Math.max(this.mayHold, info.sent);
         if (m.status === Status.ok) {
           this.retries = 0;
-          this.durableOwn = Math.max(this.durableOwn, reach);
+          this.durableOwn = Math.max(this.durableOwn, info.reach);
           this.updateSaved();
-          return;
-        }
-        this.refused(m.status, m.message, "ack");
+        } else this.refused(m.status, m.message, "ack");
+        this.maybeRestamp();
         return;
       }
       case "presence": {
@@ -693,7 +756,7 @@ export class Document {
     if (via === "error" && status === Status.rateLimited) return; // presence over its rate
     if (TRANSIENT.has(status) || (via === "error" && status === Status.overloaded)) {
       this.theirs = new Map(this.serverHas);
-      this.inflight.clear();
+      this.forgetInflight();
       const delay = Math.random() * Math.min(30_000, 200 * 2 ** this.retries++);
       if (this.retryTimer) clearTimeout(this.retryTimer);
       this.retryTimer = setTimeout(() => {
@@ -701,14 +764,19 @@ export class Document {
         if (via === "error") this.subscribe();
         else this.flush();
       }, delay);
+      this.maybeRestamp();
       return;
     }
     if (RESYNC.has(status)) {
       this.subscribe();
+      this.maybeRestamp();
       return;
     }
     if (status === Status.clockSkew) {
-      this.restamp();
+      // Sending halts; the re-stamp waits for the outcomes of the batches
+      // still in flight, which say what the server may hold.
+      this.restampDue = true;
+      this.maybeRestamp();
       return;
     }
     const err = new DocumentError(this.id, status, message);
@@ -718,32 +786,76 @@ export class Document {
   }
 
   /**
-   * restamp gives the own changes the server has not acked new times from
-   * a corrected clock (nobody else holds them: the server refused them),
-   * rebuilds the replica from its history, and resubscribes.
+   * maybeRestamp runs the re-stamp a clock_skew refusal asked for once no
+   * batch is in flight. If it re-stamped changes, the client reconnects
+   * (the next welcome measures the clock's lead again) and sends them; if
+   * every refused change may be held by the server, nothing can change:
+   * it resubscribes after a growing pause, when the server's clock has
+   * caught up.
    */
-  private restamp(): void {
+  private maybeRestamp(): void {
+    if (!this.restampDue || this.inflight.size > 0 || this.error) return;
+    this.restampDue = false;
+    let n: number;
+    try {
+      n = this.restamp();
+    } catch (e) {
+      const err = new DocumentError(this.id, Status.clockSkew, `re-stamping failed: ${(e as Error).message}`);
+      this.error = err;
+      this.onError.emit(err);
+      return;
+    }
+    if (n > 0) {
+      this.client.restartConnection();
+      return;
+    }
+    const delay = Math.random() * Math.min(30_000, 200 * 2 ** this.retries++);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.client.connected()) this.subscribe();
+    }, delay);
+  }
+
+  /**
+   * restamp corrects the client's clock and gives the own changes the
+   * server cannot hold (above both durableOwn and mayHold: never sent, or
+   * sent only in batches it refused whole) new times from it, rebuilding
+   * the replica from its history. Nobody else has seen those times. It
+   * returns how many changes it re-stamped.
+   *
+   * NB: a change the server may hold keeps its time even if it was refused
+   * too: re-stamping it could make two versions of one change.
+   *
+   * HAZARD: an own change straddling the boundary keeps its old time (the
+   * server would refuse it again); batches end on change boundaries, so
+   * this client's own batches never make one.
+   */
+  private restamp(): number {
     this.client.correctClock();
+    const keepBelow = Math.max(this.durableOwn, this.mayHold);
+    if ((this.doc.version().get(this.replica) ?? 0) <= keepBelow) return 0;
     const all = this.doc.changesSince();
     const clock = new Clock(this.client.wall, 0);
     const fresh = new Doc(this.replica, clock);
     const keep: Change[] = [];
     const redo: Change[] = [];
-    for (const c of all) (c.replica === this.replica && c.seq > this.durableOwn ? redo : keep).push(c);
-    fresh.apply(keep);
-    for (const c of redo) fresh.apply([{ ...c, time: clock.now() }]);
+    for (const c of all) (c.replica === this.replica && c.seq > keepBelow ? redo : keep).push(c);
+    fresh.applyTrusted(keep);
+    for (const c of redo) fresh.applyTrusted([{ ...c, time: clock.now() }]);
+    if (fresh.pendingCount() !== 0) throw new Error(`the rebuilt replica left ${fresh.pendingCount()} changes pending`);
     (this as { doc: Doc }).doc = fresh;
     const store = this.client.opts.store;
     if (store) {
       const b = encodeChanges(fresh.changesSince());
       this.storeChain = this.storeChain.then(() => store.compact(this.id, b)).catch((e) => this.client.onError.emit(e));
     }
-    if (this.client.connected()) this.subscribe();
+    return redo.length;
   }
 
   /** @internal: sends what the server lacks. */
   flush(): void {
-    if (!this.synced || this.error || this.retryTimer || !this.client.connected()) return;
+    if (!this.synced || this.error || this.retryTimer || this.restampDue || !this.client.connected()) return;
     const cs = this.doc.changesSince(this.theirs);
     if (cs.length === 0) return;
     const max = this.client.opts.maxBatchOps;
@@ -753,13 +865,14 @@ export class Document {
       if (chunk.length === 0) return;
       const batch = this.nextBatch++;
       let reach = 0;
+      const sent = this.doc.version().get(this.replica) ?? 0;
       for (const c of chunk) {
         const end = c.seq + changeLen(c) - 1;
         if (c.replica === this.replica) reach = Math.max(reach, end);
         if (end > (this.theirs.get(c.replica) ?? 0)) this.theirs.set(c.replica, end);
       }
       if (!this.client.send({ type: "update", doc: this.id, batch, changes: encodeChanges(chunk) })) return;
-      this.inflight.set(batch, reach);
+      this.inflight.set(batch, { reach, sent });
       chunk = [];
       ops = 0;
     };

@@ -3,7 +3,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { Client, ConnectionError, DocumentError, MemoryStore, Side } from "../src/index.js";
+import { Client, ConnectionError, DocumentError, MemoryStore, Side, Status, decodeMessage } from "../src/index.js";
 import type { ClientOptions, Document } from "../src/index.js";
 import { Server, waitFor, weftBinary } from "./server.js";
 import { spawnSync } from "node:child_process";
@@ -178,4 +178,80 @@ test("clock_skew: the client corrects its clock, re-stamps its unacked edits and
   } finally {
     await skewed.stop();
   }
+});
+
+/**
+ * A WebSocket (ws) whose incoming ok acks are held while gate.hold is set,
+ * as if the server's write to disk took long; every other frame passes.
+ * Lets a test deliver a later refusal ahead of an earlier batch's ack.
+ */
+class AckGate {
+  hold = false;
+  statuses: number[] = [];
+  private held: (() => void)[] = [];
+  // A function, not an arrow: the client calls it with new.
+  readonly WebSocket = ((gate: AckGate) =>
+    function (url: string) {
+      return gate.open(url);
+    })(this);
+  private open(url: string): WebSocket {
+    const ws = new WebSocket(url);
+    const d = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage")!;
+    Object.defineProperty(ws, "onmessage", {
+      configurable: true,
+      get: () => d.get!.call(ws),
+      set: (fn: ((ev: any) => void) | null) =>
+        d.set!.call(ws, fn && ((ev: any) => {
+          const m = decodeMessage(new Uint8Array(ev.data as ArrayBuffer));
+          if (m.type === "ack") this.statuses.push(m.status);
+          if (this.hold && m.type === "ack" && m.status === Status.ok) this.held.push(() => fn(ev));
+          else fn(ev);
+        })),
+    });
+    return ws;
+  }
+  release(): void {
+    this.hold = false;
+    for (const f of this.held.splice(0)) f();
+  }
+}
+
+test("clock_skew never re-stamps a change the server may hold (its batch's ack still in flight)", async () => {
+  // A's register write is applied (its ack held back), B then writes the
+  // register after seeing it, so B's value wins; then A's clock jumps an
+  // hour ahead and its next batch is refused with clock_skew while the
+  // first batch's outcome is still unknown. Re-stamping A's applied write
+  // would make it win on A alone, with equal versions, forever.
+  const gate = new AckGate();
+  const a = client({ WebSocket: gate.WebSocket });
+  const b = client();
+  const da = await a.open("t/lww-skew");
+  const db = await b.open("t/lww-skew");
+  await waitFor("connected", () => a.state === "connected" && b.state === "connected");
+  const reg = (d: Document) => d.doc.register("title")?.[0];
+
+  gate.hold = true;
+  da.edit((tx) => tx.set("title", new Uint8Array([1])));
+  const own = () => da.doc.changesSince().filter((c) => c.replica === da.replica);
+  const [written] = own();
+  await waitFor("B sees A's write", () => reg(db) === 1);
+  db.edit((tx) => tx.set("title", new Uint8Array([2])));
+  await waitFor("A sees B's write", () => reg(da) === 2);
+
+  a.wallOffset = 3_600_000;
+  da.edit((tx) => tx.add("n", 1));
+  await waitFor("the skewed batch refused", () => gate.statuses.includes(Status.clockSkew));
+  // Let the refusal be handled before the earlier batch's ack arrives.
+  await new Promise((r) => setTimeout(r, 50));
+  gate.release();
+
+  await waitFor(
+    "converged and saved",
+    () => da.saved && db.saved && da.doc.counter("n") === 1n && db.doc.counter("n") === 1n && reg(da) === reg(db),
+    20_000,
+  );
+  assert.equal(reg(da), 2, "A's applied write must not be re-stamped into winning");
+  assert.equal(reg(db), 2);
+  const after = own().find((c) => c.seq === written.seq)!;
+  assert.equal(after.time, written.time, "the time of a change the server may hold changed");
 });
