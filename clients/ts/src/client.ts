@@ -7,11 +7,12 @@
 // close codes as typed events.
 //
 // Sync per document and connection (the client role of docs/PROTOCOL.md
-// section 7a): subscribe with the replica's version; apply the catch-up
-// (changes…, then sync); count own changes the sync's (durable) version
-// covers as saved; then send as update batches whatever the server lacks
-// (doc.changesSince(what it has)), and every later local change the same
-// way. A batch is remembered until acked: ok → saved; rate_limited,
+// section 7a): subscribe with the replica's version (in version_part
+// messages first when it exceeds a frame); apply the catch-up
+// (changes…, version parts…, then sync); count own changes the sync's
+// (durable) version, its parts included, covers as saved; then send as
+// update batches whatever the server lacks (doc.changesSince(what it
+// has)), and every later local change the same way. A batch is remembered until acked: ok → saved; rate_limited,
 // overloaded, internal, peer_timeout → forget the optimistic belief and
 // resend after a backoff; pending_full, missing_deps → resubscribe;
 // clock_skew → halt, wait for the outcome of the batches still in flight,
@@ -28,7 +29,7 @@ import { decodeChanges, encodeChanges, inflateBatch } from "./codec.js";
 import { Doc, Tx } from "./doc.js";
 import type { TextEvent } from "./doc.js";
 import { Clock, wallOf } from "./hlc.js";
-import { CloseCode, PROTOCOL_VERSION, Status, decodeMessage, encodeMessage, statusName } from "./protocol.js";
+import { CloseCode, MAX_VERSION_ENTRIES, PROTOCOL_VERSION, Status, decodeMessage, encodeMessage, splitVersion, statusName } from "./protocol.js";
 import type { Limits, Message, Selection } from "./protocol.js";
 import type { Store } from "./store.js";
 import { tokenAccess } from "./token.js";
@@ -175,6 +176,10 @@ const REFUSED_WHOLE = new Set<number>([
 const RESYNC = new Set<number>([Status.pendingFull, Status.missingDeps]);
 const TERMINAL_CLOSE = new Set<number>([CloseCode.authFailed, CloseCode.unsupportedVersion, CloseCode.replicaConflict]);
 const PRESENCE_REFRESH_MS = 15_000;
+/** Bytes a subscribe adds around its version (tag, document id, headers). */
+const FRAME_OVERHEAD = 512 + 64;
+/** Encoded bytes of one subscribe's version, at most (beyond: version_part messages). */
+const MAX_VERSION_BYTES = 256 << 10;
 
 export class Client {
   readonly opts: Required<Omit<ClientOptions, "store" | "WebSocket">> & Pick<ClientOptions, "store" | "WebSocket">;
@@ -451,6 +456,7 @@ export class Client {
         return;
       }
       case "sync":
+      case "versionPart":
       case "changes":
       case "ack":
       case "presence":
@@ -473,6 +479,15 @@ export class Client {
     if (!this.online || !this.ws) return;
     this.dropSocket();
     this.scheduleReconnect(false);
+  }
+
+  /**
+   * @internal: the encoded bytes a version vector may take in one frame
+   * (the welcome's max_frame less a subscribe's overhead).
+   */
+  maxVersionBytes(): number {
+    const mf = this.limits?.maxFrame ?? 0;
+    return mf > 0 ? Math.max(1, Math.min(MAX_VERSION_BYTES, mf - FRAME_OVERHEAD)) : MAX_VERSION_BYTES;
   }
 
   /** @internal: correct the wall clock after a clock_skew refusal. */
@@ -528,6 +543,8 @@ export class Document {
   private mayHold = 0;
   /** A batch was refused with clock_skew: sending halts and the re-stamp waits until no batch is in flight. */
   private restampDue = false;
+  /** The version_part messages received since the last sync (null: none). */
+  private parts: VersionVector | null = null;
   private retryTimer: any = null;
   private retries = 0;
   private storeChain: Promise<void> = Promise.resolve();
@@ -608,6 +625,7 @@ export class Document {
   /** @internal: the replica was read from the store. */
   loadedFromStore(): void {
     this.mayHold = Math.max(this.mayHold, this.doc.version().get(this.replica) ?? 0);
+    this.updateSaved(); // not saved until the server's sync says so
   }
 
   /** Drops the batches in flight without an outcome: the server may hold each. */
@@ -624,7 +642,11 @@ export class Document {
     this.forgetInflight();
     this.serverHas = new Map();
     this.theirs = new Map();
-    this.client.send({ type: "subscribe", doc: this.id, version: this.doc.version() });
+    // A version too large for a frame goes in parts: version_part
+    // messages, then the subscribe with the last part.
+    const parts = splitVersion(this.doc.version(), this.client.maxVersionBytes());
+    for (const p of parts.slice(0, -1)) this.client.send({ type: "versionPart", doc: this.id, version: p });
+    this.client.send({ type: "subscribe", doc: this.id, version: parts[parts.length - 1] });
     this.presenceDue = 0;
     this.sendPresence();
   }
@@ -633,6 +655,7 @@ export class Document {
   disconnected(): void {
     this.subscribed = false;
     this.synced = false;
+    this.parts = null;
     this.forgetInflight();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
@@ -689,6 +712,23 @@ export class Document {
   /** @internal */
   async receive(m: Message): Promise<void> {
     switch (m.type) {
+      case "versionPart": {
+        // Part of the next sync's version (a vector too large for one
+        // frame). It is durable like the rest: our own entry in it is saved.
+        const v = (this.parts ??= new Map());
+        vvMerge(v, m.version);
+        if (v.size > MAX_VERSION_ENTRIES) {
+          this.parts = null;
+          this.client.onError.emit(new Error(`weft: ${this.id}: version parts of more than ${MAX_VERSION_ENTRIES} replicas`));
+          return;
+        }
+        const own = m.version.get(this.replica) ?? 0;
+        if (own > this.durableOwn) {
+          this.durableOwn = own;
+          this.updateSaved();
+        }
+        return;
+      }
       case "changes":
       case "sync": {
         let plain: Uint8Array | null = null;
@@ -709,9 +749,13 @@ export class Document {
           }
         }
         if (m.type === "sync") {
-          vvMerge(this.serverHas, m.version);
+          // The sync's version is the union of the parts before it and its own.
+          const version = this.parts ?? new Map();
+          this.parts = null;
+          vvMerge(version, m.version);
+          vvMerge(this.serverHas, version);
           this.theirs = new Map(this.serverHas);
-          this.durableOwn = Math.max(this.durableOwn, m.version.get(this.replica) ?? 0);
+          this.durableOwn = Math.max(this.durableOwn, version.get(this.replica) ?? 0);
           this.synced = true;
           this.updateSaved();
           this.flush();

@@ -139,6 +139,48 @@ function writeVV(w: Writer, v: VersionVector): void {
   for (const k of keys) w.int(v.get(k)!);
 }
 
+/** Bounds the replicas of one version vector assembled from version_part messages (PROTOCOL.md "version_part"). */
+export const MAX_VERSION_ENTRIES = 1 << 20;
+
+/** What a version vector's encoding adds around its entries: array(2) and two array32 headers. */
+const VV_OVERHEAD = 1 + 5 + 5;
+
+/** The encoded size of one version vector entry: a bin8 of 16 bytes and the seq as a msgpack uint. */
+function vvEntryBytes(seq: number): number {
+  const n = seq < 0x80 ? 1 : seq < 0x100 ? 2 : seq < 0x10000 ? 3 : seq < 2 ** 32 ? 5 : 9;
+  return 2 + 16 + n;
+}
+
+/**
+ * splitVersion cuts v into parts of at most maxBytes encoded each (a part
+ * holds at least one replica, whatever maxBytes), in replica order, each
+ * replica in one part. It returns [v] when v fits; otherwise every part
+ * but the last goes as a version_part and the last in the subscribe or
+ * sync (PROTOCOL.md "version_part (17)").
+ */
+export function splitVersion(v: VersionVector, maxBytes: number): VersionVector[] {
+  let size = VV_OVERHEAD;
+  for (const s of v.values()) if (s > 0) size += vvEntryBytes(s);
+  if (size <= maxBytes) return [v];
+  const keys = [...v.keys()].filter((k) => (v.get(k) ?? 0) > 0).sort();
+  const parts: VersionVector[] = [];
+  let cur: VersionVector = new Map();
+  let n = VV_OVERHEAD;
+  for (const k of keys) {
+    const s = v.get(k)!;
+    const e = vvEntryBytes(s);
+    if (cur.size > 0 && n + e > maxBytes) {
+      parts.push(cur);
+      cur = new Map();
+      n = VV_OVERHEAD;
+    }
+    cur.set(k, s);
+    n += e;
+  }
+  parts.push(cur);
+  return parts;
+}
+
 function writeAnchor(w: Writer, a: Anchor): void {
   w.arrayHeader(3);
   if (!a.id || a.id.seq === 0) {

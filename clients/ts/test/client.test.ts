@@ -3,8 +3,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { Client, ConnectionError, DocumentError, MemoryStore, Side, Status, decodeMessage } from "../src/index.js";
-import type { ClientOptions, Document } from "../src/index.js";
+import { Client, ConnectionError, Doc, DocumentError, MemoryStore, Side, Status, decodeMessage, encodeChanges, newReplica } from "../src/index.js";
+import type { Change, ClientOptions, Document, Message } from "../src/index.js";
 import { Server, waitFor, weftBinary } from "./server.js";
 import { spawnSync } from "node:child_process";
 
@@ -254,4 +254,82 @@ test("clock_skew never re-stamps a change the server may hold (its batch's ack s
   assert.equal(reg(db), 2);
   const after = own().find((c) => c.seq === written.seq)!;
   assert.equal(after.time, written.time, "the time of a change the server may hold changed");
+});
+
+/** A WebSocket (ws) that records the messages a client sends and receives. */
+class FrameSpy {
+  sent: Message[] = [];
+  received: Message[] = [];
+  largestSent = 0;
+  readonly WebSocket = ((spy: FrameSpy) =>
+    function (url: string) {
+      return spy.open(url);
+    })(this);
+  private open(url: string): WebSocket {
+    const ws = new WebSocket(url);
+    const send = ws.send.bind(ws);
+    ws.send = ((data: Uint8Array, ...rest: any[]) => {
+      this.sent.push(decodeMessage(data));
+      this.largestSent = Math.max(this.largestSent, data.length);
+      return (send as any)(data, ...rest);
+    }) as any;
+    ws.on("message", (data: Buffer) => this.received.push(decodeMessage(new Uint8Array(data))));
+    return ws;
+  }
+  count(dir: "sent" | "received", type: Message["type"]): number {
+    return this[dir].filter((m) => m.type === type).length;
+  }
+}
+
+test("version vectors larger than max_frame travel in version_part messages, both ways", async () => {
+  const maxFrame = 4096;
+  const small = await Server.start(["--insecure", "--max-frame", String(maxFrame)]);
+  try {
+    // 300 replicas wrote one change each, and so did OWN, whose id sorts
+    // first: its entry is in the first part of the server's version, not
+    // in the sync itself.
+    const OWN = "00000000000000000000000000000001";
+    const all: Change[] = [];
+    for (const r of [OWN, ...Array.from({ length: 300 }, () => newReplica())]) {
+      const d = new Doc(r);
+      d.transact((tx) => tx.add("n", 1));
+      all.push(...d.changesSince());
+    }
+    // A client relays them all (in batches well below max_frame).
+    const s = new Client({ url: small.url, WebSocket, backoffBaseMs: 20, maxBatchOps: 16 });
+    clients.push(s);
+    const ds = await s.open("t/many");
+    await waitFor("seeder connected", () => s.state === "connected");
+    ds.doc.apply(all);
+    ds.edit((tx) => tx.add("n", 1));
+    await waitFor("seeded", () => ds.saved, 20_000);
+    const probe = new Client({ url: small.url, WebSocket, backoffBaseMs: 20 });
+    clients.push(probe);
+    const dp = await probe.open("t/many");
+    await waitFor("the server holds every change", () => dp.doc.counter("n") === 302n, 20_000);
+
+    // OWN's client reopens the document from its store: its version (301
+    // replicas) is larger than a frame, and so is the server's answer.
+    const store = new MemoryStore();
+    await store.init("t/many", OWN);
+    await store.append("t/many", encodeChanges(all));
+    const spy = new FrameSpy();
+    const a = new Client({ url: small.url, WebSocket: spy.WebSocket, backoffBaseMs: 20, store });
+    clients.push(a);
+    const da = await a.open("t/many");
+    assert.equal(da.replica, OWN);
+    assert.equal(da.saved, false, "a document read from the store is not saved before the server says so");
+    await waitFor("caught up and saved", () => da.doc.counter("n") === 302n && da.saved, 20_000);
+    // Let any resend the client would make go out.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(spy.count("sent", "versionPart") >= 1, "the subscribe's version was not split");
+    assert.ok(spy.largestSent <= maxFrame, `a frame of ${spy.largestSent} bytes sent`);
+    assert.ok(spy.count("received", "versionPart") >= 1, "the server's sync was not split");
+    // The version parts said the server holds everything: nothing to send,
+    // and OWN's change (in a part) counts as saved.
+    assert.equal(spy.count("sent", "update"), 0, "the client resent changes the server holds");
+    assert.equal(a.state, "connected");
+  } finally {
+    await small.stop();
+  }
 });

@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import path from "node:path";
 import { decodeChanges } from "../src/codec.js";
-import { decodeMessage, encodeMessage, statusName } from "../src/protocol.js";
+import { decodeMessage, encodeMessage, splitVersion, statusName } from "../src/protocol.js";
 import type { Message } from "../src/protocol.js";
-import { parseReplica } from "../src/types.js";
+import { newReplica, parseReplica } from "../src/types.js";
 import type { Anchor } from "../src/types.js";
 import { changesFromJSON, changesToJSON, hex, readRepo, repoRoot } from "./util.js";
 
@@ -130,4 +130,29 @@ test("decodeMessage refuses malformed frames and skips appended fields", () => {
   // A length that claims more than the frame holds.
   assert.throws(() => decodeMessage(new Uint8Array([0x92, 0x0b, 0xce, 0xff, 0xff])), /bytes left/);
   assert.throws(() => decodeMessage(new Uint8Array([0x92, 0x04, 0xdb, 0x00, 0x00, 0x01, 0x00])), /bytes left/);
+});
+
+test("splitVersion: parts within the budget, in replica order, each replica once, the union the whole", () => {
+  const v = new Map<string, number>();
+  for (let i = 0; i < 1000; i++) v.set(newReplica(), [1, 200, 70_000, 2 ** 33][i % 4]);
+  assert.deepEqual(splitVersion(v, 1 << 20), [v]);
+  const budget = 500;
+  const parts = splitVersion(v, budget);
+  assert.ok(parts.length > 1);
+  const seen = new Map<string, number>();
+  let last = "";
+  for (const p of parts) {
+    assert.ok(p.size >= 1);
+    // The version's own bytes: the frame less its tag and document id.
+    const frame = encodeMessage({ type: "versionPart", doc: "", version: p });
+    assert.ok(frame.length - 3 <= budget, `a part of ${frame.length - 3} bytes`);
+    for (const [r, s] of p) {
+      assert.ok(r > last, "parts not in replica order");
+      last = r;
+      seen.set(r, s);
+    }
+  }
+  assert.deepEqual(seen, v);
+  // A budget below one entry still makes progress: one replica a part.
+  assert.equal(splitVersion(v, 1).length, v.size);
 });
