@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,7 +130,14 @@ func Conns(ctx context.Context, opts ConnsOptions) (ConnsResult, error) {
 	if err != nil {
 		return res, err
 	}
-	srv, err := StartServerEnv(ctx, bin, dir, []string{"WEFT_SECRET=" + secret}, o.ServerArgs...)
+	// Every connection is the same principal, and each subscription counts
+	// against the server's per-user cap (default 5,000): raise it to what
+	// the run opens, unless the caller chose a value.
+	args := o.ServerArgs
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "max-docs-per-user") }) {
+		args = append([]string{fmt.Sprintf("--max-docs-per-user=%d", o.Conns+o.Docs)}, args...)
+	}
+	srv, err := StartServerEnv(ctx, bin, dir, []string{"WEFT_SECRET=" + secret}, args...)
 	if err != nil {
 		return res, err
 	}

@@ -155,6 +155,8 @@ func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	timeout := fs.Duration("timeout", d.Timeout, "bound on the whole run")
 	binary := fs.String("binary", "", "weft executable to start as the server (default: this one)")
 	asJSON := fs.Bool("json", false, "print JSON: conns, bytes_per_conn")
+	var serverArgs stringList
+	fs.Var(&serverArgs, "server-arg", "extra flag for the child server, repeatable, e.g. --server-arg=--debug-listen=127.0.0.1:6060 (to take its heap profile)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: weft bench conns --conns N [--json]\n\n"+
@@ -166,7 +168,7 @@ func benchConns(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return code
 	}
 	r, err := bench.Conns(ctx, bench.ConnsOptions{
-		Conns: *conns, Docs: *docs, Binary: *binary, Parallel: *parallel, Timeout: *timeout, Logger: benchLogger(stderr, *verbose),
+		Conns: *conns, Docs: *docs, Binary: *binary, ServerArgs: serverArgs, Parallel: *parallel, Timeout: *timeout, Logger: benchLogger(stderr, *verbose),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "weft bench conns: %v\n", err)
