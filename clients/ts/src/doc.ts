@@ -1697,9 +1697,9 @@ class Plan {
           later.push(c);
           continue;
         }
-        const trimmed = c.seq < next;
-        if (trimmed) c = trimChange(c, next - c.seq);
-        const err = this.validate(c, trimmed);
+        const from = c.seq; // where the change starts as sent
+        if (c.seq < next) c = trimChange(c, next - c.seq);
+        const err = this.validate(c, from);
         if (err === WAIT) {
           later.push(c);
           continue;
@@ -1720,10 +1720,15 @@ class Plan {
     this.waiting = todo;
   }
 
-  private validate(c: Change, trimmed: boolean): Error | typeof WAIT | null {
+  /**
+   * validate: from is the first seq of c as it was sent, below c.seq when c
+   * is what is left of a change the document holds in part (its first
+   * seqs, which carry c's time).
+   */
+  private validate(c: Change, from: number): Error | typeof WAIT | null {
     let err: string | typeof WAIT | null = this.check(c);
     if (err === WAIT) return WAIT;
-    if (!err && !this.trusted) err = this.checkTimes(c, trimmed);
+    if (!err && !this.trusted) err = this.checkTimes(c, from);
     if (err) return new InvalidChangeError(`change ${c.replica.slice(0, 8)}@${c.seq}: ${err}`);
     if (this.trusted) return null;
     try {
@@ -1738,33 +1743,34 @@ class Plan {
   /**
    * checkTimes: c must be stamped after its replica's previous change and
    * after every character it references outside itself (Go: ErrBackdated),
-   * which keeps "the changes stamped ≤ T" causally closed.
+   * which keeps "the changes stamped ≤ T" causally closed. c was sent
+   * starting at seq from: everything from there is c's own.
    */
-  private checkTimes(c: Change, trimmed: boolean): string | null {
-    if (c.seq > 1 && !trimmed) {
-      const t = this.timeOf(c.replica, c.seq - 1);
+  private checkTimes(c: Change, from: number): string | null {
+    if (from > 1) {
+      const t = this.timeOf(c.replica, from - 1);
       if (t !== undefined && c.time <= t) return `change stamped before what it follows: stamped ${c.time}, its replica's previous change ${t}`;
     }
     for (let i = 0; i < c.ops.length; i++) {
       const op = c.ops[i];
       let e: string | null = null;
       if (op.kind === OpKind.Ins) {
-        e = this.refTime(c, op.left, 1, false) ?? this.refTime(c, op.right, 1, false);
+        e = this.refTime(c, from, op.left, 1, false) ?? this.refTime(c, from, op.right, 1, false);
         if (e) return `op ${i} origin: ${e}`;
       } else if (op.kind === OpKind.Del) {
-        e = this.refTime(c, op.target, op.count, op.backward);
+        e = this.refTime(c, from, op.target, op.count, op.backward);
         if (e) return `op ${i} target: ${e}`;
       }
     }
     return null;
   }
 
-  private refTime(c: Change, id: ID | null, n: number, back: boolean): string | null {
+  private refTime(c: Change, from: number, id: ID | null, n: number, back: boolean): string | null {
     if (!id || id.seq === 0) return null;
     let top = back ? id.seq : id.seq + n - 1;
-    if (id.replica === c.replica && top >= c.seq) {
-      if (back || id.seq >= c.seq) return null;
-      top = c.seq - 1;
+    if (id.replica === c.replica && top >= from) {
+      if (back || id.seq >= from) return null; // c's own characters (check made sure of that)
+      top = from - 1; // the rest: c's replica's previous change
     }
     const t = this.timeOf(id.replica, top);
     if (t !== undefined && c.time <= t) return `change stamped before what it follows: stamped ${c.time}, the character it names ${t}`;
