@@ -605,6 +605,8 @@ export class Doc {
   private pending: Change[] = [];
   private rejectedCount = 0;
   private tx: Tx | null = null;
+  /** What each inserting replica's ops depend on, by replica (see knowsAny). */
+  private closures = new Map<number, Closure>();
 
   constructor(replica: ReplicaID, clock: Clock = new Clock(), opts: DocOptions = {}) {
     if (!/^[0-9a-f]{32}$/.test(replica) || /^0+$/.test(replica)) throw new Error("crdt: a Doc needs a non-zero replica id");
@@ -956,7 +958,12 @@ export class Doc {
     return [i, id.seq];
   }
 
-  private applyChange(c: Change): void {
+  /**
+   * applyChange applies a planned change. With check, an insert whose
+   * origins contradict the text throws InvalidChangeError (Go: ErrOrigins),
+   * the change then applied in part: the caller takes it back (rollback).
+   */
+  private applyChange(c: Change, check: boolean): void {
     const r = this.replicaIndex(c.replica);
     let seq = c.seq;
     for (const op of c.ops) {
@@ -973,6 +980,10 @@ export class Doc {
           n = runeCount(op.text);
           const [lr, ls] = this.refOf(op.left);
           const [rr, rs] = this.refOf(op.right);
+          if (check && !this.consistent(f.text!, lr, ls, rr, rs, r, seq))
+            throw new InvalidChangeError(
+              `origins contradict the text: right origin ${idString(op.right)} is not the first character after left origin ${idString(op.left)} its sender knew`,
+            );
           const nb = utf8Len(op.text);
           const off = this.contentLen;
           this.contentLen += nb;
@@ -1000,11 +1011,230 @@ export class Doc {
     this.logs[r].next = seq;
   }
 
+  // ---- the origin check (Go: crdt ErrOrigins, text.consistent) ----
+
+  /**
+   * consistent reports whether an insert by replica r at seq with origins
+   * (lr, ls) and (rr, rs) agrees with the text: its right origin (the end,
+   * when none) is the first character after its left one (the start, when
+   * none), counting tombstones, among the characters the insert depends on
+   * (docs/PROTOCOL.md section 8, "Origins"). It walks from the left origin
+   * to the first character its sender must have known; only when
+   * characters lie in between does knowsAny compute what it depends on.
+   */
+  private consistent(t: Text, lr: number, ls: number, rr: number, rs: number, r: number, seq: number): boolean {
+    const leaves = t.leaves;
+    let li = 0;
+    let i = 0;
+    let from = 0; // the first seq of item i to look at (0: all)
+    if (ls !== 0) {
+      const loc = t.locate(lr, ls);
+      if (!loc) throw new Error("crdt: consistent with an unknown left origin");
+      const [L, k] = loc;
+      li = L.leaf.idx;
+      i = L.leaf.items.indexOf(L);
+      if (k + 1 < L.n) from = L.seq + k + 1;
+      else i++;
+    }
+    // Changes are atomic: naming a character, the sender knew its whole
+    // change (its end looked up only when a character past it turns up).
+    let knownL = 0;
+    let knownR = 0;
+    const gap: number[] = []; // the items passed: replica, first seq
+    for (;;) {
+      while (li < leaves.length && i >= leaves[li].items.length) {
+        li++;
+        i = 0;
+      }
+      if (li >= leaves.length) {
+        if (rs !== 0) return false;
+        break;
+      }
+      const o = leaves[li].items[i];
+      let s0 = o.seq;
+      if (from !== 0) {
+        s0 = from;
+        from = 0;
+      }
+      // The greatest seq of o's replica the sender must have known.
+      let known = 0;
+      if (ls !== 0 && o.r === lr) {
+        known = ls;
+        if (s0 > known) {
+          if (knownL === 0) knownL = this.changeEnd(lr, ls);
+          known = knownL;
+        }
+      }
+      if (rs !== 0 && o.r === rr) {
+        known = Math.max(known, rs);
+        if (s0 > known) {
+          if (knownR === 0) knownR = this.changeEnd(rr, rs);
+          known = Math.max(known, knownR);
+        }
+      }
+      if (o.r === r) known = Math.max(known, seq - 1);
+      if (s0 <= known) {
+        if (o.r !== rr || s0 !== rs) return false;
+        break;
+      }
+      gap.push(o.r, s0);
+      i++;
+    }
+    // The sender may not have known the characters in between (inserted
+    // concurrently), or may have, through what it knew.
+    return gap.length === 0 || !this.knowsAny(lr, ls, rr, rs, r, seq, gap);
+  }
+
+  /** The last seq of the change of replica r holding seq: a change is the maximal run of seqs with one time. */
+  private changeEnd(r: number, seq: number): number {
+    const tr = this.logs[r].times;
+    let i = this.timeIndex(r, seq);
+    if (i === tr.length) {
+      if (i === 0) return seq;
+      i--; // the change being applied, whose later ops have no time yet
+    }
+    if (tr[i].stepped && seq < tr[i].seq + tr[i].n - 1) return seq; // one seq per change inside a stepped run
+    const t = timeAtRun(tr[i], seq);
+    let end = tr[i].seq + tr[i].n - 1;
+    while (i + 1 < tr.length && tr[i + 1].t === t) {
+      i++;
+      end = tr[i].stepped ? tr[i].seq : tr[i].seq + tr[i].n - 1;
+    }
+    return end;
+  }
+
+  /**
+   * knowsAny reports whether the insert by r at seq with the given origins
+   * depends on any of the gap items (pairs of replica, first seq): on r's
+   * earlier ops, the changes holding its origins (whole), or, transitively,
+   * what those depend on. r's own closure is kept and grown; the origins'
+   * part is computed over it reading only ops stamped after the earliest
+   * gap item (what is stamped earlier depends only on earlier things).
+   */
+  private knowsAny(lr: number, ls: number, rr: number, rs: number, r: number, seq: number, gap: number[]): boolean {
+    if (this.closures.size >= MAX_CLOSURES) this.closures.clear();
+    let pc = this.closures.get(r);
+    if (!pc) {
+      pc = new Closure();
+      this.closures.set(r, pc);
+    }
+    if (seq > 1) this.grow(pc, null, [r, seq - 1], false, 0n);
+    for (let g = 0; g < gap.length; g += 2) if (gap[g + 1] <= pc.get(gap[g])) return true;
+    for (const [x, xs] of [[lr, ls], [rr, rs]]) {
+      if (xs !== 0 && this.changeEnd(x, xs) > pc.get(x)) {
+        let tmin: Timestamp | undefined;
+        for (let g = 0; g < gap.length; g += 2) {
+          const t = this.timeAt(gap[g], gap[g + 1]);
+          if (tmin === undefined || t < tmin) tmin = t;
+        }
+        const ov = new Closure();
+        this.grow(ov, pc, [lr, ls, rr, rs], true, tmin!);
+        for (let g = 0; g < gap.length; g += 2) if (gap[g + 1] <= ov.get(gap[g])) return true;
+        return false;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * grow adds to c what the refs (pairs of replica, seq) depend on (their
+   * whole changes when whole), over base (whose entries count as c's; not
+   * changed), reading only ops stamped after tmin.
+   */
+  private grow(c: Closure, base: Closure | null, refs: number[], whole: boolean, tmin: Timestamp): void {
+    const work: number[] = [];
+    const raise = (x: number, xs: number, whole: boolean) => {
+      if (xs === 0) return;
+      const k = Math.max(c.get(x), base ? base.get(x) : 0);
+      const end = whole ? this.changeEnd(x, xs) : xs;
+      if (end > k) {
+        c.known.set(x, end);
+        work.push(x);
+      }
+    };
+    for (let i = 0; i < refs.length; i += 2) raise(refs[i], refs[i + 1], whole);
+    while (work.length > 0) {
+      const x = work.pop()!;
+      let from = (c.done.get(x) ?? 0) + 1;
+      let to = c.get(x);
+      if (base) {
+        from = Math.max(from, (base.done.get(x) ?? 0) + 1);
+        to = Math.max(to, base.get(x));
+      }
+      if (from > to) continue;
+      c.done.set(x, to);
+      if (tmin > 0n) {
+        // Skip what is stamped no later than tmin.
+        const tr = this.logs[x].times;
+        let lo = 0;
+        let hi = tr.length;
+        while (lo < hi) {
+          const m = (lo + hi) >> 1;
+          if (lastTime(tr[m]) > tmin) hi = m;
+          else lo = m + 1;
+        }
+        if (lo === tr.length) continue;
+        let first = tr[lo].seq; // the first seq stamped after tmin
+        if (tr[lo].stepped && tr[lo].t <= tmin) first += Number(tmin - tr[lo].t) + 1;
+        from = Math.max(from, first);
+        if (from > to) continue;
+      }
+      const sp = this.logs[x].spans;
+      for (let i = this.spanIndex(x, from); i < sp.length && sp[i].seq <= to; i++) {
+        const s = sp[i];
+        if (s.kind === OpKind.Ins) {
+          if (s.seq >= from) raise(s.ar, s.as, true);
+          raise(s.br, s.bs, true);
+        } else if (s.kind === OpKind.Del) {
+          const a = Math.max(from, s.seq) - s.seq;
+          const b = Math.min(to, s.seq + s.n - 1) - s.seq;
+          raise(s.ar, s.back ? s.as - a : s.as + b, true);
+        }
+      }
+    }
+  }
+
+  /**
+   * rollback takes the document back to seqs 1..cut[r] of each replica r
+   * (a version it held before: what a refused batch found) by rebuilding
+   * it from that history: a refused batch whose fault showed only while
+   * it was applied leaves no trace. It costs a pass over the document,
+   * paid only by bad input. The pending buffer and the clock are kept;
+   * replicas the batch added are dropped.
+   */
+  private rollback(cut: number[]): void {
+    let nrep = this.replicas.length;
+    while (nrep > 1 && (cut[nrep - 1] ?? 0) === 0) nrep--;
+    const hs: Head[] = [];
+    for (let r = 0; r < nrep; r++) {
+      const from = hs.length;
+      this.heads(hs, r, 1, cut[r] ?? 0);
+      for (let k = from; k < hs.length; k++) hs[k].end = Math.min(hs[k].end, cut[r]);
+    }
+    hs.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+    const kept = hs.filter((h) => h.seq <= h.end).map((h) => ({ replica: this.replicas[h.r], seq: h.seq, time: h.t, ops: this.ops(h.r, h.seq, h.end) }));
+    const nd = new Doc(this.replica, this.clock, { maxPending: this.maxPending });
+    for (let r = 0; r < nrep; r++) nd.replicaIndex(this.replicas[r]);
+    nd.applyTrusted(kept);
+    this.replicas = nd.replicas;
+    this.rindex = nd.rindex;
+    this.logs = nd.logs;
+    this.contentLen = nd.contentLen;
+    this.fields = nd.fields;
+    this.fieldIdx = nd.fieldIdx;
+    this.lastField = undefined;
+    this.tx = null;
+    this.closures = new Map();
+  }
+
   // ---- remote changes ----
 
   /**
    * apply merges remote changes. The batch is atomic: if any change is
-   * invalid (InvalidChangeError), stamped too far ahead (ClockSkewError), or
+   * invalid (InvalidChangeError: malformed, naming what is not there,
+   * stamped no later than what it follows, or an insert whose origins
+   * contradict the text, as Go's crdt refuses), stamped too far ahead
+   * (ClockSkewError), or
    * the pending buffer would overflow (PendingFullError), apply throws and
    * the document is exactly as it was. Changes may come in any order;
    * applying one twice is a no-op; one whose dependencies are missing waits.
@@ -1032,9 +1262,24 @@ export class Doc {
     p.run(changes, false);
     if (p.waiting.length + this.pending.length > this.maxPending)
       throw new PendingFullError(`${p.waiting.length + this.pending.length} changes would wait for missing dependencies (max ${this.maxPending})`);
+    for (const c of p.ready) {
+      try {
+        this.applyChange(c, !trusted);
+      } catch (e) {
+        if (!(e instanceof InvalidChangeError)) throw e;
+        // Origins that contradict the text show only against the text the
+        // batch's earlier changes made: take the batch back.
+        const cut = this.logs.map((lg) => lg.next - 1);
+        for (const [r, a] of p.adv) {
+          const ri = this.rindex.get(r);
+          if (ri !== undefined) cut[ri] = a.base - 1;
+        }
+        this.rollback(cut);
+        throw new InvalidChangeError(`change ${c.replica.slice(0, 8)}@${c.seq}: ${e.message.replace(/^crdt: invalid change: /, "")}`);
+      }
+    }
     // Every ready time passed the offset check when it was planned.
     for (const c of p.ready) this.clock.witness(c.time);
-    for (const c of p.ready) this.applyChange(c);
     const applied = p.ready.slice();
     this.addPending(p.waiting);
     if (p.ready.length > 0 && this.pending.length > 0) this.retryPending(applied, trusted);
@@ -1059,12 +1304,30 @@ export class Doc {
       this.pending = [];
       p.run(cands, true);
       this.rejectedCount += p.dropped;
-      for (const c of p.ready) {
+      let bad = -1;
+      for (let i = 0; i < p.ready.length; i++) {
+        const c = p.ready[i];
+        try {
+          this.applyChange(c, !trusted);
+        } catch (e) {
+          if (!(e instanceof InvalidChangeError)) throw e;
+          // It contradicts the text: take it back and drop it; the ready
+          // changes after it may depend on it, so they are planned again.
+          const cut = this.logs.map((lg) => lg.next - 1);
+          cut[this.rindex.get(c.replica)!] = c.seq - 1;
+          this.rollback(cut);
+          this.rejectedCount++;
+          bad = i;
+          break;
+        }
         this.clock.witness(c.time);
-        this.applyChange(c);
         applied.push(c);
       }
       this.pending = p.waiting;
+      if (bad >= 0) {
+        this.pending = [...p.ready.slice(bad + 1), ...this.pending];
+        continue;
+      }
       if (p.ready.length === 0 || this.pending.length === 0) return;
     }
   }
@@ -1641,6 +1904,29 @@ function checkShape(c: Change): string | null {
 
 function opLenOf(op: Op): number {
   return op.kind === OpKind.Ins ? runeCount(op.text) : op.kind === OpKind.Del ? op.count : 1;
+}
+
+// ---- the origin check's closures (crdt/document.go's closure) ----
+
+/** The closures a Doc keeps: those of the replicas inserting among concurrent inserts now, not one per writer it ever had. */
+const MAX_CLOSURES = 32;
+
+/**
+ * Closure is what a set of changes depends on: known[r] the highest seq of
+ * replica r depended on (every lower one too: a replica's ops depend on its
+ * earlier ones), done[r] how far r's ops have had their own dependencies
+ * added.
+ */
+class Closure {
+  known = new Map<number, number>();
+  done = new Map<number, number>();
+  get(r: number): number {
+    return this.known.get(r) ?? 0;
+  }
+}
+
+function idString(id: ID | null): string {
+  return id && id.seq !== 0 ? `${id.replica.slice(0, 8)}@${id.seq}` : "none";
 }
 
 // ---- planning a batch (crdt/apply.go's plan) ----
