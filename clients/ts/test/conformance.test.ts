@@ -82,3 +82,47 @@ for (const h of histories) {
     });
   });
 }
+
+// What Go's crdt refuses, a TS replica refuses alike (crdt/codec
+// hostile_conformance_test.go): inserts whose origins contradict the text,
+// changes stamped no later than what they follow, delivered one at a time
+// and as one batch, with the same answer and the same state after each.
+const hostile = JSON.parse(readRepo(dir + "hostile.json").toString());
+
+function outcomeOf(d: Doc, batch: string): string {
+  try {
+    d.apply(decodeChanges(unhex(batch)));
+    return "ok";
+  } catch (e) {
+    const m = (e as Error).message;
+    if (/origins contradict the text/.test(m)) return "origins";
+    if (/stamped before what it follows/.test(m)) return "backdated";
+    throw e;
+  }
+}
+
+function hostileStateOf(d: Doc) {
+  const version: Record<string, number> = {};
+  for (const [r, s] of d.version()) version[r] = s;
+  return { ...stateOf(d), version, rejected: d.rejected() };
+}
+
+for (const h of hostile) {
+  test(`${h.name}: refused and applied as Go does, same states`, () => {
+    const receiver = () => {
+      // Go's cfReplica(7): bytes 0x88, 0x89, ...; its wall clock far ahead.
+      const me = Array.from({ length: 16 }, (_, k) => (0x88 + k).toString(16)).join("");
+      const d = new Doc(me, new Clock(() => 2 ** 40, 0));
+      d.apply(decodeChanges(unhex(h.base_hex)));
+      return d;
+    };
+    const d = receiver();
+    h.steps.forEach((s: any, k: number) => {
+      assert.equal(outcomeOf(d, s.batch_hex), s.outcome, `step ${k}`);
+      assert.deepEqual(hostileStateOf(d), s.state, `step ${k}: state`);
+    });
+    const b = receiver();
+    assert.equal(outcomeOf(b, h.batch.batch_hex), h.batch.outcome, "the whole batch");
+    assert.deepEqual(hostileStateOf(b), h.batch.state, "the whole batch: state");
+  });
+}
