@@ -525,11 +525,11 @@ export class Document {
   /** serverHas plus what was sent and not refused. */
   private theirs: VersionVector = new Map();
   /**
-   * The update batches in flight: reach, the highest own seq the batch
-   * makes durable when acked ok; sent, the own seq when it was sent (an
-   * upper bound of the own seqs in it).
+   * The update batches in flight → the highest own seq each carries (0:
+   * none): durable once it is acked ok; the server may hold it once it was
+   * sent, unless refused whole.
    */
-  private inflight = new Map<number, { reach: number; sent: number }>();
+  private inflight = new Map<number, number>();
   private nextBatch = 1;
   private durableOwn = 0;
   /**
@@ -630,7 +630,7 @@ export class Document {
 
   /** Drops the batches in flight without an outcome: the server may hold each. */
   private forgetInflight(): void {
-    for (const b of this.inflight.values()) this.mayHold = Math.max(this.mayHold, b.sent);
+    for (const reach of this.inflight.values()) this.mayHold = Math.max(this.mayHold, reach);
     this.inflight.clear();
   }
 
@@ -767,13 +767,13 @@ export class Document {
         return;
       }
       case "ack": {
-        const info = this.inflight.get(m.batch);
-        if (info === undefined) return; // sent before a resync: its outcome was counted as unknown
+        const reach = this.inflight.get(m.batch);
+        if (reach === undefined) return; // sent before a resync: its outcome was counted as unknown
         this.inflight.delete(m.batch);
-        if (!REFUSED_WHOLE.has(m.status)) this.mayHold = Math.max(this.mayHold, info.sent);
+        if (!REFUSED_WHOLE.has(m.status)) this.mayHold = Math.max(this.mayHold, reach);
         if (m.status === Status.ok) {
           this.retries = 0;
-          this.durableOwn = Math.max(this.durableOwn, info.reach);
+          this.durableOwn = Math.max(this.durableOwn, reach);
           this.updateSaved();
         } else this.refused(m.status, m.message, "ack");
         this.maybeRestamp();
@@ -853,6 +853,7 @@ export class Document {
       this.client.restartConnection();
       return;
     }
+    if (!this.client.connected()) return; // the next connection resubscribes
     const delay = Math.random() * Math.min(30_000, 200 * 2 ** this.retries++);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
@@ -909,14 +910,13 @@ export class Document {
       if (chunk.length === 0) return;
       const batch = this.nextBatch++;
       let reach = 0;
-      const sent = this.doc.version().get(this.replica) ?? 0;
       for (const c of chunk) {
         const end = c.seq + changeLen(c) - 1;
         if (c.replica === this.replica) reach = Math.max(reach, end);
         if (end > (this.theirs.get(c.replica) ?? 0)) this.theirs.set(c.replica, end);
       }
       if (!this.client.send({ type: "update", doc: this.id, batch, changes: encodeChanges(chunk) })) return;
-      this.inflight.set(batch, { reach, sent });
+      this.inflight.set(batch, reach);
       chunk = [];
       ops = 0;
     };

@@ -333,3 +333,32 @@ test("version vectors larger than max_frame travel in version_part messages, bot
     await small.stop();
   }
 });
+
+test("clock_skew of changes read from the store: they keep their times and wait for the server's clock", async () => {
+  // A previous run may have sent what the store holds, so the server may
+  // hold it under its old time: it is never re-stamped, only resent until
+  // the server's clock has caught up.
+  const skewed = await Server.start(["--insecure", "--max-clock-offset", "1s"]);
+  try {
+    const store = new MemoryStore();
+    const first = new Client({ url: skewed.url, WebSocket, backoffBaseMs: 20, store, offline: true });
+    clients.push(first);
+    first.wallOffset = 2_500;
+    const d1 = await first.open("t/skew-stored");
+    d1.edit((tx) => tx.insert("body", 0, "early"));
+    await d1.flushStore();
+    const [stamped] = d1.doc.changesSince();
+    first.close();
+
+    const second = new Client({ url: skewed.url, WebSocket, backoffBaseMs: 20, store });
+    clients.push(second);
+    const d2 = await second.open("t/skew-stored");
+    await waitFor("saved once the server's clock caught up", () => d2.saved, 15_000);
+    const [sent] = d2.doc.changesSince();
+    assert.equal(sent.time, stamped.time, "a change the server may hold was re-stamped");
+    const server = (await (await fetch(`${skewed.http}/v1/docs/t%2Fskew-stored`)).json()) as { text: { body: string } };
+    assert.equal(server.text.body, "early");
+  } finally {
+    await skewed.stop();
+  }
+});
