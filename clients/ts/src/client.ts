@@ -176,10 +176,10 @@ const REFUSED_WHOLE = new Set<number>([
 const RESYNC = new Set<number>([Status.pendingFull, Status.missingDeps]);
 const TERMINAL_CLOSE = new Set<number>([CloseCode.authFailed, CloseCode.unsupportedVersion, CloseCode.replicaConflict]);
 const PRESENCE_REFRESH_MS = 15_000;
-/** Bytes a subscribe adds around its version (tag, document id, headers). */
+/** Bytes a message adds around its version or change batch (tag, document id, batch id, headers). */
 const FRAME_OVERHEAD = 512 + 64;
-/** Encoded bytes of one subscribe's version, at most (beyond: version_part messages). */
-const MAX_VERSION_BYTES = 256 << 10;
+/** Encoded bytes of one message's version or change batch, at most (PROTOCOL.md section 7a, "Splitting"). */
+const MAX_MESSAGE_BYTES = 256 << 10;
 
 export class Client {
   readonly opts: Required<Omit<ClientOptions, "store" | "WebSocket">> & Pick<ClientOptions, "store" | "WebSocket">;
@@ -482,12 +482,13 @@ export class Client {
   }
 
   /**
-   * @internal: the encoded bytes a version vector may take in one frame
-   * (the welcome's max_frame less a subscribe's overhead).
+   * @internal: the encoded bytes a version vector or a change batch may
+   * take in one message (256 KiB, less when the welcome's max_frame less a
+   * message's overhead is less).
    */
-  maxVersionBytes(): number {
+  maxMessageBytes(): number {
     const mf = this.limits?.maxFrame ?? 0;
-    return mf > 0 ? Math.max(1, Math.min(MAX_VERSION_BYTES, mf - FRAME_OVERHEAD)) : MAX_VERSION_BYTES;
+    return mf > 0 ? Math.max(1, Math.min(MAX_MESSAGE_BYTES, mf - FRAME_OVERHEAD)) : MAX_MESSAGE_BYTES;
   }
 
   /** @internal: correct the wall clock after a clock_skew refusal. */
@@ -644,7 +645,7 @@ export class Document {
     this.theirs = new Map();
     // A version too large for a frame goes in parts: version_part
     // messages, then the subscribe with the last part.
-    const parts = splitVersion(this.doc.version(), this.client.maxVersionBytes());
+    const parts = splitVersion(this.doc.version(), this.client.maxMessageBytes());
     for (const p of parts.slice(0, -1)) this.client.send({ type: "versionPart", doc: this.id, version: p });
     this.client.send({ type: "subscribe", doc: this.id, version: parts[parts.length - 1] });
     this.presenceDue = 0;
@@ -904,27 +905,37 @@ export class Document {
     const cs = this.doc.changesSince(this.theirs);
     if (cs.length === 0) return;
     const max = this.client.opts.maxBatchOps;
-    let chunk: Change[] = [];
-    let ops = 0;
-    const sendChunk = () => {
-      if (chunk.length === 0) return;
+    const maxBytes = this.client.maxMessageBytes();
+    // Batches of at most max ops and maxBytes encoded (a change larger
+    // than that goes alone), in order, so they arrive causally ordered.
+    const send = (part: Change[]): boolean => {
+      const bytes = encodeChanges(part);
+      if (bytes.length > maxBytes && part.length > 1) {
+        const h = part.length >> 1;
+        return send(part.slice(0, h)) && send(part.slice(h));
+      }
       const batch = this.nextBatch++;
       let reach = 0;
-      for (const c of chunk) {
+      for (const c of part) {
         const end = c.seq + changeLen(c) - 1;
         if (c.replica === this.replica) reach = Math.max(reach, end);
         if (end > (this.theirs.get(c.replica) ?? 0)) this.theirs.set(c.replica, end);
       }
-      if (!this.client.send({ type: "update", doc: this.id, batch, changes: encodeChanges(chunk) })) return;
+      if (!this.client.send({ type: "update", doc: this.id, batch, changes: bytes })) return false;
       this.inflight.set(batch, reach);
-      chunk = [];
-      ops = 0;
+      return true;
     };
+    let chunk: Change[] = [];
+    let ops = 0;
     for (const c of cs) {
-      if (ops + c.ops.length > max && chunk.length > 0) sendChunk();
+      if (ops + c.ops.length > max && chunk.length > 0) {
+        if (!send(chunk)) return;
+        chunk = [];
+        ops = 0;
+      }
       chunk.push(c);
       ops += c.ops.length;
     }
-    sendChunk();
+    if (chunk.length > 0) send(chunk);
   }
 }

@@ -281,7 +281,7 @@ class FrameSpy {
   }
 }
 
-test("version vectors larger than max_frame travel in version_part messages, both ways", async () => {
+test("version vectors and change batches larger than max_frame are split (version_part, update), both ways", async () => {
   const maxFrame = 4096;
   const small = await Server.start(["--insecure", "--max-frame", String(maxFrame)]);
   try {
@@ -295,14 +295,16 @@ test("version vectors larger than max_frame travel in version_part messages, bot
       d.transact((tx) => tx.add("n", 1));
       all.push(...d.changesSince());
     }
-    // A client relays them all (in batches well below max_frame).
-    const s = new Client({ url: small.url, WebSocket, backoffBaseMs: 20, maxBatchOps: 16 });
+    // A client relays them all, in batches it splits to fit max_frame.
+    const seeder = new FrameSpy();
+    const s = new Client({ url: small.url, WebSocket: seeder.WebSocket, backoffBaseMs: 20 });
     clients.push(s);
     const ds = await s.open("t/many");
     await waitFor("seeder connected", () => s.state === "connected");
     ds.doc.apply(all);
     ds.edit((tx) => tx.add("n", 1));
     await waitFor("seeded", () => ds.saved, 20_000);
+    assert.ok(seeder.count("sent", "update") > 1 && seeder.largestSent <= maxFrame, `the seeder sent a frame of ${seeder.largestSent} bytes`);
     const probe = new Client({ url: small.url, WebSocket, backoffBaseMs: 20 });
     clients.push(probe);
     const dp = await probe.open("t/many");
