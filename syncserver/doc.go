@@ -174,14 +174,20 @@
 // # Memory
 //
 // An idle connection costs about 12 KB of server memory (weft bench conns
-// --conns 10000: 11,712 bytes of RSS per connection, where the usual
-// goroutine-per-connection gorilla server needs 24-41 KB). The handshake
-// runs on the HTTP handler goroutine, which then returns, releasing
-// net/http's per-request buffers and its deep stack; the reader is a fresh
-// goroutine whose stack stays small (about 4 KB) while it waits in read;
-// gorilla gets a 1 KiB read buffer of its own and borrows write buffers from
-// a pool only while writing; an idle connection has no writer goroutine and
-// no queue.
+// --conns 10000: 11,790-12,280 bytes of RSS growth per connection, 4 runs;
+// the usual goroutine-per-connection gorilla server needs 24-41 KB). About
+// half of that is live: the session and its channels and timers, gorilla's
+// Conn, a 512-byte read buffer, the descriptor and poller state, and a
+// 2 KB goroutine stack; the rest is the collector's headroom (the heap
+// grows to twice what is live before a collection). The handshake runs on
+// the HTTP handler goroutine, which then returns, releasing net/http's
+// per-request buffers and its deep stack. The reader is a fresh goroutine
+// that waits for the next byte in a shallow call (guardedConn.waitData)
+// before handing the connection to gorilla, so while it is idle the
+// collector can shrink its stack to the minimum (it grows while a message
+// is handled). gorilla reads through guardHijack's small buffered reader,
+// borrows write buffers from a pool only while writing, and an idle
+// connection has no writer goroutine and no queue.
 //
 // # Auth
 //

@@ -25,7 +25,32 @@ func (g guardHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &guardedConn{Conn: c, limit: g.limit}, brw, nil
+	gc := &guardedConn{Conn: c, limit: g.limit}
+	if brw.Reader.Buffered() > 0 {
+		return gc, brw, nil // gorilla refuses: data before the handshake completed
+	}
+	// gorilla reads through a reader it is handed when it is larger than
+	// 256 bytes and Upgrader.ReadBufferSize is 0: ours is small, and the
+	// session can ask it whether a frame is already buffered (see waitData).
+	gc.br = bufio.NewReaderSize(gc, readBufferSize)
+	return gc, bufio.NewReadWriter(gc.br, brw.Writer), nil
+}
+
+// readBufferSize is the read buffer of a WebSocket connection: a
+// keystroke's frame and its header fit; larger payloads are read past it,
+// straight into their destination.
+const readBufferSize = 512
+
+// waitData blocks until the connection has bytes to read, in a shallow
+// call, so that an idle connection's reader goroutine waits with little
+// of its stack in use and the collector can shrink the stack. It reads
+// nothing that gorilla does not then read: the byte lands in br.
+func (g *guardedConn) waitData() error {
+	if g.br == nil || g.br.Buffered() > 0 {
+		return nil
+	}
+	_, err := g.br.Peek(1)
+	return err
 }
 
 // guardedConn is a server-side WebSocket connection whose reads stop
@@ -36,6 +61,7 @@ func (g guardHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type guardedConn struct {
 	net.Conn
 	limit int64
+	br    *bufio.Reader // what gorilla reads through (nil in tests of feed)
 
 	err    error // sticky: the oversized header was found
 	hdr    [14]byte

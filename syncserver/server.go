@@ -116,7 +116,7 @@ func New(opts Options) (*Server, error) {
 		// "Memory" in the package doc). Large frames are read straight
 		// into their destination by bufio, so the small buffer costs no
 		// extra copies for them.
-		ReadBufferSize:  1024,
+		ReadBufferSize:  0, // gorilla reads through guardHijack's small reader
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     s.originAllowed,
 	}

@@ -36,6 +36,7 @@ type session struct {
 	s         *Server
 	conn      *websocket.Conn
 	nc        net.Conn // the socket itself, for writes (see guardedConn)
+	guard     *guardedConn
 	id        string
 	principal *Principal
 	replica   crdt.ReplicaID
@@ -126,13 +127,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nc := conn.NetConn()
-	if g, ok := nc.(*guardedConn); ok {
-		nc = g.Conn // net.Buffers writes with writev only to the socket itself
+	guard, _ := nc.(*guardedConn)
+	if guard != nil {
+		nc = guard.Conn // net.Buffers writes with writev only to the socket itself
 	}
 	ss := &session{
 		s:          s,
 		conn:       conn,
 		nc:         nc,
+		guard:      guard,
 		id:         uuid.NewString(),
 		writerDone: make(chan struct{}),
 		credit:     make(chan struct{}, 1),
@@ -605,6 +608,10 @@ func (ss *session) reader() {
 		// against the client.
 		if ss.extendDeadline(alive) != nil {
 			return
+		}
+		if ss.guard != nil {
+			// An error here is met again, and handled, by read.
+			_ = ss.guard.waitData()
 		}
 		frame, ok := ss.read()
 		if !ok {
