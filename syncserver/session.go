@@ -59,8 +59,12 @@ type session struct {
 	writerOnce sync.Once
 	readerDone chan struct{} // closed when the reader has stopped
 	draining   atomic.Bool   // Shutdown stopped the reader
-	ping       *time.Timer   // guarded by out's lock
-	expiry     *time.Timer   // closes the connection when the token expires; guarded by out's lock
+	// ping is the session's one timer: the next ping, or the token's
+	// expiry when that comes first (expiring says which). Guarded, with
+	// expires and expiring, by out's lock.
+	ping     *time.Timer
+	expires  time.Time // the token's exp; zero: none
+	expiring bool
 	// writeDeadline is the socket's write deadline as the flusher last set
 	// it; only the (single) flusher uses it.
 	writeDeadline time.Time
@@ -186,9 +190,6 @@ func (ss *session) run(authed bool) {
 	ss.out.Lock()
 	if ss.ping != nil {
 		ss.ping.Stop()
-	}
-	if ss.expiry != nil {
-		ss.expiry.Stop()
 	}
 	ss.out.Unlock()
 	s.sessions.Lock()
@@ -498,18 +499,41 @@ func (ss *session) closeConn() {
 	ss.finishWriter()
 }
 
-// sendPing runs on the ping timer's goroutine.
-func (ss *session) sendPing() {
+// tick runs on the timer's goroutine: it sends a ping, or closes the
+// connection when the token has expired.
+func (ss *session) tick() {
+	ss.out.Lock()
+	expired := ss.expiring
+	ss.out.Unlock()
+	if expired {
+		ss.queueError(syncproto.StatusUnauthorized, "", "the token expired; reconnect with a new one")
+		ss.kick(syncproto.CloseAuthFailed, "token expired")
+		return
+	}
 	ss.enqueue(outFrame{op: opPing}, false)
 	ss.armPing()
 }
 
-// armPing schedules the next ping unless the connection is closing.
+// armPing schedules the next ping, or the token's expiry when that comes
+// first, unless the connection is closing. One timer serves both, reset
+// rather than replaced: an idle connection holds one.
 func (ss *session) armPing() {
 	ss.out.Lock()
 	defer ss.out.Unlock()
-	if !ss.out.closed && !ss.out.closing {
-		ss.ping = time.AfterFunc(ss.s.opts.PingInterval, ss.sendPing)
+	if ss.out.closed || ss.out.closing {
+		return
+	}
+	d := ss.s.opts.PingInterval
+	ss.expiring = false
+	if !ss.expires.IsZero() {
+		if left := ss.expires.Sub(ss.s.auth.now()); left <= d {
+			d, ss.expiring = left, true
+		}
+	}
+	if ss.ping == nil {
+		ss.ping = time.AfterFunc(d, ss.tick)
+	} else {
+		ss.ping.Reset(d)
 	}
 }
 
@@ -733,11 +757,9 @@ func (ss *session) handshake() bool {
 		// Rights are checked against the token on every request, so a
 		// connection must not outlive it.
 		ss.out.Lock()
-		ss.expiry = time.AfterFunc(p.Expires.Sub(ss.s.auth.now()), func() {
-			ss.queueError(syncproto.StatusUnauthorized, "", "the token expired; reconnect with a new one")
-			ss.kick(syncproto.CloseAuthFailed, "token expired")
-		})
+		ss.expires = p.Expires
 		ss.out.Unlock()
+		ss.armPing()
 	}
 	ss.s.log.Debug("session authenticated", "session", ss.id, "user", p.User, "replica", h.Replica, "client", h.ClientName)
 	return true
