@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,9 @@ type ClusterOptions struct {
 	OfflinePeer time.Duration
 	// AckPeers is passed to every peer's --ack-peers. Default: 0.
 	AckPeers int
+	// ServerArgs are extra flags for every peer; "{peer}" in one is
+	// replaced by the peer's index (e.g. --debug-listen=127.0.0.1:606{peer}).
+	ServerArgs []string
 	// Seed makes positions and kill choices reproducible. Default: 1.
 	Seed uint64
 	// Logger receives progress. Default: discard.
@@ -100,6 +104,12 @@ type ClusterResult struct {
 	// peers, every 200ms.
 	Divergence []ClusterPoint `json:"divergence,omitempty"`
 	Faults     []string       `json:"faults,omitempty"`
+	// CPU over the editing window, in cores (CPU seconds per second):
+	// every peer's process together, and this process's (the clients).
+	// Runs without --kill or --offline-peer only (a restarted peer's
+	// first process is gone before it can be read).
+	ServersCores float64 `json:"servers_cores,omitempty"`
+	ClientsCores float64 `json:"clients_cores,omitempty"`
 
 	SameLat  []time.Duration `json:"-"`
 	CrossLat []time.Duration `json:"-"`
@@ -290,6 +300,9 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 			}
 		}
 		p.args = slices.Clone(common)
+		for _, a := range o.ServerArgs {
+			p.args = append(p.args, strings.ReplaceAll(a, "{peer}", strconv.Itoa(i)))
+		}
 		if i > 0 {
 			p.args = append(p.args, "--join", peers[0].gossip)
 		}
@@ -355,6 +368,13 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 	log.Info("clients synced", "clients", o.Clients)
 
 	// Faults and the divergence timeline run beside the editors.
+	measureCPU := o.Kill == 0 && o.OfflinePeer == 0
+	var cpu0 []CPUTimes
+	if measureCPU {
+		if cpu0, err = clusterCPU(peers); err != nil {
+			return res, err
+		}
+	}
 	start := time.Now()
 	runCtx, stop := context.WithTimeout(ctx, o.Duration)
 	defer stop()
@@ -438,6 +458,19 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 		return res, faultErr
 	}
 	log.Info("editing done", "edits", res.Edits)
+	if measureCPU {
+		cpu1, err := clusterCPU(peers)
+		if err != nil {
+			return res, err
+		}
+		wall := time.Since(start).Seconds()
+		var srv time.Duration
+		for i := range peers {
+			srv += cpu1[i].Total() - cpu0[i].Total()
+		}
+		res.ServersCores = srv.Seconds() / wall
+		res.ClientsCores = (cpu1[len(peers)].Total() - cpu0[len(peers)].Total()).Seconds() / wall
+	}
 
 	// Settle: every client saved, every peer identical.
 	sctx, cancel := context.WithTimeout(ctx, o.Settle)
@@ -675,4 +708,22 @@ func clusterStats(l []time.Duration) ClusterLatency {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	out.P50Ms, out.P99Ms, out.MaxMs = ms(convergeQuantile(s, 0.5)), ms(convergeQuantile(s, 0.99)), ms(s[len(s)-1])
 	return out
+}
+
+// clusterCPU reads the CPU time of every peer's process, then this
+// process's (last).
+func clusterCPU(peers []*clusterPeer) ([]CPUTimes, error) {
+	out := make([]CPUTimes, 0, len(peers)+1)
+	for _, p := range peers {
+		t, err := ProcessCPU(p.proc.PID())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	self, err := SelfCPU()
+	if err != nil {
+		return nil, err
+	}
+	return append(out, self), nil
 }

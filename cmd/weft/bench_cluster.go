@@ -30,6 +30,8 @@ func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	plot := fs.String("plot", "", "write an SVG: latency CDF same-peer vs cross-peer, and the divergence timeline of fault runs")
 	verbose := fs.Bool("v", false, "log progress to stderr")
+	var serverArgs stringList
+	fs.Var(&serverArgs, "server-arg", "extra flag for every peer, repeatable; {peer} becomes the peer's index, e.g. --server-arg=--debug-listen=127.0.0.1:606{peer}")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: weft bench cluster [--peers P] [--clients C] [--docs D] [--rate R] [--duration T] [--partition DUR | --offline-peer DUR] [--kill N] [--json] [--plot FILE.svg]\n\n"+
 			"Starts P real `weft serve` processes on loopback joined into a cluster, spreads C Go clients\n"+
@@ -46,7 +48,7 @@ func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	r, err := bench.RunCluster(ctx, bench.ClusterOptions{
 		Binary: *binary, Peers: *peers, Clients: *clients, Docs: *docs, Rate: *rate, Duration: *duration, Settle: *settle,
-		Partition: *partition, Kill: *kill, OfflinePeer: *offline, AckPeers: *ackPeers, Seed: *seed,
+		Partition: *partition, Kill: *kill, OfflinePeer: *offline, AckPeers: *ackPeers, Seed: *seed, ServerArgs: serverArgs,
 		Logger: benchLogger(stderr, *verbose),
 	})
 	if err != nil {
@@ -66,6 +68,9 @@ func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "peers %d, clients %d, docs %d, edits %d (acked %d), loadavg %s\n", r.Peers, r.Clients, r.Docs, r.Edits, r.Acked, r.LoadAvg)
 		fmt.Fprintf(stdout, "same peer:  p50 %.2f ms  p99 %.2f ms  max %.1f ms  (%d deliveries)\n", r.SamePeer.P50Ms, r.SamePeer.P99Ms, r.SamePeer.MaxMs, r.SamePeer.Deliveries)
 		fmt.Fprintf(stdout, "cross peer: p50 %.2f ms  p99 %.2f ms  max %.1f ms  (%d deliveries)\n", r.CrossPeer.P50Ms, r.CrossPeer.P99Ms, r.CrossPeer.MaxMs, r.CrossPeer.Deliveries)
+		if r.ServersCores > 0 {
+			fmt.Fprintf(stdout, "cpu while editing: peers %.2f cores, clients (this process) %.2f cores\n", r.ServersCores, r.ClientsCores)
+		}
 		fmt.Fprintf(stdout, "converged %v, lost %d, duplicated %d", r.Converged, r.Lost, r.Duplicated)
 		if r.HealMs > 0 {
 			fmt.Fprintf(stdout, ", heal %.0f ms", r.HealMs)
