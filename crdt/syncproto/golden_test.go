@@ -88,6 +88,7 @@ func goldenMessages() []golden {
 		{"digest", &Digest{Round: 9, Buckets: []uint64{0, 0x0123456789abcdef, 0, 42}}},
 		{"version_part", &VersionPart{Doc: "notes/42", Version: crdt.VersionVector{goldenOther: 12}}},
 		{"digest_docs", &DigestDocs{Round: 9, Bucket: 1, Docs: []string{"notes/42", "notes/7"}, Hashes: []uint64{0x0123456789abcdef, 7}}},
+		{"owners", &Owners{Doc: "notes/42", Owners: []Owner{{Replica: goldenClient, Principal: "alice"}, {Replica: goldenOther, Principal: "bob@example.com"}}}},
 	}
 }
 
@@ -198,6 +199,12 @@ func describe(m Message) map[string]any {
 			hs = append(hs, fmt.Sprintf("%016x", h))
 		}
 		out["round"], out["bucket"], out["docs"], out["hashes_hex"] = m.Round, m.Bucket, m.Docs, hs
+	case *Owners:
+		list := []any{}
+		for _, o := range m.Owners {
+			list = append(list, map[string]any{"replica": o.Replica.String(), "principal": o.Principal})
+		}
+		out["doc"], out["owners"] = m.Doc, list
 	}
 	return out
 }

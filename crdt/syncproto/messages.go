@@ -72,6 +72,8 @@ const (
 	// TypeVersionPart: part of the version vector of the next subscribe or
 	// sync of the same document (vectors too large for one frame).
 	TypeVersionPart Type = 17
+	// TypeOwners: replica ownership claims (cluster peer links only).
+	TypeOwners Type = 18
 )
 
 var typeNames = map[Type]string{
@@ -81,6 +83,7 @@ var typeNames = map[Type]string{
 	TypePresenceLeave: "presence_leave", TypePing: "ping", TypePong: "pong",
 	TypeError: "error", TypePeerHello: "peer_hello", TypeDigest: "digest",
 	TypeDigestDocs: "digest_docs", TypeVersionPart: "version_part",
+	TypeOwners: "owners",
 }
 
 func (t Type) String() string {
@@ -319,6 +322,10 @@ const (
 	PeerNonceLen = 32
 	// MaxDigestBuckets bounds the buckets of a Digest.
 	MaxDigestBuckets = 1 << 16
+	// MaxOwnerEntries bounds the claims of one Owners message; more go in
+	// several (see SplitOwners). A principal is at most MaxNameLen bytes
+	// (a token's sub is refused beyond it).
+	MaxOwnerEntries = 1024
 )
 
 // PeerHello authenticates a cluster peer link (both directions; see
@@ -346,6 +353,25 @@ type DigestDocs struct {
 	Docs   []string // document ids, each at most MaxDocIDLen bytes
 	Hashes []uint64 // one per document
 }
+
+// Owner is one replica ownership claim: Principal (a token's sub) was the
+// first to write with Replica in a document.
+type Owner struct {
+	Replica   crdt.ReplicaID
+	Principal string
+}
+
+// Owners carries the ownership claims a node holds for replicas of Doc,
+// sent on a peer link before the changes of those replicas (see
+// docs/PROTOCOL.md, "Peer links"). Owners are in strictly increasing
+// replica order (so no replica twice), 1 to MaxOwnerEntries of them, each
+// principal non-empty and at most MaxNameLen bytes.
+type Owners struct {
+	Doc    string
+	Owners []Owner
+}
+
+func (*Owners) Type() Type { return TypeOwners }
 
 func (*PeerHello) Type() Type  { return TypePeerHello }
 func (*Digest) Type() Type     { return TypeDigest }
@@ -389,6 +415,8 @@ func DocOf(m Message) string {
 	case *PresenceLeave:
 		return m.Doc
 	case *Error:
+		return m.Doc
+	case *Owners:
 		return m.Doc
 	}
 	return ""
@@ -538,6 +566,18 @@ func Encode(m Message) ([]byte, error) {
 		w.array(len(m.Hashes))
 		for _, h := range m.Hashes {
 			w.uint(h)
+		}
+	case *Owners:
+		w.array(4)
+		w.uint(uint64(TypeOwners))
+		w.str(m.Doc)
+		w.array(len(m.Owners))
+		for _, o := range m.Owners {
+			w.bin(o.Replica[:])
+		}
+		w.array(len(m.Owners))
+		for _, o := range m.Owners {
+			w.str(o.Principal)
 		}
 	default:
 		return nil, fmt.Errorf("%w: %T", ErrUnknownMessage, m)
@@ -699,6 +739,19 @@ func validate(m Message) error {
 		for _, d := range m.Docs {
 			add(str("docs", d, MaxDocIDLen, true))
 		}
+	case *Owners:
+		add(str("doc", m.Doc, MaxDocIDLen, true))
+		if n := len(m.Owners); n == 0 || n > MaxOwnerEntries {
+			add(bad("owners", "%d entries, want 1 to %d", n, MaxOwnerEntries))
+		}
+		for i, o := range m.Owners {
+			if o.Replica.IsZero() {
+				add(bad("owners", "zero replica id"))
+			} else if i > 0 && m.Owners[i-1].Replica.Compare(o.Replica) >= 0 {
+				add(bad("owners", "replicas not strictly increasing at index %d", i))
+			}
+			add(str("owners.principal", o.Principal, MaxNameLen, true))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -766,6 +819,7 @@ var fieldCount = map[Type]int{
 	TypeSync: 3, TypeUpdate: 3, TypeAck: 4, TypeChanges: 2, TypePresence: 11,
 	TypePresenceLeave: 2, TypePing: 1, TypePong: 1, TypeError: 3,
 	TypePeerHello: 3, TypeDigest: 2, TypeDigestDocs: 4, TypeVersionPart: 2,
+	TypeOwners: 3,
 }
 
 func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error) {
@@ -944,6 +998,13 @@ func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error)
 			}
 		}
 		m = d
+	case TypeOwners:
+		o := &Owners{}
+		o.Doc = e.s(doc())
+		if e.err == nil {
+			o.Owners, e.err = readOwners(rd)
+		}
+		m = o
 	}
 	if e.err != nil {
 		return nil, 0, e.err
@@ -1060,6 +1121,49 @@ func readVersion(rd *reader) (crdt.VersionVector, error) {
 		v[r] = s
 	}
 	return v, nil
+}
+
+// readOwners reads [[replica bin16...], [principal str...]]: parallel
+// arrays of 1 to MaxOwnerEntries entries, replicas strictly increasing,
+// principals non-empty.
+func readOwners(rd *reader) ([]Owner, error) {
+	nr, err := rd.arrayLen("owners.replicas")
+	if err != nil {
+		return nil, err
+	}
+	if nr == 0 || nr > MaxOwnerEntries {
+		return nil, rd.errf("owners.replicas", "%d entries, want 1 to %d", nr, MaxOwnerEntries)
+	}
+	// Each replica takes 18 bytes (bin8 header + 16), each principal at
+	// least 2 (a non-empty fixstr).
+	if nr > rd.remaining()/20 {
+		return nil, rd.errf("owners.replicas", "%d entries but only %d bytes left", nr, rd.remaining())
+	}
+	out := make([]Owner, nr)
+	for i := range out {
+		if out[i].Replica, err = readReplica(rd, "owners.replicas"); err != nil {
+			return nil, err
+		}
+		if i > 0 && bytes.Compare(out[i-1].Replica[:], out[i].Replica[:]) >= 0 {
+			return nil, rd.errf("owners.replicas", "replicas not strictly increasing at index %d", i)
+		}
+	}
+	np, err := rd.arrayLen("owners.principals")
+	if err != nil {
+		return nil, err
+	}
+	if np != nr {
+		return nil, rd.errf("owners.principals", "%d principals for %d replicas", np, nr)
+	}
+	for i := range out {
+		if out[i].Principal, err = rd.string("owners.principals", MaxNameLen); err != nil {
+			return nil, err
+		}
+		if out[i].Principal == "" {
+			return nil, rd.errf("owners.principals", "empty principal for replica %s", out[i].Replica)
+		}
+	}
+	return out, nil
 }
 
 func readOptAnchor(rd *reader, field string) (*crdt.Anchor, error) {

@@ -2,7 +2,9 @@ package syncproto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -44,6 +46,7 @@ func sampleMessages() []Message {
 		&Pong{Nonce: 0},
 		&Error{Status: StatusUnauthorized, Message: "token does not cover doc", Doc: "secret"},
 		&Error{Status: StatusInvalid, Message: "bad frame"},
+		&Owners{Doc: "notes/42", Owners: []Owner{{Replica: rid(1), Principal: "alice"}, {Replica: rid(9), Principal: strings.Repeat("p", MaxNameLen)}}},
 	}
 }
 
@@ -104,7 +107,7 @@ func TestExtraFieldsSkipped(t *testing.T) {
 }
 
 func TestUnknownType(t *testing.T) {
-	for _, tag := range []uint64{0, 18, 200, 1 << 20} {
+	for _, tag := range []uint64{0, 19, 200, 1 << 20} {
 		b, _ := msgpack.Marshal([]any{tag, "x"})
 		_, err := Decode(b)
 		if !errors.Is(err, ErrUnknownMessage) || errors.Is(err, ErrMalformed) {
@@ -169,6 +172,16 @@ func TestDecodeMalformed(t *testing.T) {
 		{"digest docs mismatch", enc(uint64(TypeDigestDocs), 1, 0, []any{"a", "b"}, []any{1}), "1 hashes for 2 docs"},
 		{"digest docs bucket", enc(uint64(TypeDigestDocs), 1, MaxDigestBuckets, []any{}, []any{}), "exceeds"},
 		{"digest docs empty id", enc(uint64(TypeDigestDocs), 1, 0, []any{""}, []any{1}), "empty"},
+		{"owners none", enc(uint64(TypeOwners), "d", []any{}, []any{}), "want 1 to 1024"},
+		{"owners too many", enc(uint64(TypeOwners), "d", make([]any, MaxOwnerEntries+1), []any{}), "want 1 to 1024"},
+		{"owners bomb", append(enc(uint64(TypeOwners), "d")[:0:0], 0x94, 0x12, 0xa1, 'd', 0xdc, 0x03, 0xff), "only"},
+		{"owners unsorted", enc(uint64(TypeOwners), "d", []any{ridb(9), ridb(1)}, []any{"a", "b"}), "strictly increasing"},
+		{"owners duplicate", enc(uint64(TypeOwners), "d", []any{ridb(1), ridb(1)}, []any{"a", "b"}), "strictly increasing"},
+		{"owners zero replica", enc(uint64(TypeOwners), "d", []any{make([]byte, 16)}, []any{"a"}), "zero replica"},
+		{"owners mismatch", enc(uint64(TypeOwners), "d", []any{ridb(1)}, []any{"a", "b"}), "2 principals for 1 replicas"},
+		{"owners empty principal", enc(uint64(TypeOwners), "d", []any{ridb(1)}, []any{""}), "empty principal"},
+		{"owners long principal", enc(uint64(TypeOwners), "d", []any{ridb(1)}, []any{strings.Repeat("p", MaxNameLen+1)}), "exceeds limit"},
+		{"owners no doc", enc(uint64(TypeOwners), "", []any{ridb(1)}, []any{"a"}), "empty"},
 	}
 	for _, c := range cases {
 		m, err := Decode(c.in)
@@ -194,6 +207,11 @@ func TestEncodeValidates(t *testing.T) {
 		&Presence{Doc: "d", State: []byte{0x01, 0x02}},     // two values
 		&Presence{Doc: "d", Cursor: &crdt.Anchor{Side: 7}}, // bad side
 		&Ack{Doc: "d", Message: strings.Repeat("m", MaxMessageLen+1)},
+		&Owners{Doc: "d"},
+		&Owners{Doc: "d", Owners: make([]Owner, MaxOwnerEntries+1)},
+		&Owners{Doc: "d", Owners: []Owner{{Replica: rid(2), Principal: "a"}, {Replica: rid(1), Principal: "b"}}},
+		&Owners{Doc: "d", Owners: []Owner{{Replica: rid(1), Principal: ""}}},
+		&Owners{Doc: "d", Owners: []Owner{{Replica: rid(1), Principal: strings.Repeat("p", MaxNameLen+1)}}},
 	}
 	for _, m := range bad {
 		if b, err := Encode(m); !errors.Is(err, ErrMalformed) {
@@ -222,3 +240,48 @@ func TestZeroSeqsDroppedOnEncode(t *testing.T) {
 }
 
 func ridb(b byte) []byte { r := rid(b); return r[:] }
+
+// TestSplitOwners: claims come out sorted, one per replica, within the
+// entry limit and the byte budget, and every message encodes within it.
+func TestSplitOwners(t *testing.T) {
+	if got := SplitOwners("d", nil, 1<<20); got != nil {
+		t.Fatalf("no claims gave %v", got)
+	}
+	var claims []Owner
+	for i := range 2*MaxOwnerEntries + 10 {
+		var r crdt.ReplicaID
+		binary.BigEndian.PutUint32(r[12:], uint32(2*MaxOwnerEntries+10-i)) // reverse order
+		claims = append(claims, Owner{Replica: r, Principal: fmt.Sprintf("user-%d", i)})
+	}
+	claims = append(claims, Owner{Replica: claims[0].Replica, Principal: "later"}) // a duplicate: the first wins
+	for _, budget := range []int{1 << 20, 4096, 1} {
+		msgs := SplitOwners("notes/42", claims, budget)
+		seen := map[crdt.ReplicaID]string{}
+		var prev crdt.ReplicaID
+		for _, m := range msgs {
+			if len(m.Owners) == 0 || len(m.Owners) > MaxOwnerEntries {
+				t.Fatalf("budget %d: a message of %d claims", budget, len(m.Owners))
+			}
+			b, err := Encode(m)
+			if err != nil {
+				t.Fatalf("budget %d: %v", budget, err)
+			}
+			if len(m.Owners) > 1 && len(b) > budget {
+				t.Fatalf("budget %d: a message of %d bytes", budget, len(b))
+			}
+			for _, o := range m.Owners {
+				if prev.Compare(o.Replica) >= 0 {
+					t.Fatalf("budget %d: replicas out of order", budget)
+				}
+				prev = o.Replica
+				seen[o.Replica] = o.Principal
+			}
+		}
+		if len(seen) != 2*MaxOwnerEntries+10 || seen[claims[0].Replica] != "user-0" {
+			t.Fatalf("budget %d: %d replicas, the duplicate's principal %q", budget, len(seen), seen[claims[0].Replica])
+		}
+		if budget == 1<<20 && len(msgs) != 3 {
+			t.Fatalf("%d claims in %d messages, want 3", len(claims), len(msgs))
+		}
+	}
+}

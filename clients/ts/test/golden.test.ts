@@ -34,7 +34,7 @@ function anchorFrom(a: any): Anchor | null {
   return { id: a.id ? { replica: parseReplica(a.id.replica), seq: a.id.seq } : null, side: a.side === "after" ? 1 : 0 };
 }
 
-const PEER_ONLY = new Set(["peer_hello", "digest", "digest_docs"]);
+const PEER_ONLY = new Set(["peer_hello", "digest", "digest_docs", "owners"]);
 
 test("there are golden frames", () => assert.ok(names.length >= 18, `${names.length} golden files`));
 
