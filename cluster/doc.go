@@ -24,9 +24,13 @@
 //     them as a trusted replica (syncserver's PeerUpdate), fans them out to
 //     its subscribers, persists them and acks after they are durable. The
 //     link speaks crdt/syncproto: subscribe/sync to repair a document,
-//     update/ack, changes, presence. It starts with a mutual HMAC-SHA256
-//     challenge over fresh nonces, so a process without the key learns
-//     nothing. See docs/PROTOCOL.md section 14.
+//     update/ack, changes, presence, and owners: the replica ownership
+//     claims on the replicas of the changes that follow (before a
+//     connection's first update of a claimed replica, and before every
+//     subscribe's answer), which the other end adopts through syncserver's
+//     PeerOwners before it applies those changes. It starts with a mutual
+//     HMAC-SHA256 challenge over fresh nonces, so a process without the key
+//     learns nothing. See docs/PROTOCOL.md section 14.
 //   - Anti-entropy: a digest per document (a hash of its durable version
 //     vector, kept current by every store write via Durable and rebuilt at
 //     start from the versions storage records with each write) XOR-combined
@@ -53,6 +57,16 @@
 //     digests end a round after one message each way.
 //   - A node never waits for a slow peer: a link whose send queue fills is
 //     closed and repaired by the anti-entropy round of its reconnect.
+//   - Claims before changes: a node that applies a peer's changes of a
+//     replica has first taken the peer's claim on that replica (the owners
+//     message precedes them on the same connection: link.push queues
+//     both under one lock, the acceptor sends them ahead of its subscribe
+//     answer), so it refuses that replica to every principal but its
+//     owner. A pusher's connection carries each (document, replica) claim
+//     once with live updates (a repair carries every claim on its
+//     changes); a node that cannot take claims closes the link instead of
+//     applying the changes without them, and the next connection carries
+//     them again.
 //
 // # Failure handling
 //
@@ -92,12 +106,14 @@
 // peers: when the mesh is partial (A reaches B, B reaches C, A does not
 // reach C), A's changes reach C by anti-entropy, within a round.
 //
-// HAZARD: replica ownership claims (syncserver's "Replica ownership") are
-// not replicated: each node knows only the claims made through it, and
-// peer changes are applied without ownership checks. A hostile
-// authenticated writer can reuse, through another node, a replica id that
-// someone else owns, and writing the same seqs there makes the nodes keep
-// different changes under one id. See syncserver's HAZARD on ownership.
+// HAZARD: replica ownership (syncserver's "Replica ownership") is decided
+// on each node at a replica's first write there, and a peer's claims only
+// fill in replicas without an owner. Two principals writing with the same
+// new replica id through two nodes before either node has the other's
+// first change of it each become the owner on their node (the conflict is
+// counted and logged when the claims cross), and writing the same seqs
+// makes the nodes keep different changes under one id, which anti-entropy
+// cannot see. See syncserver's HAZARD on ownership.
 //
 // HAZARD: memberlist's Members returns nodes it keeps writing to; the Node
 // keeps its own copies from the event callbacks instead.

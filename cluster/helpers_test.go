@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -30,6 +31,10 @@ import (
 const waitFor = 20 * time.Second
 
 var testKey = bytes.Repeat([]byte{0x42}, KeyLen)
+
+// testSecret signs the tokens of tokenFor: the nodes take token-less
+// clients as "anonymous" (insecure) and verify the tokens presented.
+var testSecret = bytes.Repeat([]byte{0x17}, 32)
 
 // tnode is one weft server of a test cluster: a real Pebble store, a real
 // sync server on 127.0.0.1 and a real cluster Node. Restarts reuse its
@@ -74,6 +79,7 @@ func (tn *tnode) start() {
 	so := syncserver.LocalOptions()
 	so.Store = st
 	so.Insecure = true
+	so.Secret = testSecret
 	so.Registry = tn.reg
 	if testing.Verbose() && os.Getenv("WEFT_TEST_LOG") != "" {
 		so.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -149,7 +155,7 @@ func (tn *tnode) url() string { return "ws://" + tn.http + "/v1/ws" }
 // doc returns the document as this node holds it.
 func (tn *tnode) doc(id string) *crdt.Doc {
 	tn.t.Helper()
-	chunks, _, err := tn.srv.PeerSync(context.Background(), id, nil, 1<<20)
+	chunks, _, _, err := tn.srv.PeerSync(context.Background(), id, nil, 1<<20)
 	if err != nil {
 		tn.t.Fatalf("PeerSync(%s): %v", id, err)
 	}
@@ -295,6 +301,33 @@ func newTClient(t testing.TB, tn *tnode) *tclient {
 	return &tclient{t: t, c: c, docs: map[string]*client.Document{}}
 }
 
+// tokenFor mints a token for user with write access to every document.
+func tokenFor(t testing.TB, user string) string {
+	t.Helper()
+	tok, err := syncserver.MintToken(testSecret, syncserver.Claims{
+		Docs:             []syncserver.Grant{{Pattern: "*", Access: "write"}, {Pattern: "*/*", Access: "write"}},
+		RegisteredClaims: jwt.RegisteredClaims{Subject: user, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))},
+	})
+	if err != nil {
+		t.Fatalf("MintToken: %v", err)
+	}
+	return tok
+}
+
+// newTClientAs is a client on tn authenticated as user, writing with
+// replica id replica.
+func newTClientAs(t testing.TB, tn *tnode, user string, replica crdt.ReplicaID) *tclient {
+	t.Helper()
+	o := client.LocalOptions(tn.url())
+	o.Token, o.Replica = tokenFor(t, user), replica
+	c, err := client.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &tclient{t: t, c: c, docs: map[string]*client.Document{}}
+}
+
 func (tc *tclient) open(id string) *client.Document {
 	tc.t.Helper()
 	tc.mu.Lock()
@@ -313,18 +346,35 @@ func (tc *tclient) open(id string) *client.Document {
 // write appends token to field and waits until it is saved.
 func (tc *tclient) write(id, field, token string) {
 	tc.t.Helper()
+	if err := tc.save(tc.open(id), field, token); err != nil {
+		tc.t.Fatalf("WaitSaved(%s): %v", token, err)
+	}
+}
+
+// syncedWrite appends token to field once the document is synced (so the
+// edit follows everything the node holds) and returns how its save ended
+// (nil: saved).
+func (tc *tclient) syncedWrite(id, field, token string) error {
+	tc.t.Helper()
 	d := tc.open(id)
+	eventually(tc.t, id+" to sync", d.Synced)
+	return tc.save(d, field, token)
+}
+
+func (tc *tclient) save(d *client.Document, field, token string) error {
+	tc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
 	if err := d.Edit(func(tx *crdt.Tx, doc *crdt.Doc) error { return tx.Insert(field, doc.TextLen(field), token) }); err != nil {
 		tc.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
 	if err := d.WaitSaved(ctx); err != nil {
-		tc.t.Fatalf("WaitSaved(%s): %v", token, err)
+		return err
 	}
 	tc.mu.Lock()
 	tc.acked = append(tc.acked, token)
 	tc.mu.Unlock()
+	return nil
 }
 
 func containsAll(text string, tokens []string) (missing []string) {

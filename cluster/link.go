@@ -254,6 +254,9 @@ type link struct {
 		pc       *peerConn         // nil while down
 		inflight map[uint64]pushed // batch → what it carried
 		subs     map[string]uint64 // doc → round of the last repair subscribe
+		// claims are the replica ownership claims pc carried (cleared
+		// when it holds maxLinkClaims; resending one is harmless).
+		claims map[claimKey]struct{}
 	}
 }
 
@@ -263,6 +266,22 @@ type pushed struct {
 	n    int
 	at   time.Time
 }
+
+// update is one encoded update frame to push.
+type update struct {
+	batch uint64
+	frame []byte
+	p     pushed
+}
+
+type claimKey struct {
+	doc     string
+	replica crdt.ReplicaID
+}
+
+// maxLinkClaims bounds the claims a link remembers having carried: some
+// 64 bytes plus the document id each.
+const maxLinkClaims = 1 << 16
 
 func (l *link) run() {
 	defer close(l.done)
@@ -320,6 +339,7 @@ func (l *link) connect() error {
 	l.mu.pc = pc
 	l.mu.inflight = make(map[uint64]pushed)
 	l.mu.subs = make(map[string]uint64)
+	l.mu.claims = make(map[claimKey]struct{})
 	l.mu.Unlock()
 	n.m.linkUps.Inc()
 	n.log.Info("peer link up", "peer", l.peer, "addr", l.addr)
@@ -339,6 +359,7 @@ func (l *link) connect() error {
 	l.mu.pc = nil
 	l.mu.inflight = nil
 	l.mu.subs = nil
+	l.mu.claims = nil
 	l.mu.Unlock()
 	pc.wait()
 	n.m.linkDowns.Inc()
@@ -353,18 +374,66 @@ func (l *link) conn() *peerConn {
 	return l.mu.pc
 }
 
-// push queues an update frame; nothing happens while the link is down
-// (the next anti-entropy round finds what was missed).
-func (l *link) push(batch uint64, frame []byte, p pushed) {
+// push queues update frames of doc, preceded by an owners message with
+// the claims in owners that this connection has not carried yet (all of
+// them for a repair, which must not depend on what the peer did with
+// earlier ones), all on one connection (a peer that applied the updates
+// got the claims first); nothing happens while the link is down (the
+// next anti-entropy round finds what was missed, claims included).
+func (l *link) push(doc string, owners []syncproto.Owner, updates []update, repair bool) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	pc := l.mu.pc
-	if pc != nil {
-		l.mu.inflight[batch] = p
+	if pc == nil {
+		return
 	}
-	l.mu.Unlock()
-	if pc != nil && pc.send(frame) {
+	fresh := owners
+	if !repair {
+		fresh = nil
+		for _, o := range owners {
+			if _, sent := l.mu.claims[claimKey{doc, o.Replica}]; !sent {
+				fresh = append(fresh, o)
+			}
+		}
+	}
+	if len(fresh) > 0 {
+		if len(l.mu.claims)+len(fresh) > maxLinkClaims {
+			clear(l.mu.claims)
+		}
+		if !sendOwners(l.n, pc, doc, fresh) {
+			return // the connection closed: none of the updates go either
+		}
+		for _, o := range fresh {
+			l.mu.claims[claimKey{doc, o.Replica}] = struct{}{}
+		}
+	}
+	for _, u := range updates {
+		l.mu.inflight[u.batch] = u.p
+		if !pc.send(u.frame) {
+			return
+		}
 		l.n.m.pushed.Inc()
 	}
+}
+
+// sendOwners queues claims about doc's replicas on pc as owners messages
+// within half a frame each; false if the connection closed.
+func sendOwners(n *Node, pc *peerConn, doc string, claims []syncproto.Owner) bool {
+	for _, m := range syncproto.SplitOwners(doc, claims, n.opts.MaxFrameBytes/2) {
+		b, err := syncproto.Encode(m)
+		if err != nil {
+			// A principal the server accepted always encodes; drop the
+			// connection rather than let changes go without their claims.
+			n.log.Error("encoding replica owners for a peer", "doc", doc, "err", err)
+			pc.close()
+			return false
+		}
+		if !pc.send(b) {
+			return false
+		}
+		n.m.ownersSent.Add(float64(len(m.Owners)))
+	}
+	return true
 }
 
 // startRound opens an anti-entropy round.
@@ -448,14 +517,18 @@ func (l *link) serve(pc *peerConn) error {
 			}
 			// A sync's version is what the peer holds durably.
 			n.acks.confirmed(l.peer, m.Doc, m.Version)
-			// Send back exactly what the peer lacks.
-			chunks, _, err := n.opts.Local.PeerSync(ctx, m.Doc, m.Version, n.opts.MaxFrameBytes/2)
+			// Send back exactly what the peer lacks, with its claims.
+			chunks, _, owners, err := n.opts.Local.PeerSync(ctx, m.Doc, m.Version, n.opts.MaxFrameBytes/2)
 			if err != nil {
 				return err
 			}
-			for _, ch := range chunks {
-				n.pushChunk(m.Doc, ch, []*link{l})
+			n.pushChunks(m.Doc, chunks, owners, []*link{l}, true)
+		case *syncproto.Owners:
+			// Before the changes that follow (the answer to a subscribe).
+			if err := n.opts.Local.PeerOwners(ctx, m.Doc, l.peer, m.Owners); err != nil {
+				return err
 			}
+			n.m.ownersReceived.Add(float64(len(m.Owners)))
 		case *syncproto.DigestDocs:
 			if int(m.Bucket) >= n.dig.n {
 				return fmt.Errorf("cluster: digest_docs for bucket %d of %d", m.Bucket, n.dig.n)
@@ -560,10 +633,24 @@ func (n *Node) acceptor(ctx context.Context, pc *peerConn, peer string) error {
 			if err := local.PeerUpdate(ctx, doc, peer, changes, int64(len(m.Changes)), ack); err != nil {
 				ack(syncproto.StatusOverloaded, err.Error())
 			}
+		case *syncproto.Owners:
+			// The pusher sends a document's claims once per connection,
+			// before the updates that need them: updates must not apply
+			// here without them, so a failure ends the connection (the
+			// pusher's next one carries them again).
+			if err := local.PeerOwners(ctx, m.Doc, peer, m.Owners); err != nil {
+				return fmt.Errorf("cluster: replica owners of %q from %s: %w", m.Doc, peer, err)
+			}
+			n.m.ownersReceived.Add(float64(len(m.Owners)))
 		case *syncproto.Subscribe:
-			chunks, v, err := local.PeerSync(ctx, m.Doc, m.Version, n.opts.MaxFrameBytes/2)
+			chunks, v, owners, err := local.PeerSync(ctx, m.Doc, m.Version, n.opts.MaxFrameBytes/2)
 			if err != nil {
 				pc.sendMsg(&syncproto.Error{Status: syncproto.StatusOverloaded, Doc: m.Doc, Message: trim(err.Error())})
+				continue
+			}
+			// The claims first: the subscriber adopts them before it
+			// applies the changes.
+			if !sendOwners(n, pc, m.Doc, owners) {
 				continue
 			}
 			var last []byte

@@ -19,6 +19,10 @@ type metrics struct {
 	ackTimeouts  prometheus.Counter
 	joins        prometheus.Counter
 	peerRefused  *prometheus.CounterVec
+	// ownersSent and ownersReceived count replica ownership claims in
+	// owners messages.
+	ownersSent     prometheus.Counter
+	ownersReceived prometheus.Counter
 
 	members *prometheus.Desc
 	lagN    *prometheus.Desc
@@ -38,12 +42,16 @@ func newMetrics(reg prometheus.Registerer, n *Node) (*metrics, error) {
 		joins:        prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_cluster_joins_total", Help: "Successful gossip joins (seeds and re-joins of failed members)."}),
 		peerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_cluster_peer_refused_total",
 			Help: "Batches a peer refused, by status."}, []string{"status"}),
+		ownersSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_cluster_owners_sent_total",
+			Help: "Replica ownership claims sent to peers (owners messages; once per claim and connection with pushed changes, with every subscribe answer)."}),
+		ownersReceived: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_cluster_owners_received_total",
+			Help: "Replica ownership claims received from peers and handed to the server (weft_peer_owners_adopted_total and weft_peer_owner_conflicts_total say what it did)."}),
 		members: prometheus.NewDesc("weft_cluster_members", "Cluster members as this node sees them, by state (alive, suspect, dead, failed).", []string{"state"}, nil),
 		lagN:    prometheus.NewDesc("weft_cluster_peer_lag_changes", "Changes pushed to a peer and not yet acknowledged by it.", []string{"peer"}, nil),
 		lagS:    prometheus.NewDesc("weft_cluster_peer_lag_seconds", "Age of the oldest change pushed to a peer and not yet acknowledged.", []string{"peer"}, nil),
 		docs:    prometheus.NewDesc("weft_cluster_digest_docs", "Documents in this node's anti-entropy digest.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{m.pushed, m.rounds, m.repaired, m.linkUps, m.linkDowns, m.authFailures, m.ackTimeouts, m.joins, m.peerRefused, m} {
+	for _, c := range []prometheus.Collector{m.pushed, m.rounds, m.repaired, m.linkUps, m.linkDowns, m.authFailures, m.ackTimeouts, m.joins, m.peerRefused, m.ownersSent, m.ownersReceived, m} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

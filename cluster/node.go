@@ -545,9 +545,11 @@ func stateName(s memberlist.NodeStateType) string {
 // ---- syncserver.Replicator ----
 
 // Applied pushes changes made by this server's clients to every peer at
-// once; changes that came from a peer are not pushed on (their origin
-// pushed them to everyone; anti-entropy covers links that were down).
-func (n *Node) Applied(doc string, fresh []crdt.Change, origin string) {
+// once, each link's update frames preceded by the ownership claims of
+// their replicas that the link has not carried yet; changes that came
+// from a peer are not pushed on (their origin pushed them to everyone;
+// anti-entropy covers links that were down).
+func (n *Node) Applied(doc string, fresh []crdt.Change, origin string, owners []syncproto.Owner) {
 	if origin != "" {
 		return
 	}
@@ -555,29 +557,32 @@ func (n *Node) Applied(doc string, fresh []crdt.Change, origin string) {
 	if len(links) == 0 {
 		return
 	}
-	for _, ch := range codec.EncodeChunks(fresh, n.opts.MaxFrameBytes/2) {
-		n.pushChunk(doc, ch, links)
-	}
+	n.pushChunks(doc, codec.EncodeChunks(fresh, n.opts.MaxFrameBytes/2), owners, links, false)
 }
 
-// pushChunk sends one encoded chunk as an update on links.
-func (n *Node) pushChunk(doc string, ch codec.Chunk, links []*link) {
-	batch := n.batch.Add(1)
-	frame, err := syncproto.Encode(&syncproto.Update{Doc: doc, Batch: batch, Changes: ch.Data})
-	if err != nil {
-		n.log.Error("encoding an update for peers", "doc", doc, "err", err)
-		return
-	}
-	need := make(crdt.VersionVector)
-	for i := range ch.Changes {
-		c := &ch.Changes[i]
-		if e := c.End(); e > need[c.Replica] {
-			need[c.Replica] = e
+// pushChunks sends encoded chunks as updates on links, each link's
+// preceded by the claims in owners it has not carried yet, or all of them
+// for a repair (see link.push).
+func (n *Node) pushChunks(doc string, chunks []codec.Chunk, owners []syncproto.Owner, links []*link, repair bool) {
+	updates := make([]update, 0, len(chunks))
+	for _, ch := range chunks {
+		batch := n.batch.Add(1)
+		frame, err := syncproto.Encode(&syncproto.Update{Doc: doc, Batch: batch, Changes: ch.Data})
+		if err != nil {
+			n.log.Error("encoding an update for peers", "doc", doc, "err", err)
+			continue
 		}
+		need := make(crdt.VersionVector)
+		for i := range ch.Changes {
+			c := &ch.Changes[i]
+			if e := c.End(); e > need[c.Replica] {
+				need[c.Replica] = e
+			}
+		}
+		updates = append(updates, update{batch, frame, pushed{doc: doc, need: need, n: len(ch.Changes), at: time.Now()}})
 	}
-	p := pushed{doc: doc, need: need, n: len(ch.Changes), at: time.Now()}
 	for _, l := range links {
-		l.push(batch, frame, p)
+		l.push(doc, owners, updates, repair)
 	}
 }
 

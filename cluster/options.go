@@ -29,10 +29,19 @@ type Local interface {
 	// durable (ok) or refused. It blocks only while the document loads
 	// or its queue is full.
 	PeerUpdate(ctx context.Context, doc, peer string, changes []crdt.Change, size int64, ack func(syncproto.Status, string)) error
+	// PeerOwners takes the replica ownership claims the peer named peer
+	// holds for doc, before the changes that follow them on the link: a
+	// replica without a local owner gets the peer's (stored with the
+	// document), a contradicting claim keeps the local one. Calls for one
+	// document take effect in call order, and before the PeerUpdate
+	// calls made after them. It blocks only while the document loads or
+	// its queue is full.
+	PeerOwners(ctx context.Context, doc, peer string, owners []syncproto.Owner) error
 	// PeerSync returns doc's changes that since lacks, in chunks of at
-	// most maxBytes, and doc's version. It may load the document.
-	// The version is what doc holds durably.
-	PeerSync(ctx context.Context, doc string, since crdt.VersionVector, maxBytes int) ([]codec.Chunk, crdt.VersionVector, error)
+	// most maxBytes, doc's version and the ownership claims held for the
+	// replicas of those changes. It may load the document. The version
+	// is what doc holds durably.
+	PeerSync(ctx context.Context, doc string, since crdt.VersionVector, maxBytes int) ([]codec.Chunk, crdt.VersionVector, []syncproto.Owner, error)
 	// PeerPresence relays a presence or presence_leave of another
 	// server's session to local subscribers. It never blocks.
 	PeerPresence(doc string, m syncproto.Message)

@@ -220,10 +220,18 @@
 // with the document (Store.Owners, Store.AddOwners): a room loads it with
 // the document and hands each new claim to the store before the write of
 // the changes that made it, so a claim is durable before any of its
-// changes is acked and holds after an idle unload or a restart. A cluster
-// peer (Server.PeerUpdate) is a trusted relay: its changes are neither
-// checked against ownership nor claim anything, since it relays the
-// changes of other servers' users.
+// changes is acked and holds after an idle unload or a restart. In a
+// cluster, claims travel with the changes: a server hands its Replicator
+// the claims on the replicas of what it applied (and PeerSync returns
+// them with a peer's catch-up), and a peer's claims arrive through
+// Server.PeerOwners before its changes. A replica without an owner here
+// takes the peer's, recorded as a local claim would be; a contradicting
+// claim keeps the local owner and is counted and logged. So a server
+// that holds a peer's changes of a replica knows its owner, and the owner
+// may continue with it through any server. A cluster peer's changes
+// (Server.PeerUpdate) are not checked against ownership and claim
+// nothing themselves: a peer is a trusted relay of other servers' users,
+// which those servers checked.
 //
 // # Presence
 //
@@ -243,11 +251,14 @@
 // implement VersionStore also record it with the write), and its
 // sessions' presence; with --ack-peers a client's ok waits for
 // AwaitPeers. Other servers' changes come in through PeerUpdate: a peer
-// is a trusted replica, outside replica ownership (neither checked nor
-// claimed), fanned out and persisted like any update and acked after it is
-// durable. PeerSync answers a peer's subscribe with exactly what it lacks
-// and the durable version; PeerPresence relays other servers' sessions and
-// replays them to newcomers. See replicate.go.
+// is a trusted replica, its changes not checked against replica ownership,
+// fanned out and persisted like any update and acked after it is
+// durable; the claims on their replicas come first through PeerOwners
+// (the Replicator is handed them with every local change it is told of).
+// PeerSync answers a peer's subscribe with exactly what it lacks, the
+// durable version and the claims on the replicas it sends; PeerPresence
+// relays other servers' sessions and replays them to newcomers. See
+// replicate.go.
 //
 // # Event streams
 //
@@ -314,16 +325,19 @@
 // http.Server's Shutdown does not know about them. Call Server.Shutdown
 // first (it also ends event streams, which the http.Server would wait for).
 //
-// HAZARD: replica ownership is per server. Claims are stored with the
-// document on the server that saw the write, and cluster peers do not
-// exchange them (PeerUpdate neither checks nor claims). In a cluster, a
-// principal writing through server B can therefore write with a replica id
-// another principal owns on server A, as long as B does not yet hold that
-// replica's changes; if both write the same seqs, each server keeps the
-// change it saw first and treats the other as a duplicate, and they differ
-// for good. Honest clients cannot hit this (their replica ids are random
-// per session); a hostile authenticated writer can. Replicating claims
-// with the documents is the fix.
+// HAZARD: a replica's owner is decided on each server at its first write
+// there. Claims travel with changes (PeerOwners), so a server that holds a
+// peer's changes of a replica refuses it to anyone but its owner; but if
+// two principals write with the same new replica id through two servers
+// before either server received the other's first change of it (within
+// the relay latency, or during a partition), each server keeps its own
+// writer as the owner (both count the conflict,
+// weft_peer_owner_conflicts_total, and log it), and if both wrote the
+// same seqs each server keeps the change it saw first and drops the other
+// as a duplicate: they differ for good, with equal version vectors, so
+// anti-entropy does not see it. Honest clients cannot hit this (their
+// replica ids are random); a hostile writer must use a replica id before
+// its owner's first change reaches that server.
 //
 // HAZARD: the operations-per-second limit is per WebSocket connection and
 // per principal over HTTP: a user with many connections gets as many

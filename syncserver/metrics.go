@@ -37,6 +37,10 @@ type metrics struct {
 	pendingTotal prometheus.Gauge
 	docFailures  *prometheus.CounterVec // doc
 	panics       *prometheus.CounterVec // where: session_reader, session_writer, http
+	// ownersAdopted and ownerConflicts count cluster peers' replica
+	// ownership claims (PeerOwners).
+	ownersAdopted  prometheus.Counter
+	ownerConflicts prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) (*metrics, error) {
@@ -80,11 +84,15 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help: "Panics on a document's room goroutine (or while loading it), by document: each fail-stops that document until it unloads."}, []string{"doc"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_panics_total",
 			Help: "Panics recovered outside rooms, by where (session_reader, session_writer, http); each ends only its connection or request."}, []string{"where"}),
+		ownersAdopted: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_peer_owners_adopted_total",
+			Help: "Replica ownership claims learned from cluster peers for replicas without an owner here."}),
+		ownerConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_peer_owner_conflicts_total",
+			Help: "Cluster peers' replica ownership claims that contradict the owner recorded here (kept); each is logged."}),
 	}
 	cs := []prometheus.Collector{m.conns, m.connsTotal, m.refused, m.closes, m.framesIn, m.framesOut, m.bytesIn,
 		m.bytesOut, m.updates, m.limitHits, m.presence, m.sseStreams, m.sseResets, m.docsLoaded, m.bytesHeld, m.loads,
 		m.loadErrors, m.loadSeconds, m.unloads, m.commitSecs, m.commitBytes, m.snapshots, m.storeErrors,
-		m.fanoutSecs, m.pendingTotal, m.docFailures, m.panics}
+		m.fanoutSecs, m.pendingTotal, m.docFailures, m.panics, m.ownersAdopted, m.ownerConflicts}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -3,6 +3,7 @@ package syncserver
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,8 +24,11 @@ import (
 type Replicator interface {
 	// Applied reports changes freshly applied to doc, in apply order.
 	// origin is "" for changes from this server's clients (WebSocket or
-	// HTTP), or the name of the cluster peer that sent them.
-	Applied(doc string, fresh []crdt.Change, origin string)
+	// HTTP), or the name of the cluster peer that sent them. owners are
+	// the ownership claims this server holds for the replicas of fresh
+	// (at most one per replica; none for unclaimed ones), which a peer
+	// must learn before it applies fresh (see PeerOwners).
+	Applied(doc string, fresh []crdt.Change, origin string, owners []syncproto.Owner)
 	// Durable reports that the store now holds doc at version v (after
 	// each store write).
 	Durable(doc string, v crdt.VersionVector)
@@ -86,8 +90,9 @@ func (s *Server) replicator() Replicator {
 }
 
 // PeerUpdate applies changes that the cluster peer named peer sent for
-// doc. A peer is trusted: replica ownership is neither checked nor claimed
-// (it relays other users' changes). The changes fan out to this server's
+// doc. A peer is trusted: its changes are not checked against replica
+// ownership (it relays other users' changes) and claim nothing; the claims
+// that go with them come first, through PeerOwners. The changes fan out to this server's
 // subscribers and are persisted; ack is called once, from the room
 // goroutine, after they are durable (StatusOK) or refused; it must not
 // block. PeerUpdate blocks only while the document loads or its queue is
@@ -105,43 +110,137 @@ func (s *Server) PeerUpdate(ctx context.Context, doc, peer string, changes []crd
 }
 
 // PeerSync answers a cluster peer's subscribe: doc's changes since
-// version, encoded in chunks of at most maxBytes (codec.EncodeChunks), and
-// the version the store holds durably (a peer may count it as confirmed;
-// what it sends back on that belief beyond it is a harmless duplicate). It
-// loads the document if needed; everything returned is the caller's (the
+// version, encoded in chunks of at most maxBytes (codec.EncodeChunks), the
+// version the store holds durably (a peer may count it as confirmed; what
+// it sends back on that belief beyond it is a harmless duplicate), and the
+// ownership claims this server holds for the replicas of those changes,
+// which the peer must learn (PeerOwners) before it applies them. It loads
+// the document if needed; everything returned is the caller's (the
 // chunks' changes are copies).
-func (s *Server) PeerSync(ctx context.Context, doc string, since crdt.VersionVector, maxBytes int) ([]codec.Chunk, crdt.VersionVector, error) {
+func (s *Server) PeerSync(ctx context.Context, doc string, since crdt.VersionVector, maxBytes int) ([]codec.Chunk, crdt.VersionVector, []syncproto.Owner, error) {
 	r, err := s.acquire(ctx, doc)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer s.release(r)
 	type result struct {
 		chunks  []codec.Chunk
 		version crdt.VersionVector
+		owners  []syncproto.Owner
 	}
 	// Buffered: the room never waits for a caller that gave up.
 	done := make(chan result, 1)
 	err = r.send(ctx, cmdDo{fn: func(r *room) {
-		done <- result{codec.EncodeChunks(r.doc.ChangesSince(since), maxBytes), r.durable.Clone()}
+		changes := r.doc.ChangesSince(since)
+		done <- result{codec.EncodeChunks(changes, maxBytes), r.durable.Clone(), r.ownersOf(changes)}
 	}})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	select {
 	case res := <-done:
-		return res.chunks, res.version, nil
+		return res.chunks, res.version, res.owners, nil
 	case <-r.done:
 		// The room exited, perhaps after running the command (shutdown).
 		select {
 		case res := <-done:
-			return res.chunks, res.version, nil
+			return res.chunks, res.version, res.owners, nil
 		default:
-			return nil, nil, fmt.Errorf("syncserver: document %q is closed", doc)
+			return nil, nil, nil, fmt.Errorf("syncserver: document %q is closed", doc)
 		}
 	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		return nil, nil, nil, ctx.Err()
 	}
+}
+
+// PeerOwners takes the replica ownership claims that the cluster peer
+// named peer holds for doc; a peer sends them before the changes of those
+// replicas (Replicator.Applied, PeerSync), and the caller hands them over
+// in the order it received them, before those changes (room commands run
+// in order). A claim for a replica that has no owner here is adopted: it
+// is recorded as if a client of this server had made it (stored before
+// the next write of the document), so that nobody else may write with
+// that replica through this server. A claim that contradicts the owner
+// recorded here is dropped, the local owner kept, and it is counted
+// (weft_peer_owner_conflicts_total) and logged: two principals wrote with
+// one new replica id through two servers before either heard of the other
+// (see the HAZARD on ownership in the package doc). A claim for this
+// server's own replica is dropped likewise. PeerOwners blocks only while
+// the document loads or its queue is full.
+func (s *Server) PeerOwners(ctx context.Context, doc, peer string, owners []syncproto.Owner) error {
+	if peer == "" {
+		return fmt.Errorf("syncserver: PeerOwners needs the peer's name")
+	}
+	if len(owners) == 0 {
+		return nil
+	}
+	for _, o := range owners {
+		if o.Replica.IsZero() || o.Principal == "" {
+			return fmt.Errorf("syncserver: peer %s sent a claim without a replica or a principal for %q", peer, doc)
+		}
+	}
+	r, err := s.acquire(ctx, doc)
+	if err != nil {
+		return err
+	}
+	defer s.release(r)
+	owners = slices.Clone(owners) // the room runs after we return
+	return r.send(ctx, cmdDo{fn: func(r *room) { r.adoptOwners(peer, owners) }})
+}
+
+// adoptOwners takes a peer's claims (see PeerOwners).
+func (r *room) adoptOwners(peer string, owners []syncproto.Owner) {
+	for _, o := range owners {
+		local, ok := r.owners[o.Replica]
+		switch {
+		case o.Replica == r.s.opts.Replica:
+			r.s.m.ownerConflicts.Inc()
+			r.s.log.Warn("a peer claims this server's own replica; ignored",
+				"doc", r.id, "replica", o.Replica, "peer", peer, "peer_principal", o.Principal)
+		case !ok:
+			r.claim(o.Replica, o.Principal)
+			r.s.m.ownersAdopted.Inc()
+		case local != o.Principal:
+			r.s.m.ownerConflicts.Inc()
+			r.s.log.Warn("a peer's replica owner contradicts this server's; keeping this server's",
+				"doc", r.id, "replica", o.Replica, "principal", local, "peer", peer, "peer_principal", o.Principal)
+		}
+	}
+}
+
+// ownersOf returns the claims the room holds for the replicas of changes,
+// one per claimed replica.
+func (r *room) ownersOf(changes []crdt.Change) []syncproto.Owner {
+	var out []syncproto.Owner
+	var seen map[crdt.ReplicaID]struct{} // once out is too long to scan
+	var last crdt.ReplicaID
+	for i := range changes {
+		id := changes[i].Replica
+		if i > 0 && id == last {
+			continue // runs of one replica are the usual case
+		}
+		last = id
+		p, ok := r.owners[id]
+		if !ok {
+			continue
+		}
+		if seen == nil && len(out) >= 8 {
+			seen = make(map[crdt.ReplicaID]struct{}, 2*len(out))
+			for _, o := range out {
+				seen[o.Replica] = struct{}{}
+			}
+		}
+		if seen != nil {
+			if _, dup := seen[id]; dup {
+				continue
+			}
+			seen[id] = struct{}{}
+		} else if slices.ContainsFunc(out, func(o syncproto.Owner) bool { return o.Replica == id }) {
+			continue
+		}
+		out = append(out, syncproto.Owner{Replica: id, Principal: p})
+	}
+	return out
 }
 
 // PeerPresence relays a presence or presence_leave message of a session
@@ -208,10 +307,17 @@ func (r *room) replayPeerPresence(sess *session) {
 	}
 }
 
-// replicateApplied tells the Replicator about fresh changes.
+// replicateApplied tells the Replicator about fresh changes and the
+// claims on their replicas.
 func (r *room) replicateApplied(fresh []crdt.Change, origin string) {
 	if rep := r.s.replicator(); rep != nil && len(fresh) > 0 {
-		rep.Applied(r.id, fresh, origin)
+		var owners []syncproto.Owner
+		if origin == "" {
+			// A peer's changes are not pushed on (their origin pushed
+			// them to everyone, with its claims).
+			owners = r.ownersOf(fresh)
+		}
+		rep.Applied(r.id, fresh, origin, owners)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 type fakeReplicator struct {
 	mu       sync.Mutex
 	applied  map[string]int // origin → changes
+	owners   map[crdt.ReplicaID]string
 	durable  map[string]crdt.VersionVector
 	presence []syncproto.Message
 	awaited  int
@@ -25,13 +26,16 @@ type fakeReplicator struct {
 }
 
 func newFakeReplicator(answer syncproto.Status) *fakeReplicator {
-	return &fakeReplicator{applied: map[string]int{}, durable: map[string]crdt.VersionVector{}, answer: answer}
+	return &fakeReplicator{applied: map[string]int{}, owners: map[crdt.ReplicaID]string{}, durable: map[string]crdt.VersionVector{}, answer: answer}
 }
 
-func (f *fakeReplicator) Applied(doc string, fresh []crdt.Change, origin string) {
+func (f *fakeReplicator) Applied(doc string, fresh []crdt.Change, origin string, owners []syncproto.Owner) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied[origin] += len(fresh)
+	for _, o := range owners {
+		f.owners[o.Replica] = o.Principal
+	}
 }
 
 func (f *fakeReplicator) Durable(doc string, v crdt.VersionVector) {
@@ -151,7 +155,7 @@ func TestReplicatorHooks(t *testing.T) {
 	}
 
 	// PeerSync: exactly what a peer with alice's changes lacks.
-	chunks, v, err := ts.srv.PeerSync(context.Background(), "d", alice.doc("d").Version(), 1<<16)
+	chunks, v, _, err := ts.srv.PeerSync(context.Background(), "d", alice.doc("d").Version(), 1<<16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,4 +214,88 @@ func TestPeerPresence(t *testing.T) {
 			return false
 		})
 	})
+}
+
+// TestPeerOwners: a peer's claim for a replica without an owner here is
+// adopted before the peer's changes of it apply, so another user cannot
+// take that replica through this server while its owner still can; it is
+// stored with the document; a contradicting claim keeps the local owner
+// and is counted; claims travel out with local changes (Applied) and with
+// PeerSync's answer.
+func TestPeerOwners(t *testing.T) {
+	ts := newTestServer(t, nil)
+	rep := newFakeReplicator(syncproto.StatusOK)
+	ts.srv.SetReplicator(rep)
+	ctx := context.Background()
+
+	// alice writes with replica R on another server; its claim comes first.
+	R := crdt.ReplicaID(uuid.New())
+	od := crdt.NewDoc(R, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := od.Begin()
+	if err := tx.Insert("t", 0, "alice on n2;"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.PeerOwners(ctx, "d", "n2", []syncproto.Owner{{Replica: R, Principal: "alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	acked := make(chan syncproto.Status, 1)
+	if err := ts.srv.PeerUpdate(ctx, "d", "n2", od.ChangesSince(nil), 10, func(st syncproto.Status, _ string) { acked <- st }); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-acked; st != syncproto.StatusOK {
+		t.Fatalf("peer update: %v", st)
+	}
+	if got := ts.counter("weft_peer_owners_adopted_total"); got != 1 {
+		t.Fatalf("adopted %v claims, want 1", got)
+	}
+	if o, err := ts.mem.Owners(ctx, "d"); err != nil || o[R] != "alice" {
+		t.Fatalf("stored owners %v, %v", o, err)
+	}
+
+	mallory := ts.dialAs(ts.token("mallory"), R)
+	mallory.subscribe("d")
+	if a := mallory.update("d", insert("t", 0, "mallory as alice;")); a.Status != syncproto.StatusUnauthorized {
+		t.Fatalf("mallory writing with alice's replica after the peer's claim: %v %s", a.Status, a.Message)
+	}
+	alice := ts.dialAs(ts.token("alice"), R)
+	alice.subscribe("d")
+	if a := alice.update("d", insert("t", 0, "alice here;")); a.Status != syncproto.StatusOK {
+		t.Fatalf("alice writing with her replica after failing over: %v %s", a.Status, a.Message)
+	}
+
+	// A contradicting claim, and one for this server's own replica, change
+	// nothing and are counted.
+	if err := ts.srv.PeerOwners(ctx, "d", "n3", []syncproto.Owner{{Replica: R, Principal: "mallory"}, {Replica: ts.srv.opts.Replica, Principal: "mallory"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the conflicts to be counted", func() bool { return ts.counter("weft_peer_owner_conflicts_total") == 2 })
+	if a := alice.update("d", insert("t", 0, "still alice;")); a.Status != syncproto.StatusOK {
+		t.Fatalf("alice after a contradicting claim: %v %s", a.Status, a.Message)
+	}
+
+	// Out: alice's local write reported with her claim, PeerSync with it.
+	if !rep.get(func(f *fakeReplicator) bool { return f.owners[R] == "alice" }) {
+		t.Fatalf("Applied reported owners %v", rep.owners)
+	}
+	_, _, owners, err := ts.srv.PeerSync(ctx, "d", nil, 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(owners) != 1 || owners[0] != (syncproto.Owner{Replica: R, Principal: "alice"}) {
+		t.Fatalf("PeerSync's owners: %v", owners)
+	}
+	if _, _, owners, _ := ts.srv.PeerSync(ctx, "d", alice.doc("d").Version(), 1<<16); len(owners) != 0 {
+		t.Fatalf("PeerSync with nothing to send gave owners %v", owners)
+	}
+
+	// Stored: a server restarted on the store still refuses mallory.
+	restarted := newTestServer(t, func(o *Options) { o.Store = ts.mem })
+	m2 := restarted.dialAs(restarted.token("mallory"), R)
+	m2.subscribe("d")
+	if a := m2.update("d", insert("t", 0, "mallory again;")); a.Status != syncproto.StatusUnauthorized {
+		t.Fatalf("mallory after a restart: %v %s", a.Status, a.Message)
+	}
 }

@@ -1,0 +1,229 @@
+package cluster
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	client "github.com/weftsync/weft/clients/go"
+	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/hlc"
+)
+
+// refusedUnauthorized fails the test unless err is the client's report of
+// a batch refused with unauthorized.
+func refusedUnauthorized(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: saved, want refused as unauthorized", what)
+	}
+	if !errors.Is(err, client.ErrRejected) || !strings.Contains(err.Error(), "unauthorized") {
+		t.Fatalf("%s: %v, want refused as unauthorized", what, err)
+	}
+}
+
+// holds reports whether tn holds changes of replica in doc.
+func holds(tn *tnode, doc string, replica crdt.ReplicaID) bool {
+	return tn.doc(doc).Version()[replica] > 0
+}
+
+// noMallory fails the test if any node holds text of mallory's.
+func noMallory(t *testing.T, nodes []*tnode, doc string) {
+	t.Helper()
+	for i, tn := range nodes {
+		if got := tn.doc(doc).Text("t"); strings.Contains(got, "mallory") {
+			t.Fatalf("node %d holds mallory's text: %q", i+1, got)
+		}
+	}
+}
+
+// TestOwnershipAcrossNodes: alice writes through node 1; node 2 learns
+// alice's claim on her replica with her changes, so mallory, writing with
+// alice's replica id through node 2, is refused there and nothing of hers
+// reaches node 1; alice, moving to node 2 with her replica, keeps writing.
+// Anti-entropy is slowed to a minute: the live relay carries the claim.
+func TestOwnershipAcrossNodes(t *testing.T) {
+	nodes := startCluster(t, 2, func(i int, o *Options) { o.AntiEntropyInterval = time.Minute })
+	R := crdt.ReplicaID(uuid.New())
+	alice := newTClientAs(t, nodes[0], "alice", R)
+	alice.write("d", "t", "alice 1;")
+	eventually(t, "node 2 to hold alice's change", func() bool { return holds(nodes[1], "d", R) })
+
+	mallory := newTClientAs(t, nodes[1], "mallory", R)
+	refusedUnauthorized(t, "mallory writing with alice's replica through node 2", mallory.syncedWrite("d", "t", "mallory;"))
+
+	// alice's next change, the seq mallory tried to take, is hers on both.
+	alice.write("d", "t", "alice 2;")
+	if got := waitConverged(t, nodes, "d", "t"); got != "alice 1;alice 2;" {
+		t.Fatalf("converged on %q", got)
+	}
+	noMallory(t, nodes, "d")
+	if c := nodes[1].metric("weft_peer_owner_conflicts_total"); c != 0 {
+		t.Fatalf("%v owner conflicts", c)
+	}
+
+	// alice fails over to node 2 and keeps writing with her replica.
+	alice.c.Close()
+	alice2 := newTClientAs(t, nodes[1], "alice", R)
+	if err := alice2.syncedWrite("d", "t", "alice 3;"); err != nil {
+		t.Fatalf("alice on node 2 with her replica: %v", err)
+	}
+	if got := waitConverged(t, nodes, "d", "t"); got != "alice 1;alice 2;alice 3;" {
+		t.Fatalf("converged on %q", got)
+	}
+}
+
+// TestOwnershipSurvivesRestart: node 2 keeps the claims it learned from
+// node 1 in its store: restarted while node 1 is down (nobody to learn
+// from again), it still refuses mallory with alice's replica id, and
+// takes alice's next changes (the honest failover).
+func TestOwnershipSurvivesRestart(t *testing.T) {
+	// AckPeers 1 on node 1: alice's ok means node 2 holds her change
+	// durably, and so her claim, which is stored before it. (Not on node
+	// 2, which will have no peer to confirm alice's later change.)
+	nodes := startCluster(t, 2, func(i int, o *Options) {
+		if i == 0 {
+			o.AckPeers = 1
+		}
+	})
+	R := crdt.ReplicaID(uuid.New())
+	alice := newTClientAs(t, nodes[0], "alice", R)
+	alice.write("d", "t", "alice 1;")
+	alice.c.Close()
+
+	nodes[0].stop(false)
+	nodes[1].restart()
+	if !holds(nodes[1], "d", R) {
+		t.Fatal("node 2 lost alice's acknowledged change")
+	}
+	mallory := newTClientAs(t, nodes[1], "mallory", R)
+	refusedUnauthorized(t, "mallory with alice's replica through node 2 after its restart", mallory.syncedWrite("d", "t", "mallory;"))
+	noMallory(t, nodes[1:], "d")
+
+	alice2 := newTClientAs(t, nodes[1], "alice", R)
+	if err := alice2.syncedWrite("d", "t", "alice 2;"); err != nil {
+		t.Fatalf("alice on node 2 with her replica: %v", err)
+	}
+	if got := nodes[1].doc("d").Text("t"); got != "alice 1;alice 2;" {
+		t.Fatalf("node 2 holds %q", got)
+	}
+}
+
+// TestOwnershipByAntiEntropy: a node cut off while alice wrote never saw
+// the live relay; the anti-entropy repair after the partition heals
+// brings it alice's changes and her claim, so mallory is refused there.
+func TestOwnershipByAntiEntropy(t *testing.T) {
+	nodes := startCluster(t, 2, nil)
+	nodes[1].faults.Isolate(true)
+	eventually(t, "node 1's link to node 2 to go down", func() bool { return nodes[0].alive() == 1 })
+	R := crdt.ReplicaID(uuid.New())
+	alice := newTClientAs(t, nodes[0], "alice", R)
+	alice.write("d", "t", "alice 1;")
+	if holds(nodes[1], "d", R) {
+		t.Fatal("an isolated node got alice's change")
+	}
+
+	nodes[1].faults.Isolate(false)
+	waitFormed(t, nodes)
+	waitConverged(t, nodes, "d", "t")
+	mallory := newTClientAs(t, nodes[1], "mallory", R)
+	refusedUnauthorized(t, "mallory with alice's replica through node 2 after the repair", mallory.syncedWrite("d", "t", "mallory;"))
+	if n := nodes[1].metric("weft_peer_owners_adopted_total"); n != 1 {
+		t.Fatalf("node 2 adopted %v claims, want 1", n)
+	}
+	alice.write("d", "t", "alice 2;")
+	if got := waitConverged(t, nodes, "d", "t"); got != "alice 1;alice 2;" {
+		t.Fatalf("converged on %q", got)
+	}
+	noMallory(t, nodes, "d")
+}
+
+// TestPeerLinkOwners: on a raw peer link, a subscribe's answer opens with
+// the claims on the replicas of the changes it carries; claims a peer
+// sends before its updates are adopted (another user is then refused that
+// replica), and a claim contradicting a local one is counted and changes
+// nothing.
+func TestPeerLinkOwners(t *testing.T) {
+	nodes := startCluster(t, 1, nil)
+	R := crdt.ReplicaID(uuid.New())
+	alice := newTClientAs(t, nodes[0], "alice", R)
+	alice.write("d", "t", "alice 1;")
+
+	conn, err := net.Dial("tcp", nodes[0].peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(waitFor))
+	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+	if _, err := dialHandshake(r, w, testKey, "n-test"); err != nil {
+		t.Fatal(err)
+	}
+	recv := func() syncproto.Message {
+		t.Helper()
+		m, err := readMsg(r, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	// The answer to a subscribe: the claims, then the changes.
+	if err := writeMsg(w, &syncproto.Subscribe{Doc: "d", Version: crdt.VersionVector{}}); err != nil {
+		t.Fatal(err)
+	}
+	o, ok := recv().(*syncproto.Owners)
+	if !ok || o.Doc != "d" || len(o.Owners) != 1 || o.Owners[0] != (syncproto.Owner{Replica: R, Principal: "alice"}) {
+		t.Fatalf("the subscribe's answer opened with %#v, want alice's claim", o)
+	}
+	for {
+		if _, ok := recv().(*syncproto.Sync); ok {
+			break
+		}
+	}
+
+	// A peer's claim, then its changes of that replica (bob's, on the
+	// peer's server).
+	B := crdt.ReplicaID(uuid.New())
+	bd := crdt.NewDoc(B, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := bd.Begin()
+	if err := tx.Insert("t", 0, "bob 1;"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMsg(w, &syncproto.Owners{Doc: "e", Owners: []syncproto.Owner{{Replica: B, Principal: "bob"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMsg(w, &syncproto.Update{Doc: "e", Batch: 1, Changes: codec.EncodeChanges(bd.ChangesSince(nil))}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if a, ok := recv().(*syncproto.Ack); ok {
+			if a.Status != syncproto.StatusOK {
+				t.Fatalf("the peer's update: %v %s", a.Status, a.Message)
+			}
+			break
+		}
+	}
+	mallory := newTClientAs(t, nodes[0], "mallory", B)
+	refusedUnauthorized(t, "mallory with the replica a peer's claim gave bob", mallory.syncedWrite("e", "t", "mallory;"))
+
+	// A contradicting claim: counted, alice keeps her replica.
+	if err := writeMsg(w, &syncproto.Owners{Doc: "d", Owners: []syncproto.Owner{{Replica: R, Principal: "mallory"}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the conflict to be counted", func() bool { return nodes[0].metric("weft_peer_owner_conflicts_total") == 1 })
+	alice.write("d", "t", "alice 2;")
+	if got := nodes[0].metric("weft_peer_owners_adopted_total"); got != 1 {
+		t.Fatalf("%v claims adopted, want 1 (bob's)", got)
+	}
+}
