@@ -64,9 +64,11 @@
 //     answer), so it refuses that replica to every principal but its
 //     owner. A pusher's connection carries each (document, replica) claim
 //     once with live updates (a repair carries every claim on its
-//     changes); a node that cannot take claims closes the link instead of
-//     applying the changes without them, and the next connection carries
-//     them again.
+//     changes). A node that cannot take claims never applies the changes
+//     without them: an acceptor refuses that document's updates for the
+//     rest of the connection (the document still reaches it by its own
+//     link's repairs), a pusher closes the link (as when it cannot apply
+//     a subscribe's answer).
 //
 // # Failure handling
 //

@@ -45,7 +45,8 @@ type tnode struct {
 	key    []byte
 	join   []string
 	mod    func(*Options)
-	gossip string // fixed after the first start
+	smod   func(*syncserver.Options) // the sync server's, if set
+	gossip string                    // fixed after the first start
 	peer   string
 	http   string
 
@@ -81,6 +82,9 @@ func (tn *tnode) start() {
 	so.Insecure = true
 	so.Secret = testSecret
 	so.Registry = tn.reg
+	if tn.smod != nil {
+		tn.smod(&so)
+	}
 	if testing.Verbose() && os.Getenv("WEFT_TEST_LOG") != "" {
 		so.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

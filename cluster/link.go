@@ -609,6 +609,15 @@ func (n *Node) serveInbound(c net.Conn) {
 
 func (n *Node) acceptor(ctx context.Context, pc *peerConn, peer string) error {
 	local := n.opts.Local
+	// unowned holds the documents whose claims this node could not take
+	// (the document did not load): the pusher sends a claim once per
+	// connection, so their updates are refused for as long as this
+	// connection lives, and none applies without its claims. Closing the
+	// link instead would let one document that cannot load break it for
+	// all the others at every write. Such a document still converges:
+	// this node's own link subscribes to it when a round finds it
+	// differs, and that answer brings its claims first.
+	unowned := make(map[string]bool)
 	for {
 		m, err := readMsg(pc.r, n.opts.MaxFrameBytes)
 		if err != nil {
@@ -625,6 +634,10 @@ func (n *Node) acceptor(ctx context.Context, pc *peerConn, peer string) error {
 			ack := func(st syncproto.Status, msg string) {
 				pc.sendMsg(&syncproto.Ack{Doc: doc, Batch: batch, Status: st, Message: trim(msg)})
 			}
+			if unowned[doc] {
+				ack(syncproto.StatusOverloaded, "this node could not take the replica owners sent for this document on this connection")
+				continue
+			}
 			changes, err := codec.DecodeChanges(m.Changes)
 			if err != nil {
 				ack(syncproto.StatusInvalid, err.Error())
@@ -634,12 +647,17 @@ func (n *Node) acceptor(ctx context.Context, pc *peerConn, peer string) error {
 				ack(syncproto.StatusOverloaded, err.Error())
 			}
 		case *syncproto.Owners:
-			// The pusher sends a document's claims once per connection,
-			// before the updates that need them: updates must not apply
-			// here without them, so a failure ends the connection (the
-			// pusher's next one carries them again).
+			// Before the updates that need them, which must not apply here
+			// without them (see unowned).
 			if err := local.PeerOwners(ctx, m.Doc, peer, m.Owners); err != nil {
-				return fmt.Errorf("cluster: replica owners of %q from %s: %w", m.Doc, peer, err)
+				if ctx.Err() != nil {
+					return err
+				}
+				unowned[m.Doc] = true
+				n.log.Warn("could not take a peer's replica owners; refusing its updates of the document on this connection",
+					"peer", peer, "doc", m.Doc, "err", err)
+				pc.sendMsg(&syncproto.Error{Status: syncproto.StatusOverloaded, Doc: m.Doc, Message: trim("replica owners not taken: " + err.Error())})
+				continue
 			}
 			n.m.ownersReceived.Add(float64(len(m.Owners)))
 		case *syncproto.Subscribe:

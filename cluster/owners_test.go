@@ -15,6 +15,7 @@ import (
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
 	"github.com/weftsync/weft/hlc"
+	"github.com/weftsync/weft/syncserver"
 )
 
 // refusedUnauthorized fails the test unless err is the client's report of
@@ -226,4 +227,94 @@ func TestPeerLinkOwners(t *testing.T) {
 	if got := nodes[0].metric("weft_peer_owners_adopted_total"); got != 1 {
 		t.Fatalf("%v claims adopted, want 1 (bob's)", got)
 	}
+}
+
+// TestPeerOwnersNotTaken: claims an acceptor cannot take (the document
+// cannot load: the server is at its loaded-documents limit) are answered
+// with error(overloaded), and the pusher's updates of that document are
+// refused on that connection even once it could load, since they would
+// apply without their claims; a new connection carries the claims again.
+func TestPeerOwnersNotTaken(t *testing.T) {
+	tn := &tnode{t: t, dir: t.TempDir(), key: testKey, gossip: "127.0.0.1:0", peer: "127.0.0.1:0", http: "127.0.0.1:0",
+		faults: &Faults{}, smod: func(o *syncserver.Options) { o.MaxLoadedDocs, o.IdleTimeout = 1, 20*time.Millisecond }}
+	tn.start()
+	t.Cleanup(func() { tn.stop(true) })
+	holder := newTClient(t, tn)
+	a := holder.open("a")
+	eventually(t, "a to sync", a.Synced)
+
+	B := crdt.ReplicaID(uuid.New())
+	bd := crdt.NewDoc(B, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := bd.Begin()
+	if err := tx.Insert("t", 0, "bob 1;"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	claims := &syncproto.Owners{Doc: "b", Owners: []syncproto.Owner{{Replica: B, Principal: "bob"}}}
+	changes := codec.EncodeChanges(bd.ChangesSince(nil))
+	link := func() (send func(syncproto.Message), recv func() syncproto.Message) {
+		conn, err := net.Dial("tcp", tn.peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(waitFor))
+		r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+		if _, err := dialHandshake(r, w, testKey, "n-test"); err != nil {
+			t.Fatal(err)
+		}
+		return func(m syncproto.Message) {
+				t.Helper()
+				if err := writeMsg(w, m); err != nil {
+					t.Fatal(err)
+				}
+			}, func() syncproto.Message {
+				t.Helper()
+				m, err := readMsg(r, 1<<20)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+	}
+	ackOf := func(recv func() syncproto.Message) *syncproto.Ack {
+		t.Helper()
+		for {
+			if a, ok := recv().(*syncproto.Ack); ok {
+				return a
+			}
+		}
+	}
+
+	send, recv := link()
+	send(claims)
+	if e, ok := recv().(*syncproto.Error); !ok || e.Doc != "b" || e.Status != syncproto.StatusOverloaded {
+		t.Fatalf("claims that could not be taken were answered %#v", e)
+	}
+	send(&syncproto.Update{Doc: "b", Batch: 1, Changes: changes})
+	if a := ackOf(recv); a.Status != syncproto.StatusOverloaded {
+		t.Fatalf("an update after its claims failed: %v %s", a.Status, a.Message)
+	}
+	holder.c.Close()
+	eventually(t, "a to unload", func() bool { return tn.metric("weft_docs_loaded") == 0 })
+	send(&syncproto.Update{Doc: "b", Batch: 2, Changes: changes})
+	if a := ackOf(recv); a.Status != syncproto.StatusOverloaded {
+		t.Fatalf("an update without its claims on the same connection, the document loadable: %v %s", a.Status, a.Message)
+	}
+	if holds(tn, "b", B) {
+		t.Fatal("bob's change was applied without its claim")
+	}
+	eventually(t, "b to unload", func() bool { return tn.metric("weft_docs_loaded") == 0 })
+
+	send, recv = link()
+	send(claims)
+	send(&syncproto.Update{Doc: "b", Batch: 1, Changes: changes})
+	if a := ackOf(recv); a.Status != syncproto.StatusOK {
+		t.Fatalf("claims and update on a new connection: %v %s", a.Status, a.Message)
+	}
+	eventually(t, "b to unload", func() bool { return tn.metric("weft_docs_loaded") == 0 })
+	mallory := newTClientAs(t, tn, "mallory", B)
+	refusedUnauthorized(t, "mallory with bob's replica", mallory.syncedWrite("b", "t", "mallory;"))
 }
