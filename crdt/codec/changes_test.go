@@ -227,6 +227,10 @@ func TestDecodeChangesHostile(t *testing.T) {
 		{"replica bomb", cat([]byte{1}, uv(1<<40)), "replicas but only"},
 		{"zero replica", cat([]byte{1}, uv(1), make([]byte, 16)), "zero id"},
 		{"dup replica", cat([]byte{1}, uv(2), r1[:], r1[:]), "listed twice"},
+		// Tables up to scanTable are checked by a scan, longer ones by a map.
+		{"dup replica, scanned", replicaTable(uv, scanTable, 2), "listed twice"},
+		{"dup replica, mapped", replicaTable(uv, scanTable+5, scanTable+1), "listed twice"},
+		{"dup field, scanned", cat([]byte{1}, uv(0, 3, 1), []byte("a"), uv(1), []byte("b"), uv(1), []byte("a")), "listed twice"},
 		{"field bomb", cat([]byte{1}, uv(0, 1<<50)), "fields but only"},
 		{"field len bomb", cat([]byte{1}, uv(0, 1, 1000)), "only"},
 		{"field too long", cat([]byte{1}, uv(0, 1, 5000)), "exceeds"},
@@ -448,4 +452,16 @@ func BenchmarkDecodeKeystroke(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// replicaTable is the start of a batch whose replica table lists n
+// distinct replicas, then the one at index dup again.
+func replicaTable(uv func(...uint64) []byte, n, dup int) []byte {
+	b := append([]byte{1}, uv(uint64(n+1))...)
+	for i := range n {
+		r := rep(byte(i + 1))
+		b = append(b, r[:]...)
+	}
+	r := rep(byte(dup + 1))
+	return append(b, r[:]...)
 }

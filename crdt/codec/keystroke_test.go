@@ -88,3 +88,43 @@ func BenchmarkApplyRemoteKeystroke(b *testing.B) {
 //
 //go:noinline
 func applyBatch(d *crdt.Doc, data []byte) error { return d.ApplySeq(ChangeSeq(data)) }
+
+// BenchmarkDecodeFanoutBatch decodes the batch a busy room sends each
+// subscriber: the keystrokes of 12 writers that queued up while the room
+// was busy, each inserted after another writer's character, so the
+// batch's replica table names 12 replicas. Every subscriber decodes one
+// such batch per flush.
+func BenchmarkDecodeFanoutBatch(b *testing.B) {
+	const writers = 12
+	wall := &hlc.ManualWall{Millis: 1_700_000_000_000}
+	docs := make([]*crdt.Doc, writers)
+	for w := range docs {
+		docs[w] = crdt.NewDoc(crdt.ReplicaID{byte(w + 1), 9: byte(w * 41), 15: 3}, hlc.NewClock(wall.Read, 0), crdt.Options{})
+	}
+	// Each writer types a character after the previous writer's, having
+	// seen everything before its turn.
+	var batch []crdt.Change
+	for i := range 3 * writers {
+		w := docs[i%writers]
+		for _, o := range docs {
+			if err := w.Apply(o.ChangesSince(w.Version())...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		wall.Millis++
+		before := w.Version()
+		tx := w.Begin()
+		tx.Insert("body", w.TextLen("body")/2, "k")
+		tx.Commit()
+		if i >= 2*writers {
+			batch = append(batch, w.ChangesSince(before)...)
+		}
+	}
+	data := EncodeChanges(batch)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeChanges(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
