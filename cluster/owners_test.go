@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -317,4 +318,37 @@ func TestPeerOwnersNotTaken(t *testing.T) {
 	eventually(t, "b to unload", func() bool { return tn.metric("weft_docs_loaded") == 0 })
 	mallory := newTClientAs(t, tn, "mallory", B)
 	refusedUnauthorized(t, "mallory with bob's replica", mallory.syncedWrite("b", "t", "mallory;"))
+}
+
+// TestServerReplicaAcrossNodes: node 1's own replica (its JSON edits)
+// reaches node 2 claimed for the servers' principal, so mallory cannot
+// write with it through node 2.
+func TestServerReplicaAcrossNodes(t *testing.T) {
+	nodes := startCluster(t, 2, func(i int, o *Options) { o.AntiEntropyInterval = time.Minute })
+	req, err := http.NewRequest("POST", "http://"+nodes[0].http+"/v1/docs/j/ops", strings.NewReader(`[{"field":"t","insert":"by node 1;","at":0}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tokenFor(t, "alice"))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST ops: %s", resp.Status)
+	}
+	v := nodes[0].doc("j").Version()
+	if len(v) != 1 {
+		t.Fatalf("a document of one JSON edit has version %v", v)
+	}
+	var S crdt.ReplicaID
+	for r := range v {
+		S = r
+	}
+	eventually(t, "node 2 to hold node 1's edit", func() bool { return holds(nodes[1], "j", S) })
+	mallory := newTClientAs(t, nodes[1], "mallory", S)
+	refusedUnauthorized(t, "mallory writing with node 1's replica through node 2", mallory.syncedWrite("j", "t", "mallory;"))
+	noMallory(t, nodes, "j")
 }

@@ -153,6 +153,9 @@ func MintToken(secret []byte, c Claims) (string, error) {
 	if c.Subject == "" {
 		errs = append(errs, errors.New("syncserver: token without subject (user)"))
 	}
+	if c.Subject == ServerPrincipal {
+		errs = append(errs, fmt.Errorf("syncserver: the subject %q is reserved for servers' own replicas", ServerPrincipal))
+	}
 	if c.ExpiresAt == nil {
 		errs = append(errs, errors.New("syncserver: token without expiry"))
 	}
@@ -180,6 +183,13 @@ type authenticator struct {
 	audience string
 	issuer   string
 }
+
+// ServerPrincipal is the owner a server gives, in the claims it sends its
+// cluster peers, to its own replica (Options.Replica, the one its JSON
+// edits are made as), which no principal may write with. No token may
+// carry it as its subject, so a peer that recorded it refuses that
+// replica to everyone.
+const ServerPrincipal = "weft:server"
 
 var anonymous = &Principal{User: "anonymous", Name: "anonymous", Anonymous: true}
 
@@ -213,6 +223,9 @@ func (a *authenticator) authenticate(token string) (*Principal, error) {
 	}
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: token has no subject", ErrUnauthorized)
+	}
+	if c.Subject == ServerPrincipal {
+		return nil, fmt.Errorf("%w: the subject %q is reserved for servers' own replicas", ErrUnauthorized, ServerPrincipal)
 	}
 	if len(c.Subject) > syncproto.MaxNameLen {
 		return nil, fmt.Errorf("%w: subject longer than %d bytes", ErrUnauthorized, syncproto.MaxNameLen)

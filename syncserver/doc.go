@@ -226,7 +226,9 @@
 // them with a peer's catch-up), and a peer's claims arrive through
 // Server.PeerOwners before its changes. A replica without an owner here
 // takes the peer's, recorded as a local claim would be; a contradicting
-// claim keeps the local owner and is counted and logged. So a server
+// claim keeps the local owner and is counted and logged. A server's own
+// replica goes to its peers claimed for ServerPrincipal, a subject no
+// token may carry, so no one can write with it through them. So a server
 // that holds a peer's changes of a replica knows its owner, and the owner
 // may continue with it through any server. A cluster peer's changes
 // (Server.PeerUpdate) are not checked against ownership and claim

@@ -194,9 +194,13 @@ func (r *room) adoptOwners(peer string, owners []syncproto.Owner) {
 		local, ok := r.owners[o.Replica]
 		switch {
 		case o.Replica == r.s.opts.Replica:
-			r.s.m.ownerConflicts.Inc()
-			r.s.log.Warn("a peer claims this server's own replica; ignored",
-				"doc", r.id, "replica", o.Replica, "peer", peer, "peer_principal", o.Principal)
+			// Nobody writes with it here; a peer that relays our claim on
+			// it says so, anything else is a conflict.
+			if o.Principal != ServerPrincipal {
+				r.s.m.ownerConflicts.Inc()
+				r.s.log.Warn("a peer claims this server's own replica; ignored",
+					"doc", r.id, "replica", o.Replica, "peer", peer, "peer_principal", o.Principal)
+			}
 		case !ok:
 			r.claim(o.Replica, o.Principal)
 			r.s.m.ownersAdopted.Inc()
@@ -209,7 +213,8 @@ func (r *room) adoptOwners(peer string, owners []syncproto.Owner) {
 }
 
 // ownersOf returns the claims the room holds for the replicas of changes,
-// one per claimed replica.
+// one per claimed replica; the server's own replica is claimed for
+// ServerPrincipal.
 func (r *room) ownersOf(changes []crdt.Change) []syncproto.Owner {
 	var out []syncproto.Owner
 	var seen map[crdt.ReplicaID]struct{} // once out is too long to scan
@@ -221,6 +226,9 @@ func (r *room) ownersOf(changes []crdt.Change) []syncproto.Owner {
 		}
 		last = id
 		p, ok := r.owners[id]
+		if id == r.s.opts.Replica {
+			p, ok = ServerPrincipal, true
+		}
 		if !ok {
 			continue
 		}

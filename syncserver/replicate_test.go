@@ -2,9 +2,13 @@ package syncserver
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
 	"github.com/weftsync/weft/crdt"
@@ -297,5 +301,69 @@ func TestPeerOwners(t *testing.T) {
 	m2.subscribe("d")
 	if a := m2.update("d", insert("t", 0, "mallory again;")); a.Status != syncproto.StatusUnauthorized {
 		t.Fatalf("mallory after a restart: %v %s", a.Status, a.Message)
+	}
+}
+
+// TestServerReplicaClaim: a server's own replica (its JSON edits) goes to
+// peers claimed for ServerPrincipal, which no token may carry, so a peer
+// that adopted the claim refuses that replica to everyone; a peer relaying
+// that claim back on the server's own replica is no conflict.
+func TestServerReplicaClaim(t *testing.T) {
+	ts := newTestServer(t, nil)
+	rep := newFakeReplicator(syncproto.StatusOK)
+	ts.srv.SetReplicator(rep)
+	ctx := context.Background()
+	if code, out := postOps(t, ts, "d", ts.token("alice"), `[{"field":"t","insert":"by the server;","at":0}]`); code != 200 {
+		t.Fatalf("POST ops: %d %v", code, out)
+	}
+	own := ts.srv.opts.Replica
+	if !rep.get(func(f *fakeReplicator) bool { return f.owners[own] == ServerPrincipal }) {
+		t.Fatalf("Applied reported owners %v for a JSON edit", rep.owners)
+	}
+	if err := ts.srv.PeerOwners(ctx, "d", "n2", []syncproto.Owner{{Replica: own, Principal: ServerPrincipal}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another server's replica, claimed for ServerPrincipal by its peer.
+	S := crdt.ReplicaID(uuid.New())
+	sd := crdt.NewDoc(S, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := sd.Begin()
+	if err := tx.Insert("u", 0, "by n2;"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.PeerOwners(ctx, "d", "n2", []syncproto.Owner{{Replica: S, Principal: ServerPrincipal}}); err != nil {
+		t.Fatal(err)
+	}
+	acked := make(chan syncproto.Status, 1)
+	if err := ts.srv.PeerUpdate(ctx, "d", "n2", sd.ChangesSince(nil), 10, func(st syncproto.Status, _ string) { acked <- st }); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-acked; st != syncproto.StatusOK {
+		t.Fatalf("peer update: %v", st)
+	}
+	mallory := ts.dialAs(ts.token("mallory"), S)
+	mallory.subscribe("d")
+	if a := mallory.update("d", insert("u", 0, "mallory as n2;")); a.Status != syncproto.StatusUnauthorized {
+		t.Fatalf("mallory writing with another server's replica: %v %s", a.Status, a.Message)
+	}
+	if c := ts.counter("weft_peer_owner_conflicts_total"); c != 0 {
+		t.Fatalf("%v conflicts", c)
+	}
+
+	// No token may name the servers' principal.
+	if _, err := MintToken(testSecret, Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: ServerPrincipal,
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("MintToken for %q: %v", ServerPrincipal, err)
+	}
+	forged, err := jwt.NewWithClaims(jwt.SigningMethodHS256, Claims{Docs: []Grant{{Pattern: "*", Access: "write"}},
+		RegisteredClaims: jwt.RegisteredClaims{Subject: ServerPrincipal, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}).SignedString(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d", forged, nil); code != http.StatusUnauthorized {
+		t.Fatalf("a token for %q got HTTP %d", ServerPrincipal, code)
 	}
 }
