@@ -24,8 +24,8 @@ const (
 	MaxDocIDLen = 512
 	// MaxTokenLen bounds the auth token in hello, in bytes.
 	MaxTokenLen = 8192
-	// MaxNameLen bounds short strings: client, user, name, color, session,
-	// field names.
+	// MaxNameLen bounds short strings: client, user, name, color, session.
+	// A presence's field is a field name: crdt.MaxFieldName bounds it.
 	MaxNameLen = 256
 	// MaxMessageLen bounds the human-readable message of ack and error.
 	MaxMessageLen = 4096
@@ -693,7 +693,7 @@ func validate(m Message) error {
 		add(str("user", m.User, MaxNameLen, false))
 		add(str("name", m.Name, MaxNameLen, false))
 		add(str("color", m.Color, MaxNameLen, false))
-		add(str("field", m.Field, MaxNameLen, false))
+		add(str("field", m.Field, crdt.MaxFieldName, false))
 		if m.Cursor != nil {
 			add(anchor("cursor", *m.Cursor))
 		}
@@ -908,7 +908,7 @@ func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error)
 		p.Name = e.s(rd.string("name", MaxNameLen))
 		p.Color = e.s(rd.string("color", MaxNameLen))
 		p.Clock = e.u(rd.uint("clock"))
-		p.Field = e.s(rd.string("field", MaxNameLen))
+		p.Field = e.s(rd.string("field", crdt.MaxFieldName))
 		if e.err == nil {
 			p.Cursor, e.err = readOptAnchor(rd, "cursor")
 		}
@@ -921,7 +921,9 @@ func decodeBody(rd *reader, t Type, have int) (m Message, fields int, err error)
 		if e.err == nil {
 			var isNil bool
 			if isNil, e.err = rd.isNil(); e.err == nil && !isNil {
-				p.State, e.err = rd.raw("state", MaxPresenceState)
+				// At depth 1, as Encode checks it: the state is an
+				// element of the frame's array.
+				p.State, e.err = rd.raw("state", 1, MaxPresenceState)
 			}
 		}
 		m = p

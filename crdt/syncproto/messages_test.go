@@ -198,6 +198,56 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 }
 
+// TestPresenceDecodeMatchesEncode: what Decode accepts in a presence,
+// Encode accepts too, so a server never accepts a presence it cannot
+// relay: a field as long as a field name may be (crdt.MaxFieldName), and
+// a state nested as deep as the frame allows counting the frame itself.
+func TestPresenceDecodeMatchesEncode(t *testing.T) {
+	nest := func(levels int) []byte { // levels nested arrays around 1
+		return append(bytes.Repeat([]byte{0x91}, levels), 0x01)
+	}
+	long := strings.Repeat("f", crdt.MaxFieldName)
+	for _, p := range []*Presence{
+		{Doc: "d", Clock: 1, Field: long},
+		{Doc: "d", Clock: 1, State: nest(MaxDepth - 2)}, // the deepest Encode takes
+	} {
+		b, err := Encode(p)
+		if err != nil {
+			t.Fatalf("Encode: %v", err)
+		}
+		if _, err := Decode(b); err != nil {
+			t.Fatalf("Decode(Encode) = %v", err)
+		}
+	}
+	// One level deeper: Encode refuses it, so Decode must.
+	deep := &Presence{Doc: "d", Clock: 1, State: nest(MaxDepth - 1)}
+	if _, err := Encode(deep); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Encode(one level deeper) = %v, want ErrMalformed", err)
+	}
+	raw := append(encodeWithoutState(t, &Presence{Doc: "d", Clock: 1}), deep.State...)
+	if m, err := Decode(raw); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Decode(one level deeper) = %#v, %v; want ErrMalformed", m, err)
+	}
+	// A field name longer than any field may be is still malformed.
+	if _, err := Encode(&Presence{Doc: "d", Clock: 1, Field: long + "f"}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Encode(field of %d bytes) = %v, want ErrMalformed", len(long)+1, err)
+	}
+}
+
+// encodeWithoutState encodes p (whose State is nil) without its final nil,
+// so a test can append a state Encode would refuse.
+func encodeWithoutState(t *testing.T, p *Presence) []byte {
+	t.Helper()
+	b, err := Encode(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[len(b)-1] != 0xc0 {
+		t.Fatalf("presence does not end with a nil state: % x", b)
+	}
+	return b[:len(b)-1]
+}
+
 func TestEncodeValidates(t *testing.T) {
 	bad := []Message{
 		&Hello{Version: 1},

@@ -210,11 +210,12 @@ func (rd *reader) bytes(field string, max int) ([]byte, error) {
 	return bytes.Clone(b), nil
 }
 
-// raw reads one complete msgpack value of any type, nested at most MaxDepth
-// deep, and returns a copy of its bytes.
-func (rd *reader) raw(field string, max int) ([]byte, error) {
+// raw reads one complete msgpack value of any type found at nesting depth
+// (1 for an element of the frame's array), so that with the frame it is at
+// most MaxDepth levels deep, and returns a copy of its bytes.
+func (rd *reader) raw(field string, depth, max int) ([]byte, error) {
 	start := len(rd.buf) - rd.remaining()
-	if err := rd.skip(field, 0); err != nil {
+	if err := rd.skip(field, depth); err != nil {
 		return nil, err
 	}
 	end := len(rd.buf) - rd.remaining()
