@@ -210,6 +210,14 @@ func TestSSEJSONFormat(t *testing.T) {
 	if !strings.Contains(m.data, `"set":null`) {
 		t.Fatalf("a null register value is not shown: %s", m.data)
 	}
+	// An insert shows both origins, "" for none (PROTOCOL.md §10); an
+	// add or set shows neither.
+	if !strings.Contains(m.data, `"after":"","before":""`) {
+		t.Fatalf("an insert without origins does not show them as \"\": %s", m.data)
+	}
+	if strings.Count(m.data, `"after"`) != 1 || strings.Contains(m.data, `"backward"`) {
+		t.Fatalf("origins or backward shown on an op that is not an insert or delete: %s", m.data)
+	}
 	if m := ev.next(t); m.event != "synced" {
 		t.Fatalf("then %+v", m)
 	}
@@ -220,6 +228,9 @@ func TestSSEJSONFormat(t *testing.T) {
 	m = ev.next(t)
 	if err := json.Unmarshal([]byte(m.data), &got); err != nil || got.Changes[0].Ops[0].Delete != 1 || got.Changes[0].Ops[0].Target == "" {
 		t.Fatalf("live event %s (%v)", m.data, err)
+	}
+	if !strings.Contains(m.data, `"backward":false`) {
+		t.Fatalf("a forward delete does not show \"backward\":false: %s", m.data)
 	}
 	if code, _ := httpDo(t, "GET", ts.hs.URL+"/v1/docs/j/events?format=xml&access_token="+tok, "", nil); code != 400 {
 		t.Fatalf("format=xml: %d", code)

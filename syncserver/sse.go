@@ -364,15 +364,18 @@ type ChangeJSON struct {
 
 // OpJSON is one operation of a ChangeJSON: exactly one of Insert (with
 // its origins After and Before), Delete (Target, then the ids after it,
-// or before it when Backward), Add and Set.
+// or before it when Backward), Add and Set. An insert always shows both
+// origins ("" for none) and a delete always shows backward, as
+// PROTOCOL.md §10 does: they are pointers only so that the other kinds of
+// op leave them out.
 type OpJSON struct {
 	Field    string          `json:"field"`
 	Insert   *string         `json:"insert,omitempty"`
-	After    string          `json:"after,omitempty"`
-	Before   string          `json:"before,omitempty"`
+	After    *string         `json:"after,omitempty"`
+	Before   *string         `json:"before,omitempty"`
 	Delete   uint64          `json:"delete,omitempty"`
 	Target   string          `json:"target,omitempty"`
-	Backward bool            `json:"backward,omitempty"`
+	Backward *bool           `json:"backward,omitempty"`
 	Add      int64           `json:"add,omitempty"`
 	Set      json.RawMessage `json:"set,omitempty"`
 }
@@ -408,9 +411,10 @@ func changesEventJSON(ev sseEvent) ([]byte, error) {
 			oj := OpJSON{Field: op.Field}
 			switch op.Kind {
 			case crdt.OpTextInsert:
-				oj.Insert, oj.After, oj.Before = &op.Text, idJSON(op.Left), idJSON(op.Right)
+				after, before := idJSON(op.Left), idJSON(op.Right)
+				oj.Insert, oj.After, oj.Before = &op.Text, &after, &before
 			case crdt.OpTextDelete:
-				oj.Delete, oj.Target, oj.Backward = op.Count, idJSON(op.Target), op.Backward
+				oj.Delete, oj.Target, oj.Backward = op.Count, idJSON(op.Target), &op.Backward
 			case crdt.OpCounterAdd:
 				oj.Add = op.Delta
 			case crdt.OpRegisterSet:
