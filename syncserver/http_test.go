@@ -393,6 +393,42 @@ func TestPresenceRateLimit(t *testing.T) {
 	}
 }
 
+// Strikes count rate refusals in a row: any admitted message that is rate
+// limited (here presence) ends the row, so a viewer that now and then
+// sends presence too fast is not closed over the connection's lifetime.
+func TestStrikesResetByAdmittedPresence(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.MaxPresencePerSec = 10 })
+	a := ts.dial(ts.token("alice"))
+	a.subscribe("p")
+	clock, refused := uint64(0), 0
+	for round := uint64(1); round <= 4; round++ {
+		// The bucket refilled a little since the last round: the first
+		// presences pass, the rest are refused (fewer than maxStrikes).
+		for range maxStrikes / 2 {
+			clock++
+			a.send(&syncproto.Presence{Doc: "p", Clock: clock})
+		}
+		a.send(&syncproto.Ping{Nonce: round})
+		for {
+			m := a.recv()
+			if p, ok := m.(*syncproto.Pong); ok && p.Nonce == round {
+				break
+			}
+			if e, ok := m.(*syncproto.Error); ok && e.Status == syncproto.StatusRateLimited {
+				refused++
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if refused < maxStrikes {
+		t.Fatalf("only %d presences refused; the test needs more than %d", refused, maxStrikes)
+	}
+	a.send(&syncproto.Ping{Nonce: 99})
+	if p := recvType[*syncproto.Pong](a); p.Nonce != 99 {
+		t.Fatalf("pong %d", p.Nonce)
+	}
+}
+
 func TestConcurrentFirstRequestsShareOneLoad(t *testing.T) {
 	mem := NewMemStore()
 	// A stored document, written through another server.

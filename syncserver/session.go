@@ -86,7 +86,7 @@ type session struct {
 	// subscribes meters subscribe messages (see Options.MaxSubscribesPerSec).
 	subscribes tokenBucket
 	presence   tokenBucket
-	strikes    int          // rate refusals in a row
+	strikes    int          // rate refusals in a row (any admitted update, subscribe or presence resets it)
 	fouls      atomic.Int32 // batches refused as invalid or too_large, here or by a room (see foul)
 }
 
@@ -880,6 +880,7 @@ func (ss *session) subscribe(doc string, version crdt.VersionVector) {
 		ss.strike()
 		return
 	}
+	ss.strikes = 0
 	if !ok {
 		if !ss.s.userDocs.open(ss.principal.User, o.MaxDocsPerUser) {
 			ss.s.m.limitHits.WithLabelValues("docs_per_user").Inc()
@@ -988,6 +989,7 @@ func (ss *session) setPresence(p *syncproto.Presence) {
 		ss.strike()
 		return
 	}
+	ss.strikes = 0
 	ss.sendRoom(r, cmdPresence{sess: ss, p: p})
 }
 
