@@ -20,7 +20,7 @@ import { Clock, ClockSkewError } from "./hlc.js";
 import type { Timestamp } from "./hlc.js";
 import { checkMsgpack } from "./msgpack.js";
 import { FieldType, OpKind, fieldTypeOf, runeCount, runeOffset, utf8Len, Side } from "./types.js";
-import type { DocState } from "./snapshot.js";
+import type { DocState, StateItems, StateSpans, StateTime } from "./snapshot.js";
 import type { Anchor, Change, ID, Op, ReplicaID, VersionVector } from "./types.js";
 
 export class InvalidChangeError extends Error {
@@ -556,6 +556,8 @@ class RLog {
   spans: Span[] = [];
   times: TimeRun[] = [];
   next = 1;
+  /** Register spans, while a snapshot is being loaded (Doc._fromState). */
+  sets = 0;
 }
 
 const lastTime = (tr: TimeRun) => (tr.stepped ? tr.t + BigInt(tr.n - 1) : tr.t);
@@ -1507,267 +1509,67 @@ export class Doc {
    * every index, length and reference checked first. Nothing is replayed.
    */
   static _fromState(s: DocState, replica: ReplicaID, clock: Clock, opts: DocOptions = {}): Doc {
-    const bad = (msg: string): never => {
-      throw new InvalidChangeError(`snapshot: ${msg}`);
-    };
-    if (s.logs.length !== s.replicas.length || s.texts.length !== s.fields.length) bad("table sizes disagree");
+    if (s.logs.length !== s.replicas.length || s.texts.length !== s.fields.length) badState("table sizes disagree");
     const d = new Doc(replica, clock, opts);
     const rmap: number[] = [];
     for (const r of s.replicas) {
-      if (/^0+$/.test(r)) bad("zero replica id");
-      if (d.rindex.has(r) && r !== replica) bad(`replica ${r} listed twice`);
+      if (/^0+$/.test(r)) badState("zero replica id");
+      if (d.rindex.has(r) && r !== replica) badState(`replica ${r} listed twice`);
       rmap.push(d.replicaIndex(r));
     }
     for (const f of s.fields) {
       try {
         checkName(f.name);
       } catch {
-        bad(`bad field name ${JSON.stringify(f.name)}`);
+        badState(`bad field name ${JSON.stringify(f.name)}`);
       }
-      if (f.type < FieldType.Counter || f.type > FieldType.Text) bad(`bad field ${JSON.stringify(f.name)} type ${f.type}`);
-      if (d.fieldLookup(f.name, f.type, false)) bad(`field ${JSON.stringify(f.name)} listed twice`);
+      if (f.type < FieldType.Counter || f.type > FieldType.Text) badState(`bad field ${JSON.stringify(f.name)} type ${f.type}`);
+      if (d.fieldLookup(f.name, f.type, false)) badState(`field ${JSON.stringify(f.name)} listed twice`);
       d.fieldLookup(f.name, f.type, true);
     }
+    // Each stage is a function of its own, small and called with the same
+    // shapes every time: a snapshot is usually decoded once, so what counts
+    // is how fast the code runs before the engine has optimized it much,
+    // and small functions are optimized sooner (and more cheaply) than one
+    // large one.
     const fields = d.fields;
     const content = s.content;
+    const region = new Region();
     let off = 0;
-    // Inserted text is decoded a region at a time (the content between
-    // register values) rather than span by span: one TextDecoder call for
-    // the whole region, then each span's string is a slice of it, found by
-    // counting its bytes. A region that is not valid UTF-8 falls back to
-    // decoding span by span, which says which span is bad.
-    let region = "";
-    let regionEnd = -1;
-    let regionAscii = false;
-    let u16 = 0;
-    s.logs.forEach((ls, si) => {
-      const r = rmap[si];
-      const lg = d.logs[r];
-      let seq = 1;
-      const spans = ls.spans;
-      const SN = spans.n, SF = spans.field, SK = spans.kind, SB = spans.bytes, SAR = spans.ar, SAS = spans.as, SBR = spans.br, SBS = spans.bs;
-      for (let j = 0; j < spans.length; j++) {
-        const spN = SN[j], spField = SF[j], spKind = SK[j] as OpKind, spBytes = SB[j];
-        if (spN === 0 || seq + spN > MAX_SEQ || spField >= fields.length || fieldTypeOf(spKind) !== fields[spField].type) bad("bad span");
-        const end = off + spBytes;
-        if (end > content.length) bad("span content past the end");
-        let ar = 0, as = 0, br = 0, bs = 0;
-        if (SAS[j] !== 0) {
-          if (SAR[j] >= rmap.length) bad("bad reference");
-          ar = rmap[SAR[j]];
-          as = SAS[j];
-        } else if (SAR[j] !== 0) bad("bad reference");
-        if (SBS[j] !== 0) {
-          if (SBR[j] >= rmap.length) bad("bad reference");
-          br = rmap[SBR[j]];
-          bs = SBS[j];
-        } else if (SBR[j] !== 0) bad("bad reference");
-        const back = spans.back[j] === 1;
-        const delta = spKind === OpKind.Add ? spans.delta[j] : 0n;
-        const x: Span = { seq, n: spN, field: fields[spField], kind: spKind, back, off, nb: spBytes, ar, as, br, bs, delta, text: "" };
-        switch (spKind) {
-          case OpKind.Ins: {
-            if (off >= regionEnd) {
-              let e = off;
-              for (let k = j; k < spans.length && SK[k] !== OpKind.Set; k++) if (SK[k] === OpKind.Ins) e += SB[k];
-              regionEnd = Math.min(e, content.length);
-              u16 = 0;
-              try {
-                region = utf8Strict.decode(content.subarray(off, regionEnd));
-              } catch {
-                region = "";
-                regionEnd = -1;
-              }
-              // One UTF-16 unit per byte only when every byte is ASCII.
-              regionAscii = region.length === regionEnd - off;
-            }
-            let t = "";
-            let runes = 0;
-            if (regionAscii && regionEnd >= end) {
-              t = region.slice(u16, u16 + spBytes);
-              u16 += spBytes;
-              runes = spBytes;
-            } else if (regionEnd >= end) {
-              // Runes and UTF-16 units of the span's bytes; it must start
-              // and end on character boundaries.
-              let n16 = 0;
-              for (let i = off; i < end; i++) {
-                const c = content[i];
-                if (c < 0x80) {
-                  n16++;
-                  runes++;
-                } else if (c >= 0xc0) {
-                  n16 += c >= 0xf0 ? 2 : 1;
-                  runes++;
-                } else if (i === off) bad("insert content is not UTF-8");
-              }
-              if (end < regionEnd && (content[end] & 0xc0) === 0x80) bad("insert content is not UTF-8");
-              t = region.slice(u16, u16 + n16);
-              u16 += n16;
-            } else {
-              try {
-                t = utf8Strict.decode(content.subarray(off, end));
-              } catch {
-                bad("insert content is not UTF-8");
-              }
-              runes = runeCount(t);
-            }
-            if (runes !== spN) bad("insert content does not match its length");
-            x.text = t;
-            break;
-          }
-          case OpKind.Set: {
-            const b = content.subarray(off, end);
-            if (spN !== 1) bad("bad register value");
-            try {
-              checkMsgpack(b);
-            } catch {
-              bad("bad register value");
-            }
-            x.value = b.slice();
-            break;
-          }
-          case OpKind.Add:
-            if (delta === 0n || spBytes !== 0) bad("bad counter span");
-            break;
-          case OpKind.Del:
-            if (spBytes !== 0 || as === 0 || (back && as < spN) || as + spN > MAX_SEQ) bad("bad delete span");
-            break;
-        }
-        lg.spans.push(x);
-        off += spBytes;
-        seq += spN;
-      }
-      lg.next = seq;
-      let tseq = 1;
-      for (const tr of ls.times) {
-        if (tr.n === 0 || tseq + tr.n > seq) bad("time runs do not match the log");
-        lg.times.push({ seq: tseq, n: tr.n, stepped: tr.stepped, t: tr.t });
-        tseq += tr.n;
-      }
-      if (tseq !== seq) bad("time runs do not cover the log");
-    });
-    if (off !== content.length) bad("content length disagrees with the log");
+    let sets = 0;
+    for (let si = 0; si < s.logs.length; si++) {
+      const lg = d.logs[rmap[si]];
+      off = stateSpans(s.logs[si].spans, lg, rmap, fields, content, off, region);
+      stateTimes(s.logs[si].times, lg);
+      sets += lg.sets;
+    }
+    if (off !== content.length) badState("content length disagrees with the log");
     d.contentLen = off;
-    // Texts: the items in document order, each exactly characters its
-    // replica inserted into that field, cut where spans change so that
-    // an item's characters share their origins (the first's left origin
-    // is its span's, or its predecessor; the right origin is the span's).
-    s.texts.forEach((items, fi) => {
+    for (let fi = 0; fi < s.texts.length; fi++) {
       const f = fields[fi];
       if (f.type !== FieldType.Text) {
-        if (items.length !== 0) bad("items for a non-text field");
-        return;
+        if (s.texts[fi].length !== 0) badState("items for a non-text field");
+        continue;
       }
-      const t = f.text!;
-      const leaves: Leaf[] = [];
-      const byReplica: Item[][] = d.replicas.map(() => []);
-      const spanOf: number[][] = d.replicas.map(() => []);
-      let l: Leaf | undefined;
-      for (let ii = 0; ii < items.length; ii++) {
-        const siR = items.r[ii];
-        const siDel = items.del[ii] === 1;
-        if (siR >= rmap.length || items.n[ii] === 0) bad("bad item");
-        const r = rmap[siR];
-        const lg = d.logs[r];
-        let seq = items.seq[ii];
-        let n = items.n[ii];
-        while (n > 0) {
-          if (seq === 0 || seq >= lg.next) bad("item names unknown ids");
-          const spi = d.spanIndex(r, seq);
-          const sp = lg.spans[spi];
-          if (sp.kind !== OpKind.Ins || sp.field !== f) bad("item is not an insert of its field");
-          const k = seq - sp.seq;
-          const m = Math.min(n, sp.n - k);
-          const a = runeOffset(sp.text, sp.n, k);
-          const text = sp.text.slice(a, m === sp.n - k ? sp.text.length : runeOffset(sp.text, sp.n, k + m));
-          const it = k === 0 ? new Item(r, seq, m, text, siDel, sp.ar, sp.as, sp.br, sp.bs) : new Item(r, seq, m, text, siDel, r, seq - 1, sp.br, sp.bs);
-          if (!l || l.items.length >= (LEAF_CAP * 3) >> 2) {
-            l = new Leaf();
-            l.idx = leaves.length;
-            leaves.push(l);
-          }
-          it.leaf = l;
-          l.items.push(it);
-          l.raw += m;
-          if (!siDel) {
-            l.vis += m;
-            l.vis16 += text.length;
-          }
-          byReplica[r].push(it);
-          spanOf[r].push(spi);
-          seq += m;
-          n -= m;
-        }
-      }
-      if (leaves.length > 0) t.leaves = leaves;
-      for (const lf of t.leaves) {
-        t.raw += lf.raw;
-        t.vis += lf.vis;
-        t.vis16 += lf.vis16;
-      }
-      // The id index: each replica's items sorted by seq, contiguous ones
-      // in one run. The characters of one span are in document order in
-      // seq order, so the sort mostly finds runs already in order.
-      byReplica.forEach((inDoc, r) => {
-        if (inDoc.length === 0) return;
-        // Sorted by seq without comparisons: the characters of one span
-        // are in document order in seq order (each follows its left
-        // origin, its predecessor), so bucketing the items by span (spans
-        // are in seq order) sorts them. A corrupt order shows up below as
-        // overlap.
-        const so = spanOf[r];
-        const start = new Int32Array(d.logs[r].spans.length + 1);
-        for (const k of so) start[k + 1]++;
-        for (let k = 1; k < start.length; k++) start[k] += start[k - 1];
-        const its: Item[] = new Array(inDoc.length);
-        for (let k = 0; k < inDoc.length; k++) its[start[so[k]]++] = inDoc[k];
-        const runs: Run[] = [];
-        let run: Run | undefined;
-        for (const it of its) {
-          if (run && it.seq < run.end) bad("characters listed twice");
-          if (run && it.seq === run.end) {
-            run.end += it.n;
-            run.pieces.push(it);
-          } else {
-            run = new Run(it.seq, it.seq + it.n, [it]);
-            runs.push(run);
-          }
-          it.run = run;
-        }
-        while (t.runs.length <= r) t.runs.push([]);
-        t.runs[r] = runs;
-      });
-    });
+      stateText(s.texts[fi], f, f.text!, d.logs, rmap);
+    }
     // Every insert must have its characters in the text, every reference
     // must name characters of the right field; counters and registers are
     // recomputed.
-    d.logs.forEach((lg, r) => {
-      for (const sp of lg.spans) {
-        const t = sp.field.text;
-        switch (sp.kind) {
-          case OpKind.Ins:
-            if (!t!.covered(r, sp.seq, sp.seq + sp.n)) bad("inserted characters missing from the text");
-            if (sp.as !== 0 && !t!.covered(sp.ar, sp.as, sp.as + 1)) bad("origin is not a character of its text");
-            if (sp.bs !== 0 && !t!.covered(sp.br, sp.bs, sp.bs + 1)) bad("origin is not a character of its text");
-            break;
-          case OpKind.Del: {
-            const lo = sp.back ? sp.as - sp.n + 1 : sp.as;
-            if (!t!.covered(sp.ar, lo, lo + sp.n)) bad("delete target is not a character of its text");
-            break;
-          }
-          case OpKind.Add:
-            sp.field.counter += sp.delta * BigInt(sp.n);
-            break;
-          case OpKind.Set: {
-            const w: RegState = { t: d.timeAt(r, sp.seq), r, seq: sp.seq, value: sp.value! };
-            if (!sp.field.reg || d.regLess(sp.field.reg, w)) sp.field.reg = w;
-            break;
-          }
+    for (let r = 0; r < d.logs.length; r++) checkSpans(d.logs[r].spans, r);
+    if (sets > 0) {
+      for (let r = 0; r < d.logs.length; r++) {
+        const sp = d.logs[r].spans;
+        for (let j = 0; j < sp.length; j++) {
+          const x = sp[j];
+          if (x.kind !== OpKind.Set) continue;
+          const w: RegState = { t: d.timeAt(r, x.seq), r, seq: x.seq, value: x.value! };
+          if (!x.field.reg || d.regLess(x.field.reg, w)) x.field.reg = w;
         }
       }
-    });
+    }
     for (const lg of d.logs) {
+      lg.sets = 0;
       const n = lg.times.length;
       // Stored history is not a remote claim: witness it without the
       // offset check, so local changes are ordered after it.
@@ -2205,4 +2007,309 @@ function utf8Text(b: Uint8Array): string {
     if (ascii) return String.fromCharCode.apply(null, b as unknown as number[]);
   }
   return utf8Strict.decode(b);
+}
+
+// ---- building a document from a snapshot's state (Doc._fromState) ----
+
+function badState(msg: string): never {
+  throw new InvalidChangeError(`snapshot: ${msg}`);
+}
+
+/**
+ * The inserted text being sliced: decoded a region at a time (the content
+ * between register values) rather than span by span, one TextDecoder call
+ * for the whole region, each span's string then a slice of it, found by
+ * counting its bytes. A region that is not valid UTF-8 falls back to
+ * decoding span by span, which says which span is bad.
+ */
+class Region {
+  text = "";
+  end = -1;
+  ascii = false;
+  /** UTF-16 units of text already sliced. */
+  u16 = 0;
+}
+
+/**
+ * stateSpans appends one replica's spans, checked, to its log lg (empty),
+ * their content read from off; returns the offset after their content.
+ */
+function stateSpans(spans: StateSpans, lg: RLog, rmap: number[], fields: Field[], content: Uint8Array, off: number, reg: Region): number {
+  const SN = spans.n, SF = spans.field, SK = spans.kind, SB = spans.bytes, SAR = spans.ar, SAS = spans.as, SBR = spans.br, SBS = spans.bs, BACK = spans.back;
+  const ns = spans.length;
+  const out = lg.spans;
+  const nrep = rmap.length;
+  let seq = 1;
+  for (let j = 0; j < ns; j++) {
+    const spN = SN[j], spField = SF[j], spKind = SK[j] as OpKind, spBytes = SB[j];
+    if (spN === 0 || seq + spN > MAX_SEQ || spField >= fields.length || fieldTypeOf(spKind) !== fields[spField].type) badState("bad span");
+    const field = fields[spField];
+    const end = off + spBytes;
+    if (end > content.length) badState("span content past the end");
+    let ar = 0, as = 0, br = 0, bs = 0;
+    if (SAS[j] !== 0) {
+      if (SAR[j] >= nrep) badState("bad reference");
+      ar = rmap[SAR[j]];
+      as = SAS[j];
+    } else if (SAR[j] !== 0) badState("bad reference");
+    if (SBS[j] !== 0) {
+      if (SBR[j] >= nrep) badState("bad reference");
+      br = rmap[SBR[j]];
+      bs = SBS[j];
+    } else if (SBR[j] !== 0) badState("bad reference");
+    const back = BACK[j] === 1;
+    const delta = spKind === OpKind.Add ? spans.delta[j] : 0n;
+    const x: Span = { seq, n: spN, field, kind: spKind, back, off, nb: spBytes, ar, as, br, bs, delta, text: "" };
+    switch (spKind) {
+      case OpKind.Ins:
+        x.text = insertText(content, off, end, spN, j, spans, reg);
+        break;
+      case OpKind.Set: {
+        const b = content.subarray(off, end);
+        if (spN !== 1) badState("bad register value");
+        try {
+          checkMsgpack(b);
+        } catch {
+          badState("bad register value");
+        }
+        x.value = b.slice();
+        lg.sets++;
+        break;
+      }
+      case OpKind.Add:
+        if (delta === 0n || spBytes !== 0) badState("bad counter span");
+        break;
+      case OpKind.Del:
+        if (spBytes !== 0 || as === 0 || (back && as < spN) || as + spN > MAX_SEQ) badState("bad delete span");
+        break;
+    }
+    out.push(x);
+    off = end;
+    seq += spN;
+  }
+  lg.next = seq;
+  return off;
+}
+
+/** The text of insert span j (content[off:end], n characters). */
+function insertText(content: Uint8Array, off: number, end: number, n: number, j: number, spans: StateSpans, reg: Region): string {
+  if (off >= reg.end) {
+    const SK = spans.kind, SB = spans.bytes;
+    let e = off;
+    for (let k = j; k < spans.length && SK[k] !== OpKind.Set; k++) if (SK[k] === OpKind.Ins) e += SB[k];
+    reg.end = Math.min(e, content.length);
+    reg.u16 = 0;
+    try {
+      reg.text = utf8Strict.decode(content.subarray(off, reg.end));
+    } catch {
+      reg.text = "";
+      reg.end = -1;
+    }
+    // One UTF-16 unit per byte only when every byte is ASCII.
+    reg.ascii = reg.text.length === reg.end - off;
+  }
+  const nb = end - off;
+  let t: string;
+  let runes = 0;
+  if (reg.ascii && reg.end >= end) {
+    t = reg.text.slice(reg.u16, reg.u16 + nb);
+    reg.u16 += nb;
+    runes = nb;
+  } else if (reg.end >= end) {
+    // Runes and UTF-16 units of the span's bytes; it must start and end
+    // on character boundaries.
+    let n16 = 0;
+    for (let i = off; i < end; i++) {
+      const c = content[i];
+      if (c < 0x80) {
+        n16++;
+        runes++;
+      } else if (c >= 0xc0) {
+        n16 += c >= 0xf0 ? 2 : 1;
+        runes++;
+      } else if (i === off) badState("insert content is not UTF-8");
+    }
+    if (end < reg.end && (content[end] & 0xc0) === 0x80) badState("insert content is not UTF-8");
+    t = reg.text.slice(reg.u16, reg.u16 + n16);
+    reg.u16 += n16;
+  } else {
+    t = "";
+    try {
+      t = utf8Strict.decode(content.subarray(off, end));
+    } catch {
+      badState("insert content is not UTF-8");
+    }
+    runes = runeCount(t);
+  }
+  if (runes !== n) badState("insert content does not match its length");
+  return t;
+}
+
+/** stateTimes sets the time runs of lg (its spans already set). */
+function stateTimes(times: StateTime[], lg: RLog): void {
+  const seq = lg.next;
+  let tseq = 1;
+  for (let j = 0; j < times.length; j++) {
+    const tr = times[j];
+    if (tr.n === 0 || tseq + tr.n > seq) badState("time runs do not match the log");
+    lg.times.push({ seq: tseq, n: tr.n, stepped: tr.stepped, t: tr.t });
+    tseq += tr.n;
+  }
+  if (tseq !== seq) badState("time runs do not cover the log");
+}
+
+/** The index of the span of spans holding seq (which the log holds). */
+function spanAt(spans: Span[], seq: number): number {
+  let lo = 0, hi = spans.length;
+  while (lo < hi) {
+    const m = (lo + hi) >> 1;
+    const x = spans[m];
+    if (x.seq + x.n > seq) hi = m;
+    else lo = m + 1;
+  }
+  return lo;
+}
+
+/**
+ * stateText lays out text t of field f from its items in document order,
+ * each exactly characters its replica inserted into that field, cut where
+ * spans change so that an item's characters share their origins (the
+ * first's left origin is its span's, or its predecessor; the right origin
+ * is the span's); then builds the id index.
+ */
+function stateText(items: StateItems, f: Field, t: Text, logs: RLog[], rmap: number[]): void {
+  const nrep = logs.length;
+  const IR = items.r, IS = items.seq, IN = items.n, ID = items.del;
+  const leaves: Leaf[] = [];
+  // Per replica: its items in document order, the span of each, and the
+  // span the last one came from (characters typed in order come from
+  // consecutive spans: most lookups need no search).
+  const byReplica: Item[][] = [];
+  const spanOf: number[][] = [];
+  const last = new Int32Array(nrep);
+  for (let r = 0; r < nrep; r++) {
+    byReplica.push([]);
+    spanOf.push([]);
+  }
+  let l = new Leaf();
+  const full = (LEAF_CAP * 3) >> 2;
+  let raw = 0, vis = 0, vis16 = 0;
+  for (let ii = 0; ii < items.length; ii++) {
+    const siR = IR[ii];
+    const del = ID[ii] === 1;
+    if (siR >= rmap.length || IN[ii] === 0) badState("bad item");
+    const r = rmap[siR];
+    const lg = logs[r];
+    const spans = lg.spans;
+    let seq = IS[ii];
+    let n = IN[ii];
+    while (n > 0) {
+      if (seq === 0 || seq >= lg.next) badState("item names unknown ids");
+      let spi = last[r];
+      let sp = spans[spi];
+      if (seq < sp.seq || seq >= sp.seq + sp.n) {
+        spi++;
+        sp = spans[spi];
+        if (!sp || seq < sp.seq || seq >= sp.seq + sp.n) {
+          spi = spanAt(spans, seq);
+          sp = spans[spi];
+        }
+      }
+      last[r] = spi;
+      if (sp.kind !== OpKind.Ins || sp.field !== f) badState("item is not an insert of its field");
+      const k = seq - sp.seq;
+      const left = sp.n - k;
+      const m = n < left ? n : left;
+      const st = sp.text;
+      let text: string;
+      if (k === 0 && m === sp.n) text = st;
+      else if (st.length === sp.n) text = st.slice(k, k + m);
+      else text = st.slice(runeOffset(st, sp.n, k), m === left ? st.length : runeOffset(st, sp.n, k + m));
+      const it = k === 0 ? new Item(r, seq, m, text, del, sp.ar, sp.as, sp.br, sp.bs) : new Item(r, seq, m, text, del, r, seq - 1, sp.br, sp.bs);
+      if (l.items.length >= full) {
+        leaves.push(l);
+        l = new Leaf();
+        l.idx = leaves.length;
+      }
+      it.leaf = l;
+      l.items.push(it);
+      l.raw += m;
+      raw += m;
+      if (!del) {
+        l.vis += m;
+        l.vis16 += text.length;
+        vis += m;
+        vis16 += text.length;
+      }
+      byReplica[r].push(it);
+      spanOf[r].push(spi);
+      seq += m;
+      n -= m;
+    }
+  }
+  if (l.items.length > 0) leaves.push(l);
+  if (leaves.length > 0) t.leaves = leaves;
+  t.raw += raw;
+  t.vis += vis;
+  t.vis16 += vis16;
+  for (let r = 0; r < nrep; r++) {
+    if (byReplica[r].length === 0) continue;
+    while (t.runs.length <= r) t.runs.push([]);
+    t.runs[r] = stateRuns(byReplica[r], spanOf[r], logs[r].spans.length);
+  }
+}
+
+/**
+ * The id index of one replica's items (in document order, with the span
+ * of each): its items sorted by seq, contiguous ones in one run. Sorted
+ * without comparisons: the characters of one span are in document order
+ * in seq order (each follows its left origin, its predecessor), so
+ * bucketing the items by span (spans are in seq order) sorts them. A
+ * corrupt order shows up as overlap.
+ */
+function stateRuns(inDoc: Item[], so: number[], nspans: number): Run[] {
+  const start = new Int32Array(nspans + 1);
+  for (let k = 0; k < so.length; k++) start[so[k] + 1]++;
+  for (let k = 1; k < start.length; k++) start[k] += start[k - 1];
+  const its: Item[] = new Array(inDoc.length);
+  for (let k = 0; k < inDoc.length; k++) its[start[so[k]]++] = inDoc[k];
+  const runs: Run[] = [];
+  let run: Run | undefined;
+  for (let k = 0; k < its.length; k++) {
+    const it = its[k];
+    if (run !== undefined && it.seq < run.end) badState("characters listed twice");
+    if (run !== undefined && it.seq === run.end) {
+      run.end += it.n;
+      run.pieces.push(it);
+    } else {
+      run = new Run(it.seq, it.seq + it.n, [it]);
+      runs.push(run);
+    }
+    it.run = run;
+  }
+  return runs;
+}
+
+/** Checks that the inserts and references of replica r's spans are characters of their texts; sums counters. */
+function checkSpans(spans: Span[], r: number): void {
+  for (let j = 0; j < spans.length; j++) {
+    const sp = spans[j];
+    switch (sp.kind) {
+      case OpKind.Ins: {
+        const t = sp.field.text!;
+        if (!t.covered(r, sp.seq, sp.seq + sp.n)) badState("inserted characters missing from the text");
+        if (sp.as !== 0 && !t.covered(sp.ar, sp.as, sp.as + 1)) badState("origin is not a character of its text");
+        if (sp.bs !== 0 && !t.covered(sp.br, sp.bs, sp.bs + 1)) badState("origin is not a character of its text");
+        break;
+      }
+      case OpKind.Del: {
+        const lo = sp.back ? sp.as - sp.n + 1 : sp.as;
+        if (!sp.field.text!.covered(sp.ar, lo, lo + sp.n)) badState("delete target is not a character of its text");
+        break;
+      }
+      case OpKind.Add:
+        sp.field.counter += sp.delta * BigInt(sp.n);
+        break;
+    }
+  }
 }
