@@ -2273,19 +2273,23 @@ function stateRuns(inDoc: Item[], so: number[], nspans: number): Run[] {
   for (let k = 1; k < start.length; k++) start[k] += start[k - 1];
   const its: Item[] = new Array(inDoc.length);
   for (let k = 0; k < inDoc.length; k++) its[start[so[k]]++] = inDoc[k];
+  // Each run's pieces are sliced at their exact length (pushing one at a
+  // time would leave most of them with room for 17).
   const runs: Run[] = [];
-  let run: Run | undefined;
-  for (let k = 0; k < its.length; k++) {
-    const it = its[k];
-    if (run !== undefined && it.seq < run.end) badState("characters listed twice");
-    if (run !== undefined && it.seq === run.end) {
-      run.end += it.n;
-      run.pieces.push(it);
-    } else {
-      run = new Run(it.seq, it.seq + it.n, [it]);
-      runs.push(run);
+  for (let a = 0; a < its.length; ) {
+    const first = its[a];
+    let end = first.seq + first.n;
+    let b = a + 1;
+    for (; b < its.length; b++) {
+      const it = its[b];
+      if (it.seq < end) badState("characters listed twice");
+      if (it.seq !== end) break;
+      end += it.n;
     }
-    it.run = run;
+    const run = new Run(first.seq, end, b === a + 1 ? [first] : its.slice(a, b));
+    for (let k = a; k < b; k++) its[k].run = run;
+    runs.push(run);
+    a = b;
   }
   return runs;
 }

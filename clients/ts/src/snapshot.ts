@@ -303,101 +303,121 @@ export function decodeState(data: Uint8Array): DocState {
     }
     s.fields.push({ type, name });
   }
-  const kindC = c[Col.SpanKind], nC = c[Col.SpanN], fieldC = c[Col.SpanField], bytesC = c[Col.SpanBytes];
-  const originC = c[Col.Origin], oseqC = c[Col.OriginSeq], dtC = c[Col.DelTarget], dsC = c[Col.DelSeq];
-  const deltaC = c[Col.Delta], tnC = c[Col.TimeN], ttC = c[Col.TimeT];
   for (let i = 0; i < nr; i++) {
     // Each span takes at least one byte of the kind column, each time run
     // one byte of its column: counts are checked against those.
     const ns = h.uint();
     const nt = h.uint();
-    if (ns > kindC.left() || nt > tnC.left()) throw new SnapshotError(`replica ${i} claims more spans or times than the columns hold`);
-    const sp: StateSpans = {
-      length: ns,
-      n: new Uint32Array(ns),
-      field: new Uint32Array(ns),
-      kind: new Uint8Array(ns),
-      back: new Uint8Array(ns),
-      bytes: new Uint32Array(ns),
-      ar: new Uint32Array(ns),
-      as: new Uint32Array(ns),
-      br: new Uint32Array(ns),
-      bs: new Uint32Array(ns),
-      delta: new BigInt64Array(ns),
-    };
-    let seq = 1;
-    for (let j = 0; j < ns; j++) {
-      const flags = kindC.uint();
-      const n = nC.u32();
-      const kind = flags % 8;
-      sp.n[j] = n;
-      sp.field[j] = fieldC.u32();
-      sp.kind[j] = kind;
-      sp.back[j] = Math.floor(flags / 8) % 2;
-      switch (kind) {
-        case 3: {
-          sp.bytes[j] = Math.min(n + bytesC.uint(), U32_MAX);
-          let tag = originC.uint();
-          if (tag !== 0) {
-            sp.ar[j] = Math.min(tag - 1, U32_MAX);
-            sp.as[j] = oseqC.seq(seq);
-          }
-          tag = originC.uint();
-          if (tag !== 0) {
-            sp.br[j] = Math.min(tag - 1, U32_MAX);
-            sp.bs[j] = oseqC.seq(seq);
-          }
-          break;
-        }
-        case 4:
-          sp.ar[j] = dtC.u32();
-          sp.as[j] = dsC.seq(seq);
-          break;
-        case 1:
-          sp.delta[j] = deltaC.intBig();
-          break;
-        case 2:
-          sp.bytes[j] = bytesC.u32();
-          break;
-        default:
-          throw new SnapshotError(`unknown span kind ${kind}`);
-      }
-      seq += n;
-    }
-    const times: StateTime[] = new Array(nt);
-    let prev = 0n;
-    for (let j = 0; j < nt; j++) {
-      const x = tnC.uint();
-      prev = BigInt.asUintN(64, prev + ttC.intBig());
-      times[j] = { n: Math.min(Math.floor(x / 2), U32_MAX), stepped: x % 2 === 1, t: prev };
-    }
-    s.logs.push({ spans: sp, times });
+    if (ns > c[Col.SpanKind].left() || nt > c[Col.TimeN].left()) throw new SnapshotError(`replica ${i} claims more spans or times than the columns hold`);
+    s.logs.push({ spans: readSpans(c, ns), times: readTimes(c[Col.TimeN], c[Col.TimeT], nt) });
   }
   const content = c[Col.Content];
   s.content = content.b;
-  const repC = c[Col.ItemRep], iseqC = c[Col.ItemSeq], inC = c[Col.ItemN];
   for (let i = 0; i < nf; i++) {
     const ni = h.uint();
-    if (ni > repC.left()) throw new SnapshotError(`field ${i} claims more items than the columns hold`);
-    const items: StateItems = { length: ni, r: new Uint32Array(ni), seq: new Uint32Array(ni), n: new Uint32Array(ni), del: new Uint8Array(ni) };
-    let prev = 0;
-    for (let j = 0; j < ni; j++) {
-      const x = repC.uint();
-      const seq = iseqC.seq(prev);
-      const n = inC.u32();
-      items.r[j] = Math.min(Math.floor(x / 2), U32_MAX);
-      items.del[j] = x % 2;
-      items.seq[j] = seq;
-      items.n[j] = n;
-      prev = seq + n;
-    }
-    s.texts.push(items);
+    if (ni > c[Col.ItemRep].left()) throw new SnapshotError(`field ${i} claims more items than the columns hold`);
+    s.texts.push(readItems(c[Col.ItemRep], c[Col.ItemSeq], c[Col.ItemN], ni));
   }
   if (h.left() !== 0) throw new SnapshotError(`${h.left()} trailing header bytes`);
   for (let i = 0; i < Col.Count; i++) {
     if (i !== Col.Content && c[i].left() !== 0) throw new SnapshotError(`column ${i} has ${c[i].left()} trailing bytes`);
   }
   return s;
+}
+
+// The loops over spans, time runs and items are functions of their own:
+// a snapshot is usually decoded once, and small functions are optimized
+// sooner (and more cheaply) than one large one.
+
+/** ns spans of one replica's log from the span columns. */
+function readSpans(c: Col_[], ns: number): StateSpans {
+  const kindC = c[Col.SpanKind], nC = c[Col.SpanN], fieldC = c[Col.SpanField], bytesC = c[Col.SpanBytes];
+  const originC = c[Col.Origin], oseqC = c[Col.OriginSeq], dtC = c[Col.DelTarget], dsC = c[Col.DelSeq];
+  const deltaC = c[Col.Delta];
+  const sp: StateSpans = {
+    length: ns,
+    n: new Uint32Array(ns),
+    field: new Uint32Array(ns),
+    kind: new Uint8Array(ns),
+    back: new Uint8Array(ns),
+    bytes: new Uint32Array(ns),
+    ar: new Uint32Array(ns),
+    as: new Uint32Array(ns),
+    br: new Uint32Array(ns),
+    bs: new Uint32Array(ns),
+    delta: new BigInt64Array(ns),
+  };
+  const N = sp.n, F = sp.field, K = sp.kind, B = sp.back, NB = sp.bytes, AR = sp.ar, AS = sp.as, BR = sp.br, BS = sp.bs;
+  let seq = 1;
+  for (let j = 0; j < ns; j++) {
+    const flags = kindC.uint();
+    const n = nC.u32();
+    const kind = flags % 8;
+    N[j] = n;
+    F[j] = fieldC.u32();
+    K[j] = kind;
+    B[j] = Math.floor(flags / 8) % 2;
+    switch (kind) {
+      case 3: {
+        NB[j] = Math.min(n + bytesC.uint(), U32_MAX);
+        let tag = originC.uint();
+        if (tag !== 0) {
+          AR[j] = Math.min(tag - 1, U32_MAX);
+          AS[j] = oseqC.seq(seq);
+        }
+        tag = originC.uint();
+        if (tag !== 0) {
+          BR[j] = Math.min(tag - 1, U32_MAX);
+          BS[j] = oseqC.seq(seq);
+        }
+        break;
+      }
+      case 4:
+        AR[j] = dtC.u32();
+        AS[j] = dsC.seq(seq);
+        break;
+      case 1:
+        sp.delta[j] = deltaC.intBig();
+        break;
+      case 2:
+        NB[j] = bytesC.u32();
+        break;
+      default:
+        throw new SnapshotError(`unknown span kind ${kind}`);
+    }
+    seq += n;
+  }
+  return sp;
+}
+
+/** nt time runs of one replica's log. */
+function readTimes(tnC: Col_, ttC: Col_, nt: number): StateTime[] {
+  const times: StateTime[] = [];
+  let prev = 0n;
+  for (let j = 0; j < nt; j++) {
+    const x = tnC.uint();
+    prev = BigInt.asUintN(64, prev + ttC.intBig());
+    times.push({ n: Math.min(Math.floor(x / 2), U32_MAX), stepped: x % 2 === 1, t: prev });
+  }
+  return times;
+}
+
+/** ni items of one text. */
+function readItems(repC: Col_, iseqC: Col_, inC: Col_, ni: number): StateItems {
+  const items: StateItems = { length: ni, r: new Uint32Array(ni), seq: new Uint32Array(ni), n: new Uint32Array(ni), del: new Uint8Array(ni) };
+  const R = items.r, D = items.del, S = items.seq, N = items.n;
+  let prev = 0;
+  for (let j = 0; j < ni; j++) {
+    const x = repC.uint();
+    const seq = iseqC.seq(prev);
+    const n = inC.u32();
+    R[j] = Math.min(Math.floor(x / 2), U32_MAX);
+    D[j] = x % 2;
+    S[j] = seq;
+    N[j] = n;
+    prev = seq + n;
+  }
+  return items;
 }
 
 /**
