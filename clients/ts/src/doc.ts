@@ -1540,6 +1540,8 @@ export class Doc {
     for (let si = 0; si < s.logs.length; si++) {
       const lg = d.logs[rmap[si]];
       off = stateSpans(s.logs[si].spans, lg, rmap, fields, content, off, region);
+      const ls = lg.spans[lg.spans.length - 1];
+      lg.next = ls ? ls.seq + ls.n : 1;
       stateTimes(s.logs[si].times, lg);
       sets += lg.sets;
     }
@@ -1551,12 +1553,23 @@ export class Doc {
         if (s.texts[fi].length !== 0) badState("items for a non-text field");
         continue;
       }
-      stateText(s.texts[fi], f, f.text!, d.logs, rmap);
+      const t = f.text!;
+      const lay = new Layout(d.logs.length);
+      stateText(s.texts[fi], f, d.logs, rmap, lay);
+      if (lay.leaves[0].items.length > 0) t.leaves = lay.leaves;
+      t.raw += lay.raw;
+      t.vis += lay.vis;
+      t.vis16 += lay.vis16;
+      for (let r = 0; r < d.logs.length; r++) {
+        if (lay.byReplica[r].length === 0) continue;
+        while (t.runs.length <= r) t.runs.push([]);
+        t.runs[r] = stateRuns(lay.byReplica[r], lay.spanOf[r], d.logs[r].spans.length);
+      }
     }
     // Every insert must have its characters in the text, every reference
     // must name characters of the right field; counters and registers are
     // recomputed.
-    for (let r = 0; r < d.logs.length; r++) checkSpans(d.logs[r].spans, r);
+    for (let r = 0; r < d.logs.length; r++) if (d.logs[r].spans.length > 0) checkSpans(d.logs[r].spans, r);
     if (sets > 0) {
       for (let r = 0; r < d.logs.length; r++) {
         const sp = d.logs[r].spans;
@@ -2037,7 +2050,10 @@ class Region {
 function stateSpans(spans: StateSpans, lg: RLog, rmap: number[], fields: Field[], content: Uint8Array, off: number, reg: Region): number {
   const SN = spans.n, SF = spans.field, SK = spans.kind, SB = spans.bytes, SAR = spans.ar, SAS = spans.as, SBR = spans.br, SBS = spans.bs, BACK = spans.back;
   const ns = spans.length;
-  const out = lg.spans;
+  // A fresh array of this literal's own: the engine learns that it holds
+  // spans (an object's elements kind) and allocates it so from the start.
+  const out: Span[] = [];
+  lg.spans = out;
   const nrep = rmap.length;
   let seq = 1;
   for (let j = 0; j < ns; j++) {
@@ -2087,7 +2103,6 @@ function stateSpans(spans: StateSpans, lg: RLog, rmap: number[], fields: Field[]
     off = end;
     seq += spN;
   }
-  lg.next = seq;
   return off;
 }
 
@@ -2170,28 +2185,38 @@ function spanAt(spans: Span[], seq: number): number {
   return lo;
 }
 
-/**
- * stateText lays out text t of field f from its items in document order,
- * each exactly characters its replica inserted into that field, cut where
- * spans change so that an item's characters share their origins (the
- * first's left origin is its span's, or its predecessor; the right origin
- * is the span's); then builds the id index.
- */
-function stateText(items: StateItems, f: Field, t: Text, logs: RLog[], rmap: number[]): void {
-  const nrep = logs.length;
-  const IR = items.r, IS = items.seq, IN = items.n, ID = items.del;
-  const leaves: Leaf[] = [];
-  // Per replica: its items in document order, the span of each, and the
-  // span the last one came from (characters typed in order come from
-  // consecutive spans: most lookups need no search).
-  const byReplica: Item[][] = [];
-  const spanOf: number[][] = [];
-  const last = new Int32Array(nrep);
-  for (let r = 0; r < nrep; r++) {
-    byReplica.push([]);
-    spanOf.push([]);
+/** A text being laid out from a snapshot's items (stateText). */
+class Layout {
+  /** Begun with its first leaf, so that it only ever holds leaves. */
+  leaves: Leaf[] = [new Leaf()];
+  raw = 0;
+  vis = 0;
+  vis16 = 0;
+  /** Per replica: its items in document order, and the span of each. */
+  byReplica: Item[][] = [];
+  spanOf: number[][] = [];
+  constructor(nrep: number) {
+    for (let r = 0; r < nrep; r++) {
+      this.byReplica.push([]);
+      this.spanOf.push([]);
+    }
   }
-  let l = new Leaf();
+}
+
+/**
+ * stateText lays out the text of field f from its items in document
+ * order, each exactly characters its replica inserted into that field,
+ * cut where spans change so that an item's characters share their origins
+ * (the first's left origin is its span's, or its predecessor; the right
+ * origin is the span's). The caller builds the id index.
+ */
+function stateText(items: StateItems, f: Field, logs: RLog[], rmap: number[], lay: Layout): void {
+  const IR = items.r, IS = items.seq, IN = items.n, ID = items.del;
+  const leaves = lay.leaves, byReplica = lay.byReplica, spanOf = lay.spanOf;
+  // The span the last item of each replica came from: characters typed in
+  // order come from consecutive spans, so most lookups need no search.
+  const last = new Int32Array(logs.length);
+  let l = leaves[0];
   const full = (LEAF_CAP * 3) >> 2;
   let raw = 0, vis = 0, vis16 = 0;
   for (let ii = 0; ii < items.length; ii++) {
@@ -2227,9 +2252,9 @@ function stateText(items: StateItems, f: Field, t: Text, logs: RLog[], rmap: num
       else text = st.slice(runeOffset(st, sp.n, k), m === left ? st.length : runeOffset(st, sp.n, k + m));
       const it = k === 0 ? new Item(r, seq, m, text, del, sp.ar, sp.as, sp.br, sp.bs) : new Item(r, seq, m, text, del, r, seq - 1, sp.br, sp.bs);
       if (l.items.length >= full) {
-        leaves.push(l);
         l = new Leaf();
         l.idx = leaves.length;
+        leaves.push(l);
       }
       it.leaf = l;
       l.items.push(it);
@@ -2247,16 +2272,9 @@ function stateText(items: StateItems, f: Field, t: Text, logs: RLog[], rmap: num
       n -= m;
     }
   }
-  if (l.items.length > 0) leaves.push(l);
-  if (leaves.length > 0) t.leaves = leaves;
-  t.raw += raw;
-  t.vis += vis;
-  t.vis16 += vis16;
-  for (let r = 0; r < nrep; r++) {
-    if (byReplica[r].length === 0) continue;
-    while (t.runs.length <= r) t.runs.push([]);
-    t.runs[r] = stateRuns(byReplica[r], spanOf[r], logs[r].spans.length);
-  }
+  lay.raw = raw;
+  lay.vis = vis;
+  lay.vis16 = vis16;
 }
 
 /**
@@ -2271,7 +2289,7 @@ function stateRuns(inDoc: Item[], so: number[], nspans: number): Run[] {
   const start = new Int32Array(nspans + 1);
   for (let k = 0; k < so.length; k++) start[so[k] + 1]++;
   for (let k = 1; k < start.length; k++) start[k] += start[k - 1];
-  const its: Item[] = new Array(inDoc.length);
+  const its = inDoc.slice();
   for (let k = 0; k < inDoc.length; k++) its[start[so[k]]++] = inDoc[k];
   // Each run's pieces are sliced at their exact length (pushing one at a
   // time would leave most of them with room for 17).
