@@ -12,6 +12,7 @@ import { decompress } from "fzstd";
 import { Reader, Writer } from "../src/msgpack.js";
 import { decodeSnapshot, decodeState, SnapshotError } from "../src/snapshot.js";
 import { FieldType, replicaUUID } from "../src/types.js";
+import { xxh64Low32 } from "../src/xxh64.js";
 import { hex, readRepo, unhex } from "./util.js";
 
 const dir = "crdt/codec/testdata/conformance/";
@@ -226,3 +227,24 @@ function rawBody(snap: Uint8Array): Uint8Array {
   r.uint();
   return decompress(r.bin());
 }
+
+test("xxh64: the low 32 bits match Go's XXH64, at any length and alignment", () => {
+  // Sums from github.com/cespare/xxhash/v2 (what Go's zstd checks) of the
+  // first n bytes of (i*31 + 7) ^ (i >> 3).
+  const want: [number, number][] = [
+    [0, 1373170073], [1, 3898129335], [3, 849643513], [4, 3825176324], [8, 647398368], [31, 1705090418], [32, 2339762060],
+    [33, 1683938688], [63, 3520997400], [64, 1356426271], [100, 2044167762], [1000, 2664935898], [4093, 3787872879], [4096, 1099790711],
+  ];
+  const gen = (n: number, at: number) => {
+    const buf = new Uint8Array(n + at);
+    for (let i = 0; i < n; i++) buf[at + i] = ((i * 31 + 7) ^ (i >> 3)) & 255;
+    return buf.subarray(at);
+  };
+  for (const [n, sum] of want) {
+    for (const at of [0, 1, 3, 4]) assert.equal(xxh64Low32(gen(n, at)), sum, `n=${n} at byte ${at}`);
+  }
+  const text = (s: string) => new TextEncoder().encode(s);
+  assert.equal(xxh64Low32(text("")), 0x51d8e999);
+  assert.equal(xxh64Low32(text("a")), 0xa98c6e5b);
+  assert.equal(xxh64Low32(text("abc")), 0xad770999);
+});
