@@ -12,7 +12,8 @@ import { decompress } from "fzstd";
 import { Reader, Writer } from "../src/msgpack.js";
 import { decodeSnapshot, decodeState, SnapshotError } from "../src/snapshot.js";
 import { FieldType, replicaUUID } from "../src/types.js";
-import { xxh64Low32 } from "../src/xxh64.js";
+import { XXH64_WASM, xxh64JS, xxh64Low32 } from "../src/xxh64.js";
+import { xxh64Module } from "../src/xxh64wasm.js";
 import { hex, readRepo, unhex } from "./util.js";
 
 const dir = "crdt/codec/testdata/conformance/";
@@ -241,10 +242,23 @@ test("xxh64: the low 32 bits match Go's XXH64, at any length and alignment", () 
     return buf.subarray(at);
   };
   for (const [n, sum] of want) {
-    for (const at of [0, 1, 3, 4]) assert.equal(xxh64Low32(gen(n, at)), sum, `n=${n} at byte ${at}`);
+    for (const at of [0, 1, 3, 4]) {
+      assert.equal(xxh64JS(gen(n, at)), sum, `JavaScript, n=${n} at byte ${at}`);
+      assert.equal(xxh64Low32(gen(n, at)), sum, `n=${n} at byte ${at}`);
+    }
+  }
+  // Inputs of 4 KB and more go to WebAssembly: the same sums as the
+  // JavaScript, whichever memory they are copied to (kept or their own).
+  for (const n of [4096, 4097, 4100, 4103, 65536, 65543, 1 << 20, (1 << 20) + 9]) {
+    const b = gen(n, n % 3);
+    assert.equal(xxh64Low32(b), xxh64JS(b), `n=${n}`);
   }
   const text = (s: string) => new TextEncoder().encode(s);
   assert.equal(xxh64Low32(text("")), 0x51d8e999);
   assert.equal(xxh64Low32(text("a")), 0xa98c6e5b);
   assert.equal(xxh64Low32(text("abc")), 0xad770999);
+});
+
+test("xxh64: the WebAssembly module is what src/xxh64wasm.ts assembles", () => {
+  assert.equal(Buffer.from(xxh64Module()).toString("hex"), XXH64_WASM);
 });
