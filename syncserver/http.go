@@ -76,24 +76,34 @@ func (s *Server) refuseOrigin(w http.ResponseWriter, r *http.Request) {
 		fmt.Sprintf("origin %q is not allowed: start weft serve with --allow-origin %s (comma-separated, * for any)", origin, origin))
 }
 
-// serveDocs routes /v1/docs/{id}, /v1/docs/{id}/events,
-// /v1/docs/{id}/changes and /v1/docs/{id}/ops. Document ids may contain
-// '/', so the suffix is matched on the escaped path and the rest is
-// unescaped: a document whose id ends in "/events", "/changes" or "/ops" is
-// addressed with that last '/' written as %2F.
-func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
+// cors refuses a request from an origin that is not allowed, allows an
+// allowed one to read the answer, and answers a preflight (OPTIONS) for
+// methods. It reports whether it answered.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request, methods string) bool {
 	if !s.originAllowed(r) {
 		s.refuseOrigin(w, r)
-		return
+		return true
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		w.Header().Set("Access-Control-Allow-Origin", o)
 		w.Header().Set("Vary", "Origin")
 	}
 	if r.Method == http.MethodOptions {
-		w.Header().Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Methods", methods)
 		w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
 		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}
+
+// serveDocs routes /v1/docs/{id}, /v1/docs/{id}/events,
+// /v1/docs/{id}/changes and /v1/docs/{id}/ops. Document ids may contain
+// '/', so the suffix is matched on the escaped path and the rest is
+// unescaped: a document whose id ends in "/events", "/changes" or "/ops" is
+// addressed with that last '/' written as %2F.
+func (s *Server) serveDocs(w http.ResponseWriter, r *http.Request) {
+	if s.cors(w, r, "GET, POST, OPTIONS") {
 		return
 	}
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/v1/docs/")
@@ -203,6 +213,11 @@ func httpStatus(st syncproto.Status) int {
 		return http.StatusNotFound
 	case syncproto.StatusOverloaded:
 		return http.StatusServiceUnavailable
+	case syncproto.StatusPeerTimeout:
+		// Durable here, not yet confirmed by enough peers: accepted, and a
+		// 2xx so that no generic retry-on-5xx resends /ops (which are not
+		// idempotent).
+		return http.StatusAccepted
 	}
 	return http.StatusInternalServerError
 }
@@ -354,15 +369,15 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, doc string) {
 }
 
 // acquireError answers for a document that could not be acquired: 503
-// overloaded when the server sheds load or shuts down, 503 internal when
-// the load failed.
+// overloaded (with Retry-After) when the server sheds load or shuts down,
+// 500 internal when the load failed, as PROTOCOL.md §10 maps the statuses.
 func acquireError(w http.ResponseWriter, err error) {
-	st := syncproto.StatusInternal
 	if errors.Is(err, ErrShuttingDown) || errors.Is(err, ErrTooManyDocs) {
-		st = syncproto.StatusOverloaded
 		w.Header().Set("Retry-After", "5")
+		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, err.Error())
+		return
 	}
-	httpError(w, http.StatusServiceUnavailable, st, err.Error())
+	httpError(w, http.StatusInternalServerError, syncproto.StatusInternal, err.Error())
 }
 
 // doError answers for a room.do that failed: 500 if the document failed,
@@ -391,8 +406,12 @@ const maxListDocs = 10000
 // P that the token may read, in order (at most maxListDocs; ?limit= lowers
 // it).
 func (s *Server) listDocs(w http.ResponseWriter, r *http.Request) {
-	if !s.originAllowed(r) {
-		s.refuseOrigin(w, r)
+	if s.cors(w, r, "GET, OPTIONS") {
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET")
+		httpError(w, http.StatusMethodNotAllowed, syncproto.StatusInvalid, "GET /v1/docs lists documents")
 		return
 	}
 	p, err := s.auth.authenticate(bearer(r))
@@ -427,7 +446,7 @@ func (s *Server) listDocs(w http.ResponseWriter, r *http.Request) {
 		ids, err = lister.ListDocs(r.Context(), prefix, 0)
 	}
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, "listing documents: "+err.Error())
+		httpError(w, http.StatusInternalServerError, syncproto.StatusInternal, "listing documents: "+err.Error())
 		return
 	}
 	out := DocList{Docs: []string{}}
@@ -492,11 +511,31 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request, rm *room, a
 	}
 }
 
+// changesContentType reports whether ct may label a change batch: none,
+// ChangesContentType, or the generic application/octet-stream. Anything
+// else is answered 415, as /ops answers a body that is not JSON: a client
+// that posts JSON or a form here has the wrong endpoint, and a browser
+// cannot post a batch cross-site without a preflight (text/plain and form
+// types, which need none, are refused).
+func changesContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	return strings.EqualFold(mt, ChangesContentType) || strings.EqualFold(mt, "application/octet-stream")
+}
+
 // postChanges applies a batch of changes (the body: codec.EncodeChanges
 // bytes) and answers once they are durable, like an update's ack.
 func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string, p *Principal) {
 	if s.draining.Load() {
 		httpError(w, http.StatusServiceUnavailable, syncproto.StatusOverloaded, "server shutting down")
+		return
+	}
+	if !changesContentType(r.Header.Get("Content-Type")) {
+		httpError(w, http.StatusUnsupportedMediaType, syncproto.StatusInvalid,
+			fmt.Sprintf("content type %q: want %s", r.Header.Get("Content-Type"), ChangesContentType))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxFrameBytes))

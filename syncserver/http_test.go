@@ -499,7 +499,7 @@ func TestLoadFailureServesNothing(t *testing.T) {
 	if mem.Docs() != 0 {
 		t.Fatal("an empty state was written")
 	}
-	if code, _ := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d", ts.token("u"), nil); code != 503 {
+	if code, _ := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d", ts.token("u"), nil); code != 500 {
 		t.Fatalf("GET: %d", code)
 	}
 }
@@ -713,5 +713,134 @@ func TestListDocsShowsOnlyReadableDocuments(t *testing.T) {
 	}
 	if code, _ := list(ts.token("all"), "?limit=0"); code != http.StatusBadRequest {
 		t.Fatalf("limit 0: %d", code)
+	}
+}
+
+// httpReq sends a request with the given headers and returns the status,
+// the response headers and the body.
+func httpReq(t *testing.T, method, u string, header http.Header, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = header
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// A document that fails to load is 500 internal on every HTTP endpoint
+// (PROTOCOL.md §10: internal is 500; 503 is overloaded), /ops included.
+func TestHTTPLoadFailureIsInternal(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.Store = failingLoadStore{NewMemStore()} })
+	tok := ts.token("u")
+	if code, b := httpDo(t, "GET", ts.hs.URL+"/v1/docs/d", tok, nil); code != 500 || !strings.Contains(string(b), `"internal"`) {
+		t.Fatalf("GET: %d %s", code, b)
+	}
+	if code, out := postOps(t, ts, "d", tok, `[{"field":"t","insert":"x"}]`); code != 500 || out["status"] != "internal" {
+		t.Fatalf("POST ops: %d %v", code, out)
+	}
+	d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := d.Begin()
+	if err := tx.Insert("t", 0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit()
+	if code, b := httpDo(t, "POST", ts.hs.URL+"/v1/docs/d/changes", tok, codec.EncodeChanges(d.ChangesSince(nil))); code != 500 {
+		t.Fatalf("POST changes: %d %s", code, b)
+	}
+}
+
+// peer_timeout (--ack-peers) means durable here: 202, not the 500 of
+// "nothing was made durable", and /ops says what version it made.
+func TestHTTPPeerTimeoutIsAccepted(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.srv.SetReplicator(newFakeReplicator(syncproto.StatusPeerTimeout))
+	tok := ts.token("u")
+	code, out := postOps(t, ts, "d", tok, `[{"field":"t","insert":"x"}]`)
+	if code != http.StatusAccepted || out["status"] != "peer_timeout" || out["version"] == nil {
+		t.Fatalf("POST ops: %d %v", code, out)
+	}
+	d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := d.Begin()
+	if err := tx.Insert("t", 0, "y"); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit()
+	if code, b := httpDo(t, "POST", ts.hs.URL+"/v1/docs/d/changes", tok, codec.EncodeChanges(d.ChangesSince(nil))); code != http.StatusAccepted || !strings.Contains(string(b), `"peer_timeout"`) {
+		t.Fatalf("POST changes: %d %s", code, b)
+	}
+}
+
+// GET /v1/docs is readable by a browser on an allowed origin, and
+// answers its preflight, like /v1/docs/{id}.
+func TestListDocsCORS(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) { o.AllowedOrigins = []string{"https://app.example"} })
+	h := http.Header{"Origin": {"https://app.example"}, "Access-Control-Request-Method": {"GET"},
+		"Access-Control-Request-Headers": {"authorization"}}
+	code, hdr, b := httpReq(t, "OPTIONS", ts.hs.URL+"/v1/docs", h, nil)
+	if code != http.StatusNoContent || hdr.Get("Access-Control-Allow-Origin") != "https://app.example" ||
+		!strings.Contains(hdr.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Fatalf("preflight: %d %v %s", code, hdr, b)
+	}
+	h = http.Header{"Origin": {"https://app.example"}, "Authorization": {"Bearer " + ts.token("u")}}
+	code, hdr, b = httpReq(t, "GET", ts.hs.URL+"/v1/docs", h, nil)
+	if code != 200 || hdr.Get("Access-Control-Allow-Origin") != "https://app.example" {
+		t.Fatalf("GET: %d %v %s", code, hdr, b)
+	}
+	h = http.Header{"Origin": {"https://evil.example"}, "Authorization": {"Bearer " + ts.token("u")}}
+	if code, _, b := httpReq(t, "GET", ts.hs.URL+"/v1/docs", h, nil); code != http.StatusForbidden {
+		t.Fatalf("GET from another origin: %d %s", code, b)
+	}
+	if code, _, b := httpReq(t, "POST", ts.hs.URL+"/v1/docs", http.Header{"Authorization": {"Bearer " + ts.token("u")}}, []byte("x")); code != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /v1/docs: %d %s", code, b)
+	}
+}
+
+// POST /changes answers 415 for a body labelled as something else than a
+// change batch, as /ops does; none, the weft type and
+// application/octet-stream are taken.
+func TestPostChangesContentType(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token("u")
+	d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	batch := func() []byte {
+		tx := d.Begin()
+		if err := tx.Insert("t", 0, "x"); err != nil {
+			t.Fatal(err)
+		}
+		tx.Commit()
+		return codec.EncodeChanges(d.ChangesSince(nil))
+	}
+	for _, c := range []struct {
+		ct   string
+		want int
+	}{
+		{"application/json", 415},
+		{"text/plain", 415},
+		{"application/x-www-form-urlencoded", 415},
+		{"", 200},
+		{ChangesContentType, 200},
+		{"application/octet-stream", 200},
+	} {
+		h := http.Header{"Authorization": {"Bearer " + tok}}
+		if c.ct != "" {
+			h.Set("Content-Type", c.ct)
+		}
+		if code, _, b := httpReq(t, "POST", ts.hs.URL+"/v1/docs/d/changes", h, batch()); code != c.want {
+			t.Errorf("Content-Type %q: %d %s, want %d", c.ct, code, b, c.want)
+		}
 	}
 }

@@ -402,7 +402,7 @@ func (s *Server) postOps(w http.ResponseWriter, r *http.Request, doc string, p *
 	defer cancel()
 	rm, err := s.acquire(ctx, doc)
 	if err != nil {
-		httpError(w, http.StatusServiceUnavailable, syncproto.StatusInternal, err.Error())
+		acquireError(w, err)
 		return
 	}
 	defer s.release(rm)
@@ -420,11 +420,17 @@ func (s *Server) postOps(w http.ResponseWriter, r *http.Request, doc string, p *
 	}
 	select {
 	case res := <-done:
-		if res.st != syncproto.StatusOK {
+		switch res.st {
+		case syncproto.StatusOK:
+			writeJSON(w, http.StatusOK, OpsResult{Status: "ok", Version: versionJSON(res.version)})
+		case syncproto.StatusPeerTimeout:
+			// Durable here: the edit is made. Sending the ops again would
+			// make it twice.
+			writeJSON(w, httpStatus(res.st), OpsResult{Status: res.st.String(), Version: versionJSON(res.version),
+				Error: res.msg + "; the edit is durable on this server: do not send the ops again"})
+		default:
 			httpError(w, httpStatus(res.st), res.st, res.msg)
-			return
 		}
-		writeJSON(w, http.StatusOK, OpsResult{Status: "ok", Version: versionJSON(res.version)})
 	case <-ctx.Done():
 		// NB: unlike a change batch, ops are not idempotent: the edit is
 		// in the document and will be persisted; sending it again would
@@ -440,4 +446,5 @@ func (s *Server) postOps(w http.ResponseWriter, r *http.Request, doc string, p *
 type OpsResult struct {
 	Status  string            `json:"status"`
 	Version map[string]uint64 `json:"version"`
+	Error   string            `json:"error,omitempty"` // with status peer_timeout
 }

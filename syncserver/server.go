@@ -142,7 +142,8 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/ws", s.serveWS)
 	mux.HandleFunc("/v1/docs/", s.serveDocs)
-	mux.HandleFunc("GET /v1/docs", s.listDocs)
+	// Without a method: listDocs answers the CORS preflight (OPTIONS) too.
+	mux.HandleFunc("/v1/docs", s.listDocs)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.fatal(); err != nil {
