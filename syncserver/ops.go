@@ -53,18 +53,25 @@ const OpsContentType = "application/json"
 // on its own. Errors name the op by its index.
 func ParseEditOps(body []byte) ([]EditOp, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var ops []EditOp
-	if err := dec.Decode(&ops); err != nil {
+	var raws []json.RawMessage
+	if err := dec.Decode(&raws); err != nil {
 		return nil, fmt.Errorf("%w: want a JSON array of ops such as [{\"field\":\"body\",\"insert\":\"hi\",\"at\":0}]: %v", ErrInvalidEdit, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: data after the array of ops", ErrInvalidEdit)
 	}
-	if len(ops) == 0 {
+	if len(raws) == 0 {
 		return nil, fmt.Errorf("%w: no ops", ErrInvalidEdit)
 	}
-	for i := range ops {
+	// Each op on its own, so that every error (an unknown key too) names
+	// the op it is about.
+	ops := make([]EditOp, len(raws))
+	for i, raw := range raws {
+		od := json.NewDecoder(bytes.NewReader(raw))
+		od.DisallowUnknownFields()
+		if err := od.Decode(&ops[i]); err != nil {
+			return nil, fmt.Errorf("%w: op %d: %v", ErrInvalidEdit, i, err)
+		}
 		if err := ops[i].check(); err != nil {
 			return nil, fmt.Errorf("%w: op %d: %v", ErrInvalidEdit, i, err)
 		}

@@ -236,3 +236,18 @@ func TestSSEJSONFormat(t *testing.T) {
 		t.Fatalf("format=xml: %d", code)
 	}
 }
+
+// Every refusal of an op names it by index (PROTOCOL.md §10), an unknown
+// key and a value of the wrong type included.
+func TestParseEditOpsNamesTheOp(t *testing.T) {
+	for body, want := range map[string]string{
+		`[{"field":"t","insert":"a"},{"field":"t","insert":"b","x":1}]`: `op 1: json: unknown field "x"`,
+		`[{"field":"t","add":"two"}]`:                                  "op 0: ",
+		`[{"field":"t","add":1},{"field":"t","add":0}]`:                "op 1: add",
+	} {
+		_, err := ParseEditOps([]byte(body))
+		if !errors.Is(err, ErrInvalidEdit) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want it to mention %q", body, err, want)
+		}
+	}
+}
