@@ -242,8 +242,8 @@ func TestSSEJSONFormat(t *testing.T) {
 func TestParseEditOpsNamesTheOp(t *testing.T) {
 	for body, want := range map[string]string{
 		`[{"field":"t","insert":"a"},{"field":"t","insert":"b","x":1}]`: `op 1: json: unknown field "x"`,
-		`[{"field":"t","add":"two"}]`:                                  "op 0: ",
-		`[{"field":"t","add":1},{"field":"t","add":0}]`:                "op 1: add",
+		`[{"field":"t","add":"two"}]`:                                   "op 0: ",
+		`[{"field":"t","add":1},{"field":"t","add":0}]`:                 "op 1: add",
 	} {
 		_, err := ParseEditOps([]byte(body))
 		if !errors.Is(err, ErrInvalidEdit) || !strings.Contains(err.Error(), want) {
