@@ -1539,6 +1539,7 @@ export class Doc {
     let sets = 0;
     for (let si = 0; si < s.logs.length; si++) {
       const lg = d.logs[rmap[si]];
+      startFirstRegion(region, content, off, s.logs[si].spans);
       off = stateSpans(s.logs[si].spans, lg, rmap, fields, content, off, region);
       const ls = lg.spans[lg.spans.length - 1];
       lg.next = ls ? ls.seq + ls.n : 1;
@@ -1557,9 +1558,11 @@ export class Doc {
       const lay = new Layout(d.logs.length);
       stateText(s.texts[fi], f, d.logs, rmap, lay);
       if (lay.leaves[0].items.length > 0) t.leaves = lay.leaves;
-      t.raw += lay.raw;
-      t.vis += lay.vis;
-      t.vis16 += lay.vis16;
+      for (const lf of lay.leaves) {
+        t.raw += lf.raw;
+        t.vis += lf.vis;
+        t.vis16 += lf.vis16;
+      }
       for (let r = 0; r < d.logs.length; r++) {
         if (lay.byReplica[r].length === 0) continue;
         while (t.runs.length <= r) t.runs.push([]);
@@ -2106,23 +2109,44 @@ function stateSpans(spans: StateSpans, lg: RLog, rmap: number[], fields: Field[]
   return off;
 }
 
+/** Decodes the region of inserted text that starts with insert span j, at off. */
+function startRegion(reg: Region, content: Uint8Array, off: number, spans: StateSpans, j: number): void {
+  const SK = spans.kind, SB = spans.bytes;
+  let e = off;
+  for (let k = j; k < spans.length && SK[k] !== OpKind.Set; k++) if (SK[k] === OpKind.Ins) e += SB[k];
+  reg.end = Math.min(e, content.length);
+  reg.u16 = 0;
+  try {
+    reg.text = utf8Strict.decode(content.subarray(off, reg.end));
+  } catch {
+    reg.text = "";
+    reg.end = -1;
+  }
+  // One UTF-16 unit per byte only when every byte is ASCII.
+  reg.ascii = reg.text.length === reg.end - off;
+}
+
+/**
+ * Starts the region of a log's first insert before its spans are read, as
+ * insertText would on reaching it: insertText then starts regions only
+ * after register values, and its optimized code is not dropped at the
+ * first insert of the next decode (code that ran only on the very first
+ * call has no type feedback).
+ */
+function startFirstRegion(reg: Region, content: Uint8Array, off: number, spans: StateSpans): void {
+  const SK = spans.kind, SB = spans.bytes;
+  for (let j = 0; j < spans.length; j++) {
+    if (SK[j] === OpKind.Ins) {
+      if (off >= reg.end) startRegion(reg, content, off, spans, j);
+      return;
+    }
+    off += SB[j];
+  }
+}
+
 /** The text of insert span j (content[off:end], n characters). */
 function insertText(content: Uint8Array, off: number, end: number, n: number, j: number, spans: StateSpans, reg: Region): string {
-  if (off >= reg.end) {
-    const SK = spans.kind, SB = spans.bytes;
-    let e = off;
-    for (let k = j; k < spans.length && SK[k] !== OpKind.Set; k++) if (SK[k] === OpKind.Ins) e += SB[k];
-    reg.end = Math.min(e, content.length);
-    reg.u16 = 0;
-    try {
-      reg.text = utf8Strict.decode(content.subarray(off, reg.end));
-    } catch {
-      reg.text = "";
-      reg.end = -1;
-    }
-    // One UTF-16 unit per byte only when every byte is ASCII.
-    reg.ascii = reg.text.length === reg.end - off;
-  }
+  if (off >= reg.end) startRegion(reg, content, off, spans, j);
   const nb = end - off;
   let t: string;
   let runes = 0;
@@ -2189,9 +2213,6 @@ function spanAt(spans: Span[], seq: number): number {
 class Layout {
   /** Begun with its first leaf, so that it only ever holds leaves. */
   leaves: Leaf[] = [new Leaf()];
-  raw = 0;
-  vis = 0;
-  vis16 = 0;
   /** Per replica: its items in document order, and the span of each. */
   byReplica: Item[][] = [];
   spanOf: number[][] = [];
@@ -2218,7 +2239,6 @@ function stateText(items: StateItems, f: Field, logs: RLog[], rmap: number[], la
   const last = new Int32Array(logs.length);
   let l = leaves[0];
   const full = (LEAF_CAP * 3) >> 2;
-  let raw = 0, vis = 0, vis16 = 0;
   for (let ii = 0; ii < items.length; ii++) {
     const siR = IR[ii];
     const del = ID[ii] === 1;
@@ -2259,12 +2279,9 @@ function stateText(items: StateItems, f: Field, logs: RLog[], rmap: number[], la
       it.leaf = l;
       l.items.push(it);
       l.raw += m;
-      raw += m;
       if (!del) {
         l.vis += m;
         l.vis16 += text.length;
-        vis += m;
-        vis16 += text.length;
       }
       byReplica[r].push(it);
       spanOf[r].push(spi);
@@ -2272,9 +2289,6 @@ function stateText(items: StateItems, f: Field, logs: RLog[], rmap: number[], la
       n -= m;
     }
   }
-  lay.raw = raw;
-  lay.vis = vis;
-  lay.vis16 = vis16;
 }
 
 /**
