@@ -555,6 +555,32 @@ func (t *text) visAt(pos int) (*leaf, int, uint32) {
 	panic("crdt: visible index outside leaf")
 }
 
+// visRuns returns how many items hold the n visible runes from pos (the
+// runs a delete of them removes, each one operation at most), counting no
+// further than limit.
+func (t *text) visRuns(pos, n, limit int) int {
+	if n <= 0 {
+		return 0
+	}
+	l, i, k := t.visAt(pos)
+	runs := 0
+	for n > 0 && runs < limit {
+		for i >= len(l.items) {
+			if l = t.nextLeaf(l); l == nil {
+				return runs
+			}
+			i = 0
+		}
+		if it := &l.items[i]; !it.del {
+			n -= min(n, int(it.n-k))
+			k = 0
+			runs++
+		}
+		i++
+	}
+	return runs
+}
+
 // split cuts item i of l after k runes (0 < k < n); both parts stay in l at
 // i and i+1.
 func (t *text) split(l *leaf, i int, k uint32) {

@@ -19,6 +19,27 @@ type Tx struct {
 	timed bool
 	t     hlc.Timestamp
 	first uint32 // first seq of the transaction
+	ops   int    // operations its change holds at most (see MaxChangeOps)
+}
+
+// MaxChangeOps bounds the operations of the change one transaction makes:
+// an insert (of any length), a counter add and a register set take one,
+// a delete one per run of adjacent characters it removes. A change is
+// atomic and goes alone in a batch when it is larger than a client's batch
+// size, and a server refuses a batch declaring more operations than its
+// rate limit's burst (which it may not configure below this bound), so
+// every change a transaction makes can be sent. An edit that would exceed
+// it fails with ErrChangeFull and changes nothing.
+const MaxChangeOps = 4096
+
+// addOps counts n more operations for the transaction's change, or
+// refuses them.
+func (tx *Tx) addOps(n int) error {
+	if tx.ops+n > MaxChangeOps {
+		return fmt.Errorf("%w (%d): commit and continue in a new transaction", ErrChangeFull, MaxChangeOps)
+	}
+	tx.ops += n
+	return nil
 }
 
 // Begin starts a local transaction, committing one left open.
@@ -108,6 +129,9 @@ func (tx *Tx) Insert(name string, pos int, s string) error {
 	if err != nil {
 		return err
 	}
+	if err := tx.addOps(1); err != nil {
+		return err
+	}
 	if f == nil {
 		f = d.field(Field{name, FieldText}, true)
 	}
@@ -190,8 +214,11 @@ func (tx *Tx) Delete(name string, pos, n int) error {
 	if err != nil {
 		return err
 	}
-	tx.stamp(seq, uint32(n))
 	t := f.text
+	if err := tx.addOps(t.visRuns(pos, n, MaxChangeOps-tx.ops+1)); err != nil {
+		return err
+	}
+	tx.stamp(seq, uint32(n))
 	fi := f.idx
 	for n > 0 {
 		l, i, k := t.visAt(pos)
@@ -224,6 +251,9 @@ func (tx *Tx) Add(name string, delta int64) error {
 	if err != nil {
 		return err
 	}
+	if err := tx.addOps(1); err != nil {
+		return err
+	}
 	f := tx.d.field(Field{name, FieldCounter}, true)
 	tx.stamp(seq, 1)
 	tx.d.applyCounter(f, 0, seq, delta)
@@ -243,6 +273,9 @@ func (tx *Tx) Set(name string, value []byte) error {
 	}
 	seq, err := tx.reserve(1)
 	if err != nil {
+		return err
+	}
+	if err := tx.addOps(1); err != nil {
 		return err
 	}
 	f := tx.d.field(Field{name, FieldRegister}, true)

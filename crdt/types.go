@@ -30,6 +30,10 @@ var (
 	ErrReadOnly = errors.New("crdt: document is read-only")
 	// ErrTxDone: a transaction was used after Commit or Abort.
 	ErrTxDone = errors.New("crdt: transaction already finished")
+	// ErrChangeFull is returned for an edit that would take the
+	// transaction's change past MaxChangeOps operations: commit and
+	// continue in another transaction.
+	ErrChangeFull = errors.New("crdt: the transaction's change holds the most operations a change may")
 )
 
 // ReplicaID identifies a replica (an editor tab or device, a server peer):

@@ -194,19 +194,28 @@ func TestDeclaredCountBombsCostNothing(t *testing.T) {
 // too_large even when the bucket is full: it could never pass, and letting
 // it through once would let one frame buy any amount of work.
 func TestBatchLargerThanBurstIsTooLarge(t *testing.T) {
-	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec = 100; o.ChangesBurst = 100 })
+	const burst = crdt.MaxChangeOps // the least a server may configure
+	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec = burst; o.ChangesBurst = burst })
 	wc := ts.dial(ts.token("u"))
 	wc.subscribe("d")
-	ack := wc.update("d", func(tx *crdt.Tx) error {
-		for i := range 101 {
+	if wc.welcome.Limits.MaxOpsBurst != burst {
+		t.Fatalf("welcome announces a burst of %d, want %d", wc.welcome.Limits.MaxOpsBurst, burst)
+	}
+	// Two changes (one may hold no more than the burst) in one batch.
+	d := wc.doc("d")
+	for _, n := range []int{burst, 1} {
+		tx := d.Begin()
+		for i := range n {
 			if err := tx.Add("n", int64(i+1)); err != nil {
-				return err
+				t.Fatal(err)
 			}
 		}
-		return nil
-	})
-	if ack.Status != syncproto.StatusTooLarge {
-		t.Fatalf("101 ops with a burst of 100: %v %q, want too_large", ack.Status, ack.Message)
+		tx.Commit()
+	}
+	wc.batch++
+	wc.send(&syncproto.Update{Doc: "d", Batch: wc.batch, Changes: codec.EncodeChanges(d.ChangesSince(nil))})
+	if ack := wc.waitAck("d", wc.batch); ack.Status != syncproto.StatusTooLarge {
+		t.Fatalf("%d ops with a burst of %d: %v %q, want too_large", burst+1, burst, ack.Status, ack.Message)
 	}
 	other := ts.dial(ts.token("u"))
 	other.subscribe("d")
@@ -218,35 +227,39 @@ func TestBatchLargerThanBurstIsTooLarge(t *testing.T) {
 // POST /v1/docs/{id}/changes is rate limited per principal, whatever the
 // document, with 429 rate_limited; other principals are not affected.
 func TestHTTPWritesRateLimitedPerPrincipal(t *testing.T) {
-	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec = 1; o.ChangesBurst = 20 })
+	const burst = crdt.MaxChangeOps // the least a server may configure
+	ts := newTestServer(t, func(o *Options) { o.MaxChangesPerSec = 1; o.ChangesBurst = burst })
 	post := func(user, doc string, n int) (int, []byte) {
 		d := crdt.NewDoc(crdt.ReplicaID(uuid.New()), hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
-		tx := d.Begin()
-		for i := range n {
-			if err := tx.Add("n", int64(i+1)); err != nil {
+		for i := 0; i < n; { // in changes of at most MaxChangeOps ops
+			tx := d.Begin()
+			for j := 0; j < crdt.MaxChangeOps && i < n; j, i = j+1, i+1 {
+				if err := tx.Add("n", int64(i+1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
 		return httpDo(t, "POST", ts.hs.URL+"/v1/docs/"+doc+"/changes", ts.token(user), codec.EncodeChanges(d.ChangesSince(nil)))
 	}
-	if code, b := post("alice", "a", 15); code != 200 {
+	const n = burst * 3 / 4
+	if code, b := post("alice", "a", n); code != 200 {
 		t.Fatalf("first POST: %d %s", code, b)
 	}
-	code, b := post("alice", "b", 15)
+	code, b := post("alice", "b", n)
 	if code != http.StatusTooManyRequests || !strings.Contains(string(b), `"status":"rate_limited"`) {
 		t.Fatalf("second POST of alice: %d %s, want 429 rate_limited", code, b)
 	}
-	if code, b := post("bob", "b", 15); code != 200 {
+	if code, b := post("bob", "b", n); code != 200 {
 		t.Fatalf("bob: %d %s", code, b)
 	}
-	if code, b := post("bob", "c", 21); code != http.StatusRequestEntityTooLarge {
+	if code, b := post("bob", "c", burst+1); code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("more than the burst: %d %s, want 413", code, b)
 	}
-	if got := storedDoc(t, ts.store, "b").Counter("n"); got != 120 {
-		t.Fatalf("document b holds %d, want bob's 120 only", got)
+	if got := storedDoc(t, ts.store, "b").Counter("n"); got != n*(n+1)/2 {
+		t.Fatalf("document b holds %d, want bob's %d only", got, n*(n+1)/2)
 	}
 }
 

@@ -121,6 +121,26 @@ func (op *EditOp) check() error {
 	return nil
 }
 
+// editChangeOps bounds from above the operations of the one change ops
+// make (crdt.MaxChangeOps bounds it): one per insert, add and set, and
+// for a delete one per rune (the runs it removes may each be one rune).
+func editChangeOps(ops []EditOp) int {
+	n := 0
+	for i := range ops {
+		if op := &ops[i]; op.Delete != nil {
+			n += min(*op.Delete, math.MaxInt32)
+		} else {
+			n++
+		}
+		n = min(n, math.MaxInt32)
+	}
+	return n
+}
+
+func tooManyChangeOps(n int) string {
+	return fmt.Sprintf("the ops may make up to %d operations (a delete counts one per rune), more than one change may hold (%d); split them", n, crdt.MaxChangeOps)
+}
+
 // EditOpsLen is the number of operations ops make, as the rate limits
 // count them: one per inserted or deleted rune, one per add and set.
 // The count saturates at math.MaxInt32 (a delete count comes from the
@@ -154,6 +174,9 @@ type editPlan struct {
 // planEdit checks ops against d as it is, in order (a later op sees the
 // text the earlier ones leave), without changing d.
 func planEdit(d *crdt.Doc, ops []EditOp) (*editPlan, error) {
+	if n := editChangeOps(ops); n > crdt.MaxChangeOps {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidEdit, tooManyChangeOps(n))
+	}
 	p := &editPlan{ops: ops, at: make([]int, len(ops)), values: make([][]byte, len(ops)), size: changeMem}
 	lens := map[string]int{}
 	textLen := func(f string) int {
@@ -394,6 +417,10 @@ func (s *Server) postOps(w http.ResponseWriter, r *http.Request, doc string, p *
 		return
 	}
 	nops := EditOpsLen(ops)
+	if n := editChangeOps(ops); n > crdt.MaxChangeOps {
+		refuse(syncproto.StatusTooLarge, tooManyChangeOps(n))
+		return
+	}
 	if nops > s.opts.ChangesBurst {
 		s.m.limitHits.WithLabelValues("changes_rate").Inc()
 		refuse(syncproto.StatusTooLarge, fmt.Sprintf("the ops make %d operations, more than the %d a user may send at once; split them", nops, s.opts.ChangesBurst))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -112,7 +113,8 @@ func TestPostOpsEditsDurablyAndFansOut(t *testing.T) {
 
 // A refused edit, wherever it fails, leaves the document as it was.
 func TestPostOpsRefusalsChangeNothing(t *testing.T) {
-	ts := newTestServer(t, func(o *Options) { o.ChangesBurst = 100; o.MaxChangesPerSec = 1000; o.MaxValueBytes = 64 })
+	const burst = crdt.MaxChangeOps
+	ts := newTestServer(t, func(o *Options) { o.ChangesBurst = burst; o.MaxChangesPerSec = 1000; o.MaxValueBytes = 64 })
 	tok := ts.token("u")
 	if code, out := postOps(t, ts, "d", tok, `[{"field":"body","insert":"abc"}]`); code != 200 {
 		t.Fatalf("%d %v", code, out)
@@ -132,9 +134,10 @@ func TestPostOpsRefusalsChangeNothing(t *testing.T) {
 		{`[]`, "no ops", 400},
 		{`{"field":"n","add":1}`, "JSON array", 400},
 		{`[{"field":"n","add":1}] x`, "after the array", 400},
-		{`[{"field":"body","delete":9223372036854775807,"at":1}]`, "more than the 100", 413},
+		{`[{"field":"body","delete":9223372036854775807,"at":1}]`, "more than one change may hold", 413},
+		{`[` + strings.Repeat(`{"field":"n","add":1},`, crdt.MaxChangeOps) + `{"field":"n","add":1}]`, "more than one change may hold", 413},
 		{`[{"field":"t","set":"` + strings.Repeat("v", 100) + `"}]`, "register value", 413},
-		{`[{"field":"body","insert":"` + strings.Repeat("y", 101) + `"}]`, "more than the 100", 413},
+		{`[{"field":"body","insert":"` + strings.Repeat("y", burst+1) + `"}]`, fmt.Sprintf("more than the %d", burst), 413},
 	} {
 		code, out := postOps(t, ts, "d", tok, tc.body)
 		if msg, _ := out["error"].(string); code != tc.code || !strings.Contains(msg, tc.want) {

@@ -82,9 +82,12 @@ type Options struct {
 	// one principal over HTTP, may submit; a batch over it is refused with
 	// rate_limited. Default: 2000.
 	MaxChangesPerSec int
-	// ChangesBurst is the bucket size of that rate limit. A batch whose
-	// header declares more ops than this is refused with too_large; keep it
-	// at least the clients' ops per message (syncproto's default 8192).
+	// ChangesBurst is the bucket size of that rate limit, announced in
+	// welcome (Limits.MaxOpsBurst) so that clients split their batches to
+	// it. A batch whose header declares more ops than this is refused with
+	// too_large (it could never pass). It must be at least
+	// crdt.MaxChangeOps, the most ops one change holds: a change cannot be
+	// split, so a smaller burst would refuse some changes for good.
 	// Default: 10000.
 	ChangesBurst int
 	// MaxPresencePerSec is the sustained rate of presence messages one
@@ -312,6 +315,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MaxFrameBytes > 64<<20 {
 		bad("Options.MaxFrameBytes must be ≤ 64 MiB, got %d", o.MaxFrameBytes)
 	}
+	if o.ChangesBurst < crdt.MaxChangeOps {
+		bad("Options.ChangesBurst (%d) must be at least crdt.MaxChangeOps (%d), the most operations one change holds: a change cannot be split", o.ChangesBurst, crdt.MaxChangeOps)
+	}
 	if o.ChangesBurst < o.MaxChangesPerSec/10 {
 		bad("Options.ChangesBurst (%d) must be at least a tenth of MaxChangesPerSec (%d)", o.ChangesBurst, o.MaxChangesPerSec)
 	}
@@ -333,5 +339,6 @@ func (o *Options) limits() syncproto.Limits {
 		MaxDocBytes:       uint64(o.MaxDocBytes),
 		MaxPending:        uint64(o.MaxPending),
 		MaxDocs:           uint64(o.MaxDocsPerConn),
+		MaxOpsBurst:       uint64(o.ChangesBurst),
 	}
 }

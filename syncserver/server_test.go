@@ -24,11 +24,12 @@ import (
 )
 
 func TestOptionsValidation(t *testing.T) {
-	_, err := New(Options{MaxFrameBytes: 10, PingInterval: -1})
+	// A burst below the largest change could refuse a change for good.
+	_, err := New(Options{MaxFrameBytes: 10, PingInterval: -1, ChangesBurst: crdt.MaxChangeOps - 1, MaxChangesPerSec: 100})
 	if err == nil {
 		t.Fatal("New accepted options without a store or secret")
 	}
-	for _, want := range []string{"Store is required", "Secret is required", "MaxFrameBytes", "PingInterval"} {
+	for _, want := range []string{"Store is required", "Secret is required", "MaxFrameBytes", "PingInterval", "ChangesBurst"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q: %v", want, err)
 		}
@@ -413,15 +414,16 @@ func TestHostileFrames(t *testing.T) {
 func TestLimits(t *testing.T) {
 	ts := newTestServer(t, func(o *Options) {
 		o.MaxChangesPerSec = 10
-		o.ChangesBurst = 10
-		o.MaxDocBytes = 4096
+		o.ChangesBurst = crdt.MaxChangeOps
+		o.MaxDocBytes = 4 * crdt.MaxChangeOps
 		o.MaxConnections = 3
 		o.MaxDocsPerConn = 2
 	})
 	c := ts.dial(ts.token("u"))
 	c.subscribe("a")
-	// The first batch may empty a full bucket; the next is refused.
-	if ack := c.update("a", insert("t", 0, strings.Repeat("x", 20))); ack.Status != syncproto.StatusOK {
+	// The first batch may empty a full bucket (and leave it a burst in
+	// debt); the next is refused.
+	if ack := c.update("a", insert("t", 0, strings.Repeat("x", 2*crdt.MaxChangeOps))); ack.Status != syncproto.StatusOK {
 		t.Fatalf("first batch: %v", ack.Status)
 	}
 	if ack := c.update("a", insert("t", 0, "y")); ack.Status != syncproto.StatusRateLimited {
@@ -429,7 +431,7 @@ func TestLimits(t *testing.T) {
 	}
 	d := ts.dial(ts.token("u2"))
 	d.subscribe("b")
-	if ack := d.update("b", insert("t", 0, randomText(9000))); ack.Status != syncproto.StatusTooLarge {
+	if ack := d.update("b", insert("t", 0, randomText(9*crdt.MaxChangeOps))); ack.Status != syncproto.StatusTooLarge {
 		t.Fatalf("over doc size: %v %s", ack.Status, ack.Message)
 	}
 	d.subscribe("a")

@@ -63,7 +63,9 @@ type Client struct {
 	maxFrame atomic.Int64
 	// maxRate is the server's MaxChangesPerSec from welcome (0: none).
 	maxRate atomic.Int64
-	session atomic.Pointer[string]
+	// maxBurst is the server's ops burst from welcome (0: not announced).
+	maxBurst atomic.Int64
+	session  atomic.Pointer[string]
 	// docsGen counts changes to mu.docs (made under mu), so that the
 	// reader can trust the document it looked up last while it is
 	// unchanged.

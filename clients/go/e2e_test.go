@@ -344,22 +344,22 @@ func TestOfflineEditsSurviveRestartThenSync(t *testing.T) {
 	}
 }
 
-// A backlog over the server's rate limit (about 3,900 operation units
-// against 1,500 per second) is paced at the rate announced in welcome; the
-// server's burst here is smaller than the client assumes, so some batches
+// A backlog over the server's rate limit (about 39,000 operation units
+// against 15,000 per second) is paced at the rate announced in welcome; the
+// server's burst here is a third of a second's worth, so some batches
 // are refused with rate_limited anyway and resent after a pause. In the end
 // everything is saved.
 func TestRateLimitedBacklogIsRetried(t *testing.T) {
 	ts := startServer(t, func(o *syncserver.Options) {
-		o.MaxChangesPerSec = 1500
-		o.ChangesBurst = 500 // below one second's worth: the client's pacing overshoots and gets refused
+		o.MaxChangesPerSec = 15000
+		o.ChangesBurst = 5000 // below one second's worth: the client's pacing overshoots and gets refused
 	})
 	px := startProxy(t, ts.Addr)
 	px.setDown(true)
 	d := open(t, newClient(t, px.URL(), func(o *client.Options) { o.MaxBatchOps = 300; o.Logger = debugLogger() }), "rate/doc")
 	var want strings.Builder
 	for i := range 1000 { // 1,000 changes: four batches, well over the burst
-		s := fmt.Sprintf("%d,", i)
+		s := strings.Repeat(fmt.Sprintf("%d,", i), 10)
 		want.WriteString(s)
 		edit(t, d, func(tx *crdt.Tx, doc *crdt.Doc) error { return tx.Insert("body", doc.TextLen("body"), s) })
 	}
@@ -371,6 +371,32 @@ func TestRateLimitedBacklogIsRetried(t *testing.T) {
 	waitConverged(t, d, watcher)
 	if got := watcher.Text("body"); got != want.String() {
 		t.Fatalf("server text has %d bytes, want %d", len(got), want.Len())
+	}
+}
+
+// The client splits its batches to the ops burst the server announces in
+// welcome, even when its own MaxBatchOps is larger: a batch declaring more
+// ops than the burst is refused as too_large, for good.
+func TestBatchesSplitToAnnouncedBurst(t *testing.T) {
+	ts := startServer(t, func(o *syncserver.Options) {
+		o.MaxChangesPerSec = 10 * crdt.MaxChangeOps // pacing by rate alone would allow larger batches
+		o.ChangesBurst = crdt.MaxChangeOps
+	})
+	px := startProxy(t, ts.Addr)
+	px.setDown(true)
+	d := open(t, newClient(t, px.URL(), func(o *client.Options) { o.MaxBatchOps = 2 * crdt.MaxChangeOps }), "burst/doc")
+	const n = crdt.MaxChangeOps + 500
+	for i := range n {
+		edit(t, d, func(tx *crdt.Tx, doc *crdt.Doc) error { return tx.Add(fmt.Sprint("c", i%3), 1) })
+	}
+	px.setDown(false)
+	if err := d.WaitSaved(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	watcher := open(t, newClient(t, ts.URL, nil), "burst/doc")
+	waitConverged(t, d, watcher)
+	if got := watcher.Counter("c0") + watcher.Counter("c1") + watcher.Counter("c2"); got != n {
+		t.Fatalf("server counters sum to %d, want %d", got, n)
 	}
 }
 

@@ -57,8 +57,8 @@ type Options struct {
 	// the writer. Default: 256.
 	SendQueue int
 	// MaxBatchOps bounds the operations put in one update message (and the
-	// server's announced change rate bounds it further); larger backlogs
-	// (a day offline) go out as several batches. Default: 4096.
+	// server's ops burst announced in welcome bounds it further); larger
+	// backlogs (a day offline) go out as several batches. Default: 4096.
 	MaxBatchOps int
 	// MaxPending is crdt.Options.MaxPending for every document. Default: 4096.
 	MaxPending int

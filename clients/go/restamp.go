@@ -21,6 +21,7 @@ func (c *Client) serverWelcome(w *syncproto.Welcome) {
 	c.presenceEvery.Store(int64(every))
 	c.maxFrame.Store(int64(min(w.Limits.MaxFrame, 1<<40)))
 	c.maxRate.Store(int64(min(w.Limits.MaxChangesPerSec, 1<<40)))
+	c.maxBurst.Store(int64(min(w.Limits.MaxOpsBurst, 1<<40)))
 	c.session.Store(&w.Session)
 }
 

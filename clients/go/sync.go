@@ -28,9 +28,14 @@ func (d *Document) resetLocked(gen uint64) error {
 	o := syncproto.DefaultOptions()
 	o.Role = syncproto.RoleClient
 	o.MaxOpsPerMessage = d.c.opts.MaxBatchOps
-	if r := d.c.maxRate.Load(); r > 0 && int64(o.MaxOpsPerMessage) > r {
-		// A batch above the server's per-second budget could never pass
-		// its rate limit.
+	if b := d.c.maxBurst.Load(); b > 0 {
+		// A batch declaring more ops than the server's burst is refused
+		// as too_large. (A change goes alone whatever its size; the
+		// server's burst is never below crdt.MaxChangeOps, so it fits.)
+		o.MaxOpsPerMessage = int(min(int64(o.MaxOpsPerMessage), b))
+	} else if r := d.c.maxRate.Load(); r > 0 && int64(o.MaxOpsPerMessage) > r {
+		// A server that does not announce its burst: stay within a
+		// second's budget, which its burst is likely to cover.
 		o.MaxOpsPerMessage = int(r)
 	}
 	if mf := d.c.maxFrame.Load(); mf > 0 {

@@ -60,7 +60,7 @@ func goldenMessages() []golden {
 	return []golden{
 		{"hello", &Hello{Version: ProtocolVersion, Token: "eyJhbGciOiJIUzI1NiJ9.e30.sig", Replica: goldenClient, ClientName: "weft-ts/0.1"}},
 		{"welcome", &Welcome{Version: ProtocolVersion, ServerTime: goldenTime, Session: "s1", User: "alice",
-			Limits: Limits{MaxFrame: 1 << 20, MaxChangesPerSec: 1000, MaxPresencePerSec: 20, MaxDocBytes: 64 << 20, MaxPending: 4096, MaxDocs: 256}}},
+			Limits: Limits{MaxFrame: 1 << 20, MaxChangesPerSec: 1000, MaxPresencePerSec: 20, MaxDocBytes: 64 << 20, MaxPending: 4096, MaxDocs: 256, MaxOpsBurst: 10000}}},
 		{"subscribe", &Subscribe{Doc: "notes/42", Version: vv}},
 		{"subscribe_empty", &Subscribe{Doc: "notes/42", Version: crdt.VersionVector{}}},
 		{"unsubscribe", &Unsubscribe{Doc: "notes/42"}},
@@ -148,7 +148,7 @@ func describe(m Message) map[string]any {
 		out["version"], out["session"], out["user"] = m.Version, m.Session, m.User
 		// As a string: HLC timestamps exceed 2^53 (JSON numbers in JS).
 		out["server_time"], out["server_time_wall_ms"], out["server_time_logical"] = fmt.Sprint(uint64(m.ServerTime)), m.ServerTime.WallMillis(), m.ServerTime.Logical()
-		out["limits"] = []uint64{l.MaxFrame, l.MaxChangesPerSec, l.MaxPresencePerSec, l.MaxDocBytes, l.MaxPending, l.MaxDocs}
+		out["limits"] = []uint64{l.MaxFrame, l.MaxChangesPerSec, l.MaxPresencePerSec, l.MaxDocBytes, l.MaxPending, l.MaxDocs, l.MaxOpsBurst}
 	case *Subscribe:
 		out["doc"], out["version"] = m.Doc, vv(m.Version)
 	case *VersionPart:

@@ -207,6 +207,11 @@ type Limits struct {
 	MaxDocBytes       uint64 // encoded size of one document
 	MaxPending        uint64 // changes held waiting for dependencies, per document
 	MaxDocs           uint64 // documents subscribed at once per connection
+	// MaxOpsBurst is the most ops (a change batch header's N) one update
+	// may declare: the rate limit's bucket. Clients split their batches to
+	// it; a server never sets it below crdt.MaxChangeOps, so every change
+	// fits. Zero: not announced (a server that predates it).
+	MaxOpsBurst uint64
 }
 
 // Welcome answers hello (server → client).
@@ -450,8 +455,8 @@ func Encode(m Message) ([]byte, error) {
 		w.str(m.Session)
 		w.str(m.User)
 		l := m.Limits
-		w.array(6)
-		for _, v := range []uint64{l.MaxFrame, l.MaxChangesPerSec, l.MaxPresencePerSec, l.MaxDocBytes, l.MaxPending, l.MaxDocs} {
+		w.array(7)
+		for _, v := range []uint64{l.MaxFrame, l.MaxChangesPerSec, l.MaxPresencePerSec, l.MaxDocBytes, l.MaxPending, l.MaxDocs, l.MaxOpsBurst} {
 			w.uint(v)
 		}
 	case *Subscribe:
@@ -1061,7 +1066,7 @@ func readLimits(rd *reader) (Limits, error) {
 	if err != nil {
 		return l, err
 	}
-	dst := []*uint64{&l.MaxFrame, &l.MaxChangesPerSec, &l.MaxPresencePerSec, &l.MaxDocBytes, &l.MaxPending, &l.MaxDocs}
+	dst := []*uint64{&l.MaxFrame, &l.MaxChangesPerSec, &l.MaxPresencePerSec, &l.MaxDocBytes, &l.MaxPending, &l.MaxDocs, &l.MaxOpsBurst}
 	for i := 0; i < n; i++ {
 		if i >= len(dst) {
 			// A newer server announces limits this version does not know.
