@@ -63,6 +63,9 @@ type Client struct {
 	maxFrame atomic.Int64
 	// maxRate is the server's MaxChangesPerSec from welcome (0: none).
 	maxRate atomic.Int64
+	// serverTime is the server_time (an hlc.Timestamp) of the last
+	// welcome, 0 before the first.
+	serverTime atomic.Uint64
 	// maxBurst is the server's ops burst from welcome (0: not announced).
 	maxBurst atomic.Int64
 	session  atomic.Pointer[string]

@@ -112,6 +112,7 @@ func (c *Client) newDocument(id string, o DocOptions) (*Document, error) {
 	copts := crdt.Options{MaxPending: c.opts.MaxPending}
 	if c.opts.Dir == "" {
 		d.mu.doc = crdt.NewDoc(c.replica, clock, copts)
+		d.witnessServerLocked()
 		return d, nil
 	}
 	f, recs, err := openDocFile(c.opts.Dir, id, c.opts.NoSync)
@@ -126,6 +127,7 @@ func (c *Client) newDocument(id string, o DocOptions) (*Document, error) {
 	d.mu.doc = doc
 	d.mu.file = f
 	d.mu.mayHold = doc.Version()[c.replica]
+	d.witnessServerLocked()
 	return d, nil
 }
 

@@ -736,3 +736,30 @@ func TestClockSkewNeverRestampsWhatTheServerHolds(t *testing.T) {
 		}
 	}
 }
+
+// welcome's server_time is folded into every document's clock (PROTOCOL.md
+// §4): a client whose wall clock lags the server's stamps its next change
+// after the server's present, not in the server's past.
+func TestWelcomeServerTimeFoldedIntoClocks(t *testing.T) {
+	ts := startServer(t, nil)
+	start := time.Now().UnixMilli()
+	lag := func() int64 { return time.Now().Add(-time.Hour).UnixMilli() }
+	c := newClient(t, ts.URL, func(o *client.Options) { o.Wall = lag })
+	before := open(t, c, "clock/before") // open before the welcome, most likely
+	edit(t, before, func(tx *crdt.Tx, _ *crdt.Doc) error { return tx.Insert("t", 0, "a") })
+	if err := before.WaitSaved(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	after := open(t, c, "clock/after") // after it
+	for _, d := range []*client.Document{before, after} {
+		edit(t, d, func(tx *crdt.Tx, doc *crdt.Doc) error {
+			if err := tx.Insert("t", 0, "b"); err != nil {
+				return err
+			}
+			if w := doc.Clock().Last().WallMillis(); w < start {
+				t.Errorf("a change stamped at %d ms, before the server's welcome (≥ %d ms): server_time was not folded in", w, start)
+			}
+			return nil
+		})
+	}
+}

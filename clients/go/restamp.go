@@ -11,9 +11,25 @@ import (
 )
 
 // serverWelcome records what the welcome says about the server: its clock
-// (for clock_skew recovery) and its presence rate limit.
+// (for clock_skew recovery, and folded into every document's HLC so that
+// the next local change is ordered after the server's present, as
+// PROTOCOL.md §4 asks) and its limits.
 func (c *Client) serverWelcome(w *syncproto.Welcome) {
 	c.welcomeSkew.Store(c.opts.Wall() - w.ServerTime.WallMillis())
+	c.serverTime.Store(uint64(w.ServerTime))
+	c.mu.Lock()
+	docs := make([]*Document, 0, len(c.mu.docs))
+	for _, d := range c.mu.docs {
+		if d != nil {
+			docs = append(docs, d)
+		}
+	}
+	c.mu.Unlock()
+	for _, d := range docs {
+		d.mu.Lock()
+		d.witnessServerLocked()
+		d.mu.Unlock()
+	}
 	var every time.Duration
 	if n := w.Limits.MaxPresencePerSec; n > 0 {
 		every = time.Second / time.Duration(n)
@@ -23,6 +39,14 @@ func (c *Client) serverWelcome(w *syncproto.Welcome) {
 	c.maxRate.Store(int64(min(w.Limits.MaxChangesPerSec, 1<<40)))
 	c.maxBurst.Store(int64(min(w.Limits.MaxOpsBurst, 1<<40)))
 	c.session.Store(&w.Session)
+}
+
+// witnessServerLocked folds the server_time of the last welcome into the
+// document's clock. A document opened later folds it in when it opens.
+func (d *Document) witnessServerLocked() {
+	if t := hlc.Timestamp(d.c.serverTime.Load()); t != 0 && d.mu.doc != nil {
+		d.mu.doc.Clock().Witness(t)
+	}
 }
 
 // sessionID returns the server's id for the current (or last) connection.
