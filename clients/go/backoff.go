@@ -19,6 +19,10 @@ type Backoff struct {
 	Base time.Duration
 	// Max caps the window. Default: 30s.
 	Max time.Duration
+	// Stable is how long a connection must stay up, having answered a
+	// sync if a document was open, before the failures are forgotten (the
+	// next drop waits at most Base again). Default: 5s.
+	Stable time.Duration
 	// Rand draws the jitter. Inject a seeded source for reproducible tests.
 	// Default: a generator seeded from the runtime's random source.
 	Rand *rand.Rand
@@ -57,8 +61,15 @@ func (b *Backoff) Window() time.Duration {
 	return min(w, maxd)
 }
 
-// Reset forgets past failures; call it after a connection succeeded.
+// Reset forgets past failures; call it after a connection proved stable.
 func (b *Backoff) Reset() { b.attempt = 0 }
+
+func (b *Backoff) stable() time.Duration {
+	if b.Stable <= 0 {
+		return 5 * time.Second
+	}
+	return b.Stable
+}
 
 func (b *Backoff) rng() *rand.Rand {
 	if b.Rand == nil {

@@ -34,9 +34,15 @@ func (c *Client) run() {
 		conn, welcome, err := c.dial()
 		what := "connect failed"
 		if err == nil {
-			c.opts.Backoff.Reset()
-			err = c.serve(conn, welcome)
+			var stable bool
+			stable, err = c.serve(conn, welcome)
 			what = "disconnected"
+			if stable {
+				// Only a connection that proved itself resets the backoff:
+				// a server that closes right after welcome (4000, 4003,
+				// 4004, 1011) is not redialled every Base forever.
+				c.opts.Backoff.Reset()
+			}
 		}
 		if c.ctx.Err() != nil {
 			return
@@ -166,14 +172,17 @@ type session struct {
 	conn     *websocket.Conn
 	gen      uint64
 	lastRead atomic.Int64 // unix nanos of the last frame read
+	synced   atomic.Bool  // a sync arrived on this connection
 	readErr  chan error   // the reader's exit error (capacity 1)
 }
 
 // serve runs one connection: the reader in a goroutine, the writer here.
 // It returns when either fails or the client closes, after the reader has
-// exited.
-func (c *Client) serve(conn *websocket.Conn, w *syncproto.Welcome) error {
+// exited, and whether the connection was stable: up for
+// Backoff.Stable, and, if a document was open, having answered a sync.
+func (c *Client) serve(conn *websocket.Conn, w *syncproto.Welcome) (stable bool, _ error) {
 	s := &session{conn: conn, readErr: make(chan error, 1)}
+	start := time.Now()
 	s.lastRead.Store(time.Now().UnixNano())
 	// Fold the server's clock into the skew estimate only when the refusal
 	// comes; until then trust the local wall (see restamp.go).
@@ -213,7 +222,8 @@ func (c *Client) serve(conn *websocket.Conn, w *syncproto.Welcome) error {
 	for _, d := range docs {
 		d.disconnected(s.gen)
 	}
-	return err
+	stable = time.Since(start) >= c.opts.Backoff.stable() && (s.synced.Load() || len(docs) == 0)
+	return stable, err
 }
 
 func (c *Client) readLoop(s *session) error {
@@ -248,6 +258,9 @@ func (c *Client) readLoop(s *session) error {
 				continue // a newer server; ignoring is what the spec asks
 			}
 			return fmt.Errorf("client: bad frame from server: %w", err)
+		}
+		if _, ok := m.(*syncproto.Sync); ok {
+			s.synced.Store(true)
 		}
 		switch m := m.(type) {
 		case *syncproto.Ping:
