@@ -2218,11 +2218,19 @@ class Layout {
   spanOf: number[][] = [];
   constructor(nrep: number) {
     for (let r = 0; r < nrep; r++) {
-      this.byReplica.push([]);
+      // Created holding objects: a fresh [] would change its elements kind
+      // at its first push, in stateText's loop, and that drops the loop's
+      // optimized code (this constructor runs too rarely for the engine
+      // to learn the kind from it).
+      const its = [NO_ITEM];
+      its.pop();
+      this.byReplica.push(its);
       this.spanOf.push([]);
     }
   }
 }
+
+const NO_ITEM = new Item(0, 0, 0, "", false, 0, 0, 0, 0);
 
 /**
  * stateText lays out the text of field f from its items in document
