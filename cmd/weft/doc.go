@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -439,8 +440,10 @@ func docRemote(ctx context.Context, f docFlags, verb string, args []string, stdi
 			return nil
 		}
 		// Several POSTs, in causal order, each under the server's frame
-		// limit; each is acked durable before the next goes.
-		chunks := chunkChanges(delta, maxPostBytes)
+		// limit and declaring no more ops than any server's rate-limit
+		// burst admits (HTTP has no welcome to announce it); each is acked
+		// durable before the next goes.
+		chunks := chunkChanges(delta, maxPostBytes, crdt.MaxChangeOps)
 		for i, ch := range chunks {
 			if err := c.postChanges(ctx, args[0], codec.EncodeChanges(ch)); err != nil {
 				return fmt.Errorf("request %d of %d: %w", i+1, len(chunks), err)
@@ -460,16 +463,23 @@ const maxPostBytes = 512 << 10
 // separately encoded sizes sum to at most limit (a change larger than
 // limit goes alone; the server then answers 413 with a clear message).
 // The sum over-estimates a run's encoding, which shares its tables.
-func chunkChanges(changes []crdt.Change, limit int) [][]crdt.Change {
+//
+// maxOps bounds the ops of a run (a batch header's N, what a server's rate
+// limit charges before decoding): a server's burst is never below
+// crdt.MaxChangeOps, so runs of at most that many ops are never refused as
+// too_large.
+func chunkChanges(changes []crdt.Change, limit, maxOps int) [][]crdt.Change {
 	var out [][]crdt.Change
-	start, size := 0, 0
+	start, size, ops := 0, 0, 0
 	for i := range changes {
 		n := len(codec.EncodeChanges(changes[i : i+1]))
-		if i > start && size+n > limit {
+		o := len(changes[i].Ops)
+		if i > start && (size+n > limit || ops+o > maxOps) {
 			out = append(out, changes[start:i])
-			start, size = i, 0
+			start, size, ops = i, 0, 0
 		}
 		size += n
+		ops += o
 	}
 	if start < len(changes) {
 		out = append(out, changes[start:])
@@ -484,8 +494,9 @@ type remoteDocs struct {
 }
 
 type httpStatusError struct {
-	code int
-	msg  string
+	code       int
+	msg        string
+	retryAfter string // the Retry-After header, if any
 }
 
 func (e *httpStatusError) Error() string { return fmt.Sprintf("server answered %d: %s", e.code, e.msg) }
@@ -510,7 +521,7 @@ func (c *remoteDocs) do(req *http.Request) ([]byte, string, error) {
 		return nil, "", fmt.Errorf("reading the response: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, "", &httpStatusError{resp.StatusCode, strings.TrimSpace(string(body))}
+		return nil, "", &httpStatusError{resp.StatusCode, strings.TrimSpace(string(body)), resp.Header.Get("Retry-After")}
 	}
 	return body, resp.Header.Get("Content-Type"), nil
 }
@@ -537,12 +548,32 @@ func (c *remoteDocs) get(ctx context.Context, id, at, accept string) ([]byte, er
 	return body, err
 }
 
+// maxRateRetries bounds how often one POST is resent after 429.
+const maxRateRetries = 120
+
+// postChanges posts one batch; over the server's rate limit (429) it waits
+// as Retry-After says and sends it again (a batch refused as rate_limited
+// was not applied; applying one twice would be harmless anyway).
 func (c *remoteDocs) postChanges(ctx context.Context, id string, batch []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.docURL(id, "/changes"), bytes.NewReader(batch))
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.docURL(id, "/changes"), bytes.NewReader(batch))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", syncserver.ChangesContentType)
+		_, _, err = c.do(req)
+		var se *httpStatusError
+		if !errors.As(err, &se) || se.code != http.StatusTooManyRequests || attempt == maxRateRetries {
+			return err
+		}
+		wait := time.Second
+		if s, perr := strconv.Atoi(se.retryAfter); perr == nil && s > 0 {
+			wait = time.Duration(min(s, 60)) * time.Second
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return err
+		}
 	}
-	req.Header.Set("Content-Type", syncserver.ChangesContentType)
-	_, _, err = c.do(req)
-	return err
 }

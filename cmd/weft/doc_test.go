@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -295,7 +296,7 @@ func TestChunkChangesKeepsOrderAndBound(t *testing.T) {
 	}
 	all := d.ChangesSince(crdt.VersionVector{})
 	one := len(codec.EncodeChanges(all[:1]))
-	chunks := chunkChanges(all, 5*one)
+	chunks := chunkChanges(all, 5*one, crdt.MaxChangeOps)
 	if len(chunks) < 5 {
 		t.Fatalf("%d chunks for 50 changes at ~5 per chunk", len(chunks))
 	}
@@ -314,8 +315,60 @@ func TestChunkChangesKeepsOrderAndBound(t *testing.T) {
 			t.Fatalf("chunking reordered change %d", i)
 		}
 	}
-	if got := chunkChanges(all[:1], 1); len(got) != 1 || len(got[0]) != 1 {
+	if got := chunkChanges(all[:1], 1, crdt.MaxChangeOps); len(got) != 1 || len(got[0]) != 1 {
 		t.Fatalf("an oversized change must go alone: %d chunks", len(got))
+	}
+	// Ops are bounded too: 50 one-op changes, at most 8 ops per run.
+	for _, c := range chunkChanges(all, 1<<20, 8) {
+		if len(c) > 8 {
+			t.Fatalf("a run of %d one-op changes with maxOps 8", len(c))
+		}
+	}
+}
+
+// doc import --server sends a history larger than the server's rate-limit
+// burst (in ops, small in bytes) in POSTs the burst admits, and waits out
+// 429s: before, it went in one POST, refused 413 too_large for good.
+func TestDocRemoteImportSplitsToTheRateLimit(t *testing.T) {
+	o := syncserver.LocalOptions()
+	o.Store = syncserver.NewMemStore()
+	o.Insecure = true
+	o.ChangesBurst = crdt.MaxChangeOps
+	o.MaxChangesPerSec = 2 * crdt.MaxChangeOps
+	srv, err := syncserver.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+	d := crdt.NewDoc(replicaB, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	const changes, per = 3, crdt.MaxChangeOps - 96
+	for range changes {
+		edit(t, d, func(tx *crdt.Tx) error {
+			for i := range per {
+				if err := tx.Add(fmt.Sprint("n", i%5), 1); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	code, out, errs := runWeft(t, codec.EncodeSnapshot(d), "doc", "import", "big/doc", "--server", hs.URL)
+	if code != 0 || !strings.Contains(string(out), fmt.Sprintf("merged %d change", changes)) {
+		t.Fatalf("remote import: code %d, out %q, err %q", code, out, errs)
+	}
+	_, out, _ = runWeft(t, nil, "doc", "get", "big/doc", "--server", hs.URL)
+	var sum int64
+	for _, v := range decodeGet(t, out).Counter {
+		sum += v
+	}
+	if sum != changes*per {
+		t.Fatalf("the server's counters sum to %d, want %d", sum, changes*per)
 	}
 }
 
