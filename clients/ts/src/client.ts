@@ -1,6 +1,9 @@
 // Client: one WebSocket to a weft server carrying any number of open
 // documents (docs/PROTOCOL.md). Each Document holds a replica (Doc) that
-// local edits change at once, online or offline; the client keeps it in
+// local edits change at once, online or offline. Every document writes
+// with the client's one replica id, kept in the store and declared in
+// hello, so that the server binds it to the user at the first write and
+// refuses it to anyone else (PROTOCOL.md section 4, hello). The client keeps it in
 // sync with the server by version vector, resends what was not acked,
 // reconnects with exponential backoff and full jitter, re-stamps after a
 // clock_skew refusal, and reports saved state, presence, statuses and
@@ -114,6 +117,12 @@ export interface ClientOptions {
   maxBatchOps?: number;
   /** Start offline (setOnline(true) connects). Default: false. */
   offline?: boolean;
+  /**
+   * The replica id every document writes with, declared in hello. Default:
+   * the one kept in the store (kept there on first use), or a fresh one
+   * without a store or while another tab writes with the kept one.
+   */
+  replica?: ReplicaID;
 }
 
 export interface PeerPresence {
@@ -143,22 +152,36 @@ export interface RemoteChange {
   text: { field: string; event: TextEvent }[];
 }
 
+/** The replicas that Clients of this process write with, by store. */
+const heldHere = new WeakMap<Store, Set<ReplicaID>>();
+
 /**
- * holdReplica takes, for the life of the page, the Web Lock that makes this
- * tab the one writer with replica for doc; false if another tab holds it.
- * Where there are no Web Locks (Node), every process is its own writer.
+ * holdReplica makes this client the one writer with the store's replica
+ * (two writing with it would reuse sequence numbers): within the process,
+ * and across the tabs of a browser, which share IndexedDB, by a Web Lock.
+ * It returns the release, or null if another client or tab holds it.
  */
-function holdReplica(doc: string, replica: ReplicaID): Promise<boolean> {
+async function holdReplica(store: Store, replica: ReplicaID): Promise<(() => void) | null> {
+  let here = heldHere.get(store);
+  if (!here) heldHere.set(store, (here = new Set()));
+  if (here.has(replica)) return null;
+  here.add(replica);
+  const unhold = () => here!.delete(replica);
   const locks = (globalThis as any).navigator?.locks;
-  if (!locks) return Promise.resolve(true);
-  return new Promise((resolve) => {
+  if (!locks) return unhold;
+  const release = await new Promise<(() => void) | null>((resolve) => {
     locks
-      .request(`weft:${doc}:${replica}`, { ifAvailable: true }, (lock: unknown) => {
-        resolve(!!lock);
-        return lock ? new Promise(() => {}) : undefined; // held until the page goes
+      .request(`weft:replica:${replica}`, { ifAvailable: true }, (lock: unknown) => {
+        if (!lock) return resolve(null);
+        return new Promise<void>((end) => resolve(end)); // held until released or the page goes
       })
-      .catch(() => resolve(false));
+      .catch(() => resolve(null));
   });
+  if (!release) {
+    unhold();
+    return null;
+  }
+  return () => (unhold(), release());
 }
 
 const TRANSIENT = new Set<number>([Status.rateLimited, Status.overloaded, Status.internal, Status.peerTimeout]);
@@ -182,7 +205,13 @@ const FRAME_OVERHEAD = 512 + 64;
 const MAX_MESSAGE_BYTES = 256 << 10;
 
 export class Client {
-  readonly opts: Required<Omit<ClientOptions, "store" | "WebSocket">> & Pick<ClientOptions, "store" | "WebSocket">;
+  readonly opts: Required<Omit<ClientOptions, "store" | "WebSocket" | "replica">> & Pick<ClientOptions, "store" | "WebSocket" | "replica">;
+  /** The replica id every document writes with ("" until settled: see ready). */
+  replica: ReplicaID = "";
+  /** Resolves once replica is settled (read from the store). */
+  readonly ready: Promise<void>;
+  private unhold: (() => void) | null = null;
+  private awaitingReplica = false;
   private ws: any = null;
   private docs = new Map<string, Document>();
   private stateV: ConnectionState = "connecting";
@@ -215,6 +244,10 @@ export class Client {
       offline: false,
       ...opts,
     };
+    if (this.opts.replica || !this.opts.store) {
+      this.replica = this.opts.replica || newReplica();
+      this.ready = Promise.resolve();
+    } else this.ready = this.settleReplica(this.opts.store);
     this.online = !this.opts.offline;
     if (this.online) this.connect();
     else this.setState("offline");
@@ -222,6 +255,28 @@ export class Client {
 
   get state(): ConnectionState {
     return this.stateV;
+  }
+
+  /**
+   * settleReplica takes the replica kept in the store, or keeps a new one
+   * there; if another client or tab writes with it, this one writes with a
+   * fresh id for its lifetime (its changes are stored and relayed all the
+   * same, and declared in its own hellos).
+   */
+  private async settleReplica(store: Store): Promise<void> {
+    let r = newReplica();
+    try {
+      const kept = await store.clientReplica(r);
+      const unhold = await holdReplica(store, kept);
+      if (unhold && this.stateV === "closed") unhold();
+      else if (unhold) {
+        this.unhold = unhold;
+        r = kept;
+      }
+    } catch (e) {
+      this.onError.emit(e as Error);
+    }
+    this.replica = r;
   }
 
   private setState(s: ConnectionState): void {
@@ -261,22 +316,20 @@ export class Client {
     const have = this.docs.get(id);
     if (have) return have;
     const store = this.opts.store;
+    await this.ready;
     const stored = store ? await store.load(id) : null;
     const existing = this.docs.get(id);
     if (existing) return existing;
-    let replica = stored?.replica ?? newReplica();
-    // Tabs of one browser share IndexedDB, hence the stored replica id: two
-    // of them writing with it would reuse sequence numbers. The tab that
-    // holds the id's lock writes with it; another writes with a fresh id
-    // (its changes are stored and relayed all the same).
-    if (store && !(await holdReplica(id, replica))) replica = newReplica();
-    if (store && !stored) await store.init(id, replica);
-    const d = new Document(this, id, replica);
+    if ((this.stateV as ConnectionState) === "closed") throw new Error("weft: client closed");
+    if (store && !stored) await store.init(id, this.replica);
+    const d = new Document(this, id, this.replica);
     if (stored && stored.batches.length > 0) {
       const all: Change[] = [];
       for (const b of stored.batches) all.push(...decodeChanges(b));
       d.doc.applyTrusted(all);
-      d.loadedFromStore();
+      // A store written before the client replica holds the document's
+      // own replica: its changes stay and count as ours until saved.
+      d.loadedFromStore(stored.replica !== this.replica ? stored.replica : null);
     }
     this.docs.set(id, d);
     if (this.ws && this.stateV === "connected") d.subscribe();
@@ -297,11 +350,25 @@ export class Client {
     this.online = false;
     this.dropSocket();
     this.setState("closed");
+    this.unhold?.();
+    this.unhold = null;
   }
 
   private connect(): void {
     this.reconnectTimer = null;
     if (!this.online) return;
+    if (!this.replica) {
+      // hello declares the replica: wait until the store has told it.
+      this.setState("connecting");
+      if (!this.awaitingReplica) {
+        this.awaitingReplica = true;
+        void this.ready.then(() => {
+          this.awaitingReplica = false;
+          if (this.online && !this.ws && !this.reconnectTimer) this.connect();
+        });
+      }
+      return;
+    }
     const WS = this.opts.WebSocket ?? (globalThis as any).WebSocket;
     if (!WS) throw new Error("weft: no WebSocket implementation (pass options.WebSocket)");
     this.setState("connecting");
@@ -317,7 +384,7 @@ export class Client {
     this.ws = ws;
     ws.onopen = () => {
       if (this.ws !== ws) return;
-      this.send({ type: "hello", version: PROTOCOL_VERSION, token: this.opts.token, replica: newReplica(), client: this.opts.clientName });
+      this.send({ type: "hello", version: PROTOCOL_VERSION, token: this.opts.token, replica: this.replica, client: this.opts.clientName });
       this.startPing();
     };
     ws.onmessage = (ev: any) => {
@@ -534,6 +601,16 @@ export class Document {
   private nextBatch = 1;
   private durableOwn = 0;
   /**
+   * The document's own replica in a store written before the client
+   * replica (null: none), the highest seq of it stored, the highest the
+   * server holds durably, and the highest each batch in flight carries:
+   * its stored changes are local edits, not saved until the server has them.
+   */
+  private legacy: ReplicaID | null = null;
+  private legacyTop = 0;
+  private durableLegacy = 0;
+  private inflightLegacy = new Map<number, number>();
+  /**
    * The highest own seq the server may hold without having acked it: every
    * own seq of a batch sent whose outcome does not prove the server changed
    * nothing (REFUSED_WHOLE), or that was lost (a sync, a disconnect). Such
@@ -574,7 +651,7 @@ export class Document {
 
   private updateSaved(): void {
     const own = this.doc.version().get(this.replica) ?? 0;
-    const s = this.durableOwn >= own;
+    const s = this.durableOwn >= own && this.durableLegacy >= this.legacyTop;
     if (s !== this.savedV) {
       this.savedV = s;
       this.onSaved.emit(s);
@@ -623,9 +700,14 @@ export class Document {
     this.presenceTimer = setTimeout(() => ((this.presenceTimer = null), (this.presenceDue = 0), this.sendPresence()), PRESENCE_REFRESH_MS);
   }
 
-  /** @internal: the replica was read from the store. */
-  loadedFromStore(): void {
+  /** @internal: the replica was read from the store (legacy: the replica it was stored with, if not the client's). */
+  loadedFromStore(legacy: ReplicaID | null): void {
     this.mayHold = Math.max(this.mayHold, this.doc.version().get(this.replica) ?? 0);
+    const top = legacy ? (this.doc.version().get(legacy) ?? 0) : 0;
+    if (top > 0) {
+      this.legacy = legacy;
+      this.legacyTop = top;
+    }
     this.updateSaved(); // not saved until the server's sync says so
   }
 
@@ -633,6 +715,7 @@ export class Document {
   private forgetInflight(): void {
     for (const reach of this.inflight.values()) this.mayHold = Math.max(this.mayHold, reach);
     this.inflight.clear();
+    this.inflightLegacy.clear();
   }
 
   /** @internal */
@@ -724,10 +807,9 @@ export class Document {
           return;
         }
         const own = m.version.get(this.replica) ?? 0;
-        if (own > this.durableOwn) {
-          this.durableOwn = own;
-          this.updateSaved();
-        }
+        if (own > this.durableOwn) this.durableOwn = own;
+        if (this.legacy) this.durableLegacy = Math.max(this.durableLegacy, m.version.get(this.legacy) ?? 0);
+        this.updateSaved();
         return;
       }
       case "changes":
@@ -757,6 +839,7 @@ export class Document {
           vvMerge(this.serverHas, version);
           this.theirs = new Map(this.serverHas);
           this.durableOwn = Math.max(this.durableOwn, version.get(this.replica) ?? 0);
+          if (this.legacy) this.durableLegacy = Math.max(this.durableLegacy, version.get(this.legacy) ?? 0);
           this.synced = true;
           this.updateSaved();
           this.flush();
@@ -771,10 +854,13 @@ export class Document {
         const reach = this.inflight.get(m.batch);
         if (reach === undefined) return; // sent before a resync: its outcome was counted as unknown
         this.inflight.delete(m.batch);
+        const legacyReach = this.inflightLegacy.get(m.batch) ?? 0;
+        this.inflightLegacy.delete(m.batch);
         if (!REFUSED_WHOLE.has(m.status)) this.mayHold = Math.max(this.mayHold, reach);
         if (m.status === Status.ok) {
           this.retries = 0;
           this.durableOwn = Math.max(this.durableOwn, reach);
+          this.durableLegacy = Math.max(this.durableLegacy, legacyReach);
           this.updateSaved();
         } else this.refused(m.status, m.message, "ack");
         this.maybeRestamp();
@@ -916,13 +1002,16 @@ export class Document {
       }
       const batch = this.nextBatch++;
       let reach = 0;
+      let legacyReach = 0;
       for (const c of part) {
         const end = c.seq + changeLen(c) - 1;
         if (c.replica === this.replica) reach = Math.max(reach, end);
+        else if (c.replica === this.legacy) legacyReach = Math.max(legacyReach, end);
         if (end > (this.theirs.get(c.replica) ?? 0)) this.theirs.set(c.replica, end);
       }
       if (!this.client.send({ type: "update", doc: this.id, batch, changes: bytes })) return false;
       this.inflight.set(batch, reach);
+      if (legacyReach > 0) this.inflightLegacy.set(batch, legacyReach);
       return true;
     };
     let chunk: Change[] = [];

@@ -1,11 +1,18 @@
 // Local persistence of documents, so that edits survive a closed tab or a
-// restarted process while offline. A Store keeps, per document, the
-// replica id the client writes it with and its history as encoded change
-// batches (every change the replica holds, its own unsent ones included).
-// On open the client loads them, and it appends every change it makes or
-// receives; compact replaces the batches with one.
+// restarted process while offline. A Store keeps the client's replica id
+// (the one it writes every document with and declares in hello, so the
+// server binds it to the user: PROTOCOL.md section 4, hello) and, per
+// document, its history as encoded change batches (every change the
+// replica holds, its own unsent ones included). On open the client loads
+// them, and it appends every change it makes or receives; compact replaces
+// the batches with one.
 
 export interface StoredDoc {
+  /**
+   * The replica id the document was first stored with: the client's, or,
+   * in stores written by clients before 0.2, a replica of this document
+   * alone (its changes are kept and relayed; new edits use the client's).
+   */
   replica: string;
   batches: Uint8Array[];
 }
@@ -16,6 +23,11 @@ export interface StoredDoc {
  * Batches passed in are owned by the store afterwards.
  */
 export interface Store {
+  /**
+   * The client replica id kept in the store; if none is kept yet, keeps
+   * fresh and returns it (atomically: two tabs starting at once agree).
+   */
+  clientReplica(fresh: string): Promise<string>;
   load(doc: string): Promise<StoredDoc | null>;
   /** Records the replica id of a document that has no stored history yet. */
   init(doc: string, replica: string): Promise<void>;
@@ -27,6 +39,10 @@ export interface Store {
 /** MemoryStore keeps documents in memory: for Node tools and tests. */
 export class MemoryStore implements Store {
   private docs = new Map<string, StoredDoc>();
+  private replica: string | null = null;
+  async clientReplica(fresh: string): Promise<string> {
+    return (this.replica ??= fresh);
+  }
   async load(doc: string): Promise<StoredDoc | null> {
     const d = this.docs.get(doc);
     return d ? { replica: d.replica, batches: d.batches.slice() } : null;
@@ -63,23 +79,40 @@ function done(tx: IDBTransaction): Promise<void> {
 
 /**
  * IndexedDBStore keeps documents in the browser's IndexedDB: object store
- * "docs" (doc → replica) and "batches" (auto-increment key → {doc, bytes},
- * indexed by doc). An append is durable once its transaction completes.
+ * "docs" (doc → replica), "batches" (auto-increment key → {doc, bytes},
+ * indexed by doc) and "meta" ("replica" → the client replica id). An
+ * append is durable once its transaction completes.
  */
 export class IndexedDBStore implements Store {
   private db: Promise<IDBDatabase>;
   constructor(name = "weft") {
     this.db = new Promise((resolve, reject) => {
-      const r = indexedDB.open(name, 1);
-      r.onupgradeneeded = () => {
+      const r = indexedDB.open(name, 2);
+      r.onupgradeneeded = (ev) => {
         const db = r.result;
-        db.createObjectStore("docs");
-        const b = db.createObjectStore("batches", { autoIncrement: true });
-        b.createIndex("doc", "doc");
+        if (ev.oldVersion < 1) {
+          db.createObjectStore("docs");
+          const b = db.createObjectStore("batches", { autoIncrement: true });
+          b.createIndex("doc", "doc");
+        }
+        if (ev.oldVersion < 2) db.createObjectStore("meta");
       };
       r.onsuccess = () => resolve(r.result);
       r.onerror = () => reject(r.error);
     });
+  }
+
+  async clientReplica(fresh: string): Promise<string> {
+    const db = await this.db;
+    const tx = db.transaction("meta", "readwrite");
+    const s = tx.objectStore("meta");
+    let r = (await req(s.get("replica"))) as string | undefined;
+    if (r === undefined) {
+      r = fresh;
+      s.put(r, "replica");
+    }
+    await done(tx);
+    return r;
   }
 
   async load(doc: string): Promise<StoredDoc | null> {

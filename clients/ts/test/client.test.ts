@@ -3,7 +3,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { Client, ConnectionError, Doc, DocumentError, MemoryStore, Side, Status, decodeMessage, encodeChanges, newReplica } from "../src/index.js";
+import { Client, ConnectionError, Doc, DocumentError, MemoryStore, PROTOCOL_VERSION, Side, Status, decodeMessage, encodeChanges, encodeMessage, newReplica, statusName } from "../src/index.js";
 import type { Change, ClientOptions, Document, Message } from "../src/index.js";
 import { Server, waitFor, weftBinary } from "./server.js";
 import { spawnSync } from "node:child_process";
@@ -316,7 +316,7 @@ test("version vectors and change batches larger than max_frame are split (versio
     await store.init("t/many", OWN);
     await store.append("t/many", encodeChanges(all));
     const spy = new FrameSpy();
-    const a = new Client({ url: small.url, WebSocket: spy.WebSocket, backoffBaseMs: 20, store });
+    const a = new Client({ url: small.url, WebSocket: spy.WebSocket, backoffBaseMs: 20, store, replica: OWN });
     clients.push(a);
     const da = await a.open("t/many");
     assert.equal(da.replica, OWN);
@@ -363,4 +363,97 @@ test("clock_skew of changes read from the store: they keep their times and wait 
   } finally {
     await skewed.stop();
   }
+});
+
+/**
+ * rawUpdate connects as a bare protocol session declaring replica in its
+ * hello, subscribes to doc, sends changes as one update batch and returns
+ * the ack's status.
+ */
+async function rawUpdate(url: string, tok: string, replica: string, doc: string, changes: Change[]): Promise<number> {
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const inbox: Message[] = [];
+  ws.on("message", (b: ArrayBuffer) => inbox.push(decodeMessage(new Uint8Array(b))));
+  await new Promise((r, j) => (ws.once("open", r), ws.once("error", j)));
+  const next = async (type: Message["type"]): Promise<Message> => {
+    await waitFor(type, () => inbox.some((m) => m.type === type || m.type === "error"));
+    const m = inbox.find((m) => m.type === type || m.type === "error")!;
+    inbox.splice(inbox.indexOf(m), 1);
+    return m;
+  };
+  try {
+    ws.send(encodeMessage({ type: "hello", version: PROTOCOL_VERSION, token: tok, replica, client: "forger" }));
+    await next("welcome");
+    ws.send(encodeMessage({ type: "subscribe", doc, version: new Map() }));
+    await next("sync");
+    ws.send(encodeMessage({ type: "update", doc, batch: 1, changes: encodeChanges(changes) }));
+    const ack = await next("ack");
+    if (ack.type !== "ack") throw new Error(`an ${ack.type} instead of an ack`);
+    return ack.status;
+  } finally {
+    ws.close();
+  }
+}
+
+test("every document writes with the client's replica, declared in hello: another user cannot write with it", async () => {
+  const secret = "0123456789abcdef0123456789abcdef";
+  const auth = await Server.start(["--secret", secret]);
+  try {
+    const store = new MemoryStore();
+    const spy = new FrameSpy();
+    const alice = token(secret, "alice", "own/*:write");
+    const a = new Client({ url: auth.url, WebSocket: spy.WebSocket, token: alice, backoffBaseMs: 20, store });
+    clients.push(a);
+    const d1 = await a.open("own/1");
+    const d2 = await a.open("own/2");
+    typeAt(d1, 0, "alice");
+    typeAt(d2, 0, "alice");
+    await waitFor("saved", () => d1.saved && d2.saved);
+
+    // Mallory declares the replica alice's edits carry and writes with it.
+    const forger = new Doc(d1.replica);
+    forger.applyTrusted(d1.doc.changesSince());
+    forger.transact((tx) => tx.insert("body", 0, "mallory "));
+    const forged = forger.changesSince(d1.doc.version());
+    const status = await rawUpdate(auth.url, token(secret, "mallory", "own/*:write"), d1.replica, "own/1", forged);
+    assert.equal(status, Status.unauthorized, `a forged write with alice's replica got ${statusName(status)}`);
+    const server = (await (await fetch(`${auth.http}/v1/docs/own%2F1`, { headers: { Authorization: `Bearer ${alice}` } })).json()) as { text: { body: string } };
+    assert.equal(server.text.body, "alice");
+
+    const hellos = spy.sent.filter((m) => m.type === "hello");
+    assert.ok(hellos.every((m) => m.type === "hello" && m.replica === d1.replica), "hello does not declare the replica documents write with");
+    assert.equal(d2.replica, d1.replica);
+
+    // The replica is kept in the store: a restarted client continues it.
+    a.close();
+    const b = new Client({ url: auth.url, WebSocket, token: alice, backoffBaseMs: 20, store });
+    clients.push(b);
+    const e1 = await b.open("own/1");
+    assert.equal(e1.replica, d1.replica);
+    typeAt(e1, 5, "!");
+    await waitFor("saved again", () => e1.saved);
+    assert.equal(e1.doc.text("body"), "alice!");
+  } finally {
+    await auth.stop();
+  }
+});
+
+test("a document stored with its own replica (before the client replica) keeps its changes; new edits use the client's", async () => {
+  const OLD = newReplica();
+  const old = new Doc(OLD);
+  old.transact((tx) => tx.insert("body", 0, "offline "));
+  const store = new MemoryStore();
+  await store.init("t/legacy", OLD);
+  await store.append("t/legacy", encodeChanges(old.changesSince()));
+  const c = client({ store });
+  const d = await c.open("t/legacy");
+  assert.notEqual(d.replica, OLD);
+  assert.equal(d.saved, false, "stored edits not yet on the server count as unsaved");
+  typeAt(d, 8, "edit");
+  await waitFor("saved", () => d.saved);
+  const server = (await (await fetch(`${srv.http}/v1/docs/t%2Flegacy`)).json()) as { text: { body: string } };
+  assert.equal(server.text.body, "offline edit");
+  const replicas = new Set(d.doc.changesSince().map((ch) => ch.replica));
+  assert.deepEqual([...replicas].sort(), [OLD, c.replica].sort());
 });
