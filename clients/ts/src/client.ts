@@ -682,7 +682,9 @@ export class Document {
   }
 
   private sendPresence(): void {
-    if (!this.local || !this.client.connected() || !this.subscribed) return;
+    // Only once synced: the server answers a presence for a document whose
+    // subscribe it refused with not_found.
+    if (!this.local || !this.client.connected() || !this.synced) return;
     // At most one presence per 50 ms; the latest wins.
     const now = Date.now();
     if (now < this.presenceDue) {
@@ -731,8 +733,6 @@ export class Document {
     const parts = splitVersion(this.doc.version(), this.client.maxMessageBytes());
     for (const p of parts.slice(0, -1)) this.client.send({ type: "versionPart", doc: this.id, version: p });
     this.client.send({ type: "subscribe", doc: this.id, version: parts[parts.length - 1] });
-    this.presenceDue = 0;
-    this.sendPresence();
   }
 
   /** @internal */
@@ -843,6 +843,8 @@ export class Document {
           this.synced = true;
           this.updateSaved();
           this.flush();
+          this.presenceDue = 0;
+          this.sendPresence();
         } else if (this.synced && this.doc.pendingCount() > pendingBefore) {
           // Changes arrived whose dependencies we lack: resync.
           this.subscribe();
@@ -884,8 +886,12 @@ export class Document {
 
   /** @internal: a refused batch (ack) or subscription (error). */
   refused(status: number, message: string, via: "ack" | "error"): void {
-    if (via === "error" && status === Status.rateLimited) return; // presence over its rate
+    // error(rate_limited) refuses a presence (sent only once synced) or,
+    // while the subscribe is unanswered, the subscribe: resubscribe below.
+    if (via === "error" && status === Status.rateLimited && (this.synced || !this.subscribed)) return;
     if (TRANSIENT.has(status) || (via === "error" && status === Status.overloaded)) {
+      // A refused subscribe is over: no later error is about it.
+      if (via === "error") this.subscribed = false;
       this.theirs = new Map(this.serverHas);
       this.forgetInflight();
       const delay = Math.random() * Math.min(30_000, 200 * 2 ** this.retries++);

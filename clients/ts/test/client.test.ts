@@ -457,3 +457,33 @@ test("a document stored with its own replica (before the client replica) keeps i
   const replicas = new Set(d.doc.changesSince().map((ch) => ch.replica));
   assert.deepEqual([...replicas].sort(), [OLD, c.replica].sort());
 });
+
+test("subscribes refused as rate_limited are retried after a backoff: every document syncs", async () => {
+  // A burst of 5 subscribes (max docs 4 + 1/s), then one per second.
+  const slow = await Server.start(["--insecure", "--max-docs-per-conn", "4", "--max-subscribes-per-sec", "1"]);
+  try {
+    const ids = Array.from({ length: 8 }, (_, i) => `t/rl/${i}`);
+    for (const half of [ids.slice(0, 4), ids.slice(4)]) {
+      const w = new Client({ url: slow.url, WebSocket, backoffBaseMs: 20 });
+      clients.push(w);
+      const ds = await Promise.all(half.map((id) => w.open(id)));
+      for (const d of ds) typeAt(d, 0, d.id);
+      await waitFor("seeded", () => ds.every((d) => d.saved));
+      w.close();
+    }
+
+    const spy = new FrameSpy();
+    const r = new Client({ url: slow.url, WebSocket: spy.WebSocket, backoffBaseMs: 20 });
+    clients.push(r);
+    const first = await Promise.all(ids.slice(0, 4).map((id) => r.open(id)));
+    await waitFor("the first four synced", () => first.every((d) => d.doc.text("body") === d.id));
+    for (const d of first) r.closeDoc(d);
+    // Switching to four others at once exceeds the subscribe rate.
+    const next = await Promise.all(ids.slice(4).map((id) => r.open(id)));
+    await waitFor("a subscribe refused", () => spy.received.some((m) => m.type === "error" && m.status === Status.rateLimited));
+    await waitFor("every document synced", () => next.every((d) => d.doc.text("body") === d.id), 20_000);
+    assert.equal(r.state, "connected");
+  } finally {
+    await slow.stop();
+  }
+});
