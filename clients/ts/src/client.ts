@@ -996,7 +996,10 @@ export class Document {
     if (!this.synced || this.error || this.retryTimer || this.restampDue || !this.client.connected()) return;
     const cs = this.doc.changesSince(this.theirs);
     if (cs.length === 0) return;
-    const max = this.client.opts.maxBatchOps;
+    // At most the server's ops burst (welcome's max_ops_burst): a larger
+    // batch is refused too_large however long the client waits.
+    const burst = this.client.limits?.maxOpsBurst ?? 0;
+    const max = burst > 0 ? Math.min(this.client.opts.maxBatchOps, burst) : this.client.opts.maxBatchOps;
     const maxBytes = this.client.maxMessageBytes();
     // Batches of at most max ops and maxBytes encoded (a change larger
     // than that goes alone), in order, so they arrive causally ordered.

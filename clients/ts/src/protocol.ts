@@ -78,6 +78,8 @@ export interface Limits {
   maxDocBytes: number;
   maxPending: number;
   maxDocs: number;
+  /** The most ops one update may declare (the server's ops burst); 0 when the server does not say. */
+  maxOpsBurst: number;
 }
 
 export interface Selection {
@@ -212,8 +214,8 @@ export function encodeMessage(m: Message): Uint8Array {
       w.int(m.serverTime);
       w.str(m.session);
       w.str(m.user);
-      w.arrayHeader(6);
-      for (const x of [m.limits.maxFrame, m.limits.maxChangesPerSec, m.limits.maxPresencePerSec, m.limits.maxDocBytes, m.limits.maxPending, m.limits.maxDocs]) w.int(x);
+      w.arrayHeader(7);
+      for (const x of [m.limits.maxFrame, m.limits.maxChangesPerSec, m.limits.maxPresencePerSec, m.limits.maxDocBytes, m.limits.maxPending, m.limits.maxDocs, m.limits.maxOpsBurst]) w.int(x);
       break;
     case "subscribe":
       w.arrayHeader(3);
@@ -375,11 +377,11 @@ export function decodeMessage(frame: Uint8Array): Message {
         const k = r.arrayHeader();
         const ls: number[] = [];
         for (let i = 0; i < k; i++) {
-          if (i < 6) ls.push(r.uint());
+          if (i < 7) ls.push(r.uint());
           else r.skip(1);
         }
-        while (ls.length < 6) ls.push(0);
-        m = { type: "welcome", version, serverTime, session, user, limits: { maxFrame: ls[0], maxChangesPerSec: ls[1], maxPresencePerSec: ls[2], maxDocBytes: ls[3], maxPending: ls[4], maxDocs: ls[5] } };
+        while (ls.length < 7) ls.push(0);
+        m = { type: "welcome", version, serverTime, session, user, limits: { maxFrame: ls[0], maxChangesPerSec: ls[1], maxPresencePerSec: ls[2], maxDocBytes: ls[3], maxPending: ls[4], maxDocs: ls[5], maxOpsBurst: ls[6] } };
         break;
       }
       case Tag.subscribe:

@@ -78,7 +78,7 @@ function expected(j: any): Message {
     case "welcome":
       return {
         type: "welcome", version: j.version, serverTime: BigInt(j.server_time), session: j.session, user: j.user,
-        limits: { maxFrame: j.limits[0], maxChangesPerSec: j.limits[1], maxPresencePerSec: j.limits[2], maxDocBytes: j.limits[3], maxPending: j.limits[4], maxDocs: j.limits[5] },
+        limits: { maxFrame: j.limits[0], maxChangesPerSec: j.limits[1], maxPresencePerSec: j.limits[2], maxDocBytes: j.limits[3], maxPending: j.limits[4], maxDocs: j.limits[5], maxOpsBurst: j.limits[6] },
       };
     case "subscribe":
       return { type: "subscribe", doc: j.doc, version: vvFrom(j.version) };
