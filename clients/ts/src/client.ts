@@ -109,6 +109,12 @@ export interface ClientOptions {
   backoffBaseMs?: number;
   /** Largest reconnect delay. Default: 30 s. */
   backoffCapMs?: number;
+  /**
+   * How long a connection stays open after its welcome (and, with documents
+   * open, one subscribe answered) before the reconnect backoff starts over.
+   * Default: 5 s (PROTOCOL.md section 5).
+   */
+  stableAfterMs?: number;
   /** Application ping period. Default: 15 s. */
   pingIntervalMs?: number;
   /** Time for any frame after a ping before the connection is given up. Default: 10 s. */
@@ -216,8 +222,13 @@ export class Client {
   private docs = new Map<string, Document>();
   private stateV: ConnectionState = "connecting";
   private online: boolean;
+  /** Reconnects since the last stable connection: the backoff's exponent. */
   private attempt = 0;
   private reconnectTimer: any = null;
+  /** Set once the connection is up stableAfterMs after its welcome; cleared with the connection. */
+  private stableTimer: any = null;
+  private upLong = false;
+  private sawSync = false;
   private pingTimer: any = null;
   private deadline: any = null;
   private nonce = 0;
@@ -238,6 +249,7 @@ export class Client {
       clientName: "weft-ts/0.1",
       backoffBaseMs: 250,
       backoffCapMs: 30_000,
+      stableAfterMs: 5_000,
       pingIntervalMs: 15_000,
       pongTimeoutMs: 10_000,
       maxBatchOps: 8192,
@@ -398,6 +410,7 @@ export class Client {
       if (this.ws !== ws) return;
       this.ws = null;
       this.stopPing();
+      this.stopStable();
       for (const d of this.docs.values()) d.disconnected();
       const code = ev.code as number;
       if (TERMINAL_CLOSE.has(code)) {
@@ -407,7 +420,9 @@ export class Client {
         return;
       }
       if (!this.online) return;
-      this.scheduleReconnect(code === CloseCode.goingAway);
+      // 1001 (the server shuts down): at once, unless the connection never
+      // proved stable (then the server may be going away at every welcome).
+      this.scheduleReconnect(code === CloseCode.goingAway && this.attempt === 0);
     };
     ws.onerror = () => {
       /* onclose follows */
@@ -422,8 +437,9 @@ export class Client {
       // Full jitter: uniform in [0, min(cap, base·2^attempt)].
       const bound = Math.min(this.opts.backoffCapMs, this.opts.backoffBaseMs * 2 ** this.attempt);
       delay = Math.random() * bound;
-      this.attempt = Math.min(this.attempt + 1, 30);
     }
+    // Counted even at once: only a stable connection starts it over.
+    this.attempt = Math.min(this.attempt + 1, 30);
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 
@@ -431,6 +447,7 @@ export class Client {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.stopPing();
+    this.stopStable();
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -502,7 +519,16 @@ export class Client {
         this.session = m.session;
         this.user = m.user;
         this.lead = this.wall() - wallOf(m.serverTime);
-        this.attempt = 0;
+        // A welcome alone does not reset the backoff: a server that closes
+        // right after it would be hammered. Stability does (markStable).
+        this.upLong = false;
+        this.sawSync = false;
+        if (this.stableTimer) clearTimeout(this.stableTimer);
+        this.stableTimer = setTimeout(() => {
+          this.stableTimer = null;
+          this.upLong = true;
+          this.markStable();
+        }, this.opts.stableAfterMs);
         this.setState("connected");
         for (const d of this.docs.values()) {
           d.doc.clock.witness(m.serverTime);
@@ -523,6 +549,11 @@ export class Client {
         return;
       }
       case "sync":
+        if (!this.sawSync) {
+          this.sawSync = true;
+          this.markStable();
+        }
+      // falls through
       case "versionPart":
       case "changes":
       case "ack":
@@ -533,6 +564,21 @@ export class Client {
         return;
       }
     }
+  }
+
+  /**
+   * markStable starts the reconnect backoff over once the connection has
+   * been up stableAfterMs since its welcome and, if documents are open,
+   * the server has answered a subscribe with a sync.
+   */
+  private markStable(): void {
+    if (this.upLong && (this.sawSync || this.docs.size === 0) && this.ws) this.attempt = 0;
+  }
+
+  private stopStable(): void {
+    if (this.stableTimer) clearTimeout(this.stableTimer);
+    this.stableTimer = null;
+    this.upLong = false;
   }
 
   /**

@@ -3,7 +3,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { Client, ConnectionError, Doc, DocumentError, MemoryStore, PROTOCOL_VERSION, Side, Status, decodeMessage, encodeChanges, encodeMessage, newReplica, statusName } from "../src/index.js";
+import { Client, ConnectionError, Doc, DocumentError, MemoryStore, PROTOCOL_VERSION, Side, Status, decodeMessage, encodeChanges, encodeMessage, newReplica, statusName, timestamp } from "../src/index.js";
 import type { Change, ClientOptions, Document, Message } from "../src/index.js";
 import { Server, waitFor, weftBinary } from "./server.js";
 import { spawnSync } from "node:child_process";
@@ -485,5 +485,57 @@ test("subscribes refused as rate_limited are retried after a backoff: every docu
     assert.equal(r.state, "connected");
   } finally {
     await slow.stop();
+  }
+});
+
+test("a server that closes right after welcome sees reconnects spaced out by a growing backoff, reset once a connection is stable", async () => {
+  const { WebSocketServer } = await import("ws");
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((r) => wss.once("listening", r));
+  const url = `ws://127.0.0.1:${(wss.address() as { port: number }).port}/v1/ws`;
+  const opened: number[] = [];
+  let closeCode = 1011;
+  let keep = false;
+  const live = new Set<WebSocket>();
+  wss.on("connection", (ws) => {
+    opened.push(Date.now());
+    live.add(ws);
+    ws.on("close", () => live.delete(ws));
+    ws.once("message", () => {
+      ws.send(encodeMessage({
+        type: "welcome", version: PROTOCOL_VERSION, serverTime: timestamp(Date.now()), session: "s", user: "u",
+        limits: { maxFrame: 1 << 20, maxChangesPerSec: 1000, maxPresencePerSec: 20, maxDocBytes: 0, maxPending: 0, maxDocs: 0, maxOpsBurst: 0 },
+      }));
+      if (!keep) ws.close(closeCode);
+    });
+  });
+  const c = new Client({ url, WebSocket, backoffBaseMs: 50, backoffCapMs: 800, stableAfterMs: 300 });
+  clients.push(c);
+  try {
+    await new Promise((r) => setTimeout(r, 3_000));
+    // Reset at every welcome, the delays stay under 50 ms: some 100
+    // connections in 3 s. Growing to the 800 ms cap: about a dozen.
+    assert.ok(opened.length <= 20, `${opened.length} connections in 3 s`);
+    closeCode = 1001; // going away at every welcome: not at once either
+    const before = opened.length;
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.ok(opened.length - before <= 6, `${opened.length - before} connections in 1.5 s of 1001`);
+
+    // A connection that stays up proves stable: the next reconnect comes
+    // after the first delay again.
+    keep = true;
+    await waitFor("connected", () => c.state === "connected", 5_000);
+    await new Promise((r) => setTimeout(r, 500));
+    keep = false;
+    closeCode = 1011;
+    const dropped = Date.now();
+    const n = opened.length;
+    for (const ws of live) ws.close(1011);
+    await waitFor("reconnected", () => opened.length > n, 5_000);
+    assert.ok(opened[n] - dropped < 300, `reconnected ${opened[n] - dropped} ms after a stable connection dropped`);
+  } finally {
+    c.close();
+    for (const ws of live) ws.terminate();
+    await new Promise((r) => wss.close(r));
   }
 });
