@@ -205,6 +205,8 @@ const REFUSED_WHOLE = new Set<number>([
 const RESYNC = new Set<number>([Status.pendingFull, Status.missingDeps]);
 const TERMINAL_CLOSE = new Set<number>([CloseCode.authFailed, CloseCode.unsupportedVersion, CloseCode.replicaConflict]);
 const PRESENCE_REFRESH_MS = 15_000;
+/** How long no presence is sent after the server refused one over its rate. */
+const PRESENCE_PAUSE_MS = 1_000;
 /** Bytes a message adds around its version or change batch (tag, document id, batch id, headers). */
 const FRAME_OVERHEAD = 512 + 64;
 /** Encoded bytes of one message's version or change batch, at most (PROTOCOL.md section 7a, "Splitting"). */
@@ -229,6 +231,10 @@ export class Client {
   private stableTimer: any = null;
   private upLong = false;
   private sawSync = false;
+  /** Documents with presence to send, in turn; the time the next may go; its timer. */
+  private presenceQueue = new Set<Document>();
+  private presenceNext = 0;
+  private presenceTimer: any = null;
   private pingTimer: any = null;
   private deadline: any = null;
   private nonce = 0;
@@ -411,6 +417,7 @@ export class Client {
       this.ws = null;
       this.stopPing();
       this.stopStable();
+      this.stopPresence();
       for (const d of this.docs.values()) d.disconnected();
       const code = ev.code as number;
       if (TERMINAL_CLOSE.has(code)) {
@@ -448,6 +455,7 @@ export class Client {
     this.reconnectTimer = null;
     this.stopPing();
     this.stopStable();
+    this.stopPresence();
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -575,6 +583,55 @@ export class Client {
     if (this.upLong && (this.sawSync || this.docs.size === 0) && this.ws) this.attempt = 0;
   }
 
+  /**
+   * @internal: d has presence to send. Presence is paced over the
+   * connection by the welcome's max_presence_per_s (20/s where it is 0,
+   * unlimited): documents take turns, and each sends its latest state when
+   * its turn comes, so bursts coalesce.
+   */
+  queuePresence(d: Document): void {
+    this.presenceQueue.add(d);
+    this.pumpPresence();
+  }
+
+  /** @internal: the server refused a presence over its rate: none for a second. */
+  pausePresence(): void {
+    this.presenceNext = Math.max(this.presenceNext, Date.now() + PRESENCE_PAUSE_MS);
+    if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    this.presenceTimer = null;
+    this.pumpPresence();
+  }
+
+  private pumpPresence(): void {
+    if (this.presenceTimer) return;
+    for (;;) {
+      const now = Date.now();
+      if (now < this.presenceNext) {
+        if (this.presenceQueue.size > 0) {
+          this.presenceTimer = setTimeout(() => {
+            this.presenceTimer = null;
+            this.pumpPresence();
+          }, this.presenceNext - now);
+        }
+        return;
+      }
+      const d = this.presenceQueue.values().next().value as Document | undefined;
+      if (!d) return;
+      this.presenceQueue.delete(d);
+      if (d.sendPresenceNow()) {
+        const rate = this.limits?.maxPresencePerSec ?? 0;
+        this.presenceNext = now + 1000 / (rate > 0 ? rate : 20);
+      }
+    }
+  }
+
+  private stopPresence(): void {
+    this.presenceQueue.clear();
+    if (this.presenceTimer) clearTimeout(this.presenceTimer);
+    this.presenceTimer = null;
+    this.presenceNext = 0;
+  }
+
   private stopStable(): void {
     if (this.stableTimer) clearTimeout(this.stableTimer);
     this.stableTimer = null;
@@ -676,7 +733,6 @@ export class Document {
   private presenceClock = 0;
   private local: LocalPresence | null = null;
   private presenceTimer: any = null;
-  private presenceDue = 0;
   private savedV = true;
 
   constructor(
@@ -727,25 +783,31 @@ export class Document {
     this.sendPresence();
   }
 
+  /** Queues the latest presence to go when the connection's pace allows. */
   private sendPresence(): void {
-    // Only once synced: the server answers a presence for a document whose
-    // subscribe it refused with not_found.
-    if (!this.local || !this.client.connected() || !this.synced) return;
-    // At most one presence per 50 ms; the latest wins.
-    const now = Date.now();
-    if (now < this.presenceDue) {
-      if (!this.presenceTimer) this.presenceTimer = setTimeout(() => ((this.presenceTimer = null), this.sendPresence()), this.presenceDue - now);
-      return;
-    }
-    this.presenceDue = now + 50;
-    const l = this.local;
+    if (this.presenceReady()) this.client.queuePresence(this);
+  }
+
+  /**
+   * Only once synced: the server answers a presence for a document whose
+   * subscribe it refused with not_found.
+   */
+  private presenceReady(): boolean {
+    return !!this.local && !this.closed && this.synced && this.client.connected();
+  }
+
+  /** @internal: sends the latest presence now (its turn came); false if there is none to send. */
+  sendPresenceNow(): boolean {
+    if (!this.presenceReady()) return false;
+    const l = this.local!;
     this.client.send({
       type: "presence", doc: this.id, session: "", user: "", name: "", color: "", clock: ++this.presenceClock,
       field: l.field ?? "", cursor: l.cursor ?? null, selection: l.selection ?? null, typing: !!l.typing, state: l.state ?? null,
     });
     if (this.presenceTimer) clearTimeout(this.presenceTimer);
     // Refresh before the server's 30 s expiry.
-    this.presenceTimer = setTimeout(() => ((this.presenceTimer = null), (this.presenceDue = 0), this.sendPresence()), PRESENCE_REFRESH_MS);
+    this.presenceTimer = setTimeout(() => ((this.presenceTimer = null), this.sendPresence()), PRESENCE_REFRESH_MS);
+    return true;
   }
 
   /** @internal: the replica was read from the store (legacy: the replica it was stored with, if not the client's). */
@@ -889,7 +951,6 @@ export class Document {
           this.synced = true;
           this.updateSaved();
           this.flush();
-          this.presenceDue = 0;
           this.sendPresence();
         } else if (this.synced && this.doc.pendingCount() > pendingBefore) {
           // Changes arrived whose dependencies we lack: resync.
@@ -934,7 +995,12 @@ export class Document {
   refused(status: number, message: string, via: "ack" | "error"): void {
     // error(rate_limited) refuses a presence (sent only once synced) or,
     // while the subscribe is unanswered, the subscribe: resubscribe below.
-    if (via === "error" && status === Status.rateLimited && (this.synced || !this.subscribed)) return;
+    if (via === "error" && status === Status.rateLimited && (this.synced || !this.subscribed)) {
+      // The refused state is lost: the latest goes after the pause.
+      this.client.pausePresence();
+      this.sendPresence();
+      return;
+    }
     if (TRANSIENT.has(status) || (via === "error" && status === Status.overloaded)) {
       // A refused subscribe is over: no later error is about it.
       if (via === "error") this.subscribed = false;

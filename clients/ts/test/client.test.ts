@@ -539,3 +539,31 @@ test("a server that closes right after welcome sees reconnects spaced out by a g
     await new Promise((r) => wss.close(r));
   }
 });
+
+test("presence is paced by welcome's max_presence_per_s, coalesced to the latest state, never refused", async () => {
+  const slow = await Server.start(["--insecure", "--max-presence-per-sec", "4"]);
+  try {
+    const spy = new FrameSpy();
+    const a = new Client({ url: slow.url, WebSocket: spy.WebSocket, backoffBaseMs: 20 });
+    const b = new Client({ url: slow.url, WebSocket, backoffBaseMs: 20 });
+    clients.push(a, b);
+    const da = await a.open("t/presence-rate");
+    const db = await b.open("t/presence-rate");
+    const da2 = await a.open("t/presence-rate-2");
+    typeAt(da, 0, "x");
+    await waitFor("synced", () => db.doc.text("body") === "x" && da.saved && a.limits?.maxPresencePerSec === 4);
+    // 40 states per document, one every 25 ms, on two documents of one connection.
+    for (let i = 0; i < 40; i++) {
+      da.setPresence({ field: `f${i}` });
+      da2.setPresence({ field: `g${i}` });
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await waitFor("b sees the latest state", () => [...db.peers.values()].some((p) => p.field === "f39"), 5_000);
+    const refused = spy.received.filter((m) => m.type === "error" && m.status === Status.rateLimited).length;
+    assert.equal(refused, 0, `${refused} presence messages refused as rate_limited`);
+    const sent = spy.count("sent", "presence");
+    assert.ok(sent <= 4 * 3 + 2, `${sent} presence messages in about 2 s at 4/s`);
+  } finally {
+    await slow.stop();
+  }
+});
