@@ -214,8 +214,7 @@ const MAX_MESSAGE_BYTES = 256 << 10;
 
 export class Client {
   readonly opts: Required<Omit<ClientOptions, "store" | "WebSocket" | "replica">> & Pick<ClientOptions, "store" | "WebSocket" | "replica">;
-  /** The replica id every document writes with ("" until settled: see ready). */
-  replica: ReplicaID = "";
+  private replicaV: ReplicaID = "";
   /** Resolves once replica is settled (read from the store). */
   readonly ready: Promise<void>;
   private unhold: (() => void) | null = null;
@@ -263,7 +262,7 @@ export class Client {
       ...opts,
     };
     if (this.opts.replica || !this.opts.store) {
-      this.replica = this.opts.replica || newReplica();
+      this.replicaV = this.opts.replica || newReplica();
       this.ready = Promise.resolve();
     } else this.ready = this.settleReplica(this.opts.store);
     this.online = !this.opts.offline;
@@ -273,6 +272,11 @@ export class Client {
 
   get state(): ConnectionState {
     return this.stateV;
+  }
+
+  /** The replica id every document writes with, declared in hello ("" until settled: see ready). */
+  get replica(): ReplicaID {
+    return this.replicaV;
   }
 
   /**
@@ -294,7 +298,7 @@ export class Client {
     } catch (e) {
       this.onError.emit(e as Error);
     }
-    this.replica = r;
+    this.replicaV = r;
   }
 
   private setState(s: ConnectionState): void {
