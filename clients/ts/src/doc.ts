@@ -2308,11 +2308,31 @@ function stateText(items: StateItems, f: Field, logs: RLog[], rmap: number[], la
  * corrupt order shows up as overlap.
  */
 function stateRuns(inDoc: Item[], so: number[], nspans: number): Run[] {
+  // One loop a function, so that the code each loop's optimized version
+  // was compiled from has type feedback for all of it.
   const start = new Int32Array(nspans + 1);
+  countSpans(so, start);
+  prefixSums(start);
+  return runsOf(bucketed(inDoc, so, start));
+}
+
+function countSpans(so: number[], start: Int32Array): void {
   for (let k = 0; k < so.length; k++) start[so[k] + 1]++;
+}
+
+function prefixSums(start: Int32Array): void {
   for (let k = 1; k < start.length; k++) start[k] += start[k - 1];
+}
+
+/** The items in the order of their spans (start: where each span's go). */
+function bucketed(inDoc: Item[], so: number[], start: Int32Array): Item[] {
   const its = inDoc.slice();
   for (let k = 0; k < inDoc.length; k++) its[start[so[k]]++] = inDoc[k];
+  return its;
+}
+
+/** The runs of items sorted by seq. */
+function runsOf(its: Item[]): Run[] {
   // Each run's pieces are sliced at their exact length (pushing one at a
   // time would leave most of them with room for 17).
   const runs: Run[] = [];
