@@ -61,6 +61,16 @@ func (b *Backoff) Window() time.Duration {
 	return min(w, maxd)
 }
 
+// skip reports whether a reconnect may go at once: only as the first of a
+// row (after 1001, PROTOCOL.md section 5). Either way it counts as one.
+func (b *Backoff) skip() bool {
+	first := b.attempt == 0
+	if first {
+		b.attempt++
+	}
+	return first
+}
+
 // Reset forgets past failures; call it after a connection proved stable.
 func (b *Backoff) Reset() { b.attempt = 0 }
 

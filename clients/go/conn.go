@@ -55,12 +55,23 @@ func (c *Client) run() {
 			c.mu.Unlock()
 			return
 		}
-		delay := c.opts.Backoff.Next()
+		var delay time.Duration
+		if !goingAway(err) || !c.opts.Backoff.skip() {
+			delay = c.opts.Backoff.Next()
+		}
 		log.Info("weft client: "+what, "err", err, "retry_in", delay)
 		if !c.sleep(delay) {
 			return
 		}
 	}
+}
+
+// goingAway reports whether err is the server's close 1001 (a graceful
+// shutdown: another server, or this one restarted, can take the client
+// at once; PROTOCOL.md section 5).
+func goingAway(err error) bool {
+	var ce *websocket.CloseError
+	return errors.As(err, &ce) && ce.Code == websocket.CloseGoingAway
 }
 
 // sleep waits d or until the client closes; it reports whether to go on.
@@ -161,7 +172,7 @@ func closeError(during string, err error) error {
 		case syncproto.CloseAuthFailed, syncproto.CloseUnsupportedVersion, syncproto.CloseReplicaConflict:
 			return fmt.Errorf("%w: server closed with %d %s: %s", ErrTerminal, ce.Code, code, ce.Text)
 		}
-		return fmt.Errorf("client: %s: server closed with %d %s: %s", during, ce.Code, code, ce.Text)
+		return fmt.Errorf("client: %s: server closed with %d %s: %w", during, ce.Code, code, err)
 	}
 	return fmt.Errorf("client: %s: %w", during, err)
 }

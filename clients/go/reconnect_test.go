@@ -53,3 +53,21 @@ func TestBackoffGrowsWhenServerClosesAfterWelcome(t *testing.T) {
 		t.Fatalf("%d dials in 1.5 s against a server that closes after welcome", n)
 	}
 }
+
+// After a graceful shutdown (close 1001) the first reconnect goes at once,
+// not after a backoff (PROTOCOL.md §5): here the backoff's window is an
+// hour, the server behind the address is replaced by another, and the
+// client must be synced with the new one within seconds.
+func TestGoingAwayReconnectsAtOnce(t *testing.T) {
+	a := startServer(t, nil)
+	b := startServer(t, nil)
+	px := startProxy(t, a.Addr)
+	c := newClient(t, px.URL(), func(o *client.Options) {
+		o.Backoff = client.Backoff{Base: time.Hour, Max: time.Hour, Rand: rand.New(rand.NewPCG(1, 2))}
+	})
+	d := open(t, c, "going/away")
+	waitUntil(t, 5*time.Second, "synced with a", d.Synced, d)
+	px.setTarget(b.Addr)
+	a.stop(t) // Shutdown: close 1001 to every session
+	waitUntil(t, 10*time.Second, "synced with b after 1001", func() bool { return c.Connected() && d.Synced() }, d)
+}
