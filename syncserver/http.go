@@ -538,15 +538,8 @@ func (s *Server) postChanges(w http.ResponseWriter, r *http.Request, doc string,
 			fmt.Sprintf("content type %q: want %s", r.Header.Get("Content-Type"), ChangesContentType))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxFrameBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.m.limitHits.WithLabelValues("frame").Inc()
-			httpError(w, http.StatusRequestEntityTooLarge, syncproto.StatusTooLarge, fmt.Sprintf("body exceeds %d bytes", s.opts.MaxFrameBytes))
-			return
-		}
-		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "reading the body: "+err.Error())
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	// As on a WebSocket, the writer pays before the server decodes: the
@@ -724,4 +717,22 @@ func decodeVersionToken(tok string) (crdt.VersionVector, error) {
 		b = b[16+n:]
 	}
 	return v, nil
+}
+
+// readBody reads a write's body, at most MaxFrameBytes (PROTOCOL.md §10:
+// 413 too_large above it). When it cannot, it has answered and returns
+// false.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxFrameBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.m.limitHits.WithLabelValues("frame").Inc()
+			httpError(w, http.StatusRequestEntityTooLarge, syncproto.StatusTooLarge, fmt.Sprintf("body exceeds %d bytes", s.opts.MaxFrameBytes))
+			return nil, false
+		}
+		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "reading the body: "+err.Error())
+		return nil, false
+	}
+	return body, true
 }

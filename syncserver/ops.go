@@ -396,15 +396,8 @@ func (s *Server) postOps(w http.ResponseWriter, r *http.Request, doc string, p *
 			return
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxFrameBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			s.m.limitHits.WithLabelValues("frame").Inc()
-			httpError(w, http.StatusRequestEntityTooLarge, syncproto.StatusTooLarge, fmt.Sprintf("body exceeds %d bytes", s.opts.MaxFrameBytes))
-			return
-		}
-		httpError(w, http.StatusBadRequest, syncproto.StatusInvalid, "reading the body: "+err.Error())
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	refuse := func(st syncproto.Status, msg string) {
