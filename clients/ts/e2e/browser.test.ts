@@ -127,6 +127,33 @@ test("the remote cursor of page A shows in page B at the right place, with A's n
   await caret.waitFor({ state: "detached", timeout: TIMEOUT });
 });
 
+test("a select-all delete across more runs than one change holds (MAX_CHANGE_OPS) empties both pages", async () => {
+  const a = await openPage("e2e/bigdelete");
+  const b = await openPage("e2e/bigdelete");
+  // 5,000 runs of text: "ab" typed 5,000 times, then every "b" deleted
+  // (4,000 and 1,000 deletes, each batch one change within the bound).
+  await a.evaluate(() => {
+    const w = (globalThis as any).weftDemo;
+    w.doc.edit((tx: any) => tx.insert("body", 0, "ab".repeat(5000)));
+    w.doc.edit((tx: any) => {
+      for (let i = 0; i < 4000; i++) tx.delete("body", i + 1, 1);
+    });
+    w.doc.edit((tx: any) => {
+      for (let i = 4000; i < 5000; i++) tx.delete("body", i + 1, 1);
+    });
+  });
+  // B received them as remote changes, so its editor shows them: B
+  // selects all and deletes.
+  await waitText(b, "a".repeat(5000));
+  await b.evaluate(() => {
+    const v = (globalThis as any).weftDemo.view;
+    v.dispatch({ changes: { from: 0, to: v.state.doc.length } });
+  });
+  assert.equal(await crdtText(b), "");
+  await a.waitForFunction(() => (globalThis as any).weftDemo.doc.doc.text("body") === "", null, { timeout: TIMEOUT });
+  await b.waitForFunction(() => (globalThis as any).weftDemo.doc.saved, null, { timeout: TIMEOUT });
+});
+
 test("offline: both type, B reloads (its edits come back from IndexedDB), goes online, both converge", async () => {
   const a = await openPage("e2e/offline");
   const b = await openPage("e2e/offline");

@@ -22,6 +22,7 @@ import type { Extension, Range } from "@codemirror/state";
 import { Decoration, EditorView, ViewPlugin, WidgetType } from "@codemirror/view";
 import type { DecorationSet, PluginValue, ViewUpdate } from "@codemirror/view";
 import type { Document, PeerPresence, RemoteChange } from "./client.js";
+import { ChangeFullError } from "./doc.js";
 import { decode } from "./msgpack.js";
 import { Side } from "./types.js";
 import type { Anchor } from "./types.js";
@@ -166,16 +167,53 @@ export function weftCollab(doc: Document, opts: CollabOptions = {}): Extension {
       private applyLocal(tr: Transaction): void {
         // Changes in the old document's coordinates, applied last first so
         // that each position is still valid when it is used.
-        const changes: { from: number; to: number; text: string }[] = [];
-        tr.changes.iterChanges((fromA, toA, _fromB, _toB, ins) => changes.push({ from: fromA, to: toA, text: ins.toString() }));
-        doc.edit((tx, d) => {
-          for (let i = changes.length - 1; i >= 0; i--) {
-            const c = changes[i];
-            const from = d.runesFromUtf16(field, c.from);
-            if (c.to > c.from) tx.delete(field, from, d.runesFromUtf16(field, c.to) - from);
-            if (c.text) tx.insert(field, from, c.text);
-          }
+        // Rune positions are taken before anything is applied: applying
+        // last first keeps every lower one valid.
+        const changes: { from: number; n: number; text: string }[] = [];
+        const d = doc.doc;
+        tr.changes.iterChanges((fromA, toA, _fromB, _toB, ins) => {
+          const from = d.runesFromUtf16(field, fromA);
+          changes.push({ from, n: toA > fromA ? d.runesFromUtf16(field, toA) - from : 0, text: ins.toString() });
         });
+        // One CRDT change, unless the deletes cross more runs of text than a
+        // change holds (MAX_CHANGE_OPS: a select-all delete in a much-edited
+        // document): then the rest goes on in the next change, a delete too
+        // large for one change deleted from its end in pieces.
+        let i = changes.length - 1;
+        while (i >= 0) {
+          doc.edit((tx) => {
+            let used = false;
+            for (; i >= 0; i--) {
+              const c = changes[i];
+              while (c.n > 0) {
+                let m = c.n;
+                for (;;) {
+                  try {
+                    tx.delete(field, c.from + c.n - m, m);
+                    break;
+                  } catch (e) {
+                    if (!(e instanceof ChangeFullError)) throw e;
+                    if (used && m === c.n) return; // the next change takes this delete
+                    m = Math.ceil(m / 2); // never fails at 1 in a change with room
+                  }
+                }
+                c.n -= m;
+                used = true;
+                if (c.n > 0) return; // this change is full: the rest next
+              }
+              if (c.text) {
+                try {
+                  tx.insert(field, c.from, c.text);
+                } catch (e) {
+                  if (!(e instanceof ChangeFullError)) throw e;
+                  return;
+                }
+                c.text = "";
+                used = true;
+              }
+            }
+          });
+        }
       }
 
       private remote(rc: RemoteChange): void {

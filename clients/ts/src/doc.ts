@@ -41,6 +41,22 @@ export class OutOfRangeError extends Error {
     this.name = "OutOfRangeError";
   }
 }
+/**
+ * MAX_CHANGE_OPS bounds the operations of the change one transaction makes,
+ * as Go's crdt.MaxChangeOps does: an insert, a counter add and a register
+ * set take one, a delete one per run of adjacent characters it removes.
+ * Servers refuse a burst below it, so every change a transaction makes
+ * can be sent.
+ */
+export const MAX_CHANGE_OPS = 4096;
+
+/** An edit would take its transaction's change past MAX_CHANGE_OPS (Go: ErrChangeFull); nothing changed. */
+export class ChangeFullError extends Error {
+  constructor() {
+    super(`crdt: the transaction's change is full (${MAX_CHANGE_OPS} ops): commit and continue in a new transaction`);
+    this.name = "ChangeFullError";
+  }
+}
 export class FieldTypeError extends Error {
   constructor(message: string) {
     super(`crdt: wrong field type: ${message}`);
@@ -759,6 +775,29 @@ export class Doc {
     const seq = this.logs[0].next;
     if (seq + n > MAX_SEQ) throw new Error(`crdt: replica ${this.replica} exhausted its sequence numbers`);
     return seq;
+  }
+
+  /** @internal the runs of visible characters a delete of n runes at pos removes, counted up to limit (Go: text.visRuns). */
+  _deleteRuns(name: string, pos: number, n: number, limit: number): number {
+    const f = this.field(name, FieldType.Text, false);
+    if (!f || !Number.isInteger(pos) || !Number.isInteger(n) || n <= 0 || pos < 0 || pos + n > f.text!.vis) return 0; // _delete reports a bad range
+    const t = f.text!;
+    let [li, i, k] = t.visAt(pos);
+    let runs = 0;
+    while (n > 0 && runs < limit) {
+      while (i >= t.leaves[li].items.length) {
+        if (++li >= t.leaves.length) return runs;
+        i = 0;
+      }
+      const it = t.leaves[li].items[i];
+      if (!it.del) {
+        n -= Math.min(n, it.n - k);
+        k = 0;
+        runs++;
+      }
+      i++;
+    }
+    return runs;
   }
 
   /** @internal local insert of s at rune position pos. */
@@ -1626,6 +1665,7 @@ export class Doc {
 export class Tx {
   time?: Timestamp;
   private open = true;
+  private ops = 0; // operations its change holds at most (MAX_CHANGE_OPS)
   constructor(
     private readonly d: Doc,
     readonly first: number,
@@ -1637,26 +1677,40 @@ export class Tx {
   /** Inserts s at rune position pos of text field name. */
   insert(name: string, pos: number, s: string): this {
     this.check();
+    const n = s === "" ? 0 : 1;
+    this.room(n);
     this.d._insert(this, name, pos, s);
+    this.ops += n;
     return this;
   }
   /** Deletes n runes from rune position pos of text field name. */
   delete(name: string, pos: number, n: number): this {
     this.check();
+    const runs = this.d._deleteRuns(name, pos, n, MAX_CHANGE_OPS - this.ops + 1);
+    this.room(runs);
     this.d._delete(this, name, pos, n);
+    this.ops += runs;
     return this;
   }
   /** Adds delta (non-zero) to counter field name. */
   add(name: string, delta: number | bigint): this {
     this.check();
+    this.room(1);
     this.d._add(this, name, BigInt(delta));
+    this.ops++;
     return this;
   }
   /** Writes one msgpack-encoded value to register field name. */
   set(name: string, value: Uint8Array): this {
     this.check();
+    this.room(1);
     this.d._set(this, name, value);
+    this.ops++;
     return this;
+  }
+  /** room refuses, before anything changes, n more ops past MAX_CHANGE_OPS. */
+  private room(n: number): void {
+    if (this.ops + n > MAX_CHANGE_OPS) throw new ChangeFullError();
   }
   commit(): void {
     if (!this.open) return;

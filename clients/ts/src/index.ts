@@ -1,7 +1,7 @@
 // @weftsync/client: the browser (and Node) client of weft.
 export * from "./types.js";
 export * from "./hlc.js";
-export { Doc, Tx, InvalidChangeError, PendingFullError, OutOfRangeError, FieldTypeError } from "./doc.js";
+export { Doc, Tx, InvalidChangeError, PendingFullError, OutOfRangeError, FieldTypeError, ChangeFullError, MAX_CHANGE_OPS } from "./doc.js";
 export type { TextEvent, DocOptions } from "./doc.js";
 export { encodeChanges, decodeChanges, inflateBatch, CorruptError } from "./codec.js";
 export { decodeSnapshot, decodeState, SnapshotError, SNAPSHOT_MEDIA_TYPE, MAX_SNAPSHOT_RAW } from "./snapshot.js";

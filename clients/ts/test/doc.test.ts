@@ -4,7 +4,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Doc, InvalidChangeError } from "../src/doc.js";
+import { ChangeFullError, Doc, InvalidChangeError, MAX_CHANGE_OPS } from "../src/doc.js";
 import { Clock } from "../src/hlc.js";
 import { OpKind, Side } from "../src/types.js";
 import type { Change } from "../src/types.js";
@@ -109,4 +109,35 @@ test("an invalid change refuses the whole batch and changes nothing", () => {
   assert.equal(b.text("body"), "abc");
   assert.equal(b.pendingCount(), 1);
   assert.equal(b.counter("n"), 2n);
+});
+
+test("a transaction's change is bounded at MAX_CHANGE_OPS ops, as Go's crdt.MaxChangeOps: a refused edit changes nothing", () => {
+  const d = mk(1);
+  const tx = d.begin();
+  for (let i = 0; i < MAX_CHANGE_OPS; i++) tx.add(`c${i % 7}`, 1);
+  const before = JSON.stringify([...d.version()]);
+  assert.throws(() => tx.add("c0", 1), ChangeFullError);
+  assert.throws(() => tx.insert("t", 0, "x"), ChangeFullError);
+  assert.throws(() => tx.set("r", new Uint8Array([0xc0])), ChangeFullError);
+  assert.equal(JSON.stringify([...d.version()]), before);
+  tx.commit();
+  const chs = d.changesSince();
+  assert.equal(chs.length, 1);
+  assert.equal(chs[0].ops.length, MAX_CHANGE_OPS);
+  d.transact((t) => t.add("c0", 1)); // a new transaction has room again
+
+  // A delete takes one op per run of visible characters it removes,
+  // counted before anything is deleted.
+  const f = mk(3);
+  f.transact((t) => t.insert("t", 0, "ab".repeat(MAX_CHANGE_OPS)));
+  f.transact((t) => {
+    for (let i = 0; i < MAX_CHANGE_OPS; i++) t.delete("t", i + 1, 1); // every "b": runs of one
+  });
+  const tx3 = f.begin();
+  tx3.add("n", 1);
+  assert.throws(() => tx3.delete("t", 0, MAX_CHANGE_OPS), ChangeFullError); // 4,096 runs and the add
+  assert.equal(f.text("t"), "a".repeat(MAX_CHANGE_OPS));
+  tx3.delete("t", 0, MAX_CHANGE_OPS - 1);
+  tx3.commit();
+  assert.equal(f.text("t"), "a");
 });
