@@ -27,30 +27,15 @@ import (
 
 func httpDo(t *testing.T, method, u, token string, body []byte) (int, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = strings.NewReader(string(body))
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := http.Header{}
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		h.Set("Authorization", "Bearer "+token)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", ChangesContentType)
+		h.Set("Content-Type", ChangesContentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
+	code, _, b := httpReq(t, method, u, h, body)
+	return code, b
 }
 
 func TestHTTPDocAndAt(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -34,26 +33,13 @@ func openEventsQuery(t *testing.T, ts *testServer, doc, token, query string) *ss
 // postOps posts a JSON body to /v1/docs/{doc}/ops.
 func postOps(t *testing.T, ts *testServer, doc, token, body string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest("POST", ts.hs.URL+"/v1/docs/"+doc+"/ops", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
+	code, _, b := httpReq(t, "POST", ts.hs.URL+"/v1/docs/"+doc+"/ops", h, []byte(body))
 	var out map[string]any
 	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatalf("POST ops answered %d with non-JSON %q", resp.StatusCode, b)
+		t.Fatalf("POST ops answered %d with non-JSON %q", code, b)
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
 func getDocJSON(t *testing.T, ts *testServer, doc, token string) DocJSON {

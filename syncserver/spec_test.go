@@ -3,7 +3,6 @@ package syncserver
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -47,25 +46,13 @@ func TestHTTPUnknownDocumentIs404WithAndWithoutAt(t *testing.T) {
 	at := "?at=" + url.QueryEscape(time.Now().UTC().Format(time.RFC3339))
 	for _, q := range []string{"", at} {
 		for _, accept := range []string{"", SnapshotMediaType} {
-			req, err := http.NewRequest("GET", ts.hs.URL+"/v1/docs/never"+q, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Authorization", "Bearer "+tok)
+			h := http.Header{"Authorization": {"Bearer " + tok}}
 			if accept != "" {
-				req.Header.Set("Accept", accept)
+				h.Set("Accept", accept)
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != http.StatusNotFound {
-				t.Errorf("GET never%s (Accept %q): %d, want 404", q, accept, resp.StatusCode)
+			code, hdr, body := httpReq(t, "GET", ts.hs.URL+"/v1/docs/never"+q, h, nil)
+			if code != http.StatusNotFound {
+				t.Errorf("GET never%s (Accept %q): %d, want 404", q, accept, code)
 			}
 			// The body is the error object of §10, whatever the Accept
 			// header asked for: never a document-shaped (or snapshot) body.
@@ -73,7 +60,7 @@ func TestHTTPUnknownDocumentIs404WithAndWithoutAt(t *testing.T) {
 				Status  string `json:"status"`
 				Message string `json:"error"`
 			}
-			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+			if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 				t.Errorf("GET never%s (Accept %q): Content-Type %q, want application/json", q, accept, ct)
 			}
 			if err := json.Unmarshal(body, &e); err != nil || e.Status != "not_found" || e.Message == "" {
