@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -69,19 +67,8 @@ func TestDocEditLocalAndRemote(t *testing.T) {
 	o := syncserver.LocalOptions()
 	o.Store = servedStore{st}
 	o.Insecure = true
-	srv, err := syncserver.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	defer func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	}()
+	hs, stop := serveForTest(t, o)
+	defer stop()
 	// doc ls shows the same from either source.
 	_, lsRemote, _ := runWeft(t, nil, "doc", "ls", "--server", hs.URL)
 	_, lsRemoteJSON, _ := runWeft(t, nil, "doc", "ls", "--server", hs.URL, "--json")

@@ -234,19 +234,8 @@ func TestDocRemote(t *testing.T) {
 	o := syncserver.LocalOptions()
 	o.Store = st
 	o.Insecure = true
-	srv, err := syncserver.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	defer func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	}()
+	hs, stop := serveForTest(t, o)
+	defer stop()
 
 	// ls: the stored documents, from Pebble through the server.
 	code, out, errs := runWeft(t, nil, "doc", "ls", "--server", hs.URL, "--prefix", "notes/")
@@ -335,17 +324,8 @@ func TestDocRemoteImportSplitsToTheRateLimit(t *testing.T) {
 	o.Insecure = true
 	o.ChangesBurst = crdt.MaxChangeOps
 	o.MaxChangesPerSec = 2 * crdt.MaxChangeOps
-	srv, err := syncserver.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	defer func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
+	hs, stop := serveForTest(t, o)
+	defer stop()
 	d := crdt.NewDoc(replicaB, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
 	const changes, per = 3, crdt.MaxChangeOps - 96
 	for range changes {
@@ -384,5 +364,25 @@ func TestDocFlagsFromEnvironment(t *testing.T) {
 	code, _, errs = runWeft(t, nil, "doc", "ls", "--data", dir+"/missing")
 	if code != 1 || !strings.Contains(errs, "missing") {
 		t.Fatalf("--data over WEFT_DATA: code %d, err %q", code, errs)
+	}
+}
+
+// serveForTest serves a syncserver with o on a loopback httptest server.
+// stop closes it and shuts the server down (persisting what it acked);
+// defer it before anything the server uses is closed.
+func serveForTest(t *testing.T, o syncserver.Options) (hs *httptest.Server, stop func()) {
+	t.Helper()
+	srv, err := syncserver.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs = httptest.NewServer(srv.Handler())
+	return hs, func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), o.WriteTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
 	}
 }
