@@ -1,13 +1,11 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -132,24 +130,12 @@ func TestWrongKeyRefused(t *testing.T) {
 
 	// Its peer link handshake is refused: dial node 1 directly with the
 	// wrong key.
-	conn, err := net.Dial("tcp", nodes[0].peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(waitFor))
-	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+	r, w := dialRaw(t, nodes[0].peer)
 	if _, err := dialHandshake(r, w, bad.key, "intruder"); !errors.Is(err, ErrAuth) {
 		t.Fatalf("handshake with the wrong key: %v, want ErrAuth", err)
 	}
 	// And a dialer who skips the proof gets nothing more than the hello.
-	conn2, err := net.Dial("tcp", nodes[0].peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn2.Close()
-	conn2.SetDeadline(time.Now().Add(waitFor))
-	r2, w2 := bufio.NewReader(conn2), bufio.NewWriter(conn2)
+	r2, w2 := dialRaw(t, nodes[0].peer)
 	if err := writeMsg(w2, &syncproto.PeerHello{Node: "intruder", Nonce: nonce()}); err != nil {
 		t.Fatal(err)
 	}

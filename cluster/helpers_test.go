@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -388,4 +389,32 @@ func containsAll(text string, tokens []string) (missing []string) {
 		}
 	}
 	return missing
+}
+
+// dialRaw opens a bare TCP connection to a peer-link address, closed at the
+// end of the test, with a deadline of waitFor on everything.
+func dialRaw(t *testing.T, addr string) (*bufio.Reader, *bufio.Writer) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(waitFor))
+	return bufio.NewReader(conn), bufio.NewWriter(conn)
+}
+
+// typed is a document of replica r whose one change inserts text into
+// field.
+func typed(t *testing.T, r crdt.ReplicaID, field, text string) *crdt.Doc {
+	t.Helper()
+	d := crdt.NewDoc(r, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
+	tx := d.Begin()
+	if err := tx.Insert(field, 0, text); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
-	"github.com/weftsync/weft/hlc"
 	"github.com/weftsync/weft/syncserver"
 )
 
@@ -158,13 +157,7 @@ func TestPeerLinkOwners(t *testing.T) {
 	alice := newTClientAs(t, nodes[0], "alice", R)
 	alice.write("d", "t", "alice 1;")
 
-	conn, err := net.Dial("tcp", nodes[0].peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(waitFor))
-	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+	r, w := dialRaw(t, nodes[0].peer)
 	if _, err := dialHandshake(r, w, testKey, "n-test"); err != nil {
 		t.Fatal(err)
 	}
@@ -194,14 +187,7 @@ func TestPeerLinkOwners(t *testing.T) {
 	// A peer's claim, then its changes of that replica (bob's, on the
 	// peer's server).
 	B := crdt.ReplicaID(uuid.New())
-	bd := crdt.NewDoc(B, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
-	tx := bd.Begin()
-	if err := tx.Insert("t", 0, "bob 1;"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	bd := typed(t, B, "t", "bob 1;")
 	if err := writeMsg(w, &syncproto.Owners{Doc: "e", Owners: []syncproto.Owner{{Replica: B, Principal: "bob"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -245,14 +231,7 @@ func TestPeerOwnersNotTaken(t *testing.T) {
 	eventually(t, "a to sync", a.Synced)
 
 	B := crdt.ReplicaID(uuid.New())
-	bd := crdt.NewDoc(B, hlc.NewClock(hlc.SystemWall, 0), crdt.Options{})
-	tx := bd.Begin()
-	if err := tx.Insert("t", 0, "bob 1;"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	bd := typed(t, B, "t", "bob 1;")
 	claims := &syncproto.Owners{Doc: "b", Owners: []syncproto.Owner{{Replica: B, Principal: "bob"}}}
 	changes := codec.EncodeChanges(bd.ChangesSince(nil))
 	link := func() (send func(syncproto.Message), recv func() syncproto.Message) {
