@@ -233,12 +233,7 @@ func (c *Client) Close() error {
 	<-c.done
 
 	c.mu.Lock()
-	docs := make([]*Document, 0, len(c.mu.docs))
-	for _, d := range c.mu.docs {
-		if d != nil {
-			docs = append(docs, d)
-		}
-	}
+	docs := c.openDocsLocked()
 	c.mu.docs = map[string]*Document{}
 	c.docsGen.Add(1)
 	c.mu.Unlock()
@@ -248,6 +243,18 @@ func (c *Client) Close() error {
 	}
 	c.unlockDir()
 	return errors.Join(errs...)
+}
+
+// openDocsLocked returns the open documents (a map slot is nil while its
+// document is being opened). c.mu must be held.
+func (c *Client) openDocsLocked() []*Document {
+	docs := make([]*Document, 0, len(c.mu.docs))
+	for _, d := range c.mu.docs {
+		if d != nil {
+			docs = append(docs, d)
+		}
+	}
+	return docs
 }
 
 func (c *Client) markDirty(d *Document) {

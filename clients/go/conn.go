@@ -223,12 +223,7 @@ func (c *Client) serve(conn *websocket.Conn, w *syncproto.Welcome) (stable bool,
 	c.mu.Lock()
 	c.mu.connected = false
 	c.broadcastStateLocked()
-	docs := make([]*Document, 0, len(c.mu.docs))
-	for _, d := range c.mu.docs {
-		if d != nil {
-			docs = append(docs, d)
-		}
-	}
+	docs := c.openDocsLocked()
 	c.mu.Unlock()
 	for _, d := range docs {
 		d.disconnected(s.gen)

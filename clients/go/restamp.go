@@ -18,12 +18,7 @@ func (c *Client) serverWelcome(w *syncproto.Welcome) {
 	c.welcomeSkew.Store(c.opts.Wall() - w.ServerTime.WallMillis())
 	c.serverTime.Store(uint64(w.ServerTime))
 	c.mu.Lock()
-	docs := make([]*Document, 0, len(c.mu.docs))
-	for _, d := range c.mu.docs {
-		if d != nil {
-			docs = append(docs, d)
-		}
-	}
+	docs := c.openDocsLocked()
 	c.mu.Unlock()
 	for _, d := range docs {
 		d.mu.Lock()
