@@ -10,12 +10,12 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
-	client "github.com/weftsync/weft/clients/go"
 	"github.com/weftsync/weft/crdt"
 )
 
@@ -50,9 +50,20 @@ type ConvergeOptions struct {
 	// ServerCPUs pins the child server's threads to these CPUs (without
 	// Server). Default: none (unpinned).
 	ServerCPUs []int
-	// ClientCPUs pins this process, which runs every client, to these CPUs.
-	// Default: none (unpinned).
+	// ClientCPUs pins the load generator (this process and every worker
+	// process) to these CPUs. Default: none (unpinned).
 	ClientCPUs []int
+	// Procs is the number of processes the clients are spread over: this
+	// one and Procs-1 workers (`weft bench converge-worker`), each with a
+	// contiguous block of clients, so that every document has subscribers
+	// in several processes. Default: 1 (this process runs every client).
+	Procs int
+	// WorkerBinary is the weft executable run as each worker.
+	// Default: os.Executable().
+	WorkerBinary string
+	// WorkerGOGC, if positive, is the GOGC of every worker. Default: 0 (the
+	// runtime's, or the GOGC this process was started with).
+	WorkerGOGC int
 	// Logger receives progress. Default: discard.
 	Logger *slog.Logger
 }
@@ -60,7 +71,7 @@ type ConvergeOptions struct {
 // DefaultConvergeOptions returns the defaults described on each field (the
 // issue's floor configuration).
 func DefaultConvergeOptions() ConvergeOptions {
-	return ConvergeOptions{Clients: 200, Docs: 10, Rate: 10, Duration: 20 * time.Second, Settle: 30 * time.Second, Seed: 1}
+	return ConvergeOptions{Clients: 200, Docs: 10, Rate: 10, Duration: 20 * time.Second, Settle: 30 * time.Second, Seed: 1, Procs: 1}
 }
 
 func (o ConvergeOptions) withDefaults() (ConvergeOptions, error) {
@@ -71,6 +82,7 @@ func (o ConvergeOptions) withDefaults() (ConvergeOptions, error) {
 	o.Duration = cmp.Or(o.Duration, d.Duration)
 	o.Settle = cmp.Or(o.Settle, d.Settle)
 	o.Seed = cmp.Or(o.Seed, d.Seed)
+	o.Procs = cmp.Or(o.Procs, d.Procs)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -91,6 +103,9 @@ func (o ConvergeOptions) withDefaults() (ConvergeOptions, error) {
 	if o.Settle < 0 {
 		errs = append(errs, fmt.Errorf("bench: settle %v is negative", o.Settle))
 	}
+	if o.Procs < 1 || o.Procs > 64 || o.Procs > o.Clients {
+		errs = append(errs, fmt.Errorf("bench: procs must be in [1, min(64, clients)], got %d for %d clients", o.Procs, o.Clients))
+	}
 	return o, errors.Join(errs...)
 }
 
@@ -104,7 +119,8 @@ type ConvergeResult struct {
 	MaxMs     float64 `json:"max_ms"`
 	Converged bool    `json:"converged"`
 	// Deliveries counts edit arrivals at other subscribers: each edit
-	// counts once for every other subscriber of its document.
+	// counts once for every other subscriber of its document that applied
+	// it, in whichever process.
 	Deliveries int `json:"deliveries"`
 	// The server's CPU from the first edit until every replica converged,
 	// user and system time (only for a child server: without --server).
@@ -116,59 +132,52 @@ type ConvergeResult struct {
 	ServerCPUPerDeliveryUS float64 `json:"server_cpu_per_delivery_us,omitempty"`
 	// ServerRSSBytes is the server's resident set at the end.
 	ServerRSSBytes int64 `json:"server_rss_bytes,omitempty"`
-	// The load generator's (this process's) CPU over the same window, and
-	// the cores it kept busy on average.
+	// The load generator's CPU over the same window, summed over its
+	// processes, and the cores it kept busy on average.
 	ClientUserS float64 `json:"client_user_s"`
 	ClientSysS  float64 `json:"client_sys_s"`
 	ClientCores float64 `json:"client_cores"`
 	// Warning says when the figures measure the load generator rather than
-	// the server: it used nearly all of the CPUs it may run on.
+	// the server (see LoadGenBottleneck).
 	Warning string `json:"warning,omitempty"`
+
+	// Procs is the number of load generator processes.
+	Procs int `json:"procs"`
+	// Acked counts the edits the server acknowledged; Lost, those of them
+	// that some replica of their document lacks at the end.
+	Acked int `json:"acked"`
+	Lost  int `json:"lost"`
+	// Undelivered counts edits that some other subscriber never applied;
+	// DuplicateDeliveries, edits applied more than once by a subscriber.
+	Undelivered         int `json:"undelivered"`
+	DuplicateDeliveries int `json:"duplicate_deliveries"`
+	// LoadGen is each load generator process, this one first.
+	LoadGen []ConvergeProc `json:"load_generator"`
+	// LoadGenBottleneck is set when some load generator process kept
+	// more than 85% of a core busy, or at least half a core and more CPU
+	// than the server, or all of them together 85% of the CPUs they may
+	// run on: the latencies then measure the load generator as much as
+	// the server.
+	LoadGenBottleneck bool `json:"load_generator_bottleneck"`
+	// LoadAvg is /proc/loadavg at the end.
+	LoadAvg string `json:"loadavg"`
 	// Latencies are the sorted edit → every-subscriber latencies (for
 	// --plot; not printed).
 	Latencies []time.Duration `json:"-"`
 }
 
-// convergeEdit is one tracked local edit: when it was made and how many other
-// subscribers still lack it.
-type convergeEdit struct {
-	start   time.Time
-	missing int
-}
-
-// convergeTracker measures, for every edit of one document, the time until the
-// last other subscriber has applied it.
-type convergeTracker struct {
-	mu        sync.Mutex
-	open      map[crdt.ID]*convergeEdit // keyed by the edit's first op id; guarded by mu
-	latencies []time.Duration           // guarded by mu
-}
-
-func (t *convergeTracker) start(id crdt.ID, receivers int) {
-	t.mu.Lock()
-	t.open[id] = &convergeEdit{start: time.Now(), missing: receivers}
-	t.mu.Unlock()
-}
-
-func (t *convergeTracker) arrived(chs []crdt.Change) {
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for i := range chs {
-		ch := &chs[i]
-		for s := ch.Seq; s <= ch.End(); s++ {
-			id := crdt.ID{Replica: ch.Replica, Seq: s}
-			e, ok := t.open[id]
-			if !ok {
-				continue
-			}
-			e.missing--
-			if e.missing == 0 {
-				t.latencies = append(t.latencies, now.Sub(e.start))
-				delete(t.open, id)
-			}
-		}
-	}
+// ConvergeProc is one load generator process's part of a run.
+type ConvergeProc struct {
+	PID     int `json:"pid"`
+	Clients int `json:"clients"`
+	Edits   int `json:"edits"`
+	// Deliveries counts edits applied by this process's subscribers.
+	Deliveries int     `json:"deliveries"`
+	UserS      float64 `json:"user_s"`
+	SysS       float64 `json:"sys_s"`
+	// Cores is its CPU per second of its own window (editing and
+	// settling).
+	Cores float64 `json:"cores"`
 }
 
 // Converge runs the convergence benchmark: Clients Go clients spread over
@@ -176,14 +185,15 @@ func (t *convergeTracker) arrived(chs []crdt.Change) {
 // inserts and deletes, counter adds, register sets); latency is the time
 // from an edit to its arrival at every other subscriber of its document.
 // At the end it waits (at most Settle) for every replica to be saved and
-// all replicas of a document to be identical.
+// all replicas of a document to be identical. With Procs > 1 the clients
+// are spread over that many processes (see ConvergeWorker).
 func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return ConvergeResult{}, err
 	}
 	log := o.Logger
-	res := ConvergeResult{Clients: o.Clients, Docs: o.Docs}
+	res := ConvergeResult{Clients: o.Clients, Docs: o.Docs, Procs: o.Procs}
 
 	url := o.Server
 	serverPID := 0 // a child server's, whose CPU is measured
@@ -213,159 +223,120 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 		}
 		log.Info("started server", "url", url, "pid", serverPID, "cpus", o.ServerCPUs)
 	}
-	if err := PinProcess(os.Getpid(), o.ClientCPUs); err != nil {
-		return res, err
-	}
-	if _, err := RaiseFileLimit(uint64(o.Clients)*2 + 256); err != nil {
-		return res, err
+	workerBin := o.WorkerBinary
+	if workerBin == "" && o.Procs > 1 {
+		if workerBin, err = os.Executable(); err != nil {
+			return res, fmt.Errorf("bench: locate weft binary: %w", err)
+		}
 	}
 
-	// Connect every client and open its document.
-	type member struct {
-		c   *client.Client
-		d   *client.Document
-		doc int
+	// Process p runs a contiguous block of clients: client i edits
+	// document i mod Docs, so each block holds subscribers of every
+	// document once it has Docs clients, and deliveries cross processes.
+	runID := uuid.NewString()[:8]
+	cfgs := make([]convergeWorkerConfig, o.Procs)
+	for p := range cfgs {
+		first, next := p*o.Clients/o.Procs, (p+1)*o.Clients/o.Procs
+		cfgs[p] = convergeWorkerConfig{
+			URL: url, Token: o.Token, RunID: runID, First: first, Count: next - first,
+			Clients: o.Clients, Docs: o.Docs, Rate: o.Rate, Duration: o.Duration, Settle: o.Settle,
+			Seed: o.Seed, ClientCPUs: o.ClientCPUs,
+		}
 	}
-	trackers := make([]*convergeTracker, o.Docs)
-	subscribers := make([]int, o.Docs)
-	for i := range trackers {
-		trackers[i] = &convergeTracker{open: map[crdt.ID]*convergeEdit{}}
-	}
-	for i := range o.Clients {
-		subscribers[i%o.Docs]++
-	}
-	members := make([]member, o.Clients)
+	// The workers connect while this process connects its own share.
+	var children []*convergeChild
 	defer func() {
-		for _, m := range members {
-			if m.c != nil {
-				m.c.Close()
-			}
+		for _, c := range children {
+			c.stop()
 		}
 	}()
-	// Fresh documents per run, so that runs against one --server do not
-	// measure each other's leftovers.
-	runID := uuid.NewString()[:8]
-	connectCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	for i := range members {
-		copts := client.LocalOptions(url)
-		copts.Token = o.Token
-		copts.Logger = log
-		c, err := client.New(copts)
+	for _, cfg := range cfgs[1:] {
+		c, err := startConvergeChild(workerBin, cfg, o.WorkerGOGC)
 		if err != nil {
 			return res, err
 		}
-		tr := trackers[i%o.Docs]
-		d, err := c.Open(fmt.Sprintf("bench/converge/%s/%d", runID, i%o.Docs), client.DocOptions{
-			OnChanges: func(_ *client.Document, chs []crdt.Change) { tr.arrived(chs) },
-		})
-		if err != nil {
-			c.Close()
-			return res, err
-		}
-		members[i] = member{c: c, d: d, doc: i % o.Docs}
+		children = append(children, c)
 	}
-	for _, m := range members {
-		if err := convergeWait(connectCtx, m.d.Changed(), m.d.Synced); err != nil {
-			return res, fmt.Errorf("bench: clients did not connect and sync: %w", err)
-		}
-	}
-	log.Info("clients connected", "clients", o.Clients, "docs", o.Docs)
-
-	// Edit. CPU is measured from here until every replica converged.
-	cpu0, err := convergeCPU(serverPID)
+	self, err := startConvergeWorker(ctx, cfgs[0], log)
 	if err != nil {
 		return res, err
 	}
+	defer self.close()
+	shares := []convergeShare{self}
+	for i, c := range children {
+		if err := c.ready(ctx); err != nil {
+			return res, err
+		}
+		shares = append(shares, childShare{c: c, cfg: cfgs[i+1]})
+	}
+	log.Info("clients connected", "clients", o.Clients, "docs", o.Docs, "procs", o.Procs)
+
+	// Edit. CPU is measured from here until every replica converged.
+	var srv0 CPUTimes
+	if serverPID != 0 {
+		if srv0, err = ProcessCPU(serverPID); err != nil {
+			return res, err
+		}
+	}
 	wall0 := time.Now()
-	runCtx, stop := context.WithTimeout(ctx, o.Duration)
-	defer stop()
-	var wg sync.WaitGroup
-	counts := make([]int, o.Clients)
-	errs := make([]error, o.Clients)
-	interval := time.Duration(float64(time.Second) / o.Rate)
-	for i := range members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m := members[i]
-			rng := rand.New(rand.NewPCG(o.Seed, uint64(i)))
-			me := m.c.Replica()
-			// Random phase so that clients do not edit in lock-step.
-			phase := time.NewTimer(time.Duration(rng.Int64N(int64(interval))))
-			select {
-			case <-phase.C:
-			case <-runCtx.Done():
-				phase.Stop()
-				return
-			}
-			tick := time.NewTicker(interval)
-			defer tick.Stop()
-			tr := trackers[m.doc]
-			for {
-				next := m.d.Seq() + 1
-				tr.start(crdt.ID{Replica: me, Seq: next}, subscribers[m.doc]-1)
-				if err := m.d.Edit(func(tx *crdt.Tx, doc *crdt.Doc) error { return convergeRandomEdit(tx, doc, rng, i) }); err != nil {
-					errs[i] = err
-					return
-				}
-				counts[i]++
-				select {
-				case <-tick.C:
-				case <-runCtx.Done():
-					return
-				}
-			}
-		}()
+	edited, err := convergeEach(shares, func(s convergeShare) (convergeEdited, error) { return s.edit(ctx) })
+	if err != nil {
+		return res, err
 	}
-	wg.Wait()
-	for _, n := range counts {
-		res.Edits += n
-	}
-	if err := errors.Join(errs...); err != nil {
-		return res, fmt.Errorf("bench: convergeEdit failed: %w", err)
-	}
-	log.Info("editing done", "edits", res.Edits)
-
-	// Settle: every replica saved and identical.
-	settleCtx, cancelSettle := context.WithTimeout(ctx, o.Settle)
-	defer cancelSettle()
-	res.Converged = true
-	for doc := range o.Docs {
-		var group []*client.Document
-		for _, m := range members {
-			if m.doc == doc {
-				group = append(group, m.d)
-			}
-		}
-		if err := convergeWaitEqual(settleCtx, group); err != nil {
-			log.Warn("document did not converge", "doc", doc, "err", err)
-			res.Converged = false
+	target := make([]crdt.VersionVector, o.Docs)
+	for d := range target {
+		target[d] = crdt.VersionVector{}
+		for _, e := range edited {
+			target[d].Merge(e.Written[d])
 		}
 	}
+	log.Info("editing done")
 
-	cpu1, err := convergeCPU(serverPID)
+	// Settle: every replica holds every edit; then compare them.
+	finals, err := convergeEach(shares, func(s convergeShare) (convergeFinal, error) { return s.finish(ctx, target) })
 	if err != nil {
 		return res, err
 	}
 	wall := time.Since(wall0)
-	for i, n := range counts {
-		res.Deliveries += n * (subscribers[i%o.Docs] - 1)
+	var srv CPUTimes
+	if serverPID != 0 {
+		srv1, err := ProcessCPU(serverPID)
+		if err != nil {
+			return res, err
+		}
+		srv = srv1.Sub(srv0)
+		if res.ServerRSSBytes, err = RSS(serverPID); err != nil {
+			return res, err
+		}
 	}
-	if err := res.measureCPU(cpu0, cpu1, wall, serverPID, o.ClientCPUs); err != nil {
-		return res, err
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.LoadAvg = strings.TrimSpace(string(b))
 	}
 
-	var all []time.Duration
-	for _, t := range trackers {
-		t.mu.Lock()
-		all = append(all, t.latencies...)
-		if len(t.open) > 0 {
-			log.Warn("edits never reached every subscriber", "count", len(t.open))
-			res.Converged = false
-		}
-		t.mu.Unlock()
+	out := convergeCombine(finals)
+	res.Edits, res.Acked, res.Lost = out.edits, out.acked, out.lost
+	res.Undelivered, res.DuplicateDeliveries = out.undelivered, out.duplicated
+	res.Converged = out.differing == 0 && out.undelivered == 0
+	if out.differing > 0 {
+		log.Warn("documents did not converge", "count", out.differing)
 	}
+	if out.undelivered > 0 {
+		log.Warn("edits never reached every subscriber", "count", out.undelivered)
+	}
+	for i, f := range finals {
+		p := ConvergeProc{
+			PID: f.PID, Clients: cfgs[i].Count, Deliveries: out.deliveries[i],
+			UserS: f.CPU.User.Seconds(), SysS: f.CPU.Sys.Seconds(), Cores: f.CPU.Total().Seconds() / f.Wall.Seconds(),
+		}
+		for _, r := range f.Replicas {
+			p.Edits += len(r.Starts)
+		}
+		res.Deliveries += p.Deliveries
+		res.LoadGen = append(res.LoadGen, p)
+	}
+	res.measureCPU(srv, wall, serverPID != 0, o.ClientCPUs)
+
+	all := out.latencies
 	if len(all) == 0 {
 		return res, errors.New("bench: no convergeEdit reached its subscribers")
 	}
@@ -378,29 +349,30 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 	return res, nil
 }
 
-// convergeCPUSample is the CPU used so far by the server (if pid ≠ 0) and by
-// this process.
-type convergeCPUSample struct{ server, self CPUTimes }
-
-func convergeCPU(pid int) (convergeCPUSample, error) {
-	var s convergeCPUSample
-	var err error
-	if pid != 0 {
-		if s.server, err = ProcessCPU(pid); err != nil {
-			return s, err
-		}
+// convergeEach runs f on every share at once and returns their results in
+// order, with every error.
+func convergeEach[T any](shares []convergeShare, f func(convergeShare) (T, error)) ([]T, error) {
+	out := make([]T, len(shares))
+	errs := make([]error, len(shares))
+	var wg sync.WaitGroup
+	for i, s := range shares {
+		wg.Go(func() { out[i], errs[i] = f(s) })
 	}
-	s.self, err = SelfCPU()
-	return s, err
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
-// measureCPU fills the CPU figures from two samples taken wall apart.
-func (r *ConvergeResult) measureCPU(a, b convergeCPUSample, wall time.Duration, serverPID int, clientCPUs []int) error {
-	self := b.self.Sub(a.self)
-	r.ClientUserS, r.ClientSysS = self.User.Seconds(), self.Sys.Seconds()
-	r.ClientCores = self.Total().Seconds() / wall.Seconds()
-	if serverPID != 0 {
-		srv := b.server.Sub(a.server)
+// measureCPU fills the server's CPU figures from srv, used over wall, the
+// load generator's from LoadGen, and the bottleneck warning.
+func (r *ConvergeResult) measureCPU(srv CPUTimes, wall time.Duration, haveServer bool, clientCPUs []int) {
+	var total time.Duration
+	for _, p := range r.LoadGen {
+		r.ClientUserS += p.UserS
+		r.ClientSysS += p.SysS
+		total += time.Duration((p.UserS + p.SysS) * float64(time.Second))
+	}
+	r.ClientCores = total.Seconds() / wall.Seconds()
+	if haveServer {
 		r.ServerUserS, r.ServerSysS = srv.User.Seconds(), srv.Sys.Seconds()
 		if r.Edits > 0 {
 			r.ServerCPUPerEditUS = float64(srv.Total().Microseconds()) / float64(r.Edits)
@@ -408,20 +380,34 @@ func (r *ConvergeResult) measureCPU(a, b convergeCPUSample, wall time.Duration, 
 		if r.Deliveries > 0 {
 			r.ServerCPUPerDeliveryUS = float64(srv.Total().Microseconds()) / float64(r.Deliveries)
 		}
-		rss, err := RSS(serverPID)
-		if err != nil {
-			return err
-		}
-		r.ServerRSSBytes = rss
 	}
+	var why []string
 	cores := float64(runtime.NumCPU())
 	if len(clientCPUs) > 0 {
 		cores = float64(len(clientCPUs))
 	}
 	if r.ClientCores >= 0.85*cores {
-		r.Warning = fmt.Sprintf("the load generator kept %.2f of its %.0f CPUs busy: latencies measure it as much as the server (pin the server and the clients to separate CPUs, or use fewer clients)", r.ClientCores, cores)
+		why = append(why, fmt.Sprintf("the load generator kept %.2f of its %.0f CPUs busy", r.ClientCores, cores))
 	}
-	return nil
+	for i, p := range r.LoadGen {
+		name := "the load generator"
+		if len(r.LoadGen) > 1 {
+			name = fmt.Sprintf("load generator process %d of %d", i+1, len(r.LoadGen))
+		}
+		if p.Cores > 0.85 {
+			why = append(why, fmt.Sprintf("%s kept %.2f of a core busy", name, p.Cores))
+		}
+		// NB: each client decodes every batch its room sends, so a load
+		// generator outspends the server even when both idle; more than
+		// the server matters once the process is busy itself.
+		if s := p.UserS + p.SysS; haveServer && p.Cores >= 0.5 && s > srv.Total().Seconds() {
+			why = append(why, fmt.Sprintf("%s used more CPU than the server (%.2f s vs %.2f s)", name, s, srv.Total().Seconds()))
+		}
+	}
+	if len(why) > 0 {
+		r.LoadGenBottleneck = true
+		r.Warning = strings.Join(why, "; ") + ": latencies measure it as much as the server (spread the clients over more processes with --procs, pin the server and the clients to separate CPUs, or use fewer clients)"
+	}
 }
 
 // convergeQuantile returns the q-quantile of sorted samples (nearest rank).
@@ -465,40 +451,4 @@ func convergeWait(ctx context.Context, ch <-chan struct{}, cond func() bool) err
 		}
 	}
 	return nil
-}
-
-// convergeWaitEqual waits until every replica of one document is saved, they
-// all have the same version vector, and their contents are identical.
-func convergeWaitEqual(ctx context.Context, group []*client.Document) error {
-	for _, d := range group {
-		if err := d.WaitSaved(ctx); err != nil {
-			return err
-		}
-	}
-	same := func() bool {
-		v0 := group[0].Version()
-		for _, d := range group[1:] {
-			if !d.Version().Equal(v0) {
-				return false
-			}
-		}
-		return true
-	}
-	if err := convergeWait(ctx, group[0].Changed(), same); err != nil {
-		return fmt.Errorf("version vectors still differ: %w", err)
-	}
-	s0 := convergeState(group[0])
-	for i, d := range group[1:] {
-		if s := convergeState(d); s != s0 {
-			return fmt.Errorf("replica %d differs from replica 0 at equal versions:\n%s\nvs\n%s", i+1, s, s0)
-		}
-	}
-	return nil
-}
-
-// convergeState renders every field of a replica for comparison.
-func convergeState(d *client.Document) string {
-	var out string
-	d.Read(func(doc *crdt.Doc) { out = doc.Describe() })
-	return out
 }

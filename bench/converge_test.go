@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +95,76 @@ func TestConnsAgainstRealServer(t *testing.T) {
 	// and far less than a megabyte.
 	if r.BytesPerConn <= 0 || r.BytesPerConn > 1<<20 {
 		t.Fatalf("implausible %.0f bytes per connection", r.BytesPerConn)
+	}
+}
+
+// --procs 2 against a real `weft serve`: the second share runs in a worker
+// process of the real binary, and every edit must reach the subscribers of
+// both processes.
+func TestConvergeProcsAgainstRealServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the weft binary")
+	}
+	bin := testbin.Weft(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := Converge(ctx, ConvergeOptions{
+		Binary: bin, WorkerBinary: bin, ServerArgs: []string{"--data=:memory:"}, Procs: 2,
+		Clients: 8, Docs: 2, Rate: 40, Duration: time.Second, Settle: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Converged || r.Lost != 0 || r.Undelivered != 0 || r.DuplicateDeliveries != 0 || r.Procs != 2 {
+		t.Fatalf("result %+v", r)
+	}
+	if r.Edits == 0 || r.Acked != r.Edits {
+		t.Fatalf("%d edits, %d acked: want every edit acked", r.Edits, r.Acked)
+	}
+	// Two documents of 4 subscribers: each edit reaches 3 others.
+	if r.Deliveries != 3*r.Edits {
+		t.Fatalf("%d deliveries of %d edits, want 3 each", r.Deliveries, r.Edits)
+	}
+	if len(r.LoadGen) != 2 || r.LoadGen[0].PID == r.LoadGen[1].PID {
+		t.Fatalf("load generator processes %+v", r.LoadGen)
+	}
+	for i, p := range r.LoadGen {
+		// Within a process each edit has one other subscriber of its
+		// document; more deliveries than own edits are edits of the
+		// other process.
+		if p.Clients != 4 || p.Edits == 0 || p.Deliveries <= p.Edits || p.UserS+p.SysS <= 0 {
+			t.Fatalf("process %d: %+v", i, p)
+		}
+	}
+	if r.ServerCPUPerDeliveryUS <= 0 || !(0 < r.P50Ms && r.P50Ms <= r.P99Ms && r.P99Ms <= r.MaxMs) {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// A worker whose parent closes its stdin (as when the parent exits) closes
+// its clients and exits by itself.
+func TestConvergeWorkerExitsWhenParentGoes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the weft binary")
+	}
+	bin := testbin.Weft(t)
+	url := startInProcess(t)
+	c, err := startConvergeChild(bin, convergeWorkerConfig{
+		URL: url, RunID: "exit", First: 0, Count: 2, Clients: 2, Docs: 1, Rate: 1, Duration: time.Second, Settle: time.Second, Seed: 1,
+	}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.stop()
+	// stop kills only a worker still running 10 s after its stdin closed;
+	// one that returned the error "parent's next command: EOF" exits 1.
+	var ee *exec.ExitError
+	if !errors.As(c.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(c.stderr.String(), "EOF") {
+		t.Fatalf("worker exit: %v\n%s", c.err, c.stderr.String())
 	}
 }

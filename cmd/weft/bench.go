@@ -12,6 +12,10 @@ import (
 // own file and adds itself from an init function.
 var benchmarks = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{}
 
+// internalBenchmarks are `weft bench NAME` commands that benchmarks start
+// as their own child processes (e.g. converge-worker); help lists none.
+var internalBenchmarks = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{}
+
 func init() {
 	register(command{
 		name:    "bench",
@@ -35,6 +39,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 0
 	}
 	b, ok := benchmarks[args[0]]
+	if !ok {
+		b, ok = internalBenchmarks[args[0]]
+	}
 	if !ok {
 		fmt.Fprintf(stderr, "weft bench: unknown benchmark %q (have %s)\n", args[0], strings.Join(names, ", "))
 		return 2

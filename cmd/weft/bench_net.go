@@ -15,6 +15,7 @@ import (
 
 func init() {
 	benchmarks["converge"] = benchConverge
+	internalBenchmarks["converge-worker"] = benchConvergeWorker
 	benchmarks["conns"] = benchConns
 }
 
@@ -37,30 +38,34 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 	duration := fs.Duration("duration", d.Duration, "how long the clients edit")
 	settle := fs.Duration("settle", d.Settle, "how long to wait, after editing, for every replica to converge")
 	seed := fs.Uint64("seed", d.Seed, "seed of the edit mix")
-	asJSON := fs.Bool("json", false, "print JSON: clients, docs, edits, p50_ms, p99_ms, max_ms, converged")
+	asJSON := fs.Bool("json", false, "print JSON: clients, docs, edits, p50_ms, p99_ms, max_ms, converged, acked, lost, server_cpu_per_delivery_us, load_generator (per process), load_generator_bottleneck")
 	verbose := fs.Bool("v", false, "log progress to stderr")
-	gogc := fs.Int("gogc", 400, "GC percent of this process, which runs all the clients (the server is a separate process with its own setting); -1 keeps the runtime's")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load generator (the clients) to this file")
-	memProfile := fs.String("memprofile", "", "write an allocation profile of the load generator to this file")
+	procs := fs.Int("procs", d.Procs, "spread the clients over this many load generator processes (this one and procs-1 workers), so that one process's CPU does not bound the load")
+	gogc := fs.Int("gogc", 400, "GC percent of the load generator processes, which run the clients (the server is a separate process with its own setting); -1 keeps the runtime's")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load generator (this process's clients: the first share with --procs) to this file")
+	memProfile := fs.String("memprofile", "", "write an allocation profile of the load generator (this process) to this file")
 	serverCPUs := fs.String("server-cpus", "", "pin the child server to these CPUs, e.g. 1 or 2-3 (taskset -c syntax)")
-	clientCPUs := fs.String("client-cpus", "", "pin the load generator (this process) to these CPUs, e.g. 0")
+	clientCPUs := fs.String("client-cpus", "", "pin the load generator (this process and its workers) to these CPUs, e.g. 0")
 	plot := fs.String("plot", "", "write the latency distribution (CDF) to this SVG file")
 	var serverArgs stringList
 	fs.Var(&serverArgs, "server-arg", "extra flag for the child server, repeatable, e.g. --server-arg=--data=:memory: (documents in memory, as the Hocuspocus comparison runs)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: weft bench converge [--server URL] --clients N --docs D --rate R --duration T [--json]\n\n"+
-			"N Go clients over D documents each make R edits/s; latency is the time from an edit to its\n"+
-			"arrival at every other subscriber of its document. Every flag may also be set as WEFT_<NAME>.\n\n")
+			"N Go clients over D documents each make R edits/s, in --procs P processes; latency is the time\n"+
+			"from an edit to its arrival at every other subscriber of its document. Every flag may also be\n"+
+			"set as WEFT_<NAME>.\n\n")
 		printFlags(fs)
 	}
 	if code, done := parseFlags(fs, args, stderr); done {
 		return code
 	}
+	workerGOGC := 0 // a GOGC in the environment reaches the workers as it is
 	if *gogc != -1 && os.Getenv("GOGC") == "" {
 		// N clients share this process, where real clients each have
 		// their own: a lazier collector keeps the load generator's GC from
 		// competing with the server for the cores.
 		debug.SetGCPercent(*gogc)
+		workerGOGC = *gogc
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -100,7 +105,7 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 	r, err := bench.Converge(ctx, bench.ConvergeOptions{
 		Server: *server, Token: *token, Binary: *binary, Clients: *clients, Docs: *docs, Rate: *rate,
 		Duration: *duration, Settle: *settle, Seed: *seed, ServerCPUs: scpus, ClientCPUs: ccpus,
-		ServerArgs: serverArgs, Logger: benchLogger(stderr, *verbose),
+		ServerArgs: serverArgs, Procs: *procs, WorkerGOGC: workerGOGC, Logger: benchLogger(stderr, *verbose),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
@@ -119,15 +124,37 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "weft bench converge: warning: %s\n", r.Warning)
 	}
 	printResult(stdout, *asJSON, r, func() {
-		fmt.Fprintf(stdout, "converge: clients %d  docs %d  edits %d  p50 %.2f ms  p99 %.2f ms  max %.2f ms  converged %v\n",
-			r.Clients, r.Docs, r.Edits, r.P50Ms, r.P99Ms, r.MaxMs, r.Converged)
+		fmt.Fprintf(stdout, "converge: clients %d  docs %d  edits %d  p50 %.2f ms  p99 %.2f ms  max %.2f ms  converged %v  acked %d  lost %d\n",
+			r.Clients, r.Docs, r.Edits, r.P50Ms, r.P99Ms, r.MaxMs, r.Converged, r.Acked, r.Lost)
 		if r.ServerUserS+r.ServerSysS > 0 {
 			fmt.Fprintf(stdout, "server CPU: user %.2f s  sys %.2f s  %.1f µs/edit  %.2f µs/delivery (%d)  RSS %.1f MiB\n",
 				r.ServerUserS, r.ServerSysS, r.ServerCPUPerEditUS, r.ServerCPUPerDeliveryUS, r.Deliveries, float64(r.ServerRSSBytes)/(1<<20))
 		}
-		fmt.Fprintf(stdout, "load generator CPU: user %.2f s  sys %.2f s  %.2f cores\n", r.ClientUserS, r.ClientSysS, r.ClientCores)
+		fmt.Fprintf(stdout, "load generator CPU: user %.2f s  sys %.2f s  %.2f cores  (%d processes)  loadavg %s\n", r.ClientUserS, r.ClientSysS, r.ClientCores, r.Procs, r.LoadAvg)
+		if len(r.LoadGen) > 1 {
+			for i, p := range r.LoadGen {
+				fmt.Fprintf(stdout, "  process %d (pid %d): clients %d  edits %d  deliveries %d  user %.2f s  sys %.2f s  %.2f cores\n",
+					i+1, p.PID, p.Clients, p.Edits, p.Deliveries, p.UserS, p.SysS, p.Cores)
+			}
+		}
 	})
 	if !r.Converged {
+		return 1
+	}
+	return 0
+}
+
+// benchConvergeWorker runs one share of a `weft bench converge --procs`
+// run, speaking the parent's protocol over stdin and stdout (see
+// bench.ConvergeWorker). Not for people: it is started by the benchmark.
+func benchConvergeWorker(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "weft bench converge-worker: takes no arguments (it is started by weft bench converge --procs)\n")
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := bench.ConvergeWorker(ctx, os.Stdin, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "weft bench converge-worker: %v\n", err)
 		return 1
 	}
 	return 0

@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/weftsync/weft/crdt"
+)
+
+// convergeCombine's bookkeeping on hand-made reports of two processes: a
+// document with writers a (process 0) and b (process 1) and a reader c
+// (process 1).
+func TestConvergeCombine(t *testing.T) {
+	a, b, c := crdt.ReplicaID{1}, crdt.ReplicaID{2}, crdt.ReplicaID{3}
+	full := crdt.VersionVector{a: 5, b: 2}
+	finals := []convergeFinal{{
+		Replicas: []convergeReplica{{
+			Replica: a, Acked: 5, Version: full, Digest: [32]byte{9},
+			// Edits at seq 1 (ops 1-2), 3, 4 and 5.
+			Starts: []convergeStart{{Seq: 1, At: 100}, {Seq: 3, At: 200}, {Seq: 4, At: 300}, {Seq: 5, At: 400}},
+		}},
+		// b's edit arrived at a.
+		Arrivals: []convergeArrival{{Replica: b, Seq: 1, End: 2, Last: 150, N: 1}},
+	}, {
+		Replicas: []convergeReplica{
+			{Replica: b, Acked: 2, Version: full, Digest: [32]byte{9}, Starts: []convergeStart{{Seq: 1, At: 120}}},
+			// c lacks a's last edit.
+			{Replica: c, Version: crdt.VersionVector{a: 4, b: 2}, Digest: [32]byte{8}},
+		},
+		Arrivals: []convergeArrival{
+			// a's first three edits arrived at b and c as one batch,
+			// the later one at c 1 µs after b.
+			{Replica: a, Seq: 1, End: 4, Last: 1300, N: 1},
+			{Replica: a, Seq: 1, End: 4, Last: 1301, N: 1},
+			// a's edit 5 reached b twice, c never.
+			{Replica: a, Seq: 5, End: 5, Last: 1400, N: 2},
+			// b's own edit at c, and an op that starts no edit.
+			{Replica: b, Seq: 1, End: 2, Last: 170, N: 1},
+			{Replica: a, Seq: 2, End: 2, Last: 1500, N: 1},
+		},
+	}}
+	out := convergeCombine(finals)
+	if out.edits != 5 || out.acked != 5 || out.lost != 1 {
+		t.Errorf("edits %d acked %d lost %d, want 5 5 1", out.edits, out.acked, out.lost)
+	}
+	if out.undelivered != 0 || out.duplicated != 0 {
+		// a@5 arrived twice in all, as often as it has other
+		// subscribers: per-edit counts cannot tell, the versions can.
+		t.Errorf("undelivered %d duplicated %d, want 0 0", out.undelivered, out.duplicated)
+	}
+	if out.differing != 1 {
+		t.Errorf("differing %d, want 1", out.differing)
+	}
+	if out.deliveries[0] != 1 || out.deliveries[1] != 3+3+2+1 {
+		t.Errorf("deliveries %v, want [1 9]", out.deliveries)
+	}
+	want := map[time.Duration]int{1201: 1, 1101: 1, 1001: 1, 1000: 1, 50: 1}
+	got := map[time.Duration]int{}
+	for _, l := range out.latencies {
+		got[l]++
+	}
+	if len(got) != len(want) {
+		t.Fatalf("latencies %v, want %v", out.latencies, want)
+	}
+	for l, n := range want {
+		if got[l] != n {
+			t.Fatalf("latencies %v, want %v", out.latencies, want)
+		}
+	}
+}
