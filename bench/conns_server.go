@@ -52,6 +52,10 @@ func StartServerEnv(ctx context.Context, binary, dataDir string, env []string, a
 		}
 	}
 	cmd.Env = append(cmd.Env, env...)
+	// A benchmark killed or timed out must not leave a server behind,
+	// still pinned to a CPU the next run measures. NB: see
+	// startConvergeChild on Pdeathsig and threads.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

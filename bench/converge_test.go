@@ -1,14 +1,21 @@
 package bench
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/weftsync/weft/internal/testbin"
 	"github.com/weftsync/weft/syncserver"
@@ -167,4 +174,101 @@ func TestConvergeWorkerExitsWhenParentGoes(t *testing.T) {
 	if !errors.As(c.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(c.stderr.String(), "EOF") {
 		t.Fatalf("worker exit: %v\n%s", c.err, c.stderr.String())
 	}
+}
+
+// Killing `weft bench converge --procs 2` with SIGKILL (no chance to clean
+// up) takes its worker and its server with it.
+func TestConvergeChildrenDieWithParent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the weft binary")
+	}
+	bin := testbin.Weft(t)
+	cmd := exec.Command(bin, "bench", "converge", "-v", "--procs", "2", "--clients", "4", "--docs", "2",
+		"--rate", "5", "--duration", "1m", "--server-arg=--data=:memory:")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// Wait for the log line that follows every worker's ready report.
+	connected := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		found := false
+		for sc.Scan() {
+			if !found && strings.Contains(sc.Text(), "clients connected") {
+				found = true
+				connected <- true
+			}
+		}
+		close(connected)
+	}()
+	select {
+	case ok := <-connected:
+		if !ok {
+			t.Fatal("weft bench converge exited before its clients connected")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("clients did not connect within a minute")
+	}
+	kids := processChildren(t, cmd.Process.Pid)
+	if len(kids) != 2 {
+		t.Fatalf("children of weft bench converge: %v, want a server and a worker", kids)
+	}
+	var fds []int
+	for _, pid := range kids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatalf("pidfd_open %d: %v", pid, err)
+		}
+		defer unix.Close(fd)
+		fds = append(fds, fd)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	// A pidfd becomes readable when its process exits.
+	deadline := time.Now().Add(30 * time.Second)
+	for i, fd := range fds {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(pfd, int(time.Until(deadline).Milliseconds()))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n == 0 {
+				t.Fatalf("process %d still runs 30 s after its parent was killed (%v)", kids[i], err)
+			}
+			break
+		}
+	}
+}
+
+// processChildren lists the processes whose parent is pid (from /proc; the
+// kernel's children file is optional).
+func processChildren(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// Fields after the parenthesised name: state, ppid, ...
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			kids = append(kids, p)
+		}
+	}
+	return kids
 }
