@@ -1,11 +1,13 @@
 package syncserver
 
 import (
+	"bytes"
 	"context"
 	"github.com/gorilla/websocket"
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/weftsync/weft/crdt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -191,5 +193,62 @@ func TestSnapshotReplacesLog(t *testing.T) {
 	}
 	if got := storedDoc(t, ts.store, "d").Text("t"); got != strings.Repeat("abc", 10) {
 		t.Fatalf("stored %q", got)
+	}
+}
+
+// TestDeliveriesSurviveAFullSocket: frames to an idle connection are
+// written by whoever queues them (writeNow); when the socket takes only
+// part of one, the rest must go out first, whole, through a flusher. The
+// slow subscriber's socket buffer is shrunk so that it fills at once; it
+// reads nothing until the writer is done, then must see every change in
+// frames that all decode.
+func TestDeliveriesSurviveAFullSocket(t *testing.T) {
+	ts := newTestServer(t, func(o *Options) {
+		o.SendQueue = 1 << 14
+		o.PingInterval = time.Minute
+		o.MaxChangesPerSec = 1 << 30
+		o.ChangesBurst = 1 << 30
+		o.MaxDocBytes = 1 << 30
+	})
+	tok := ts.token("u")
+	slow := ts.dial(tok)
+	slow.subscribe("d")
+	ts.srv.sessions.Lock()
+	for ss := range ts.srv.sessions.m {
+		if tc, ok := ss.nc.(*net.TCPConn); ok {
+			if err := tc.SetWriteBuffer(4096); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ts.srv.sessions.Unlock()
+	a := ts.dial(tok)
+	a.subscribe("d")
+	rnd := rand.New(rand.NewPCG(5, 6))
+	const updates = 300
+	for i := range updates {
+		raw := make([]byte, 1500) // under inlineWriteMax, and incompressible
+		for j := range raw {
+			raw[j] = byte(rnd.Uint32())
+		}
+		v, err := msgpack.Marshal(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ack := a.update("d", func(tx *crdt.Tx) error { return tx.Set("k", v) }); ack.Status != syncproto.StatusOK {
+			t.Fatalf("update %d: %v %s", i, ack.Status, ack.Message)
+		}
+	}
+	if n := ts.counter("weft_frames_write_deferred_total"); n == 0 {
+		t.Fatal("no frame was left to a flusher: the test did not fill the socket")
+	}
+	want := a.doc("d").Version()
+	for !slow.doc("d").Version().Covers(want) {
+		slow.absorb(slow.recv())
+	}
+	got, _ := slow.doc("d").Register("k")
+	exp, _ := a.doc("d").Register("k")
+	if !bytes.Equal(got, exp) {
+		t.Fatal("the slow subscriber's register differs from the writer's")
 	}
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	closes       *prometheus.CounterVec // close code name
 	framesIn     prometheus.Counter
 	framesOut    prometheus.Counter
+	writesQueued prometheus.Counter
 	bytesIn      prometheus.Counter
 	bytesOut     prometheus.Counter
 	updates      *prometheus.CounterVec // status
@@ -54,8 +55,10 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Help: "Connections closed by the server, by close code."}, []string{"code"}),
 		framesIn:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_frames_received_total", Help: "WebSocket frames received."}),
 		framesOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_frames_sent_total", Help: "WebSocket frames sent."}),
-		bytesIn:   prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_received_bytes_total", Help: "WebSocket payload bytes received."}),
-		bytesOut:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_sent_bytes_total", Help: "WebSocket payload bytes sent."}),
+		writesQueued: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_frames_write_deferred_total",
+			Help: "Frames written to an idle connection whose socket did not take them whole at once; the rest waited for the socket (a client reading slowly)."}),
+		bytesIn:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_received_bytes_total", Help: "WebSocket payload bytes received."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_sent_bytes_total", Help: "WebSocket payload bytes sent."}),
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_updates_total",
 			Help: "Update batches answered, by status."}, []string{"status"}),
 		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_limit_hits_total",
@@ -89,7 +92,7 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 		ownerConflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_peer_owner_conflicts_total",
 			Help: "Cluster peers' replica ownership claims that contradict the owner recorded here (kept); each is logged."}),
 	}
-	cs := []prometheus.Collector{m.conns, m.connsTotal, m.refused, m.closes, m.framesIn, m.framesOut, m.bytesIn,
+	cs := []prometheus.Collector{m.conns, m.connsTotal, m.refused, m.closes, m.framesIn, m.framesOut, m.writesQueued, m.bytesIn,
 		m.bytesOut, m.updates, m.limitHits, m.presence, m.sseStreams, m.sseResets, m.docsLoaded, m.bytesHeld, m.loads,
 		m.loadErrors, m.loadSeconds, m.unloads, m.commitSecs, m.commitBytes, m.snapshots, m.storeErrors,
 		m.fanoutSecs, m.pendingTotal, m.docFailures, m.panics, m.ownersAdopted, m.ownerConflicts}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,9 +34,12 @@ const closeGoingAway = syncproto.CloseGoingAway
 // Pings come from a timer. Everyone reaches the client through queueFrame,
 // which never blocks. (See "Memory" in the package doc for why.)
 type session struct {
-	s         *Server
-	conn      *websocket.Conn
-	nc        net.Conn // the socket itself, for writes (see guardedConn)
+	s    *Server
+	conn *websocket.Conn
+	nc   net.Conn // the socket itself, for writes (see guardedConn)
+	// raw writes to the socket without blocking (see writeNow); nil when
+	// the socket offers no file descriptor (TLS, tests' pipes).
+	raw       syscall.RawConn
 	guard     *guardedConn
 	id        string
 	principal *Principal
@@ -139,6 +143,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s:          s,
 		conn:       conn,
 		nc:         nc,
+		raw:        rawConnOf(nc),
 		guard:      guard,
 		id:         uuid.NewString(),
 		writerDone: make(chan struct{}),
@@ -215,6 +220,9 @@ type outFrame struct {
 	payload []byte
 	catchup bool // part of a subscribe's answer (paced, not bounded by SendQueue)
 	last    bool // the last frame of a subscribe's answer
+	// framed: payload is the unwritten rest of a frame writeNow began,
+	// header included; it goes out as it is, before anything else.
+	framed bool
 }
 
 // queueFrame queues an encoded message without blocking. A full queue
@@ -333,6 +341,13 @@ func (ss *session) enqueue(f outFrame, limited bool) {
 		ss.kick(syncproto.CloseTooSlow, "send queue overflow: the client is not reading fast enough")
 		return
 	}
+	if !ss.out.writing && ss.raw != nil && len(f.payload) <= inlineWriteMax {
+		// Nothing queued and no flusher: write it here, now (see writeNow).
+		ss.out.writing = true
+		ss.out.Unlock()
+		ss.writeNow(f)
+		return
+	}
 	ss.out.frames = append(ss.out.frames, f)
 	start := !ss.out.writing
 	ss.out.writing = true
@@ -340,6 +355,113 @@ func (ss *session) enqueue(f outFrame, limited bool) {
 	if start {
 		go ss.flush()
 	}
+}
+
+// inlineWriteMax bounds the payload writeNow copies into one buffer; a
+// larger frame goes to a flusher, which writes it from where it lies.
+const inlineWriteMax = 4 << 10
+
+// frameBufs holds the buffers writeNow assembles frames in.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxFrameHeader+inlineWriteMax); return &b }}
+
+// writeNow writes one frame to an idle connection from the calling
+// goroutine (a room fanning out, the reader acking), with the write side
+// already claimed (out.writing set by the caller). A delivery to a
+// connection with nothing queued, the common case, then costs one
+// write(2) and no goroutine: starting a flusher for it cost a goroutine
+// and, on a machine with an idle core, a futex wake-up of a thread to run
+// it. The write never blocks: what the socket does not take (its buffer
+// is full: a slow client) is queued first for a flusher, which waits for
+// the socket as before, under WriteTimeout. Frames other goroutines
+// queued meanwhile go to a flusher too.
+func (ss *session) writeNow(f outFrame) {
+	if !ss.writeDeadline.IsZero() {
+		// A flusher's deadline outlives it and, once past, would fail
+		// this write: clear it (the next flusher sets its own).
+		if err := ss.nc.SetWriteDeadline(time.Time{}); err != nil {
+			ss.writeFailed(err)
+			return
+		}
+		ss.writeDeadline = time.Time{}
+	}
+	bp := frameBufs.Get().(*[]byte)
+	b := append(appendFrameHeader((*bp)[:0], f.op, len(f.payload)), f.payload...)
+	var n int
+	var werr error
+	err := ss.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				return true // full: the rest goes to a flusher
+			case err != nil:
+				werr = err
+				return true
+			}
+			n += m
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	var rest []byte
+	if err == nil && n < len(b) {
+		rest = slices.Clone(b[n:])
+	}
+	*bp = b[:0]
+	frameBufs.Put(bp)
+	if err != nil {
+		ss.writeFailed(err)
+		return
+	}
+	ss.s.m.framesOut.Inc()
+	ss.s.m.bytesOut.Add(float64(len(f.payload)))
+	ss.out.Lock()
+	if rest != nil {
+		ss.s.m.writesQueued.Inc()
+		ss.out.frames = slices.Insert(ss.out.frames, 0, outFrame{op: f.op, payload: rest, framed: true})
+	}
+	if len(ss.out.frames) == 0 && !ss.out.closing {
+		ss.out.writing = false
+		ss.out.frames = nil
+		ss.out.Unlock()
+		return
+	}
+	ss.out.Unlock()
+	go ss.flush()
+}
+
+// rawConnOf returns the socket's raw connection for writeNow, or nil.
+func rawConnOf(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// writeFailed ends a connection whose socket write failed: what is queued
+// is dropped and the connection closed, without a close frame.
+func (ss *session) writeFailed(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		// A client that stopped reading: dropped like a full queue.
+		ss.s.m.limitHits.WithLabelValues("write_timeout").Inc()
+	}
+	ss.s.log.Debug("websocket write failed", "session", ss.id, "err", err)
+	ss.out.Lock()
+	ss.out.closed, ss.out.frames = true, nil
+	ss.out.Unlock()
+	ss.kickOnce.Do(func() { ss.closeCode = syncproto.CloseNormal })
+	ss.conn.Close()
+	ss.finishWriter()
 }
 
 // flush writes queued frames until none are left, then exits; after a kick
@@ -385,8 +507,15 @@ func (ss *session) flush() {
 		// hdr is sized up front so the slices bufs takes of it stay valid.
 		hdr = slices.Grow(hdr[:0], maxFrameHeader*len(batch))
 		bufs = bufs[:0]
-		n, catchupBytes := 0, 0
+		n, catchupBytes, framed := 0, 0, 0
 		for i, f := range batch {
+			if f.framed {
+				// The rest of a frame writeNow began (it was counted then).
+				bufs = append(bufs, f.payload)
+				batch[i] = outFrame{}
+				framed++
+				continue
+			}
 			start := len(hdr)
 			hdr = appendFrameHeader(hdr, f.op, len(f.payload))
 			bufs = append(bufs, hdr[start:len(hdr):len(hdr)])
@@ -399,7 +528,7 @@ func (ss *session) flush() {
 			}
 			batch[i] = outFrame{}
 		}
-		frames := len(batch)
+		frames := len(batch) - framed
 		var err error
 		// Moving the deadline costs a timer update: do it only when less
 		// than half of WriteTimeout is left, so a write always has between
@@ -415,18 +544,7 @@ func (ss *session) flush() {
 			bufs = nil
 		}
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// A client that stopped reading: dropped like a full queue.
-				ss.s.m.limitHits.WithLabelValues("write_timeout").Inc()
-			}
-			ss.s.log.Debug("websocket write failed", "session", ss.id, "err", err)
-			ss.out.Lock()
-			ss.out.closed, ss.out.frames = true, nil
-			ss.out.Unlock()
-			ss.kickOnce.Do(func() { ss.closeCode = syncproto.CloseNormal })
-			ss.conn.Close()
-			ss.finishWriter()
+			ss.writeFailed(err)
 			return
 		}
 		if catchupBytes > 0 {
