@@ -28,11 +28,13 @@ const closeGoingAway = syncproto.CloseGoingAway
 
 // session is one WebSocket connection. Its reader goroutine owns subs and
 // the rate limiters and tears the session down. The write side has no
-// goroutine while idle: queueFrame appends to a bounded queue and starts a
-// flusher goroutine if none runs; the flusher writes until the queue is
-// empty and exits (at most one runs at a time, so frames keep their order).
-// Pings come from a timer. Everyone reaches the client through queueFrame,
-// which never blocks. (See "Memory" in the package doc for why.)
+// goroutine while idle: queueFrame writes a frame at once if nothing is
+// queued and the socket takes it (writeNow), and otherwise appends to a
+// bounded queue and starts a flusher goroutine if none runs; the flusher
+// writes until the queue is empty and exits (one writer at a time, so
+// frames keep their order). Pings come from a timer. Everyone reaches the
+// client through queueFrame, which never blocks. (See "Memory" in the
+// package doc for why.)
 type session struct {
 	s    *Server
 	conn *websocket.Conn
