@@ -67,6 +67,9 @@ type Server struct {
 	repl replication // the cluster, if any (replicate.go)
 
 	sessionWG sync.WaitGroup // one per session (reader and writer)
+	// readerWG counts sessions whose reader may still dispatch messages;
+	// joined with sessionWG, under the same lock.
+	readerWG  sync.WaitGroup
 	roomWG    sync.WaitGroup // one per room goroutine
 	stop      chan struct{}  // closed by Shutdown: stops the janitor
 	janitorWG sync.WaitGroup
@@ -217,13 +220,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, ss := range sessions {
 		ss.stopReading()
 	}
-	for _, ss := range sessions {
-		select {
-		case <-ss.readerDone:
-		case <-ctx.Done():
-			s.abort(sessions)
-			return ctx.Err()
-		}
+	// Every reader, these and those of sessions that registered after the
+	// list was taken (they stop themselves, see serveWS).
+	readersDone := make(chan struct{})
+	go func() { s.readerWG.Wait(); close(readersDone) }()
+	select {
+	case <-readersDone:
+	case <-ctx.Done():
+		s.abort(sessions)
+		return ctx.Err()
 	}
 	// 2. Rooms persist and ack everything they hold, close event streams,
 	// and exit.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -57,32 +58,28 @@ type session struct {
 		writing                                 bool // a flusher goroutine runs
 		closing                                 bool // kicked: the flusher ends with the close frame
 		closed                                  bool // the connection is closed; frames are dropped
+		finished                                bool // finishWriter ran: the connection is closed for good
 	}
-	kickOnce   sync.Once
-	closeCode  syncproto.CloseCode // written once, in kick, before closing is set
-	closeText  string
-	writerDone chan struct{} // closed (by finishWriter) when the connection has been closed
-	writerOnce sync.Once
-	readerDone chan struct{} // closed when the reader has stopped
-	draining   atomic.Bool   // Shutdown stopped the reader
+	kickOnce  sync.Once
+	closeCode syncproto.CloseCode // written once, in kick, before closing is set
+	closeText string
+	draining  atomic.Bool // Shutdown stopped the reader
 	// ping is the session's one timer: the next ping, or the token's
 	// expiry when that comes first (expiring says which). Guarded, with
 	// expires and expiring, by out's lock.
 	ping     *time.Timer
 	expires  time.Time // the token's exp; zero: none
 	expiring bool
-	// writeDeadline is the socket's write deadline as the flusher last set
-	// it; only the (single) flusher uses it.
-	writeDeadline time.Time
+	// writeDeadline is the socket's write deadline as the writer last set
+	// it (see mono; 0: none); only the one writer of the moment uses it.
+	writeDeadline time.Duration
 
 	// credit is signalled when catch-up credit frees (see
-	// awaitCatchupCredit); stopped is closed by stopReading.
-	credit   chan struct{}
-	stopped  chan struct{}
-	stopOnce sync.Once
+	// awaitCatchupCredit) and by stopReading.
+	credit chan struct{}
 
 	// Owned by the reader.
-	subs map[string]*room
+	subs subscriptions
 	// parts assembles, per document, the version of the next subscribe
 	// from version_part messages; partEntries counts the replicas held
 	// over all documents (bounded by syncproto.MaxVersionEntries).
@@ -112,10 +109,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessionWG.Add(1)
+	s.readerWG.Add(1)
 	s.sessions.Unlock()
 	upgraded := false
 	defer func() {
 		if !upgraded {
+			s.readerWG.Done()
 			s.sessionWG.Done()
 		}
 	}()
@@ -142,17 +141,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		nc = guard.Conn // net.Buffers writes with writev only to the socket itself
 	}
 	ss := &session{
-		s:          s,
-		conn:       conn,
-		nc:         nc,
-		raw:        rawConnOf(nc),
-		guard:      guard,
-		id:         uuid.NewString(),
-		writerDone: make(chan struct{}),
-		credit:     make(chan struct{}, 1),
-		stopped:    make(chan struct{}),
-		readerDone: make(chan struct{}),
-		subs:       make(map[string]*room),
+		s:      s,
+		conn:   conn,
+		nc:     nc,
+		raw:    rawConnOf(nc),
+		guard:  guard,
+		id:     uuid.NewString(),
+		credit: make(chan struct{}, 1),
 	}
 	s.sessions.Lock()
 	s.sessions.m[ss] = struct{}{}
@@ -188,12 +183,12 @@ func (ss *session) run(authed bool) {
 	if authed {
 		ss.reader()
 	} else {
-		close(ss.readerDone)
+		s.readerWG.Done()
 	}
 	if !ss.draining.Load() {
 		ss.kick(syncproto.CloseNormal, "connection closed")
 	}
-	<-ss.writerDone
+	ss.awaitWriter()
 	ss.out.Lock()
 	if ss.ping != nil {
 		ss.ping.Stop()
@@ -266,6 +261,9 @@ func (ss *session) catchupWindow() int { return int(2 * ss.s.opts.MaxFrameBytes)
 // for the window. It returns false if the connection ends meanwhile.
 func (ss *session) awaitCatchupCredit() bool {
 	for {
+		if ss.draining.Load() {
+			return false // stopReading
+		}
 		ss.out.Lock()
 		switch {
 		case ss.out.closed || ss.out.closing:
@@ -277,13 +275,7 @@ func (ss *session) awaitCatchupCredit() bool {
 			return true
 		}
 		ss.out.Unlock()
-		select {
-		case <-ss.credit:
-		case <-ss.writerDone:
-			return false
-		case <-ss.stopped:
-			return false
-		}
+		<-ss.credit // finishWriter signals it too, after closed is set
 	}
 }
 
@@ -377,14 +369,14 @@ var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxFrameHeader+
 // the socket as before, under WriteTimeout. Frames other goroutines
 // queued meanwhile go to a flusher too.
 func (ss *session) writeNow(f outFrame) {
-	if !ss.writeDeadline.IsZero() {
+	if ss.writeDeadline != 0 {
 		// A flusher's deadline outlives it and, once past, would fail
 		// this write: clear it (the next flusher sets its own).
 		if err := ss.nc.SetWriteDeadline(time.Time{}); err != nil {
 			ss.writeFailed(err)
 			return
 		}
-		ss.writeDeadline = time.Time{}
+		ss.writeDeadline = 0
 	}
 	bp := frameBufs.Get().(*[]byte)
 	b := append(appendFrameHeader((*bp)[:0], f.op, len(f.payload)), f.payload...)
@@ -535,9 +527,9 @@ func (ss *session) flush() {
 		// Moving the deadline costs a timer update: do it only when less
 		// than half of WriteTimeout is left, so a write always has between
 		// half and all of it.
-		if now := time.Now(); ss.writeDeadline.Sub(now) < o.WriteTimeout/2 {
-			ss.writeDeadline = now.Add(o.WriteTimeout)
-			err = nc.SetWriteDeadline(ss.writeDeadline)
+		if now := mono(time.Now()); ss.writeDeadline-now < o.WriteTimeout/2 {
+			ss.writeDeadline = now + o.WriteTimeout
+			err = nc.SetWriteDeadline(monoEpoch.Add(ss.writeDeadline))
 		}
 		if err == nil {
 			// NB: WriteTo consumes bufs (it reslices it), so keep no
@@ -560,7 +552,28 @@ func (ss *session) flush() {
 	}
 }
 
-func (ss *session) finishWriter() { ss.writerOnce.Do(func() { close(ss.writerDone) }) }
+// finishWriter records that the connection has been closed (its writer
+// is done) and wakes the reader's goroutine, which may wait for that in
+// awaitWriter or for catch-up credit.
+func (ss *session) finishWriter() {
+	ss.out.Lock()
+	ss.out.finished = true
+	ss.out.Unlock()
+	ss.signalCredit()
+}
+
+// awaitWriter waits until finishWriter ran.
+func (ss *session) awaitWriter() {
+	for {
+		ss.out.Lock()
+		done := ss.out.finished
+		ss.out.Unlock()
+		if done {
+			return
+		}
+		<-ss.credit
+	}
+}
 
 // recoverWriter ends the connection of a flusher that panicked (the
 // process goes on). It must be deferred directly.
@@ -707,7 +720,7 @@ func (ss *session) kick(code syncproto.CloseCode, reason string) {
 // (Shutdown then closes it after the acks went out).
 func (ss *session) stopReading() {
 	ss.draining.Store(true)
-	ss.stopOnce.Do(func() { close(ss.stopped) })
+	ss.signalCredit() // wakes a reader waiting for catch-up credit
 	// A deadline in the past fails the pending read at once; net.Conn
 	// deadlines may be set concurrently with a read. An error means the
 	// connection is already closed, so the reader has ended anyway.
@@ -741,7 +754,7 @@ func (ss *session) sendRoom(r *room, c roomCmd) bool {
 
 func (ss *session) reader() {
 	defer ss.recoverSession("session_reader") // first deferred: runs after leaveAll and close
-	defer close(ss.readerDone)
+	defer ss.s.readerWG.Done()
 	defer ss.leaveAll()
 	o := &ss.s.opts
 	alive := o.PingInterval + o.PongTimeout
@@ -901,8 +914,8 @@ func (ss *session) dispatch(m syncproto.Message, received time.Time) {
 		ss.subscribe(m.Doc, version)
 	case *syncproto.Unsubscribe:
 		ss.dropParts(m.Doc)
-		if r, ok := ss.subs[m.Doc]; ok {
-			delete(ss.subs, m.Doc)
+		if r, ok := ss.subs.get(m.Doc); ok {
+			ss.subs.remove(m.Doc)
 			ss.sendRoom(r, cmdUnsubscribe{sess: ss})
 			ss.s.release(r)
 			ss.s.userDocs.close(ss.principal.User)
@@ -985,8 +998,8 @@ func (ss *session) subscribe(doc string, version crdt.VersionVector) {
 		return
 	}
 	o := &ss.s.opts
-	r, ok := ss.subs[doc]
-	if !ok && len(ss.subs) >= o.MaxDocsPerConn {
+	r, ok := ss.subs.get(doc)
+	if !ok && ss.subs.len() >= o.MaxDocsPerConn {
 		ss.s.m.limitHits.WithLabelValues("docs_per_conn").Inc()
 		ss.queueError(syncproto.StatusTooLarge, doc, fmt.Sprintf("subscribed to the maximum of %d documents", o.MaxDocsPerConn))
 		return
@@ -1018,7 +1031,7 @@ func (ss *session) subscribe(doc string, version crdt.VersionVector) {
 			ss.queueError(st, doc, err.Error())
 			return
 		}
-		ss.subs[doc] = r
+		ss.subs.add(r)
 	}
 	if !ss.awaitCatchupCredit() {
 		return // the connection is ending
@@ -1057,7 +1070,7 @@ func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool
 		refuse(syncproto.StatusReadOnly, "the token grants read-only access to this document")
 		return
 	}
-	r, ok := ss.subs[doc]
+	r, ok := ss.subs.get(doc)
 	if !ok {
 		refuse(syncproto.StatusNotFound, "subscribe to the document before updating it")
 		return
@@ -1098,7 +1111,7 @@ func (ss *session) update(doc string, batch uint64, payload []byte, wantAck bool
 }
 
 func (ss *session) setPresence(p *syncproto.Presence) {
-	r, ok := ss.subs[p.Doc]
+	r, ok := ss.subs.get(p.Doc)
 	if !ok {
 		ss.queueError(syncproto.StatusNotFound, p.Doc, "subscribe to the document before sending presence")
 		return
@@ -1120,11 +1133,93 @@ func (ss *session) leaveAll() {
 	if ss.draining.Load() {
 		return
 	}
-	for doc, r := range ss.subs {
+	for _, r := range ss.subs.all() {
 		ss.sendRoom(r, cmdUnsubscribe{sess: ss, gone: true})
 		ss.s.release(r)
 		ss.s.userDocs.close(ss.principal.User)
-		delete(ss.subs, doc)
+	}
+	ss.subs = subscriptions{}
+}
+
+// subscriptions is a session's subscribed rooms by document id (a room's
+// id is its document's). Most connections hold one document or a few: a
+// slice of them costs 8 bytes each where a map of one entry cost about
+// 250, for every idle connection. Past subsInline a map takes over, so
+// that a connection holding thousands still finds one in constant time.
+type subscriptions struct {
+	few  []*room
+	many map[string]*room
+}
+
+const subsInline = 8
+
+func (s *subscriptions) get(doc string) (*room, bool) {
+	if s.many != nil {
+		r, ok := s.many[doc]
+		return r, ok
+	}
+	for _, r := range s.few {
+		if r.id == doc {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// add adds r, whose document must not be held already.
+func (s *subscriptions) add(r *room) {
+	switch {
+	case s.many != nil:
+		s.many[r.id] = r
+	case len(s.few) < subsInline:
+		s.few = append(s.few, r)
+	default:
+		s.many = make(map[string]*room, 2*subsInline)
+		for _, x := range s.few {
+			s.many[x.id] = x
+		}
+		s.many[r.id] = r
+		s.few = nil
+	}
+}
+
+func (s *subscriptions) remove(doc string) {
+	if s.many != nil {
+		delete(s.many, doc)
+		return
+	}
+	for i, r := range s.few {
+		if r.id == doc {
+			s.few = slices.Delete(s.few, i, i+1)
+			return
+		}
+	}
+}
+
+func (s *subscriptions) len() int {
+	if s.many != nil {
+		return len(s.many)
+	}
+	return len(s.few)
+}
+
+// all yields the rooms in no particular order; the set must not change
+// meanwhile.
+func (s *subscriptions) all() iter.Seq2[string, *room] {
+	return func(yield func(string, *room) bool) {
+		if s.many != nil {
+			for doc, r := range s.many {
+				if !yield(doc, r) {
+					return
+				}
+			}
+			return
+		}
+		for _, r := range s.few {
+			if !yield(r.id, r) {
+				return
+			}
+		}
 	}
 }
 
@@ -1164,14 +1259,22 @@ func (ss *session) strike() {
 	}
 }
 
+// monoEpoch is the origin of mono.
+var monoEpoch = time.Now()
+
+// mono is t as a duration since the process started, read from the
+// monotonic clock when t carries it: a time in 8 bytes instead of
+// time.Time's 24, for fields every connection holds.
+func mono(t time.Time) time.Duration { return t.Sub(monoEpoch) }
+
 // tokenBucket is a rate limiter owned by one goroutine.
 type tokenBucket struct {
 	rate, burst, tokens float64
-	last                time.Time
+	last                time.Duration // see mono
 }
 
 func newTokenBucket(rate, burst float64, now time.Time) tokenBucket {
-	return tokenBucket{rate: rate, burst: burst, tokens: burst, last: now}
+	return tokenBucket{rate: rate, burst: burst, tokens: burst, last: mono(now)}
 }
 
 // take removes n tokens if the bucket holds them; n must not exceed the
@@ -1192,8 +1295,8 @@ func (b *tokenBucket) owe(n float64) {
 }
 
 func (b *tokenBucket) refill(now time.Time) {
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(b.burst, b.tokens+dt*b.rate)
-		b.last = now
+	if t := mono(now); t > b.last {
+		b.tokens = min(b.burst, b.tokens+(t-b.last).Seconds()*b.rate)
+		b.last = t
 	}
 }
