@@ -105,6 +105,12 @@ type rlog struct {
 	// b = 0): spanAt searches only the spans of one block, not the whole
 	// log, whose upper levels missed the cache on every random lookup.
 	blocks []int32
+	// tblocks[b] is the index of the time run holding seq b·16 (seq 1
+	// for b = 0), as blocks is for spans: the origin and time checks
+	// look up the times of characters all over a log, and a search of
+	// the whole of a merged log's runs (one per change) was a cache
+	// miss a step.
+	tblocks []int32
 }
 
 const spanBlockBits = 4
@@ -116,6 +122,16 @@ func (lg *rlog) indexTail() {
 	end := uint64(lg.spans[k].seq) + uint64(lg.spans[k].n) // first seq past the span
 	for uint64(len(lg.blocks))<<spanBlockBits < end {
 		lg.blocks = append(lg.blocks, int32(k))
+	}
+}
+
+// indexTimes extends tblocks over the seqs the last time run covers: call
+// it after appending or growing the last run.
+func (lg *rlog) indexTimes() {
+	k := len(lg.times) - 1
+	end := uint64(lg.times[k].seq) + uint64(lg.times[k].n) // first seq past the run
+	for uint64(len(lg.tblocks))<<spanBlockBits < end {
+		lg.tblocks = append(lg.tblocks, int32(k))
 	}
 }
 
@@ -413,16 +429,19 @@ func (d *Doc) appendTime(r uint32, seq, n uint32, t hlc.Timestamp) {
 		if p.seq+p.n == seq {
 			if !p.stepped && p.t == t {
 				p.n += n
+				lg.indexTimes()
 				return
 			}
 			if n == 1 && (p.stepped || p.n == 1) && p.last()+1 == t {
 				p.stepped = true
 				p.n++
+				lg.indexTimes()
 				return
 			}
 		}
 	}
 	lg.times = append(lg.times, timeRun{seq: seq, n: n, t: t})
+	lg.indexTimes()
 }
 
 // spanAt returns the index of the span of r holding seq.
@@ -494,6 +513,12 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 		return k
 	}
 	lo, hi := 0, len(tr)
+	if b := int(seq >> spanBlockBits); b < len(lg.tblocks) {
+		lo = int(lg.tblocks[b])
+		if b+1 < len(lg.tblocks) {
+			hi = int(lg.tblocks[b+1]) + 1
+		}
+	}
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
 		if tr[m].seq+tr[m].n > seq {

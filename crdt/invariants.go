@@ -39,6 +39,16 @@ func (d *Doc) checkInvariants() {
 				panic(fmt.Sprintf("crdt invariant: replica %d block %d names span %d (%d+%d)", r, b, k, s.seq, s.n))
 			}
 		}
+		// The same for the time runs.
+		if want := (uint64(lg.next) + 1<<spanBlockBits - 1) >> spanBlockBits; len(lg.times) > 0 && uint64(len(lg.tblocks)) != want {
+			panic(fmt.Sprintf("crdt invariant: replica %d has %d time blocks, want %d", r, len(lg.tblocks), want))
+		}
+		for b, k := range lg.tblocks {
+			first := max(uint32(b)<<spanBlockBits, 1)
+			if tr := lg.times[k]; first < tr.seq || first >= tr.seq+tr.n {
+				panic(fmt.Sprintf("crdt invariant: replica %d time block %d names run %d (%d+%d)", r, b, k, tr.seq, tr.n))
+			}
+		}
 	}
 	for _, f := range d.fields {
 		if f.text != nil {

@@ -210,6 +210,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 				return bad("time runs do not match the log")
 			}
 			lg.times = append(lg.times, timeRun{seq: tseq, n: tr.N, stepped: tr.Stepped, t: tr.T})
+			lg.indexTimes()
 			d.latest = max(d.latest, lg.times[len(lg.times)-1].last())
 			tseq += tr.N
 		}
