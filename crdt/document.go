@@ -941,7 +941,15 @@ func (t *text) integrate(it item, left, right ref) {
 			case or == right:
 			case or.none():
 				cmpRight = 1 // the end, after right (which is not the end)
+			case right.none():
+				cmpRight = -1 // or is a character, before the end
 			default:
+				// Both lie after o: usually a few items on, so look
+				// there before counting positions.
+				if c, ok := t.firstOf(l, i, or, right); ok {
+					cmpRight = c
+					break
+				}
 				if rightIdx == -2 {
 					rightIdx = t.raw
 					if !right.none() {
@@ -976,6 +984,39 @@ func (t *text) integrate(it item, left, right ref) {
 		t.fixLeaf(splitLeaf)
 	}
 }
+
+// firstOf reports which of x and y, two distinct characters after item i
+// of l, comes first: -1 for x, 1 for y. It looks at the next maxAhead
+// items only; ok is false if neither is among them. (Siblings of an
+// inserted item that name other right origins made integrate count the
+// raw positions of both, two id lookups each, when they sat a few items
+// apart.)
+func (t *text) firstOf(l *leaf, i int, x, y ref) (c int, ok bool) {
+	for k := 0; k < maxAhead; k++ {
+		i++
+		for i >= len(l.items) {
+			if l = t.nextLeaf(l); l == nil {
+				return 0, false
+			}
+			i = 0
+		}
+		o := &l.items[i]
+		hasX := o.r == x.r && x.seq >= o.seq && x.seq-o.seq < o.n
+		hasY := o.r == y.r && y.seq >= o.seq && y.seq-o.seq < o.n
+		switch {
+		case hasX && hasY: // one item: ids rise along it
+			return cmpInt(int(x.seq), int(y.seq)), true
+		case hasX:
+			return -1, true
+		case hasY:
+			return 1, true
+		}
+	}
+	return 0, false
+}
+
+// maxAhead bounds firstOf's scan.
+const maxAhead = 16
 
 // maxSeen bounds the items integrate's scan remembers to place origins
 // without position lookups; longer scans (many concurrent inserts at one
