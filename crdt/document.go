@@ -464,6 +464,16 @@ func (d *Doc) spanAt(r uint32, seq uint32) int {
 		if b+1 < len(lg.blocks) {
 			hi = int(lg.blocks[b+1]) + 1
 		}
+		// A span holds at least one seq, so seq's is at most seq -
+		// sp[lo].seq spans on from lo, and exactly there in a log of
+		// one-op changes (a merge's): look there first.
+		if g := lo + int(seq-sp[lo].seq); g < hi {
+			if s := &sp[g]; s.seq <= seq && seq-s.seq < s.n {
+				lg.hint = g
+				return g
+			}
+			hi = g
+		}
 	}
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
@@ -517,6 +527,15 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 		lo = int(lg.tblocks[b])
 		if b+1 < len(lg.tblocks) {
 			hi = int(lg.tblocks[b+1]) + 1
+		}
+		// As in spanAt: one run per one-op change puts seq's run
+		// exactly seq - tr[lo].seq runs on, and never further.
+		if g := lo + int(seq-tr[lo].seq); g < hi {
+			if t := &tr[g]; t.seq <= seq && seq-t.seq < t.n {
+				lg.thint = g
+				return g
+			}
+			hi = g
 		}
 	}
 	for lo < hi {
