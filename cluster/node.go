@@ -41,6 +41,10 @@ type Node struct {
 	batch    atomic.Uint64 // update batch ids, unique per process
 	// savedPeers is what PeersFile holds; owned by the reconnector.
 	savedPeers string
+	// joined wakes the reconnector to save the peers at once when a
+	// member joined: a node killed soon after it joined must still find
+	// its peers again when it restarts without seeds.
+	joined chan struct{}
 	round      atomic.Uint64 // anti-entropy rounds
 
 	ctx    context.Context // ends at Shutdown
@@ -85,7 +89,7 @@ func New(opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{opts: o, log: o.Logger.With("component", "cluster"), dig: newDigests(o.Buckets), kick: make(chan struct{}, 1)}
+	n := &Node{opts: o, log: o.Logger.With("component", "cluster"), dig: newDigests(o.Buckets), kick: make(chan struct{}, 1), joined: make(chan struct{}, 1)}
 	n.m, err = newMetrics(o.Registry, n)
 	if err != nil {
 		return nil, err
@@ -342,6 +346,10 @@ func (n *Node) handle(ev memberEvent) {
 		n.wg.Add(1)
 		go l.run()
 		n.log.Info("member joined", "member", nd.Name, "peer_addr", addr)
+		select {
+		case n.joined <- struct{}{}:
+		default:
+		}
 	case evLeave:
 		if l := n.mu.links[nd.Name]; l != nil {
 			close(l.stop)
@@ -380,6 +388,9 @@ func (n *Node) reconnector() {
 		select {
 		case <-n.ctx.Done():
 			return
+		case <-n.joined:
+			n.savePeers()
+			continue
 		case <-t.C:
 		}
 		now := time.Now()
