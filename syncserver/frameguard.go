@@ -56,6 +56,30 @@ func (g *guardedConn) waitData() error {
 	return err
 }
 
+// takePong consumes a whole pong frame at the head of the read buffer and
+// reports whether it did. The reader calls it between messages, where the
+// stream is at a frame boundary and gorilla holds nothing of it, so
+// gorilla never sees the frame: an idle client answering the server's
+// pings does not keep a reader goroutine (see session.idle). The payload
+// (the ping's, echoed) is not needed. Anything else, and a pong that is
+// not whole yet, is left for gorilla, which checks it.
+func (g *guardedConn) takePong() bool {
+	n := g.br.Buffered()
+	if n < 2 {
+		return false
+	}
+	h, err := g.br.Peek(2)
+	if err != nil || h[0] != 0x80|0x0a || h[1]&0x80 == 0 {
+		return false // not a final, unfragmented, masked pong
+	}
+	size := 2 + 4 + int(h[1]&0x7f) // header, masking key, payload
+	if h[1]&0x7f > 125 || n < size {
+		return false
+	}
+	_, err = g.br.Discard(size)
+	return err == nil
+}
+
 // guardedConn is a server-side WebSocket connection whose reads stop
 // before a frame header announcing more than limit payload bytes; the read
 // after the bytes that precede that header fails with errFrameTooLarge.

@@ -147,6 +147,12 @@ type Options struct {
 	PongTimeout time.Duration
 	// WriteTimeout bounds one frame write to a client. Default: 10s.
 	WriteTimeout time.Duration
+	// ParkIdle is how long a connection may send nothing before its reader
+	// goroutine parks: it exits, and one epoll instance for the whole
+	// server waits for the connection's next bytes (Linux; elsewhere, or
+	// if negative, readers stay blocked in a read). Pongs to the server's
+	// pings do not unpark it for long. Default: 1s.
+	ParkIdle time.Duration
 
 	// IdleTimeout unloads a document that has had no subscribers for that
 	// long. Default: 2m.
@@ -195,6 +201,7 @@ func DefaultOptions() Options {
 		PingInterval:        30 * time.Second,
 		PongTimeout:         10 * time.Second,
 		WriteTimeout:        10 * time.Second,
+		ParkIdle:            time.Second,
 		IdleTimeout:         2 * time.Minute,
 		MemoryBudget:        1 << 30,
 		SnapshotMinBytes:    64 << 10,
@@ -306,6 +313,9 @@ func (o Options) withDefaults() (Options, error) {
 	durDef("PingInterval", &o.PingInterval, d.PingInterval, time.Millisecond)
 	durDef("PongTimeout", &o.PongTimeout, d.PongTimeout, time.Millisecond)
 	durDef("WriteTimeout", &o.WriteTimeout, d.WriteTimeout, time.Millisecond)
+	if o.ParkIdle == 0 {
+		o.ParkIdle = d.ParkIdle
+	}
 	durDef("IdleTimeout", &o.IdleTimeout, d.IdleTimeout, time.Millisecond)
 	int64Def("SnapshotMinBytes", &o.SnapshotMinBytes, d.SnapshotMinBytes, 1)
 	intDef("MaxBatchChanges", &o.MaxBatchChanges, d.MaxBatchChanges, 1)

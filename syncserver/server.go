@@ -69,10 +69,13 @@ type Server struct {
 	sessionWG sync.WaitGroup // one per session (reader and writer)
 	// readerWG counts sessions whose reader may still dispatch messages;
 	// joined with sessionWG, under the same lock.
-	readerWG  sync.WaitGroup
-	roomWG    sync.WaitGroup // one per room goroutine
-	stop      chan struct{}  // closed by Shutdown: stops the janitor
-	janitorWG sync.WaitGroup
+	readerWG sync.WaitGroup
+	// poller resumes parked readers (see session.park); nil: none park.
+	poller     *poller
+	pollerOnce sync.Once
+	roomWG     sync.WaitGroup // one per room goroutine
+	stop       chan struct{}  // closed by Shutdown: stops the janitor
+	janitorWG  sync.WaitGroup
 }
 
 // Logger is the subset of *slog.Logger the server uses.
@@ -125,6 +128,14 @@ func New(opts Options) (*Server, error) {
 	}
 	if o.Insecure {
 		o.Logger.Warn("INSECURE MODE: connections without a token get anonymous write access to every document; never use this in production")
+	}
+	if o.ParkIdle > 0 {
+		p, err := newPoller(o.Logger)
+		if err != nil {
+			o.Logger.Info("idle connection readers will not park", "err", err)
+		} else {
+			s.poller = p
+		}
 	}
 	s.handler = s.routes()
 	s.janitorWG.Add(1)
@@ -263,6 +274,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.sessionWG.Wait(); close(sessDone) }()
 	select {
 	case <-sessDone:
+		if s.poller != nil {
+			s.pollerOnce.Do(s.poller.close)
+		}
 		return nil
 	case <-ctx.Done():
 		s.abort(sessions)

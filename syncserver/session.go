@@ -78,6 +78,16 @@ type session struct {
 	// awaitCatchupCredit) and by stopReading.
 	credit chan struct{}
 
+	// Parking (see park): parked is set while the connection has no
+	// reader goroutine; whoever clears it starts one. lastRead is when
+	// the reader last had a frame (mono), which the timer checks the
+	// heartbeat against while parked. pollID is the poller's (guarded by
+	// its lock). nextPing (mono) is guarded by out's lock.
+	parked   atomic.Bool
+	pollID   int32
+	lastRead atomic.Int64
+	nextPing time.Duration
+
 	// Owned by the reader.
 	subs subscriptions
 	// parts assembles, per document, the version of the next subscribe
@@ -167,13 +177,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	conn.SetCloseHandler(func(int, string) error { return nil })
+	// A pong read inside gorilla (while a message is awaited); idle
+	// readers take theirs themselves (see idle).
+	alive := s.opts.PingInterval + s.opts.PongTimeout
+	conn.SetPongHandler(func(string) error {
+		ss.touch()
+		return ss.extendDeadline(mono(time.Now()) + alive)
+	})
 	ss.armPing()
 	// The handshake (token parsing is deep) runs on the handler goroutine,
 	// which then returns; the steady-state reader is a fresh goroutine.
 	// NB: staying in the handler would keep net/http's per-request state
 	// (its buffered writer, the request and response) and the handler's
 	// deep stack alive for the connection's whole life.
-	authed := ss.extendDeadline(s.opts.AuthTimeout) == nil && ss.handshake()
+	authed := ss.extendDeadline(mono(time.Now())+s.opts.AuthTimeout) == nil && ss.handshake()
+	ss.touch()
 	go ss.run(authed)
 }
 
@@ -181,7 +199,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 func (ss *session) run(authed bool) {
 	s := ss.s
 	if authed {
-		ss.reader()
+		if ss.reader() {
+			return // parked: a poller event, a close or Shutdown runs it again
+		}
 	} else {
 		s.readerWG.Done()
 	}
@@ -194,6 +214,9 @@ func (ss *session) run(authed bool) {
 		ss.ping.Stop()
 	}
 	ss.out.Unlock()
+	if s.poller != nil {
+		s.poller.forget(ss)
+	}
 	s.sessions.Lock()
 	delete(s.sessions.m, ss)
 	s.sessions.Unlock()
@@ -560,6 +583,7 @@ func (ss *session) finishWriter() {
 	ss.out.finished = true
 	ss.out.Unlock()
 	ss.signalCredit()
+	ss.unpark() // a parked reader runs, finds the connection closed and ends
 }
 
 // awaitWriter waits until finishWriter ran.
@@ -632,8 +656,9 @@ func (ss *session) closeConn() {
 	ss.finishWriter()
 }
 
-// tick runs on the timer's goroutine: it sends a ping, or closes the
-// connection when the token has expired.
+// tick runs on the timer's goroutine: it closes the connection when the
+// token has expired or when a parked connection missed its heartbeat, and
+// sends a ping when one is due.
 func (ss *session) tick() {
 	ss.out.Lock()
 	expired := ss.expiring
@@ -643,12 +668,29 @@ func (ss *session) tick() {
 		ss.kick(syncproto.CloseAuthFailed, "token expired")
 		return
 	}
-	ss.enqueue(outFrame{op: opPing}, false)
+	o := &ss.s.opts
+	now := mono(time.Now())
+	if ss.parked.Load() && now >= time.Duration(ss.lastRead.Load())+o.PingInterval+o.PongTimeout {
+		// What a read deadline does for a reader that is not parked.
+		ss.s.m.limitHits.WithLabelValues("heartbeat").Inc()
+		ss.kick(syncproto.CloseHeartbeatTimeout, "no pong or message before the deadline")
+		return
+	}
+	ss.out.Lock()
+	due := now >= ss.nextPing
+	if due {
+		ss.nextPing = now + o.PingInterval
+	}
+	ss.out.Unlock()
+	if due {
+		ss.enqueue(outFrame{op: opPing}, false)
+	}
 	ss.armPing()
 }
 
-// armPing schedules the next ping, or the token's expiry when that comes
-// first, unless the connection is closing. One timer serves both, reset
+// armPing schedules the timer for the next ping, or for the token's
+// expiry or, while parked, the heartbeat deadline when either comes first,
+// unless the connection is closing. One timer serves all three, reset
 // rather than replaced: an idle connection holds one.
 func (ss *session) armPing() {
 	ss.out.Lock()
@@ -656,7 +698,16 @@ func (ss *session) armPing() {
 	if ss.out.closed || ss.out.closing {
 		return
 	}
-	d := ss.s.opts.PingInterval
+	o := &ss.s.opts
+	now := mono(time.Now())
+	if ss.nextPing == 0 {
+		ss.nextPing = now + o.PingInterval
+	}
+	d := ss.nextPing - now
+	if ss.parked.Load() {
+		d = min(d, time.Duration(ss.lastRead.Load())+o.PingInterval+o.PongTimeout-now)
+	}
+	d = max(d, 0)
 	ss.expiring = false
 	if !ss.expires.IsZero() {
 		if left := ss.expires.Sub(ss.s.auth.now()); left <= d {
@@ -721,6 +772,7 @@ func (ss *session) kick(code syncproto.CloseCode, reason string) {
 func (ss *session) stopReading() {
 	ss.draining.Store(true)
 	ss.signalCredit() // wakes a reader waiting for catch-up credit
+	defer ss.unpark() // a parked one runs, meets draining and stops
 	// A deadline in the past fails the pending read at once; net.Conn
 	// deadlines may be set concurrently with a read. An error means the
 	// connection is already closed, so the reader has ended anyway.
@@ -729,11 +781,11 @@ func (ss *session) stopReading() {
 	}
 }
 
-// extendDeadline pushes the read deadline out after a frame arrived. NB:
-// stopReading sets draining before its past deadline, so checking draining
-// after setting ours means one of the two past deadlines always wins.
-func (ss *session) extendDeadline(d time.Duration) error {
-	if err := ss.conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+// extendDeadline sets the read deadline to at (mono). NB: stopReading sets
+// draining before its past deadline, so checking draining after setting
+// ours means one of the two past deadlines always wins.
+func (ss *session) extendDeadline(at time.Duration) error {
+	if err := ss.conn.SetReadDeadline(monoEpoch.Add(at)); err != nil {
 		return err
 	}
 	if ss.draining.Load() {
@@ -752,19 +804,31 @@ func (ss *session) sendRoom(r *room, c roomCmd) bool {
 	return true
 }
 
-func (ss *session) reader() {
-	defer ss.recoverSession("session_reader") // first deferred: runs after leaveAll and close
-	defer ss.s.readerWG.Done()
-	defer ss.leaveAll()
+// reader reads and dispatches frames until the connection ends, or until
+// it parks (true): then its goroutine exits, and unpark runs a new one.
+func (ss *session) reader() (parked bool) {
+	defer ss.recoverSession("session_reader") // first deferred: runs after leaveAll and Done
+	defer func() {
+		if !parked {
+			ss.s.readerWG.Done()
+		}
+	}()
+	defer func() {
+		if !parked {
+			ss.leaveAll()
+		}
+	}()
 	o := &ss.s.opts
 	alive := o.PingInterval + o.PongTimeout
-	ss.conn.SetPongHandler(func(string) error { return ss.extendDeadline(alive) })
 	for {
-		// NB: the deadline is set before each read, not after the last
-		// one, so time spent dispatching (a document load) does not count
-		// against the client.
-		if ss.extendDeadline(alive) != nil {
-			return
+		if ss.canPark() && ss.idle(o.ParkIdle, alive) {
+			return true
+		}
+		// NB: the deadline runs from when the reader was last ready for a
+		// frame, not from the last frame, so time spent dispatching (a
+		// document load) does not count against the client.
+		if ss.extendDeadline(time.Duration(ss.lastRead.Load())+alive) != nil {
+			return false
 		}
 		if ss.guard != nil {
 			// An error here is met again, and handled, by read.
@@ -772,7 +836,7 @@ func (ss *session) reader() {
 		}
 		frame, ok := ss.read()
 		if !ok {
-			return
+			return false
 		}
 		received := time.Now()
 		m, err := syncproto.Decode(frame)
@@ -780,13 +844,83 @@ func (ss *session) reader() {
 			if errors.Is(err, syncproto.ErrUnknownMessage) {
 				// A newer client: tell it, keep the connection.
 				ss.queueError(syncproto.StatusInvalid, "", err.Error())
+				ss.touch()
 				continue
 			}
 			ss.s.log.Debug("malformed frame", "session", ss.id, "err", err)
 			ss.kick(syncproto.CloseProtocolError, err.Error())
-			return
+			return false
 		}
 		ss.dispatch(m, received)
+		ss.touch()
+	}
+}
+
+// canPark: the server has a poller, and the connection a socket and the
+// read buffer idle looks into.
+func (ss *session) canPark() bool {
+	return ss.s.poller != nil && ss.raw != nil && ss.guard != nil && ss.guard.br != nil
+}
+
+// touch records that the reader is ready for the next frame now: the
+// heartbeat deadline runs from here.
+func (ss *session) touch() { ss.lastRead.Store(int64(mono(time.Now()))) }
+
+// idle waits, for at most parkIdle, for the first byte of the next frame,
+// consuming the pongs that answer the server's pings on the way (they
+// would otherwise keep the reader in gorilla, waiting for a message). If
+// nothing else comes it parks (true). It returns false, to read, when
+// bytes of a frame are buffered, and when the wait ended otherwise (the
+// heartbeat deadline passed, the connection failed, Shutdown): the read
+// then meets that condition again and handles it.
+func (ss *session) idle(parkIdle, alive time.Duration) bool {
+	for {
+		if ss.guard.takePong() {
+			ss.touch()
+			continue
+		}
+		if ss.guard.br.Buffered() > 0 || ss.draining.Load() {
+			return false
+		}
+		now := mono(time.Now())
+		heartbeat := time.Duration(ss.lastRead.Load()) + alive
+		if ss.extendDeadline(min(now+parkIdle, heartbeat)) != nil {
+			return false
+		}
+		err := ss.guard.waitData()
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || mono(time.Now()) >= heartbeat {
+			return false
+		}
+		if ss.park() {
+			return true
+		}
+	}
+}
+
+// park hands the wait for the connection's next bytes to the server's
+// poller and reports whether the caller's goroutine must now exit. From
+// the moment parked is set, another goroutine may be running the reader
+// (unpark): the caller touches no reader state after a true.
+func (ss *session) park() bool {
+	ss.parked.Store(true)
+	if err := ss.s.poller.watch(ss); err != nil {
+		ss.s.log.Debug("could not park a reader", "session", ss.id, "err", err)
+		// Unless someone resumed it meanwhile, this goroutine reads on.
+		return !ss.parked.CompareAndSwap(true, false)
+	}
+	ss.armPing() // the timer watches the heartbeat while parked
+	return true
+}
+
+// unpark starts a reader goroutine for a parked connection: its bytes
+// arrived, it was closed, or Shutdown stops it. At most one caller wins.
+func (ss *session) unpark() {
+	if ss.parked.CompareAndSwap(true, false) {
+		go ss.run(true)
 	}
 }
 

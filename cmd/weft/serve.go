@@ -65,6 +65,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	authTimeout := fs.Duration("auth-timeout", def.AuthTimeout, "time a new connection has to send hello")
 	pingInterval := fs.Duration("ping-interval", def.PingInterval, "WebSocket ping period")
 	pongTimeout := fs.Duration("pong-timeout", def.PongTimeout, "time after a ping before a silent connection is closed")
+	parkIdle := fs.Duration("park-idle", def.ParkIdle, "silence after which a connection's reader goroutine parks on the server's epoll (Linux; negative: never)")
 	budget := byteSize(def.MemoryBudget)
 	fs.Var(&budget, "memory-budget", "bytes of loaded documents before the least recently used idle ones are unloaded (0: no budget)")
 	idle := fs.Duration("idle-timeout", def.IdleTimeout, "unload a document this long after its last subscriber left")
@@ -122,6 +123,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.AuthTimeout = *authTimeout
 	o.PingInterval = *pingInterval
 	o.PongTimeout = *pongTimeout
+	o.ParkIdle = *parkIdle
 	o.MemoryBudget = int64(budget)
 	o.IdleTimeout = *idle
 	o.SnapshotMinBytes = int64(snapMin)
@@ -357,7 +359,7 @@ var optionFlags = map[string]string{
 	"MaxValueBytes": "max-value", "MaxPendingBytes": "max-pending-bytes",
 	"MaxClockOffset": "max-clock-offset", "SendQueue": "send-queue",
 	"AuthTimeout": "auth-timeout", "PingInterval": "ping-interval",
-	"PongTimeout": "pong-timeout", "MemoryBudget": "memory-budget",
+	"PongTimeout": "pong-timeout", "MemoryBudget": "memory-budget", "ParkIdle": "park-idle",
 	"IdleTimeout": "idle-timeout", "SnapshotMinBytes": "snapshot-min",
 }
 
