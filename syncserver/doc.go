@@ -189,21 +189,28 @@
 //
 // # Memory
 //
-// An idle connection costs about 12 KB of server memory (weft bench conns
-// --conns 10000: 11,790-12,280 bytes of RSS growth per connection, 4 runs;
-// the usual goroutine-per-connection gorilla server needs 24-41 KB). About
-// half of that is live: the session and its channels and timers, gorilla's
-// Conn, a 512-byte read buffer, the descriptor and poller state, and a
-// 2 KB goroutine stack; the rest is the collector's headroom (the heap
-// grows to twice what is live before a collection). The handshake runs on
-// the HTTP handler goroutine, which then returns, releasing net/http's
-// per-request buffers and its deep stack. The reader is a fresh goroutine
-// that waits for the next byte in a shallow call (guardedConn.waitData)
-// before handing the connection to gorilla, so while it is idle the
-// collector can shrink its stack to the minimum (it grows while a message
-// is handled). gorilla reads through guardHijack's small buffered reader,
-// borrows write buffers from a pool only while writing, and an idle
-// connection has no writer goroutine and no queue.
+// An idle subscribed connection costs about 8 KB of server memory (weft
+// bench conns --conns 10000: 7,945-8,281 bytes of RSS growth per
+// connection, 3 runs; the usual goroutine-per-connection gorilla server
+// needs 24-41 KB, Hocuspocus 35-38 KB). About half of that is live: the
+// session and its channel and timer, gorilla's Conn, a 288-byte read
+// buffer, the descriptor and poller state; the rest is the collector's
+// headroom (the heap grows to twice what is live before a collection).
+//
+// An idle connection has no goroutine. The handshake runs on the HTTP
+// handler goroutine, which then returns, releasing net/http's per-request
+// buffers and its deep stack. The reader is a fresh goroutine; after
+// ParkIdle without a frame it parks: it arms a one-shot event for the
+// socket on the server's epoll instance (park_linux.go) and exits, and
+// the poller's one goroutine starts a new reader when bytes arrive (a
+// close, Shutdown and the session's timer resume it too). Pongs to the
+// server's pings do not keep it awake: between messages the reader takes
+// whole pong frames off its buffer itself (guardedConn.takePong), where
+// gorilla would otherwise consume them and wait on for a message. While
+// parked, the session's one timer checks the heartbeat deadline that a
+// read deadline checks otherwise. gorilla reads through guardHijack's
+// small buffered reader and borrows write buffers from a pool only while
+// writing; an idle connection has no writer goroutine and no queue.
 //
 // # Auth
 //
