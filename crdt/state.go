@@ -260,7 +260,8 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 				bo := byteOffset(content, int(sp.n), int(seq-sp.seq))
 				be := bo + byteOffset(content[bo:], int(sp.n-(seq-sp.seq)), int(m))
 				if l == nil || len(l.items) >= leafCap*3/4 {
-					l = &leaf{items: make([]item, 0, leafCap+2), idx: len(t.leaves)}
+					l = newLeaf(0)
+					l.idx = len(t.leaves)
 					t.leaves = append(t.leaves, l)
 				}
 				if present[fi][r] == nil {

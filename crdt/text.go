@@ -51,6 +51,24 @@ type leaf struct {
 	raw   int
 }
 
+// leafMem is a leaf and room for its items in one allocation (see
+// newLeaf).
+type leafMem struct {
+	l   leaf
+	buf [leafCap + 2]item
+}
+
+// newLeaf returns a leaf of n zero items, with room for leafCap+2, held
+// in the same object as the leaf: one allocation instead of two, and an
+// id lookup that reaches the leaf then finds its items next to it in
+// memory, not in a block of their own elsewhere. (A leaf that outgrows
+// the room gets its items a block of their own, as append does.)
+func newLeaf(n int) *leaf {
+	m := new(leafMem)
+	m.l.items = m.buf[:n]
+	return &m.l
+}
+
 // idEntry says that the characters r:start .. r:end-1 of a text are all in
 // leaf l, starting at about item at: items inserted before them move them
 // right, so locate looks there first and scans on from it (a scan of the
@@ -626,7 +644,7 @@ func (t *text) fixLeaf(l *leaf) {
 	for len(l.items) > leafCap {
 		t.ver++
 		half := len(l.items) / 2
-		nl := &leaf{items: make([]item, len(l.items)-half, leafCap+2)}
+		nl := newLeaf(len(l.items) - half)
 		copy(nl.items, l.items[half:])
 		l.items = l.items[:half]
 		for j := range nl.items {
