@@ -147,6 +147,9 @@ func (x *idIndex) put(e *idEntry) (old *idEntry) {
 	}
 	if j < len(ch.starts) && ch.starts[j] == e.start {
 		old, ch.ents[j] = ch.ents[j], e
+		if old != e {
+			dropEntry(old)
+		}
 		return old
 	}
 	if j == len(ch.starts) {

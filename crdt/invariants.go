@@ -96,6 +96,10 @@ func (t *text) checkInvariants() {
 			if got := t.findLeaf(ref{it.r, it.seq + it.n - 1}); got != l {
 				panic(fmt.Sprintf("crdt invariant: id index sends %d:%d to the wrong leaf", it.r, it.seq+it.n-1))
 			}
+			// A hint that checks out names the entry the index holds.
+			if e := t.hinted(it, l); e != nil && t.entryAt(it.r, it.seq) != e {
+				panic(fmt.Sprintf("crdt invariant: item %d:%d+%d hints at an entry out of the index", it.r, it.seq, it.n))
+			}
 		}
 		if lv != l.vis || lr != l.raw {
 			panic("crdt invariant: leaf lengths out of date")

@@ -311,7 +311,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		for _, l := range t.leaves {
 			for i, it := range l.items {
 				b := buckets[it.r]
-				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, at: uint32(i), l: l}
+				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, at: uint32(i), r: it.r, l: l}
 				b[spanOf[k]]++
 				k++
 			}

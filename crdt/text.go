@@ -35,6 +35,27 @@ type item struct {
 	off    uint32 // content bytes in Doc.content
 	nb     uint32
 	del    bool
+	// ent is a hint (in bytes that were padding): the handle of the
+	// index entry made for the item (see text.newEntry), 0 if none. A
+	// leaf split moves half its items to a new leaf, and their entries
+	// must then name it: looked up by id, that was a tenth of a merge.
+	// The hint is checked before it is used (see text.hinted), so a
+	// stale one (after the item or its entry was cut) costs only the
+	// lookup it would have saved.
+	ent [3]byte
+}
+
+// hint returns the item's entry handle hint, 0 if none.
+func (it *item) hint() uint32 {
+	return uint32(it.ent[0]) | uint32(it.ent[1])<<8 | uint32(it.ent[2])<<16
+}
+
+// setHint records entry handle h, or none if it does not fit.
+func (it *item) setHint(h uint32) {
+	if h >= 1<<24 {
+		h = 0
+	}
+	it.ent = [3]byte{byte(h), byte(h >> 8), byte(h >> 16)}
 }
 
 func (it *item) vis() int {
@@ -76,6 +97,7 @@ func newLeaf(n int) *leaf {
 type idEntry struct {
 	start, end uint32
 	at         uint32
+	r          uint32 // the replica (for checking an item's hint)
 	l          *leaf
 }
 
@@ -105,8 +127,10 @@ type text struct {
 	leftI  int
 	leftK  uint32
 	leftID ref
-	// slab is where newEntry takes index entries from.
-	slab []idEntry
+	// slabs are where newEntry takes index entries from; the last has
+	// slabUsed entries in use.
+	slabs    []*[entrySlab]idEntry
+	slabUsed int
 	// chars[r] marks the seqs of replica r that are characters of this
 	// text, so that checking a reference to them (a remote insert names
 	// two, a delete one) is a bit test, not a search of the id index.
@@ -298,29 +322,57 @@ func (t *text) lastEntry(r uint32) *idEntry {
 	return t.tail[r]
 }
 
-// newEntry allocates an index entry from a slab: a merge adds one per
-// remote insert, and one allocation per 64 entries is far cheaper.
-// (Entries live as long as the text, so the slab wastes little.)
-func (t *text) newEntry(start, end uint32, l *leaf, at int) *idEntry {
-	if len(t.slab) == cap(t.slab) {
-		t.slab = make([]idEntry, 0, 64)
+// newEntry allocates an index entry of replica r from a slab: a merge
+// adds one per remote insert, and one allocation per 64 entries is far
+// cheaper. (Entries live as long as the text, so the slabs waste little.)
+// It returns the entry and its handle, for item hints: 1 + its place in
+// the slabs.
+func (t *text) newEntry(r, start, end uint32, l *leaf, at int) (*idEntry, uint32) {
+	if len(t.slabs) == 0 || t.slabUsed == entrySlab {
+		t.slabs = append(t.slabs, new([entrySlab]idEntry))
+		t.slabUsed = 0
 	}
-	t.slab = append(t.slab, idEntry{start: start, end: end, at: uint32(at), l: l})
-	return &t.slab[len(t.slab)-1]
+	k := t.slabUsed
+	t.slabUsed++
+	e := &t.slabs[len(t.slabs)-1][k]
+	*e = idEntry{start: start, end: end, at: uint32(at), r: r, l: l}
+	return e, uint32((len(t.slabs)-1)*entrySlab + k + 1)
 }
 
-// assign records that ids r:start..r:end-1 are in leaf l, from item at.
-func (t *text) assign(r, start, end uint32, l *leaf, at int) {
+const entrySlab = 64
+
+// hinted returns the entry of the ids of it, which the leaf from holds,
+// if it's hint names it; else nil. An entry taken out of the index is
+// emptied (end = start), so a hint never names one of those.
+func (t *text) hinted(it *item, from *leaf) *idEntry {
+	h := it.hint()
+	if h == 0 || int(h-1)/entrySlab >= len(t.slabs) {
+		return nil
+	}
+	e := &t.slabs[(h-1)/entrySlab][(h-1)%entrySlab]
+	if e.r != it.r || e.start != it.seq || e.end != it.seq+it.n || e.l != from {
+		return nil
+	}
+	return e
+}
+
+// dropEntry marks e, just taken out of the index, as no entry (see
+// hinted).
+func dropEntry(e *idEntry) { e.end = e.start }
+
+// assign records that ids r:start..r:end-1 are in leaf l, from item at,
+// and returns the handle of the entry it made for them (0: it grew one).
+func (t *text) assign(r, start, end uint32, l *leaf, at int) uint32 {
 	tr := t.index(r)
 	// Fast path, typing: grow the last entry when the new ids follow it.
 	if last := t.lastEntry(r); last != nil && last.end == start && last.l == l {
 		last.end = end
-		return
+		return 0
 	} else if last == nil || last.end <= start {
-		e := t.newEntry(start, end, l, at)
+		e, h := t.newEntry(r, start, end, l, at)
 		tr.put(e)
 		t.tail[r] = e
-		return
+		return h
 	}
 	// General case: cut [start,end) out of the entries that overlap it.
 	t.tail[r] = nil
@@ -336,13 +388,18 @@ func (t *text) assign(r, start, end uint32, l *leaf, at int) {
 	for _, e := range cut {
 		tr.remove(e.start)
 		if e.start < start {
-			tr.put(t.newEntry(e.start, start, e.l, int(e.at)))
+			x, _ := t.newEntry(r, e.start, start, e.l, int(e.at))
+			tr.put(x)
 		}
 		if e.end > end {
-			tr.put(t.newEntry(end, e.end, e.l, int(e.at)))
+			x, _ := t.newEntry(r, end, e.end, e.l, int(e.at))
+			tr.put(x)
 		}
+		dropEntry(e)
 	}
-	tr.put(t.newEntry(start, end, l, at))
+	e, h := t.newEntry(r, start, end, l, at)
+	tr.put(e)
+	return h
 }
 
 // reassign records that ids r:start..r:end-1, which the index already
@@ -356,7 +413,7 @@ func (t *text) reassign(r, start, end uint32, l *leaf, at int) {
 			return
 		}
 		if e.end > end {
-			rest := &idEntry{start: end, end: e.end, at: e.at, l: e.l}
+			rest, _ := t.newEntry(r, end, e.end, e.l, int(e.at))
 			e.end, e.l, e.at = end, l, uint32(at)
 			t.ids[r].put(rest)
 			if t.tail[r] == e {
@@ -634,7 +691,7 @@ func (t *text) insertItem(l *leaf, i int, it item) {
 	l.vis += dv
 	t.vis += dv
 	t.lens.add(l.idx, dv, d)
-	t.assign(it.r, it.seq, it.seq+it.n, l, i)
+	l.items[i].setHint(t.assign(it.r, it.seq, it.seq+it.n, l, i))
 	t.markChars(it.r, it.seq, it.seq+it.n)
 	t.fixLeaf(l)
 }
@@ -657,6 +714,10 @@ func (t *text) fixLeaf(l *leaf) {
 		t.placeAfter(l, nl)
 		for j := range nl.items {
 			it := &nl.items[j]
+			if e := t.hinted(it, l); e != nil {
+				e.l, e.at = nl, uint32(j)
+				continue
+			}
 			t.reassign(it.r, it.seq, it.seq+it.n, nl, j)
 		}
 		// The moved half may itself be too big; loop on both.
