@@ -156,8 +156,8 @@ type ConvergeResult struct {
 	// LoadGenBottleneck is set when some load generator process kept
 	// more than 85% of a core busy, or at least half a core and more CPU
 	// than the server, or all of them together 85% of the CPUs they may
-	// run on: the latencies then measure the load generator as much as
-	// the server.
+	// run on, or they made fewer than 90% of the edits asked for: the
+	// latencies then measure the load generator as much as the server.
 	LoadGenBottleneck bool `json:"load_generator_bottleneck"`
 	// LoadAvg is /proc/loadavg at the end.
 	LoadAvg string `json:"loadavg"`
@@ -334,7 +334,7 @@ func Converge(ctx context.Context, opts ConvergeOptions) (ConvergeResult, error)
 		res.Deliveries += p.Deliveries
 		res.LoadGen = append(res.LoadGen, p)
 	}
-	res.measureCPU(srv, wall, serverPID != 0, o.ClientCPUs)
+	res.measureCPU(srv, wall, serverPID != 0, o.ClientCPUs, float64(o.Clients)*o.Rate*o.Duration.Seconds())
 
 	all := out.latencies
 	if len(all) == 0 {
@@ -363,8 +363,9 @@ func convergeEach[T any](shares []convergeShare, f func(convergeShare) (T, error
 }
 
 // measureCPU fills the server's CPU figures from srv, used over wall, the
-// load generator's from LoadGen, and the bottleneck warning.
-func (r *ConvergeResult) measureCPU(srv CPUTimes, wall time.Duration, haveServer bool, clientCPUs []int) {
+// load generator's from LoadGen, and the bottleneck warning; scheduled is
+// the number of edits the clients were asked to make.
+func (r *ConvergeResult) measureCPU(srv CPUTimes, wall time.Duration, haveServer bool, clientCPUs []int, scheduled float64) {
 	var total time.Duration
 	for _, p := range r.LoadGen {
 		r.ClientUserS += p.UserS
@@ -403,6 +404,11 @@ func (r *ConvergeResult) measureCPU(srv CPUTimes, wall time.Duration, haveServer
 		if s := p.UserS + p.SysS; haveServer && p.Cores >= 0.5 && s > srv.Total().Seconds() {
 			why = append(why, fmt.Sprintf("%s used more CPU than the server (%.2f s vs %.2f s)", name, s, srv.Total().Seconds()))
 		}
+	}
+	// Edits are local and never wait for the server: a shortfall means
+	// the clients' tickers fired late, in the load generator.
+	if float64(r.Edits) < 0.9*scheduled {
+		why = append(why, fmt.Sprintf("the load generator made %d of the %.0f edits asked for (%.0f%%)", r.Edits, scheduled, 100*float64(r.Edits)/scheduled))
 	}
 	if len(why) > 0 {
 		r.LoadGenBottleneck = true

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,30 @@ func TestConvergeCombine(t *testing.T) {
 	for l, n := range want {
 		if got[l] != n {
 			t.Fatalf("latencies %v, want %v", out.latencies, want)
+		}
+	}
+}
+
+// The bottleneck warning's rules, each on its own.
+func TestConvergeBottleneckRules(t *testing.T) {
+	srv := CPUTimes{User: 8 * time.Second, Sys: 2 * time.Second} // 0.5 of a core over 20 s
+	for _, tc := range []struct {
+		name   string
+		procs  []ConvergeProc
+		edits  int
+		want   bool
+		reason string
+	}{
+		{"quiet", []ConvergeProc{{UserS: 4, SysS: 2, Cores: 0.3}, {UserS: 4, SysS: 2, Cores: 0.3}}, 40000, false, ""},
+		{"a saturated process", []ConvergeProc{{UserS: 14, SysS: 4, Cores: 0.9}, {UserS: 1, Cores: 0.05}}, 40000, true, "process 1 of 2 kept 0.90 of a core"},
+		{"busy and above the server", []ConvergeProc{{UserS: 9, SysS: 3, Cores: 0.6}}, 40000, true, "more CPU than the server"},
+		{"above the server but idle", []ConvergeProc{{UserS: 9, SysS: 3, Cores: 0.4}}, 40000, false, ""},
+		{"edits short of the rate", []ConvergeProc{{UserS: 4, Cores: 0.2}}, 30000, true, "made 30000 of the 40000 edits"},
+	} {
+		r := ConvergeResult{Edits: tc.edits, Deliveries: 19 * tc.edits, LoadGen: tc.procs}
+		r.measureCPU(srv, 20*time.Second, true, []int{0, 1}, 40000)
+		if r.LoadGenBottleneck != tc.want || !strings.Contains(r.Warning, tc.reason) || tc.want == (r.Warning == "") {
+			t.Errorf("%s: bottleneck %v, warning %q; want %v mentioning %q", tc.name, r.LoadGenBottleneck, r.Warning, tc.want, tc.reason)
 		}
 	}
 }
