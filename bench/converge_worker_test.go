@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/weftsync/weft/crdt"
 )
 
@@ -91,5 +93,21 @@ func TestConvergeBottleneckRules(t *testing.T) {
 		if r.LoadGenBottleneck != tc.want || !strings.Contains(r.Warning, tc.reason) || tc.want == (r.Warning == "") {
 			t.Errorf("%s: bottleneck %v, warning %q; want %v mentioning %q", tc.name, r.LoadGenBottleneck, r.Warning, tc.want, tc.reason)
 		}
+	}
+}
+
+// convergeNow agrees with CLOCK_MONOTONIC read directly, which other
+// processes read too.
+func TestConvergeNowIsClockMonotonic(t *testing.T) {
+	var ts unix.Timespec
+	before := convergeNow()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	after := convergeNow()
+	// The offset is taken between two reads at start: allow a
+	// millisecond for a descheduling there.
+	if mono := ts.Nano(); mono < before-int64(time.Millisecond) || mono > after+int64(time.Millisecond) {
+		t.Fatalf("CLOCK_MONOTONIC %d outside [%d, %d]", mono, before, after)
 	}
 }
