@@ -45,7 +45,7 @@ type Node struct {
 	// member joined: a node killed soon after it joined must still find
 	// its peers again when it restarts without seeds.
 	joined chan struct{}
-	round      atomic.Uint64 // anti-entropy rounds
+	round  atomic.Uint64 // anti-entropy rounds
 
 	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc
