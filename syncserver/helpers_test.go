@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,3 +384,52 @@ func (g *gatedStore) Load(ctx context.Context, doc string) ([]byte, [][]byte, er
 type jwtRegistered = jwt.RegisteredClaims
 
 func jwtDate(t time.Time) *jwt.NumericDate { return jwt.NewNumericDate(t) }
+
+// pingAnswerer answers the server's pings on wc while answer holds,
+// counting them in pongs, and reads (dropping messages) until the
+// connection ends, whose error it sends on ended.
+type pingAnswerer struct {
+	answer atomic.Bool
+	pongs  atomic.Int32
+	ended  chan error
+}
+
+func answerPings(wc *wsClient) *pingAnswerer {
+	pa := &pingAnswerer{ended: make(chan error, 1)}
+	pa.answer.Store(true)
+	wc.c.SetPingHandler(func(data string) error {
+		if !pa.answer.Load() {
+			return nil
+		}
+		pa.pongs.Add(1)
+		return wc.c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	go func() {
+		for {
+			if _, _, err := wc.c.ReadMessage(); err != nil {
+				pa.ended <- err
+				return
+			}
+		}
+	}()
+	return pa
+}
+
+// expectHeartbeatClose stops answering and waits for the server to close
+// with CloseHeartbeatTimeout, counted once.
+func (pa *pingAnswerer) expectHeartbeatClose(t *testing.T, ts *testServer) {
+	t.Helper()
+	pa.answer.Store(false)
+	select {
+	case err := <-pa.ended:
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != int(syncproto.CloseHeartbeatTimeout) {
+			t.Fatalf("silent client closed with %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("silent client not closed")
+	}
+	if got := ts.counter("weft_limit_hits_total", "limit", "heartbeat"); got != 1 {
+		t.Errorf("heartbeat closes counted %v, want 1", got)
+	}
+}

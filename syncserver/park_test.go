@@ -4,9 +4,7 @@ package syncserver
 
 import (
 	"context"
-	"errors"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,56 +69,25 @@ func TestParkedHeartbeat(t *testing.T) {
 		o.PingInterval = 60 * time.Millisecond
 		o.PongTimeout = 60 * time.Millisecond
 	})
-	c := ts.dial(ts.token("u"))
-	var answer atomic.Bool
-	answer.Store(true)
-	var pongs atomic.Int32
-	c.c.SetPingHandler(func(data string) error {
-		if !answer.Load() {
-			return nil
-		}
-		pongs.Add(1)
-		return c.c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
-	ended := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := c.c.ReadMessage(); err != nil {
-				ended <- err
-				return
-			}
-		}
-	}()
+	pa := answerPings(ts.dial(ts.token("u")))
 	// Well past PingInterval+PongTimeout, answering pings: still open,
 	// and parked again after each pong.
 	deadline := time.Now().Add(waitFor)
-	for pongs.Load() < 6 {
+	for pa.pongs.Load() < 6 {
 		select {
-		case err := <-ended:
+		case err := <-pa.ended:
 			t.Fatalf("a parked client answering pings was disconnected: %v", err)
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d pings in %v", pongs.Load(), waitFor)
+			t.Fatalf("only %d pings in %v", pa.pongs.Load(), waitFor)
 		}
 	}
 	eventually(t, "parked between pings", func() bool {
 		p, _ := ts.parkedSessions()
 		return p == 1
 	})
-	answer.Store(false)
-	select {
-	case err := <-ended:
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != int(syncproto.CloseHeartbeatTimeout) {
-			t.Fatalf("silent parked client closed with %v", err)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("silent parked client not closed")
-	}
-	if got := ts.counter("weft_limit_hits_total", "limit", "heartbeat"); got != 1 {
-		t.Errorf("heartbeat closes counted %v, want 1", got)
-	}
+	pa.expectHeartbeatClose(t, ts)
 	eventually(t, "the session ended", func() bool {
 		_, all := ts.parkedSessions()
 		return all == 0

@@ -233,13 +233,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	// Every reader, these and those of sessions that registered after the
 	// list was taken (they stop themselves, see serveWS).
-	readersDone := make(chan struct{})
-	go func() { s.readerWG.Wait(); close(readersDone) }()
-	select {
-	case <-readersDone:
-	case <-ctx.Done():
+	if err := waitCtx(ctx, &s.readerWG); err != nil {
 		s.abort(sessions)
-		return ctx.Err()
+		return err
 	}
 	// 2. Rooms persist and ack everything they hold, close event streams,
 	// and exit.
@@ -258,28 +254,33 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	roomsDone := make(chan struct{})
-	go func() { s.roomWG.Wait(); close(roomsDone) }()
-	select {
-	case <-roomsDone:
-	case <-ctx.Done():
+	if err := waitCtx(ctx, &s.roomWG); err != nil {
 		s.abort(sessions)
-		return ctx.Err()
+		return err
 	}
 	// 3. Close every socket with 1001 after its queued acks.
 	for _, ss := range sessions {
 		ss.kick(closeGoingAway, "server shutting down")
 	}
-	sessDone := make(chan struct{})
-	go func() { s.sessionWG.Wait(); close(sessDone) }()
+	if err := waitCtx(ctx, &s.sessionWG); err != nil {
+		s.abort(sessions)
+		return err
+	}
+	if s.poller != nil {
+		s.pollerOnce.Do(s.poller.close)
+	}
+	return nil
+}
+
+// waitCtx waits for wg, or until ctx ends (its error). The waiting
+// goroutine outlives a cancelled wait until wg is done.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	select {
-	case <-sessDone:
-		if s.poller != nil {
-			s.pollerOnce.Do(s.poller.close)
-		}
+	case <-done:
 		return nil
 	case <-ctx.Done():
-		s.abort(sessions)
 		return ctx.Err()
 	}
 }

@@ -454,45 +454,16 @@ func TestHeartbeatTimeout(t *testing.T) {
 		o.PingInterval = 50 * time.Millisecond
 		o.PongTimeout = 50 * time.Millisecond
 	})
-	c := ts.dial(ts.token("u"))
-	var answer atomic.Bool
-	answer.Store(true)
-	c.c.SetPingHandler(func(data string) error {
-		if !answer.Load() {
-			return nil
-		}
-		return c.c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
-	ended := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := c.c.ReadMessage(); err != nil {
-				ended <- err
-				return
-			}
-		}
-	}()
+	pa := answerPings(ts.dial(ts.token("u")))
 	// A client that answers pings stays connected well past
 	// PingInterval+PongTimeout without sending anything.
 	select {
-	case err := <-ended:
+	case err := <-pa.ended:
 		t.Fatalf("a client answering pings was disconnected: %v", err)
 	case <-time.After(400 * time.Millisecond):
 	}
 	// One that stops answering is closed.
-	answer.Store(false)
-	select {
-	case err := <-ended:
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != int(syncproto.CloseHeartbeatTimeout) {
-			t.Fatalf("silent client closed with %v", err)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("silent client not closed")
-	}
-	if ts.counter("weft_limit_hits_total", "limit", "heartbeat") != 1 {
-		t.Error("heartbeat close not counted")
-	}
+	pa.expectHeartbeatClose(t, ts)
 }
 
 func TestAppPing(t *testing.T) {
