@@ -463,7 +463,7 @@ func (s *Store) append(ctx context.Context, doc string, batch, version []byte) (
 	if err := b.Set(metaKey(doc), encodeMeta(&m), nil); err != nil {
 		return 0, fmt.Errorf("storage: append %q: %w", doc, err)
 	}
-	if err := setVersion(b, doc, version); err != nil {
+	if err := setDelta(b, doc, seq, version); err != nil {
 		return 0, fmt.Errorf("storage: append %q: %w", doc, err)
 	}
 	if err := s.commit("append", doc, b); err != nil {

@@ -12,8 +12,9 @@ import (
 )
 
 // TestVersionsRecordedWithWrites: the version passed with a write is
-// what Versions reports, across a snapshot and a reopen; plain Appends
-// leave the recorded version alone; a corrupt record is an error.
+// what Versions reports (the maximum over a snapshot and the batches
+// since), across a snapshot and a reopen; plain Appends leave the
+// recorded version alone; a corrupt record is an error.
 func TestVersionsRecordedWithWrites(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -34,7 +35,27 @@ func TestVersionsRecordedWithWrites(t *testing.T) {
 	if _, err := s.Append(ctx, "unversioned", []byte{3}); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]crdt.VersionVector{"a": {r1: 5, r2: 1}, "b/c": {r2: 7}}
+	// Batches record only what they raise: the version is the maximum.
+	r3 := crdt.ReplicaID(uuid.New())
+	for _, raised := range []crdt.VersionVector{{r3: 2}, {r1: 1}, {r3: 4}} {
+		if _, err := s.AppendVersion(ctx, "a/b", []byte{4}, raised); err != nil { // sorts between "a" and "b/c"
+			t.Fatal(err)
+		}
+	}
+	// A snapshot's version replaces its batches' records; later
+	// batches add to it.
+	for _, raised := range []crdt.VersionVector{{r1: 9}, {r2: 9}} {
+		if _, err := s.AppendVersion(ctx, "c", []byte{5}, raised); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.WriteSnapshotVersion(ctx, "c", []byte{9}, crdt.VersionVector{r1: 9, r2: 8}); err != nil { // less than a batch said: the snapshot is the truth
+		t.Fatal(err)
+	}
+	if _, err := s.AppendVersion(ctx, "c", []byte{6}, crdt.VersionVector{r3: 1}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]crdt.VersionVector{"a": {r1: 5, r2: 1}, "a/b": {r1: 1, r3: 4}, "b/c": {r2: 7}, "c": {r1: 9, r2: 8, r3: 1}}
 	check := func(s *Store) {
 		t.Helper()
 		got := map[string]crdt.VersionVector{}

@@ -47,7 +47,9 @@ type Replicator interface {
 // compare documents without loading them. With one, the server passes
 // the version the store holds after each write.
 type VersionStore interface {
-	// AppendVersion is Store.Append that also records version.
+	// AppendVersion is Store.Append that also records that the document
+	// now holds at least version: the entry-wise maximum of what it held
+	// and version. The ends of the batch's changes are enough.
 	AppendVersion(ctx context.Context, doc string, batch []byte, version crdt.VersionVector) (logBytes int64, err error)
 	// WriteSnapshotVersion is Store.WriteSnapshot that also records
 	// version.
@@ -361,7 +363,8 @@ func (r *room) withPeerAcks(c *cmdUpdate, need crdt.VersionVector, ack func(sync
 	}
 }
 
-// storeAppend appends batch, recording version when the store keeps
+// storeAppend appends batch, recording that the document now holds at
+// least raised (the ends of the batch's changes) when the store keeps
 // versions.
 func storeAppend(ctx context.Context, st Store, doc string, batch []byte, version crdt.VersionVector) (int64, error) {
 	if vs, ok := st.(VersionStore); ok {

@@ -886,7 +886,7 @@ func (r *room) flush() {
 		if len(r.newOwners) > 0 {
 			// Claims without fresh changes (a resend of changes the store
 			// already holds): record them alone.
-			r.startPersist(nil, nil, r.durable)
+			r.startPersist(nil, nil, r.durable, nil)
 		}
 		return
 	}
@@ -899,7 +899,7 @@ func (r *room) flush() {
 		state := r.doc.ExportState()
 		r.unpersisted = r.unpersisted[:0]
 		r.unpersistedBytes = 0
-		r.startPersist(state, nil, version)
+		r.startPersist(state, nil, version, nil)
 		return
 	}
 	// One batch must decode on load: within codec's change and op limits.
@@ -912,18 +912,23 @@ func (r *room) flush() {
 		version = r.durable.Clone()
 		advance(version, r.unpersisted[:n])
 	}
+	// The store records only what the batch raises: the whole vector
+	// is bytes per writer the document ever had, with every keystroke.
+	raised := make(crdt.VersionVector, 1)
+	advance(raised, r.unpersisted[:n])
 	rest := copy(r.unpersisted, r.unpersisted[n:])
 	clear(r.unpersisted[rest:])
 	r.unpersisted = r.unpersisted[:rest]
 	if rest == 0 {
 		r.unpersistedBytes = 0
 	}
-	r.startPersist(nil, batch, version)
+	r.startPersist(nil, batch, version, raised)
 }
 
 // startPersist writes a snapshot of state (if not nil) or appends batch,
-// in a goroutine of its own.
-func (r *room) startPersist(state *crdt.State, batch []byte, version crdt.VersionVector) {
+// in a goroutine of its own. version is what the store holds after the
+// write; raised, for an append, what the batch raises (see storeAppend).
+func (r *room) startPersist(state *crdt.State, batch []byte, version, raised crdt.VersionVector) {
 	r.persisting = true
 	store, doc, done := r.s.opts.Store, r.id, r.persistDone
 	owners := r.newOwners
@@ -959,7 +964,7 @@ func (r *room) startPersist(state *crdt.State, batch []byte, version crdt.Versio
 		if state != nil {
 			res.err = storeSnapshot(context.Background(), store, doc, data, version)
 		} else {
-			res.logBytes, res.err = storeAppend(context.Background(), store, doc, data, version)
+			res.logBytes, res.err = storeAppend(context.Background(), store, doc, data, raised)
 		}
 		res.elapsed = time.Since(start)
 		done <- res
