@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 
 	"github.com/weftsync/weft/bench"
 )
@@ -30,6 +31,7 @@ func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	plot := fs.String("plot", "", "write an SVG: latency CDF same-peer vs cross-peer, and the divergence timeline of fault runs")
 	verbose := fs.Bool("v", false, "log progress to stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the clients) to this file; --server-arg=--debug-listen=... profiles the peers")
 	var serverArgs stringList
 	fs.Var(&serverArgs, "server-arg", "extra flag for every peer, repeatable; {peer} becomes the peer's index, e.g. --server-arg=--debug-listen=127.0.0.1:606{peer}")
 	fs.Usage = func() {
@@ -45,6 +47,19 @@ func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // the clients share this process
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "weft bench cluster: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "weft bench cluster: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	r, err := bench.RunCluster(ctx, bench.ClusterOptions{
 		Binary: *binary, Peers: *peers, Clients: *clients, Docs: *docs, Rate: *rate, Duration: *duration, Settle: *settle,
