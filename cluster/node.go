@@ -560,7 +560,7 @@ func stateName(s memberlist.NodeStateType) string {
 // their replicas that the link has not carried yet; changes that came
 // from a peer are not pushed on (their origin pushed them to everyone;
 // anti-entropy covers links that were down).
-func (n *Node) Applied(doc string, fresh []crdt.Change, origin string, owners []syncproto.Owner) {
+func (n *Node) Applied(doc string, fresh []crdt.Change, encoded func() []codec.Chunk, origin string, owners []syncproto.Owner) {
 	if origin != "" {
 		return
 	}
@@ -568,7 +568,16 @@ func (n *Node) Applied(doc string, fresh []crdt.Change, origin string, owners []
 	if len(links) == 0 {
 		return
 	}
-	n.pushChunks(doc, codec.EncodeChunks(fresh, n.opts.MaxFrameBytes/2), owners, links, false)
+	// The bytes the server sent its own subscribers, unless a chunk is
+	// larger than a peer frame takes.
+	chunks := encoded()
+	for _, ch := range chunks {
+		if len(ch.Data) > n.opts.MaxFrameBytes/2 && len(ch.Changes) > 1 {
+			chunks = codec.EncodeChunks(fresh, n.opts.MaxFrameBytes/2)
+			break
+		}
+	}
+	n.pushChunks(doc, chunks, owners, links, false)
 }
 
 // pushChunks sends encoded chunks as updates on links, each link's

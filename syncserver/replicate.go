@@ -28,7 +28,10 @@ type Replicator interface {
 	// the ownership claims this server holds for the replicas of fresh
 	// (at most one per replica; none for unclaimed ones), which a peer
 	// must learn before it applies fresh (see PeerOwners).
-	Applied(doc string, fresh []crdt.Change, origin string, owners []syncproto.Owner)
+	// encoded gives fresh cut into chunks of at most half the server's
+	// frame limit, encoded once for the subscribers, the event streams
+	// and the Replicator (it encodes at its first call).
+	Applied(doc string, fresh []crdt.Change, encoded func() []codec.Chunk, origin string, owners []syncproto.Owner)
 	// Durable reports that the store now holds doc at version v (after
 	// each store write).
 	Durable(doc string, v crdt.VersionVector)
@@ -319,7 +322,7 @@ func (r *room) replayPeerPresence(sess *session) {
 
 // replicateApplied tells the Replicator about fresh changes and the
 // claims on their replicas.
-func (r *room) replicateApplied(fresh []crdt.Change, origin string) {
+func (r *room) replicateApplied(fresh []crdt.Change, encoded func() []codec.Chunk, origin string) {
 	if rep := r.s.replicator(); rep != nil && len(fresh) > 0 {
 		var owners []syncproto.Owner
 		if origin == "" {
@@ -327,7 +330,7 @@ func (r *room) replicateApplied(fresh []crdt.Change, origin string) {
 			// them to everyone, with its claims).
 			owners = r.ownersOf(fresh)
 		}
-		rep.Applied(r.id, fresh, origin, owners)
+		rep.Applied(r.id, fresh, encoded, origin, owners)
 	}
 }
 

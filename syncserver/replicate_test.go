@@ -33,7 +33,7 @@ func newFakeReplicator(answer syncproto.Status) *fakeReplicator {
 	return &fakeReplicator{applied: map[string]int{}, owners: map[crdt.ReplicaID]string{}, durable: map[string]crdt.VersionVector{}, answer: answer}
 }
 
-func (f *fakeReplicator) Applied(doc string, fresh []crdt.Change, origin string, owners []syncproto.Owner) {
+func (f *fakeReplicator) Applied(doc string, fresh []crdt.Change, encoded func() []codec.Chunk, origin string, owners []syncproto.Owner) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied[origin] += len(fresh)

@@ -162,6 +162,7 @@ type heldBroadcast struct {
 type roomCast struct {
 	author     *session
 	fresh      []crdt.Change
+	encoded    func() []codec.Chunk // fresh's chunks (see encodeOnce)
 	withAuthor bool
 	received   time.Time
 }
@@ -642,13 +643,16 @@ func (r *room) accept(c cmdUpdate, before crdt.VersionVector, fresh []crdt.Chang
 		r.unpersisted = append(r.unpersisted, fresh...)
 		r.unpersistedBytes += c.size
 		r.setBytes()
+		// The subscribers, the event streams and the peers get the same
+		// bytes: encoded once, when the first of them needs them.
+		encoded := r.encodeOnce(fresh)
 		if r.s.broadcastAfterDurable {
 			r.held = append(r.held, heldBroadcast{c.from, before, fresh, len(fresh) != len(c.changes), c.received, r.version.Clone()})
 		} else {
-			r.streamCast(before, fresh)
-			r.casts = append(r.casts, roomCast{c.from, fresh, len(fresh) != len(c.changes), c.received})
+			r.streamCast(before, encoded)
+			r.casts = append(r.casts, roomCast{c.from, fresh, encoded, len(fresh) != len(c.changes), c.received})
 		}
-		r.replicateApplied(fresh, c.peer)
+		r.replicateApplied(fresh, encoded, c.peer)
 	}
 	if c.ack == nil {
 		return
@@ -745,18 +749,31 @@ func (r *room) claim(replica crdt.ReplicaID, user string) {
 // withAuthor: the batch unblocked other changes, which the author may lack
 // too.
 func (r *room) broadcast(author *session, before crdt.VersionVector, fresh []crdt.Change, withAuthor bool) {
-	r.sessionCast(author, fresh, withAuthor)
-	r.streamCast(before, fresh)
+	encoded := r.encodeOnce(fresh)
+	r.sessionCast(author, encoded, withAuthor)
+	r.streamCast(before, encoded)
+}
+
+// encodeOnce returns a function giving fresh cut into chunks that each fit
+// a message, encoding them at its first call only.
+func (r *room) encodeOnce(fresh []crdt.Change) func() []codec.Chunk {
+	var chunks []codec.Chunk
+	return func() []codec.Chunk {
+		if chunks == nil {
+			chunks = codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2))
+		}
+		return chunks
+	}
 }
 
 // sessionCast queues fresh changes to every subscribed session except
 // their author (unless withAuthor), encoded once for all of them.
-func (r *room) sessionCast(author *session, fresh []crdt.Change, withAuthor bool) {
+func (r *room) sessionCast(author *session, encoded func() []codec.Chunk, withAuthor bool) {
 	if len(r.subs) == 0 {
 		return
 	}
 	// Unblocked pending changes can make fresh larger than one message.
-	for _, ch := range codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2)) {
+	for _, ch := range encoded() {
 		frame, err := syncproto.Encode(&syncproto.Changes{Doc: r.id, Changes: ch.Data})
 		if err != nil {
 			r.s.log.Error("encoding a changes message", "doc", r.id, "err", err)
@@ -773,16 +790,21 @@ func (r *room) sessionCast(author *session, fresh []crdt.Change, withAuthor bool
 // streamCast sends fresh changes (everything after version before) to
 // every event stream, one event per update so each carries its own resume
 // version.
-func (r *room) streamCast(before crdt.VersionVector, fresh []crdt.Change) {
+func (r *room) streamCast(before crdt.VersionVector, encoded func() []codec.Chunk) {
 	if len(r.streams) == 0 {
 		return
 	}
 	at := before.Clone()
 	var w hlc.Timestamp
-	if len(before)+len(fresh) > maxExplicitReplicas {
+	chunks := encoded()
+	n := len(before)
+	for _, ch := range chunks {
+		n += len(ch.Changes)
+	}
+	if n > maxExplicitReplicas {
 		w = r.maxTime() // the fresh changes are in the document already
 	}
-	for _, ch := range codec.EncodeChunks(fresh, int(r.s.opts.MaxFrameBytes/2)) {
+	for _, ch := range chunks {
 		advance(at, ch.Changes)
 		ev := sseEvent{id: versionToken(at, w), name: "changes", data: ch.Data}
 		for st := range r.streams {
@@ -821,7 +843,7 @@ func (r *room) castFlush() {
 		r.casts = casts[:0]
 	}()
 	if len(casts) == 1 {
-		r.sessionCast(casts[0].author, casts[0].fresh, casts[0].withAuthor)
+		r.sessionCast(casts[0].author, casts[0].encoded, casts[0].withAuthor)
 		return
 	}
 	if len(r.subs) == 0 {
