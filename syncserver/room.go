@@ -34,10 +34,11 @@ type room struct {
 	mem      atomic.Int64 // in-memory size of the loaded document (crdt.Doc.MemSize)
 
 	// ---- owned by run ----
-	doc     *crdt.Doc
-	subs    map[*session]struct{}
-	streams map[*stream]struct{}
-	owners  map[crdt.ReplicaID]string // replica → principal that first wrote with it
+	doc      *crdt.Doc
+	memStale bool // the document changed since measureMem
+	subs     map[*session]struct{}
+	streams  map[*stream]struct{}
+	owners   map[crdt.ReplicaID]string // replica → principal that first wrote with it
 	// latest is the latest time of a change the document holds, once
 	// maxTimeKnown (computed when an event stream first needs it).
 	latest       hlc.Timestamp
@@ -415,6 +416,7 @@ func (r *room) load() error {
 	r.lastPending = r.doc.Pending()
 	r.s.m.pendingTotal.Add(float64(r.lastPending))
 	r.setBytes()
+	r.measureMem()
 	r.s.m.loads.Inc()
 	r.s.m.loadSeconds.Observe(time.Since(start).Seconds())
 	r.s.log.Debug("document loaded", "doc", r.id, "snapshot_bytes", len(snap), "batches", len(batches), "elapsed", time.Since(start))
@@ -423,11 +425,15 @@ func (r *room) load() error {
 
 func (r *room) setBytes() {
 	r.bytes.Store(r.snapshotBytes + r.logBytes + r.unpersistedBytes)
-	if r.doc != nil {
-		// O(leaves): 0.37 us for the automerge-paper document, cheap next
-		// to applying and persisting the batch that called this.
-		r.mem.Store(r.doc.MemSize())
-	}
+}
+
+// measureMem walks the document for its in-memory size. O(leaves): 0.37
+// us for the automerge-paper document, cheap next to applying and
+// persisting the batch that changed it; it runs once per such batch (a
+// store write's outcome changes only bytes).
+func (r *room) measureMem() {
+	r.mem.Store(r.doc.MemSize())
+	r.memStale = false
 }
 
 // roomOverhead is what a loaded room costs besides its document: its
@@ -622,7 +628,7 @@ func (r *room) update(c cmdUpdate) {
 			// NB: an upper bound, lowered only when the buffer empties.
 			r.pendingBytes += waiting
 		}
-		r.setBytes() // the pending buffer is part of the document's memory
+		r.memStale = true // the pending buffer is part of the document's memory (accept measures)
 	}
 	fresh := syncproto.Fresh(r.doc, r.version, c.changes, pending, rejected)
 	r.accept(c, before, fresh)
@@ -653,6 +659,9 @@ func (r *room) accept(c cmdUpdate, before crdt.VersionVector, fresh []crdt.Chang
 			r.casts = append(r.casts, roomCast{c.from, fresh, encoded, len(fresh) != len(c.changes), c.received})
 		}
 		r.replicateApplied(fresh, encoded, c.peer)
+	}
+	if len(fresh) > 0 || r.memStale {
+		r.measureMem()
 	}
 	if c.ack == nil {
 		return
