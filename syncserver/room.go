@@ -52,8 +52,11 @@ type room struct {
 	// version mirrors doc.Version(), kept by update and edit (the only
 	// writers of doc after load): a copy per update was 14% of what the server
 	// allocated under the converge benchmark. Read it, never keep it.
-	version          crdt.VersionVector
-	unpersisted      []crdt.Change // applied, not yet handed to the store
+	version     crdt.VersionVector
+	unpersisted []crdt.Change // applied, not yet handed to the store
+	// unpersistedEnc encodes unpersisted when it holds one batch's fresh
+	// changes and nothing else (its encodeOnce); nil otherwise.
+	unpersistedEnc   func() []codec.Chunk
 	unpersistedBytes int64
 	waiting          []*ackWaiter // acks that wait for durability
 	durable          crdt.VersionVector
@@ -646,12 +649,18 @@ func (r *room) accept(c cmdUpdate, before crdt.VersionVector, fresh []crdt.Chang
 	}
 	r.noteTimes(fresh)
 	if len(fresh) > 0 {
+		// The subscribers, the event streams, the peers and (when the
+		// store keeps up, so that these are all it has to write) the
+		// store get the same bytes: encoded once, when the first of them
+		// needs them.
+		encoded := r.encodeOnce(fresh)
+		r.unpersistedEnc = nil
+		if len(r.unpersisted) == 0 {
+			r.unpersistedEnc = encoded
+		}
 		r.unpersisted = append(r.unpersisted, fresh...)
 		r.unpersistedBytes += c.size
 		r.setBytes()
-		// The subscribers, the event streams and the peers get the same
-		// bytes: encoded once, when the first of them needs them.
-		encoded := r.encodeOnce(fresh)
 		if r.s.broadcastAfterDurable {
 			r.held = append(r.held, heldBroadcast{c.from, before, fresh, len(fresh) != len(c.changes), c.received, r.version.Clone()})
 		} else {
@@ -929,13 +938,20 @@ func (r *room) flush() {
 		// it, the expensive part, runs with the write, off the room.
 		state := r.doc.ExportState()
 		r.unpersisted = r.unpersisted[:0]
+		r.unpersistedEnc = nil
 		r.unpersistedBytes = 0
 		r.startPersist(state, nil, version, nil)
 		return
 	}
 	// One batch must decode on load: within codec's change and op limits.
 	head := r.unpersisted[:min(len(r.unpersisted), o.MaxBatchChanges)]
-	first := codec.EncodeChunks(head, 0)[0]
+	var first codec.Chunk
+	if enc := r.unpersistedEnc; enc != nil && len(enc()) == 1 && len(head) == len(r.unpersisted) {
+		first = enc()[0] // one update's changes, already encoded for its subscribers
+	} else {
+		first = codec.EncodeChunks(head, 0)[0]
+	}
+	r.unpersistedEnc = nil
 	n, batch := len(first.Changes), first.Data
 	if n < len(r.unpersisted) {
 		// The version of a partial batch: what the store will hold is every
