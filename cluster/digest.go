@@ -15,19 +15,25 @@ import (
 // current by every store write (Replicator.Durable) and filled at start
 // from the store's recorded versions, so no document is loaded to build
 // or compare it.
+//
+// A document's hash is worked out when a round needs it, not at every
+// write: a busy document is written hundreds of times a second, a round
+// runs every few seconds, and hashing a vector of many writers (sorted,
+// SHA-256) was 1.3% of a busy peer's CPU.
 type digests struct {
 	n  int // buckets, a power of two
 	mu struct {
 		sync.Mutex
 		docs    map[string]docDigest
-		buckets []uint64
+		buckets []uint64              // up to date but for stale's documents
 		members []map[string]struct{} // per bucket, its documents
+		stale   map[string]struct{}   // documents whose h is not v's hash
 	}
 }
 
 type docDigest struct {
 	v crdt.VersionVector
-	h uint64
+	h uint64 // v's hash, or the hash in buckets when the document is stale (0: none yet)
 }
 
 func newDigests(buckets int) *digests {
@@ -35,6 +41,7 @@ func newDigests(buckets int) *digests {
 	d.mu.docs = make(map[string]docDigest)
 	d.mu.buckets = make([]uint64, buckets)
 	d.mu.members = make([]map[string]struct{}, buckets)
+	d.mu.stale = make(map[string]struct{})
 	return d
 }
 
@@ -79,23 +86,27 @@ func (d *digests) set(doc string, v crdt.VersionVector) {
 	if empty {
 		return
 	}
-	h := versionHash(doc, v)
-	b := bucketOf(doc, d.n)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old, ok := d.mu.docs[doc]
-	if ok {
-		if old.h == h {
-			return
+	old := d.mu.docs[doc]
+	d.mu.docs[doc] = docDigest{v: v, h: old.h}
+	d.mu.stale[doc] = struct{}{}
+}
+
+// refreshLocked hashes the stale documents' versions into their buckets.
+func (d *digests) refreshLocked() {
+	for doc := range d.mu.stale {
+		dd := d.mu.docs[doc]
+		h := versionHash(doc, dd.v)
+		b := bucketOf(doc, d.n)
+		d.mu.buckets[b] ^= dd.h ^ h // dd.h is 0 for a new document
+		d.mu.docs[doc] = docDigest{v: dd.v, h: h}
+		if d.mu.members[b] == nil {
+			d.mu.members[b] = make(map[string]struct{})
 		}
-		d.mu.buckets[b] ^= old.h
+		d.mu.members[b][doc] = struct{}{}
 	}
-	d.mu.buckets[b] ^= h
-	d.mu.docs[doc] = docDigest{v: v, h: h}
-	if d.mu.members[b] == nil {
-		d.mu.members[b] = make(map[string]struct{})
-	}
-	d.mu.members[b][doc] = struct{}{}
+	clear(d.mu.stale)
 }
 
 // version returns doc's recorded version (nil if none); the caller may
@@ -110,6 +121,7 @@ func (d *digests) version(doc string) crdt.VersionVector {
 func (d *digests) snapshot() []uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.refreshLocked()
 	return slices.Clone(d.mu.buckets)
 }
 
@@ -118,6 +130,7 @@ func (d *digests) snapshot() []uint64 {
 func (d *digests) bucket(b int) (uint64, []string, []uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.refreshLocked()
 	docs := make([]string, 0, len(d.mu.members[b]))
 	for doc := range d.mu.members[b] {
 		docs = append(docs, doc)
