@@ -74,8 +74,9 @@ func bucketOf(doc string, n int) int {
 	return int(binary.BigEndian.Uint64(s[:8]) & uint64(n-1))
 }
 
-// set records doc's durable version (v is kept; the caller gives it up).
-func (d *digests) set(doc string, v crdt.VersionVector) {
+// raise records that doc's durable version is at least v, merging it into
+// what was recorded (v is kept; the caller gives it up).
+func (d *digests) raise(doc string, v crdt.VersionVector) {
 	empty := true
 	for _, s := range v {
 		if s > 0 {
@@ -88,7 +89,11 @@ func (d *digests) set(doc string, v crdt.VersionVector) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	old := d.mu.docs[doc]
+	old, ok := d.mu.docs[doc]
+	if ok {
+		old.v.Merge(v) // in place: version hands out copies
+		v = old.v
+	}
 	d.mu.docs[doc] = docDigest{v: v, h: old.h}
 	d.mu.stale[doc] = struct{}{}
 }
@@ -109,12 +114,11 @@ func (d *digests) refreshLocked() {
 	clear(d.mu.stale)
 }
 
-// version returns doc's recorded version (nil if none); the caller may
-// keep it but must not change it.
+// version returns a copy of doc's recorded version (nil if none).
 func (d *digests) version(doc string) crdt.VersionVector {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.mu.docs[doc].v
+	return d.mu.docs[doc].v.Clone()
 }
 
 // snapshot returns a copy of the bucket digests.

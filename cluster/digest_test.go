@@ -9,9 +9,10 @@ import (
 	"github.com/weftsync/weft/crdt"
 )
 
-// TestDigestsHashWhenAsked: versions set many times between rounds give
-// the buckets and per-document hashes that hashing each final version
-// gives, and a document's first version puts it in its bucket.
+// TestDigestsHashWhenAsked: versions raised many times between rounds
+// (whole, or only the entry that moved) give the buckets and
+// per-document hashes that hashing each final version gives, and a
+// document's first version puts it in its bucket.
 func TestDigestsHashWhenAsked(t *testing.T) {
 	const buckets = 8
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -28,9 +29,14 @@ func TestDigestsHashWhenAsked(t *testing.T) {
 			if v == nil {
 				v = crdt.VersionVector{}
 			}
-			v[reps[rng.IntN(len(reps))]] += uint64(1 + rng.IntN(3))
+			r := reps[rng.IntN(len(reps))]
+			v[r] += uint64(1 + rng.IntN(3))
 			final[doc] = v
-			d.set(doc, v.Clone())
+			if rng.IntN(2) == 0 {
+				d.raise(doc, v.Clone()) // the whole vector (a snapshot's)
+			} else {
+				d.raise(doc, crdt.VersionVector{r: v[r]}) // what an append raised
+			}
 		}
 		want := make([]uint64, buckets)
 		for doc, v := range final {

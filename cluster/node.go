@@ -109,7 +109,7 @@ func New(opts Options) (*Node, error) {
 	if o.Versions != nil {
 		docs := 0
 		if err := o.Versions.Versions(n.ctx, func(doc string, v crdt.VersionVector) error {
-			n.dig.set(doc, v)
+			n.dig.raise(doc, v)
 			docs++
 			return nil
 		}); err != nil {
@@ -607,7 +607,7 @@ func (n *Node) pushChunks(doc string, chunks []codec.Chunk, owners []syncproto.O
 }
 
 // Durable keeps the anti-entropy digest current.
-func (n *Node) Durable(doc string, v crdt.VersionVector) { n.dig.set(doc, v) }
+func (n *Node) Durable(doc string, v crdt.VersionVector) { n.dig.raise(doc, v) }
 
 // Presence relays a local session's presence to every peer (best effort).
 func (n *Node) Presence(doc string, m syncproto.Message) {

@@ -32,8 +32,9 @@ type Replicator interface {
 	// frame limit, encoded once for the subscribers, the event streams
 	// and the Replicator (it encodes at its first call).
 	Applied(doc string, fresh []crdt.Change, encoded func() []codec.Chunk, origin string, owners []syncproto.Owner)
-	// Durable reports that the store now holds doc at version v (after
-	// each store write).
+	// Durable reports that the store now holds doc at version v at least
+	// (after each store write): v is what the write raised, to be merged
+	// into what was reported before.
 	Durable(doc string, v crdt.VersionVector)
 	// Presence reports a presence or presence_leave message of one of this
 	// server's sessions, identity already filled in, after coalescing.
@@ -334,7 +335,8 @@ func (r *room) replicateApplied(fresh []crdt.Change, encoded func() []codec.Chun
 	}
 }
 
-// replicateDurable tells the Replicator what the store now holds.
+// replicateDurable tells the Replicator what the store now holds (v: what
+// the write raised).
 func (r *room) replicateDurable(v crdt.VersionVector) {
 	if rep := r.s.replicator(); rep != nil {
 		rep.Durable(r.id, v.Clone())

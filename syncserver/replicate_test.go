@@ -45,7 +45,10 @@ func (f *fakeReplicator) Applied(doc string, fresh []crdt.Change, encoded func()
 func (f *fakeReplicator) Durable(doc string, v crdt.VersionVector) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.durable[doc] = v
+	if f.durable[doc] == nil {
+		f.durable[doc] = crdt.VersionVector{}
+	}
+	f.durable[doc].Merge(v)
 }
 
 func (f *fakeReplicator) Presence(doc string, m syncproto.Message) {

@@ -176,7 +176,8 @@ type persistResult struct {
 	ownersOnly bool // only claims were written
 	bytes      int64
 	logBytes   int64
-	version    crdt.VersionVector
+	version    crdt.VersionVector // a snapshot's
+	raised     crdt.VersionVector // what an append raised (see flush)
 	elapsed    time.Duration
 	err        error
 }
@@ -506,7 +507,7 @@ func (r *room) subscribe(c cmdSubscribe) {
 	// by the session (see awaitCatchupCredit), not bounded by its send
 	// queue.
 	half := int(r.s.opts.MaxFrameBytes / 2)
-	parts := syncproto.SplitVersion(r.durable, half-syncproto.MaxDocIDLen-64)
+	parts := syncproto.SplitVersion(r.durable.Clone(), half-syncproto.MaxDocIDLen-64) // queued: durable changes in place
 	chunks := codec.EncodeChunks(changes, half)
 	var last []byte
 	if len(parts) == 1 && len(chunks) > 0 {
@@ -930,7 +931,6 @@ func (r *room) flush() {
 		}
 		return
 	}
-	version := r.doc.Version()
 	if r.logBytes > max(o.SnapshotMinBytes, r.snapshotBytes) {
 		// The snapshot covers the unpersisted changes too, so it replaces
 		// their append.
@@ -940,7 +940,7 @@ func (r *room) flush() {
 		r.unpersisted = r.unpersisted[:0]
 		r.unpersistedEnc = nil
 		r.unpersistedBytes = 0
-		r.startPersist(state, nil, version, nil)
+		r.startPersist(state, nil, r.doc.Version(), nil)
 		return
 	}
 	// One batch must decode on load: within codec's change and op limits.
@@ -953,14 +953,10 @@ func (r *room) flush() {
 	}
 	r.unpersistedEnc = nil
 	n, batch := len(first.Changes), first.Data
-	if n < len(r.unpersisted) {
-		// The version of a partial batch: what the store will hold is every
-		// change in it plus what it held before.
-		version = r.durable.Clone()
-		advance(version, r.unpersisted[:n])
-	}
-	// The store records only what the batch raises: the whole vector
-	// is bytes per writer the document ever had, with every keystroke.
+	// What the batch raises: the store will hold that and what it held
+	// before. The store records only this (the whole vector is bytes per
+	// writer the document ever had, with every keystroke), and durable
+	// and the Replicator take it in, without copying the whole vector.
 	raised := make(crdt.VersionVector, 1)
 	advance(raised, r.unpersisted[:n])
 	rest := copy(r.unpersisted, r.unpersisted[n:])
@@ -969,12 +965,12 @@ func (r *room) flush() {
 	if rest == 0 {
 		r.unpersistedBytes = 0
 	}
-	r.startPersist(nil, batch, version, raised)
+	r.startPersist(nil, batch, nil, raised)
 }
 
 // startPersist writes a snapshot of state (if not nil) or appends batch,
-// in a goroutine of its own. version is what the store holds after the
-// write; raised, for an append, what the batch raises (see storeAppend).
+// in a goroutine of its own. version is a snapshot's; raised, for an
+// append, what the batch raises (see storeAppend).
 func (r *room) startPersist(state *crdt.State, batch []byte, version, raised crdt.VersionVector) {
 	r.persisting = true
 	store, doc, done := r.s.opts.Store, r.id, r.persistDone
@@ -984,7 +980,7 @@ func (r *room) startPersist(state *crdt.State, batch []byte, version, raised crd
 	// goroutine; the room goes on applying and broadcasting meanwhile.
 	go func() {
 		start := time.Now()
-		res := persistResult{snapshot: state != nil, version: version}
+		res := persistResult{snapshot: state != nil, version: version, raised: raised}
 		defer func() {
 			// A panic (encoding the snapshot) fails this document, not
 			// the process; the room sees it as the write's outcome.
@@ -1056,8 +1052,13 @@ func (r *room) persisted(res persistResult) {
 		r.unpersistedBytes = 0
 	}
 	r.setBytes()
-	r.durable = res.version
-	r.replicateDurable(res.version)
+	if res.snapshot {
+		r.durable = res.version
+		r.replicateDurable(res.version)
+	} else {
+		r.durable.Merge(res.raised) // in place: nothing else holds durable (subscribe copies it)
+		r.replicateDurable(res.raised)
+	}
 	for len(r.held) > 0 && r.durable.Covers(r.held[0].version) {
 		h := r.held[0]
 		r.broadcast(h.author, h.before, h.fresh, h.withAuthor)
