@@ -14,7 +14,8 @@
 //   - a DocMeta: created, updated, snapshot bytes, log bytes, batch count,
 //   - its version vector, when the writer passes it (AppendVersion,
 //     WriteSnapshotVersion; see versions.go), so that Versions lists what
-//     every document holds without loading one (cluster anti-entropy),
+//     every document holds without loading one (cluster anti-entropy):
+//     the snapshot's whole, and per batch since only what it raised,
 //   - the owners of its replica ids (replica → principal, AddOwners and
 //     Owners), which outlive snapshots and never change hands.
 //
