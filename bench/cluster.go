@@ -29,7 +29,9 @@ import (
 type ClusterOptions struct {
 	// Binary is the weft executable the peers run. Default: os.Executable().
 	Binary string
-	// Peers is the number of `weft serve` processes. Default: 3.
+	// Peers is the number of `weft serve` processes. Default: 3. One is
+	// a plain server, not clustered: the same run's single-server
+	// baseline (every delivery is then same-peer).
 	Peers int
 	// Clients is the number of Go clients, client i on peer i mod Peers and
 	// document i mod Docs. Default: 150.
@@ -127,8 +129,11 @@ func (o ClusterOptions) withDefaults() (ClusterOptions, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	var errs []error
-	if o.Peers < 2 || o.Peers > 16 {
-		errs = append(errs, fmt.Errorf("bench: cluster needs 2..16 peers, got %d", o.Peers))
+	if o.Peers < 1 || o.Peers > 16 {
+		errs = append(errs, fmt.Errorf("bench: cluster needs 1..16 peers, got %d", o.Peers))
+	}
+	if o.Peers == 1 && (o.Partition > 0 || o.OfflinePeer > 0 || o.Kill > 0 || o.AckPeers > 0) {
+		errs = append(errs, errors.New("bench: one peer (the single-server baseline) takes no fault and no --ack-peers"))
 	}
 	if o.Clients < o.Peers {
 		errs = append(errs, fmt.Errorf("bench: cluster needs at least one client per peer, got %d clients for %d peers", o.Clients, o.Peers))
@@ -165,7 +170,11 @@ type clusterPeer struct {
 func (p *clusterPeer) start(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	args := append([]string{"--listen", p.http, "--gossip", p.gossip, "--peer-listen", p.peer}, p.args...)
+	args := []string{"--listen", p.http}
+	if p.gossip != "" {
+		args = append(args, "--gossip", p.gossip, "--peer-listen", p.peer)
+	}
+	args = append(args, p.args...)
 	proc, err := StartServer(sctx, p.bin, p.dir, args...)
 	if err != nil {
 		return fmt.Errorf("peer %d: %w", p.i, err)
@@ -286,15 +295,22 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 	defer os.RemoveAll(root)
 	key := make([]byte, 32)
 	rand.Read(key)
-	common := []string{"--insecure", "--log-level", "warn", "--cluster-key", base64.StdEncoding.EncodeToString(key),
-		"--cluster-fault-control", "--anti-entropy-interval", "1s", "--reconnect-interval", "250ms"}
+	common := []string{"--insecure", "--log-level", "warn"}
+	if o.Peers > 1 {
+		common = append(common, "--cluster-key", base64.StdEncoding.EncodeToString(key),
+			"--cluster-fault-control", "--anti-entropy-interval", "1s", "--reconnect-interval", "250ms")
+	}
 	if o.AckPeers > 0 {
 		common = append(common, "--ack-peers", fmt.Sprint(o.AckPeers))
 	}
 	peers := make([]*clusterPeer, o.Peers)
 	for i := range peers {
 		p := &clusterPeer{i: i, dir: filepath.Join(root, fmt.Sprint(i)), bin: bin}
-		for _, a := range []*string{&p.http, &p.gossip, &p.peer} {
+		addrs := []*string{&p.http, &p.gossip, &p.peer}
+		if o.Peers == 1 {
+			addrs = addrs[:1] // a plain server: no gossip, no peer link
+		}
+		for _, a := range addrs {
 			if *a, err = freeLoopbackAddr(); err != nil {
 				return res, err
 			}
@@ -320,8 +336,10 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 			return res, err
 		}
 	}
-	if err := clusterWaitMembers(ctx, peers, 30*time.Second); err != nil {
-		return res, err
+	if o.Peers > 1 {
+		if err := clusterWaitMembers(ctx, peers, 30*time.Second); err != nil {
+			return res, err
+		}
 	}
 	log.Info("cluster formed", "peers", o.Peers)
 	if _, err := RaiseFileLimit(uint64(o.Clients)*2 + 256); err != nil {

@@ -41,3 +41,21 @@ func TestClusterKillAndPartition(t *testing.T) {
 		})
 	}
 }
+
+// One peer is a plain server (no cluster flags): the single-server
+// baseline of the same run, every delivery same-peer.
+func TestClusterSinglePeerBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the weft binary")
+	}
+	r, err := RunCluster(context.Background(), ClusterOptions{Binary: testbin.Weft(t), Peers: 1, Clients: 4, Docs: 1, Rate: 5, Duration: time.Second, Settle: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Converged || r.Lost != 0 || r.Duplicated != 0 || r.Acked == 0 || r.SamePeer.Deliveries == 0 || r.CrossPeer.Deliveries != 0 {
+		t.Fatalf("result %+v", r)
+	}
+	if _, err := RunCluster(context.Background(), ClusterOptions{Binary: "unused", Peers: 1, Kill: 1}); err == nil || !strings.Contains(err.Error(), "single-server") {
+		t.Fatalf("a fault with one peer: err %v", err)
+	}
+}

@@ -17,7 +17,7 @@ func init() { benchmarks["cluster"] = benchCluster }
 func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("weft bench cluster", stderr)
 	binary := fs.String("binary", "", "weft executable the peers run (default: this one)")
-	peers := fs.Int("peers", 3, "number of weft serve processes, joined by gossip on 127.0.0.1")
+	peers := fs.Int("peers", 3, "number of weft serve processes, joined by gossip on 127.0.0.1 (1: a plain server, the single-server baseline)")
 	clients := fs.Int("clients", 150, "number of Go clients, client i on peer i mod peers")
 	docs := fs.Int("docs", 10, "number of documents")
 	rate := fs.Float64("rate", 10, "edits per second per client")
