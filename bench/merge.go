@@ -73,6 +73,15 @@ func forkedPair(n int, seed uint64) (a, b *crdt.Doc, err error) {
 	return a, b, nil
 }
 
+// encodeDelta encodes what from holds and to lacks straight from from's
+// log, in one pass, its tables and columns sized for the delta
+// (Doc.SizeSince) rather than grown.
+func encodeDelta(from, to *crdt.Doc) []byte {
+	v := to.Version()
+	ops, inserts := from.SizeSince(v)
+	return codec.EncodeChangeSeqSize(from.EachChangeSince(v), ops, inserts)
+}
+
 // RunMerge measures exchanging the deltas of two replicas that edited
 // offline: encoding, decoding and applying both directions.
 func RunMerge(opts MergeOptions) MergeResult {
@@ -98,8 +107,8 @@ func RunMerge(opts MergeOptions) MergeResult {
 		// Each side exports its delta straight from its log, in one
 		// pass, without building a []Change. (The sync server's catch-up
 		// still builds the changes, to cut them into frames.)
-		ab := codec.EncodeChangeSeq(a.EachChangeSince(b.Version()))
-		ba := codec.EncodeChangeSeq(b.EachChangeSince(a.Version()))
+		ab := encodeDelta(a, b)
+		ba := encodeDelta(b, a)
 		// Each applies the other's change by change as it is decoded,
 		// never holding a []Change, as the server replays a stored log
 		// when it loads a document.

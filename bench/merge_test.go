@@ -34,8 +34,8 @@ func BenchmarkMergePhases(b *testing.B) {
 	phase("export", func(b *testing.B) {
 		for range b.N {
 			x, y := fork(b)
-			codec.EncodeChangeSeq(x.EachChangeSince(y.Version()))
-			codec.EncodeChangeSeq(y.EachChangeSince(x.Version()))
+			encodeDelta(x, y)
+			encodeDelta(y, x)
 		}
 	})
 	phase("changes-since", func(b *testing.B) {
@@ -73,8 +73,8 @@ func BenchmarkMergePhases(b *testing.B) {
 		for range b.N {
 			x, y := fork(b)
 			b.StopTimer()
-			ex := codec.EncodeChangeSeq(x.EachChangeSince(y.Version()))
-			ey := codec.EncodeChangeSeq(y.EachChangeSince(x.Version()))
+			ex := encodeDelta(x, y)
+			ey := encodeDelta(y, x)
 			b.StartTimer()
 			if err := y.ApplySeq(codec.ChangeSeq(ex)); err != nil {
 				b.Fatal(err)

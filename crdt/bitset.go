@@ -1,5 +1,7 @@
 package crdt
 
+import "math/bits"
+
 // bitset is a set of seqs (or offsets from a base seq): loading a
 // snapshot marks which characters a text holds, and a batch plan which
 // characters the batch inserts, so that checking a reference is a bit test.
@@ -45,6 +47,21 @@ func (b bitset) allSet(lo, hi uint32) bool {
 		i += k
 	}
 	return true
+}
+
+// count returns how many seqs of [lo, hi) are in the set (those past its
+// end are not).
+func (b bitset) count(lo, hi uint32) int {
+	hi = uint32(min(uint64(hi), uint64(len(b))*64))
+	n := 0
+	for i := lo; i < hi; {
+		w, bit := i/64, i%64
+		k := min(hi-i, 64-bit)
+		mask := ^uint64(0) >> (64 - k) << bit
+		n += bits.OnesCount64(b[w] & mask)
+		i += k
+	}
+	return n
 }
 
 // grow makes room for [0, n). Growing a word at a time (typing) is

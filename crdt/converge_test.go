@@ -586,6 +586,25 @@ func sameAsChangesSince(t *testing.T, d *crdt.Doc, v crdt.VersionVector) {
 	if want := d.ChangesSince(v); !reflect.DeepEqual(got, want) {
 		t.Fatalf("EachChangeSince(%v) yields %d changes that differ from ChangesSince's %d", v, len(got), len(want))
 	}
+	// SizeSince counts the seqs past v, and those that are characters.
+	var ops, inserts int
+	for _, c := range got {
+		seq := c.Seq
+		for _, op := range c.Ops {
+			for k := uint64(0); k < uint64(op.Len()); k++ {
+				if seq+k > v[c.Replica] {
+					ops++
+					if op.Kind == crdt.OpTextInsert {
+						inserts++
+					}
+				}
+			}
+			seq += uint64(op.Len())
+		}
+	}
+	if o, i := d.SizeSince(v); o != ops || i != inserts {
+		t.Fatalf("SizeSince(%v) = %d, %d; the changes since hold %d seqs past v, %d of them characters", v, o, i, ops, inserts)
+	}
 }
 
 // A remote insert whose right origin sits inside a run while its left

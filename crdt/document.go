@@ -1174,6 +1174,30 @@ func (d *Doc) EachChangeSince(v VersionVector) iter.Seq[*Change] {
 	}
 }
 
+// SizeSince sizes the delta EachChangeSince(v) yields, from the version
+// and the texts' character sets, without reading the log: ops is the
+// number of seqs the document holds that v does not include (one per
+// character inserted or deleted, counter add and register set, so at
+// least the ops past v), inserts the number of those that are characters
+// of a text (at least the insert ops past v). An encoder sizes its
+// tables by them before reading the delta. (A change v includes in part
+// is yielded whole, but only its seqs past v are counted.)
+func (d *Doc) SizeSince(v VersionVector) (ops, inserts int) {
+	for r := range d.replicas {
+		from, to, ok := d.missing(v, r)
+		if !ok {
+			continue
+		}
+		ops += int(to - from + 1)
+		for _, f := range d.fields {
+			if f.text != nil && r < len(f.text.chars) {
+				inserts += f.text.chars[r].count(from, to+1)
+			}
+		}
+	}
+	return ops, inserts
+}
+
 // changeHead is a change as the log holds it: seqs seq..end of replica r,
 // stamped t. (No pointers: a catch-up's heads cost the collector nothing.)
 type changeHead struct {

@@ -158,6 +158,9 @@ func appendIDVal(b []byte, x idVal) []byte {
 // flushIDVals adds the values appendIDVal wrote to b to column w, the codes
 // completed with the replica count nRep.
 func flushIDVals(w *rleWriter, b []byte, nRep uint64) {
+	// A code takes about the bytes of its parts: room for all of them,
+	// and some for codes a byte longer, spares the column's doublings.
+	w.out = room(w.out, len(b)+len(b)/8)
 	in := byteReader{b: b}
 	for in.left() > 0 {
 		h, _ := in.uvarint() // written by appendIDVal: cannot fail
@@ -203,8 +206,18 @@ func EncodeChanges(changes []crdt.Change) []byte {
 // for. The batch's size is not known in advance, so the predictor's tables
 // start from what a pooled predictor has (see newPredictor).
 func EncodeChangeSeq(seq iter.Seq[*crdt.Change]) []byte {
+	return EncodeChangeSeqSize(seq, -1, -1)
+}
+
+// EncodeChangeSeqSize is EncodeChangeSeq for changes of about ops ops of
+// which about inserts are inserts (-1: unknown), as crdt.Doc.SizeSince
+// bounds a delta: the predictor's tables and the largest columns are
+// sized for them once rather than grown step by step (a delta of 10,000
+// keystrokes grew its tables twice, and its columns a dozen times). The
+// bytes are the same whatever the sizes say.
+func EncodeChangeSeqSize(seq iter.Seq[*crdt.Change], ops, inserts int) []byte {
 	var e encoder
-	e.start(-1)
+	e.startSized(ops, inserts)
 	defer e.pred.release()
 	nCh := 0
 	for ch := range seq {
@@ -218,6 +231,30 @@ func EncodeChangeSeq(seq iter.Seq[*crdt.Change]) []byte {
 // caller releases e.pred when done.
 func (e *encoder) start(inserts int) {
 	e.pred = newPredictor(inserts)
+}
+
+// startSized is start for a stream of about ops ops, inserts of them
+// inserts (-1: unknown). The predictor is sized for the inserts (up to
+// what the pool keeps: a larger batch grows its tables as an unknown one
+// does), and the buffers that ops of a common kind write to get the room
+// typing takes there: two bytes a change's time, three an insert's left
+// origin, one its right origin and its character, three a delete's
+// target. A wrong guess costs a growth or some unused room, never other
+// bytes.
+func (e *encoder) startSized(ops, inserts int) {
+	if ops < 0 || inserts < 0 {
+		e.start(-1)
+		return
+	}
+	e.start(min(inserts, maxPooledTable/2))
+	ops, inserts = min(ops, MaxOps), min(inserts, MaxOps)
+	const slack = 64 // a writer wants room for its longest value
+	e.col[colChTime].out = make([]byte, 0, 2*ops+slack)
+	e.idVals[idLeft] = make([]byte, 0, 3*inserts+slack)
+	e.idVals[idRight] = make([]byte, 0, inserts+slack)
+	e.idVals[idTarget] = make([]byte, 0, 3*max(ops-inserts, 0)+slack)
+	e.text = make([]byte, 0, inserts)
+	e.kinds.out = make([]byte, 0, ops/2+slack)
 }
 
 // addReplica returns the index of replica r in the batch's table, adding

@@ -58,6 +58,14 @@ func TestEncodeChangeSeqMatchesEncodeChanges(t *testing.T) {
 			if got := EncodeChangeSeq(d.EachChangeSince(v)); !bytes.Equal(got, want) {
 				t.Fatalf("from %v: EncodeChangeSeq gives %d bytes that differ from EncodeChanges' %d", v, len(got), len(want))
 			}
+			// Sizes only size buffers: right, wrong or unknown, the
+			// bytes are the same.
+			ops, inserts := d.SizeSince(v)
+			for _, sz := range [][2]int{{ops, inserts}, {0, 0}, {1, 1}, {ops, 0}, {3 * ops, 2 * ops}, {-1, -1}} {
+				if got := EncodeChangeSeqSize(d.EachChangeSince(v), sz[0], sz[1]); !bytes.Equal(got, want) {
+					t.Fatalf("from %v, sizes %v: EncodeChangeSeqSize gives %d bytes that differ from EncodeChanges' %d", v, sz, len(got), len(want))
+				}
+			}
 		}
 	}
 }
