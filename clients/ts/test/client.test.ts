@@ -509,7 +509,7 @@ test("a server that closes right after welcome sees reconnects spaced out by a g
       if (!keep) ws.close(closeCode);
     });
   });
-  const c = new Client({ url, WebSocket, backoffBaseMs: 50, backoffCapMs: 800, stableAfterMs: 300 });
+  const c = new Client({ url, WebSocket, backoffBaseMs: 50, backoffCapMs: 800, stableAfterMs: 1_000 });
   clients.push(c);
   try {
     await new Promise((r) => setTimeout(r, 3_000));
@@ -525,7 +525,7 @@ test("a server that closes right after welcome sees reconnects spaced out by a g
     // after the first delay again.
     keep = true;
     await waitFor("connected", () => c.state === "connected", 5_000);
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 1_500));
     keep = false;
     closeCode = 1011;
     const dropped = Date.now();
