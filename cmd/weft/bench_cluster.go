@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"runtime/pprof"
 
 	"github.com/weftsync/weft/bench"
 )
@@ -48,19 +47,12 @@ func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400) // the clients share this process
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "weft bench cluster: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "weft bench cluster: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft bench cluster: %v\n", err)
+		return 1
 	}
+	defer stopProfile()
 	r, err := bench.RunCluster(ctx, bench.ClusterOptions{
 		Binary: *binary, Peers: *peers, Clients: *clients, Docs: *docs, Rate: *rate, Duration: *duration, Settle: *settle,
 		Partition: *partition, Kill: *kill, OfflinePeer: *offline, AckPeers: *ackPeers, Seed: *seed, ServerArgs: serverArgs,

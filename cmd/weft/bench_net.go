@@ -67,19 +67,12 @@ func benchConverge(ctx context.Context, args []string, stdout, stderr io.Writer)
 		debug.SetGCPercent(*gogc)
 		workerGOGC = *gogc
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		fmt.Fprintf(stderr, "weft bench converge: %v\n", err)
+		return 1
 	}
+	defer stopProfile()
 	if *memProfile != "" {
 		defer func() {
 			if f, err := os.Create(*memProfile); err == nil {
@@ -216,3 +209,20 @@ type stringList []string
 
 func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// startCPUProfile writes a CPU profile of this process to path until the
+// returned function is called; an empty path profiles nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
