@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"runtime/metrics"
 	"time"
 
 	"github.com/weftsync/weft/crdt"
@@ -16,9 +17,14 @@ type MergeResult struct {
 	Edits      int     `json:"edits"`
 	DeltaBytes int     `json:"delta_bytes"`
 	MergeMS    float64 `json:"merge_ms"`
-	OK         bool    `json:"ok"`
-	Runs       int     `json:"runs"`
-	Error      string  `json:"error,omitempty"`
+	// GCCycles is the median number of garbage collections that ran
+	// during a timed merge: a collection during the merge costs it more
+	// than its own CPU (see docs/performance.md), so a time is read
+	// with it.
+	GCCycles float64 `json:"gc_cycles"`
+	OK       bool    `json:"ok"`
+	Runs     int     `json:"runs"`
+	Error    string  `json:"error,omitempty"`
 }
 
 // MergeOptions configure RunMerge.
@@ -95,7 +101,14 @@ func RunMerge(opts MergeOptions) MergeResult {
 		opts.Seed = 1
 	}
 	res := MergeResult{Edits: opts.Edits, Runs: opts.Runs, OK: true}
-	var times []float64
+	var times, gcs []float64
+	// The collector's automatic cycles (runtime.GC's are forced ones),
+	// read without stopping the world and without allocating.
+	gc := []metrics.Sample{{Name: "/gc/cycles/automatic:gc-cycles"}}
+	cycles := func() uint64 {
+		metrics.Read(gc)
+		return gc[0].Value.Uint64()
+	}
 	for run := 0; run <= opts.Runs; run++ {
 		a, b, err := forkedPair(opts.Edits, opts.Seed)
 		if err != nil {
@@ -103,6 +116,7 @@ func RunMerge(opts MergeOptions) MergeResult {
 			return res
 		}
 		runtime.GC() // the forks' garbage is setup, not merge work
+		gc0 := cycles()
 		start := time.Now()
 		// Each side exports its delta straight from its log, in one
 		// pass, without building a []Change. (The sync server's catch-up
@@ -115,12 +129,17 @@ func RunMerge(opts MergeOptions) MergeResult {
 		err1 := b.ApplySeq(codec.ChangeSeq(ab))
 		err2 := a.ApplySeq(codec.ChangeSeq(ba))
 		el := time.Since(start)
+		// A cycle is counted when it ends, and one that starts late in
+		// the merge ends after it: runtime.GC waits for it first.
+		runtime.GC()
+		gc1 := cycles()
 		if err1 != nil || err2 != nil {
 			res.Error, res.OK = fmt.Sprint(err1, err2), false
 			return res
 		}
 		if run > 0 {
 			times = append(times, ms(el))
+			gcs = append(gcs, float64(gc1-gc0))
 		}
 		res.DeltaBytes = len(ab)
 		if a.Text("body") != b.Text("body") || a.Pending()+b.Pending() != 0 {
@@ -128,5 +147,6 @@ func RunMerge(opts MergeOptions) MergeResult {
 		}
 	}
 	res.MergeMS = median(times)
+	res.GCCycles = median(gcs)
 	return res
 }

@@ -2,11 +2,28 @@ package bench
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
 )
+
+// gc_cycles counts the collections that ran during the timed merges:
+// none with the collector off, at least one in each merge when the heap
+// may grow by only 1 % (the merge allocates far more than that; the
+// pacer's floor lets a small heap grow by a megabyte or so, hence a
+// merge of 5,000 edits, which allocates about 2 MB).
+func TestMergeCountsGCCycles(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	if r := RunMerge(MergeOptions{Edits: 5000, Runs: 3}); !r.OK || r.GCCycles != 0 {
+		t.Errorf("collector off: ok %v (%s), %v cycles a merge, want 0", r.OK, r.Error, r.GCCycles)
+	}
+	debug.SetGCPercent(1)
+	if r := RunMerge(MergeOptions{Edits: 5000, Runs: 3}); !r.OK || r.GCCycles < 1 {
+		t.Errorf("GOGC=1: ok %v (%s), %v cycles a merge, want at least 1", r.OK, r.Error, r.GCCycles)
+	}
+}
 
 // The merge benchmark's phases, each timed alone on the same forked pair
 // (10,000 offline edits each side), so that a profile or benchstat shows

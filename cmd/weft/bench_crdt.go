@@ -100,7 +100,7 @@ func benchMerge(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	r := bench.RunMerge(bench.MergeOptions{Edits: *edits, Runs: *runs})
 	if err := printResult(stdout, *asJSON, r, func() {
-		fmt.Fprintf(stdout, "merge: edits %d each  delta %d bytes (A→B)  merge %.2f ms  ok %v %s\n", r.Edits, r.DeltaBytes, r.MergeMS, r.OK, r.Error)
+		fmt.Fprintf(stdout, "merge: edits %d each  delta %d bytes (A→B)  merge %.2f ms  gc cycles %.1f  ok %v %s\n", r.Edits, r.DeltaBytes, r.MergeMS, r.GCCycles, r.OK, r.Error)
 	}); err != nil {
 		fmt.Fprintf(stderr, "weft bench merge: %v\n", err)
 		return 1
