@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math/bits"
 	"slices"
 	"sync"
 	"unicode/utf8"
@@ -1229,9 +1230,9 @@ func newPredictor(size int) *predictor {
 }
 
 // release returns p to the pool unless its tables are larger than
-// maxPooledTable.
+// maxPooledTable wide slots.
 func (p *predictor) release() {
-	if cap(p.lastAfter.slots) <= maxPooledTable && cap(p.runEnd.slots) <= maxPooledTable {
+	if cap(p.lastAfter.w) <= 2*maxPooledTable && cap(p.runEnd.w) <= 2*maxPooledTable {
 		predictors.Put(p)
 	}
 }
@@ -1239,7 +1240,7 @@ func (p *predictor) release() {
 // maxPooledTable bounds the slots of a pooled table. Tables hold at most
 // half their slots, so pooled tables serve batches of up to 32k inserts
 // (a merge of offline sessions, a large paste) without allocating and
-// faulting in fresh pages per batch; at 16 bytes a slot, a pooled
+// faulting in fresh pages per batch; at 8 or 16 bytes a slot, a pooled
 // predictor keeps at most 2 MiB, and the pool lets idle ones go at GC.
 // Larger batches allocate their tables and drop them.
 const maxPooledTable = 1 << 16
@@ -1267,55 +1268,98 @@ func (p *predictor) inserted(first pid, n uint64, left, right pid) {
 // this is several times cheaper than a Go map for 8-byte keys. A key and its
 // value share a slot, so a probe touches one cache line. The zero key (the
 // zero id, a legitimate Left) is kept aside, as 0 marks empty slots.
+//
+// A slot is one word, the key's and the value's narrow forms (see
+// narrowPid), while every pid put fits them: the ids of a batch of fewer
+// than 64 replicas and seqs below 2^26, which is nearly every batch. The
+// first that does not turns the table wide, two words a slot. (At 16 bytes
+// a slot, the tables of a merge of 10,000 keystrokes were an eighth of
+// what it allocated.) The table has any number of slots, not only a power
+// of two, so that it is sized for its keys rather than up to twice that.
 type pidTable struct {
-	slots   []pidSlot
+	w       []uint64 // narrow: key<<32 | val a slot; wide: key, val
+	size    int      // slots
+	wide    bool
 	n       int
-	shift   uint
 	zero    pid
 	hasZero bool
 }
 
-type pidSlot struct{ key, val pid }
+// narrowPid returns p in 32 bits, replica index << 26 | seq, if it fits.
+// Only the zero pid has the narrow form 0.
+func narrowPid(p pid) (uint32, bool) {
+	if p.index() >= 1<<6 || p.seq() >= 1<<26 {
+		return 0, false
+	}
+	return uint32(p.index())<<26 | uint32(p.seq()), true
+}
 
-// init empties the table and sizes it for about hint keys, reusing its
-// array when it is big enough.
+func widePid(x uint32) pid { return packID(int(x>>26), uint64(x&(1<<26-1))) }
+
+// init empties the table and sizes it for about hint keys (-1: unknown),
+// reusing its array when it is big enough for them.
 func (t *pidTable) init(hint int) {
-	size := 16
+	// Made with two slots a key, a table grows at two keys in three
+	// slots. NB: so a pooled array serves a hint up to a third larger
+	// than the one it was made for: an encoder and then the decoders
+	// of a merge share one predictor from the pool, and their hints,
+	// counted differently, differ by a little.
+	want, need := max(2*hint, 16), max(hint+hint/2+1, 16)
 	if hint < 0 {
-		size = max(1024, cap(t.slots)) // a power of two: init and grow make no other
+		want, need = max(1024, cap(t.w)), 1024 // keep what the pool has
 	}
-	for size < 2*hint {
-		size <<= 1
-	}
-	if cap(t.slots) >= size {
-		t.slots = t.slots[:size]
-		clear(t.slots)
+	if cap(t.w) >= need {
+		t.size = min(want, cap(t.w))
+		t.w = t.w[:t.size]
+		clear(t.w)
 	} else {
-		t.slots = make([]pidSlot, size)
+		t.size = want
+		t.w = make([]uint64, want)
 	}
+	t.wide = false
 	t.n, t.zero, t.hasZero = 0, 0, false
-	t.shift = uint(64 - bitsLen(size-1))
 }
 
-func bitsLen(x int) int {
-	n := 0
-	for ; x > 0; x >>= 1 {
-		n++
-	}
-	return n
-}
+// full reports whether one more key would fill more than two slots in
+// three.
+func (t *pidTable) full() bool { return 3*(t.n+1) > 2*t.size }
 
-func (t *pidTable) slot(k pid) uint64 { return (uint64(k) * 0x9e3779b97f4a7c15) >> (t.shift & 63) }
+// slot returns the first slot to probe for k: its hash's high bits scaled
+// to the table's size (a multiply, not a modulo).
+func (t *pidTable) slot(k pid) int {
+	hi, _ := bits.Mul64(uint64(k)*0x9e3779b97f4a7c15, uint64(t.size))
+	return int(hi)
+}
 
 func (t *pidTable) get(k pid) (pid, bool) {
 	if k == 0 {
 		return t.zero, t.hasZero
 	}
-	mask := uint64(len(t.slots) - 1)
-	for i := t.slot(k); ; i = (i + 1) & mask {
-		switch s := &t.slots[i&mask]; s.key {
-		case k:
-			return s.val, true
+	if t.wide {
+		for i := t.slot(k); ; i++ {
+			if i == t.size {
+				i = 0
+			}
+			switch t.w[2*i] {
+			case uint64(k):
+				return pid(t.w[2*i+1]), true
+			case 0:
+				return 0, false
+			}
+		}
+	}
+	nk, ok := narrowPid(k)
+	if !ok {
+		return 0, false // every key put so far is narrow
+	}
+	w := t.w[:t.size]
+	for i := t.slot(k); ; i++ {
+		if i == len(w) {
+			i = 0
+		}
+		switch e := w[i]; e >> 32 {
+		case uint64(nk):
+			return widePid(uint32(e)), true
 		case 0:
 			return 0, false
 		}
@@ -1327,32 +1371,69 @@ func (t *pidTable) put(k, v pid) {
 		t.zero, t.hasZero = v, true
 		return
 	}
-	if 2*(t.n+1) > len(t.slots) {
-		t.grow()
+	if t.full() {
+		t.grow(4)
 	}
-	mask := uint64(len(t.slots) - 1)
-	for i := t.slot(k); ; i = (i + 1) & mask {
-		switch s := &t.slots[i&mask]; s.key {
-		case k:
-			s.val = v
-			return
-		case 0:
-			s.key, s.val = k, v
-			t.n++
+	if !t.wide {
+		nk, ok1 := narrowPid(k)
+		nv, ok2 := narrowPid(v)
+		if ok1 && ok2 {
+			w := t.w[:t.size]
+			for i := t.slot(k); ; i++ {
+				if i == len(w) {
+					i = 0
+				}
+				switch w[i] >> 32 {
+				case uint64(nk), 0:
+					if w[i] == 0 {
+						t.n++
+					}
+					w[i] = uint64(nk)<<32 | uint64(nv)
+					return
+				}
+			}
+		}
+		t.grow(1) // the same slots, wide
+	}
+	for i := t.slot(k); ; i++ {
+		if i == t.size {
+			i = 0
+		}
+		switch t.w[2*i] {
+		case uint64(k), 0:
+			if t.w[2*i] == 0 {
+				t.n++
+			}
+			t.w[2*i], t.w[2*i+1] = uint64(k), uint64(v)
 			return
 		}
 	}
 }
 
-// grow quadruples the table: only a batch whose size was unknown grows
-// it, and doubling from the first size left as much garbage as the table.
-func (t *pidTable) grow() {
-	old := t.slots
-	t.slots, t.n = make([]pidSlot, 4*len(old)), 0
-	t.shift -= 2
-	for _, s := range old {
-		if s.key != 0 {
-			t.put(s.key, s.val)
+// grow multiplies the table's slots by f, or with f = 1 only makes it
+// wide, and puts its keys again. Only a batch whose size was unknown
+// grows the slots; they quadruple, as doubling from the first size left
+// as much garbage as the table.
+func (t *pidTable) grow(f int) {
+	old, oldSize, oldWide := t.w, t.size, t.wide
+	t.size, t.wide = f*oldSize, true
+	if f > 1 && !oldWide {
+		t.wide = false // more slots, still narrow
+	}
+	words := t.size
+	if t.wide {
+		words *= 2
+	}
+	t.w, t.n = make([]uint64, words), 0
+	for i := range oldSize {
+		var k, v pid
+		if oldWide {
+			k, v = pid(old[2*i]), pid(old[2*i+1])
+		} else if e := old[i]; e != 0 {
+			k, v = widePid(uint32(e>>32)), widePid(uint32(e))
+		}
+		if k != 0 {
+			t.put(k, v)
 		}
 	}
 }

@@ -418,22 +418,55 @@ func TestCounts(t *testing.T) {
 	}
 }
 
+// The table against a map: narrow pids only (one word a slot), wide ones
+// from the start, and narrow ones until a wide key or value turns the
+// table wide halfway; from a small hint (it grows), an unknown one, and a
+// pooled array a little too small for the hint.
 func TestPidTable(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 9))
-	var tab pidTable
-	tab.init(3)
-	model := map[pid]pid{}
-	for i := 0; i < 20000; i++ {
-		k := pid(rng.Uint64N(5000))
-		if rng.IntN(2) == 0 {
-			v := pid(rng.Uint64())
-			tab.put(k, v)
-			model[k] = v
-		} else {
-			got, ok := tab.get(k)
-			want, wok := model[k]
-			if ok != wok || got != want {
-				t.Fatalf("get(%d) = %d, %t; want %d, %t", k, got, ok, want, wok)
+	narrow := func(rng *rand.Rand) pid { return packID(rng.IntN(64), rng.Uint64N(5000)) }
+	wide := func(rng *rand.Rand) pid { return pid(rng.Uint64()) }
+	for _, tc := range []struct {
+		name string
+		key  func(*rand.Rand) pid
+		val  func(rng *rand.Rand, i int) pid
+	}{
+		{"narrow", narrow, func(rng *rand.Rand, _ int) pid { return narrow(rng) }},
+		{"wide values", narrow, func(rng *rand.Rand, _ int) pid { return wide(rng) }},
+		{"wide keys", func(rng *rand.Rand) pid { return packID(64+rng.IntN(8), rng.Uint64N(500)) }, func(rng *rand.Rand, _ int) pid { return narrow(rng) }},
+		{"turns wide", narrow, func(rng *rand.Rand, i int) pid {
+			if i == 10000 {
+				return packID(1, 1<<26) // the first that is not narrow
+			}
+			return narrow(rng)
+		}},
+	} {
+		for _, hint := range []int{3, -1, 2000} {
+			rng := rand.New(rand.NewPCG(9, 9))
+			var tab pidTable
+			tab.w = make([]uint64, 0, max(hint*7/4, 0)) // pooled, a little small for hint
+			tab.init(hint)
+			model := map[pid]pid{}
+			for i := 0; i < 20000; i++ {
+				k := tc.key(rng)
+				if rng.IntN(2) == 0 || i == 10000 {
+					v := tc.val(rng, i)
+					tab.put(k, v)
+					model[k] = v
+				} else {
+					if rng.IntN(4) == 0 {
+						k = pid(rng.Uint64()) // most likely absent
+					}
+					got, ok := tab.get(k)
+					want, wok := model[k]
+					if ok != wok || got != want {
+						t.Fatalf("%s, hint %d: get(%d) = %d, %t; want %d, %t", tc.name, hint, k, got, ok, want, wok)
+					}
+				}
+			}
+			for k, want := range model {
+				if got, ok := tab.get(k); !ok || got != want {
+					t.Fatalf("%s, hint %d: at the end get(%d) = %d, %t; want %d", tc.name, hint, k, got, ok, want)
+				}
 			}
 		}
 	}
