@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -467,6 +468,45 @@ func TestPidTable(t *testing.T) {
 				if got, ok := tab.get(k); !ok || got != want {
 					t.Fatalf("%s, hint %d: at the end get(%d) = %d, %t; want %d", tc.name, hint, k, got, ok, want)
 				}
+			}
+		}
+	}
+}
+
+// appendIDColumn writes the same bytes whether the column fits in out's
+// spare room (and is moved down to its length) or gets a buffer of its
+// own, in part or from the start.
+func TestAppendIDColumn(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	head := []byte{1, 2, 3}
+	// With 200 replicas and short distances the codes are longer than
+	// their parts: the column outgrows the room made for it.
+	for _, nRep := range []uint64{3, 200} {
+		var vals []byte
+		for range 5000 {
+			switch k := rng.IntN(4); {
+			case nRep == 200:
+				vals = appendIDVal(vals, idVal{zz: rng.Uint64N(128), r: rng.Uint64N(32), coded: true})
+			case k == 0:
+				vals = appendIDVal(vals, idVal{v: uint64(rng.IntN(2))})
+			case k == 1:
+				vals = appendIDVal(vals, idVal{v: 7}) // a run
+			default:
+				vals = appendIDVal(vals, idVal{zz: rng.Uint64N(1 << 20), r: rng.Uint64N(nRep), coded: true, plusOne: rng.IntN(2) == 0})
+			}
+		}
+		var w rleWriter
+		flushIDVals(&w, vals, nRep)
+		w.close()
+		want := binary.AppendUvarint(slices.Clone(head), uint64(len(w.out)))
+		want = append(want, w.out...)
+		if nRep == 200 && len(w.out) <= idColumnRoom(vals) {
+			t.Fatalf("%d replicas: the column fits the room made for it", nRep)
+		}
+		for _, spare := range []int{0, 100, idColumnRoom(vals) + binary.MaxVarintLen64 - 1, idColumnRoom(vals) + binary.MaxVarintLen64, 4 * len(vals)} {
+			out := append(make([]byte, 0, len(head)+spare), head...)
+			if got := appendIDColumn(out, vals, nRep); !bytes.Equal(got, want) {
+				t.Fatalf("%d replicas, spare room %d: the column differs", nRep, spare)
 			}
 		}
 	}
