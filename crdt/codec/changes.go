@@ -1453,10 +1453,8 @@ func (t *pidTable) put(k, v pid) {
 // as much garbage as the table.
 func (t *pidTable) grow(f int) {
 	old, oldSize, oldWide := t.w, t.size, t.wide
-	t.size, t.wide = f*oldSize, true
-	if f > 1 && !oldWide {
-		t.wide = false // more slots, still narrow
-	}
+	// f = 1 turns the table wide; more slots keep it as it was.
+	t.size, t.wide = f*oldSize, oldWide || f == 1
 	words := t.size
 	if t.wide {
 		words *= 2
