@@ -39,11 +39,17 @@ type Options struct {
 	// entry). Default: 65536.
 	MetaCacheEntries int
 
-	// WALMinSyncInterval is the least time between two WAL fsyncs. A sync
-	// that has to wait for it takes every write that arrived meanwhile, so
-	// a few microseconds turn many small fsyncs into fewer, fuller ones
-	// when many documents commit at once; each ack waits at most this
-	// much longer. A negative value disables the wait. Default: 25µs.
+	// WALMinSyncInterval is how long the WAL waits, after an fsync that
+	// carried only a few commits, before it starts the next one. Writes
+	// arriving meanwhile share that next fsync: under a steady stream of
+	// single commits (a cluster peer persisting what its clients and the
+	// other peers send) most fsyncs then carry several, and fewer of
+	// them cost less CPU on a shared machine. After an fsync that
+	// carried many commits (concurrent writers already sharing it) the
+	// next starts after 25µs instead, so a burst is not slowed (see
+	// walsync.go). Each ack waits at most this much longer, and only
+	// when another fsync ended less than this long ago. A negative
+	// value disables the wait. Default: 1ms. Largest: 1s.
 	WALMinSyncInterval time.Duration
 
 	// CacheBytes is Pebble's block cache size. Default: 64 MiB.
@@ -66,7 +72,7 @@ func DefaultOptions() Options {
 		MemTableBytes:    32 << 20,
 		MetaCacheEntries: 1 << 16,
 
-		WALMinSyncInterval: 25 * time.Microsecond,
+		WALMinSyncInterval: time.Millisecond,
 	}
 }
 

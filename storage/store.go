@@ -71,6 +71,8 @@ type Store struct {
 	}
 	// ops counts operations using db; Close waits for it.
 	ops sync.WaitGroup
+	// syncs paces the WAL's fsyncs (Options.WALMinSyncInterval).
+	syncs syncPacer
 }
 
 // Open opens (creating if needed) the store in dir. It fails with an error
@@ -98,7 +100,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		EventListener:      s.eventListener(),
 	}
 	if iv := o.WALMinSyncInterval; iv > 0 {
-		po.WALMinSyncInterval = func() time.Duration { return iv }
+		po.WALMinSyncInterval = s.syncs.waitFunc(iv)
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
@@ -653,6 +655,7 @@ func (s *Store) commit(op, doc string, b *pebble.Batch) error {
 // with a fatalError, which is recovered here and becomes the error.
 func (s *Store) applySync(b *pebble.Batch) (err error) {
 	defer recoverFatal(&err)
+	s.syncs.commit()
 	return s.db.Apply(b, pebble.Sync)
 }
 

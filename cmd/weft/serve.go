@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftsync/weft/internal/webui"
+	"github.com/weftsync/weft/storage"
 	"github.com/weftsync/weft/syncserver"
 )
 
@@ -69,6 +70,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	budget := byteSize(def.MemoryBudget)
 	fs.Var(&budget, "memory-budget", "bytes of loaded documents before the least recently used idle ones are unloaded (0: no budget)")
 	idle := fs.Duration("idle-timeout", def.IdleTimeout, "unload a document this long after its last subscriber left")
+	walSync := fs.Duration("wal-sync-interval", storage.DefaultOptions().WALMinSyncInterval, "after an fsync that carried few commits, wait this long before the next so that commits arriving meanwhile share it (each ack waits at most this much longer; at most 1s; negative: never wait)")
 	snapMin := byteSize(def.SnapshotMinBytes)
 	fs.Var(&snapMin, "snapshot-min", "write a snapshot once a document's log exceeds both its snapshot and this size")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "time SIGTERM/SIGINT gives connections to drain")
@@ -130,10 +132,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	o.UI = webui.FS()
 	// Every flag is checked before the store is opened: a typo costs
 	// nothing, and the errors name flags, not Go fields.
+	badFlags := false
+	if *walSync > time.Second {
+		fmt.Fprintf(stderr, "weft serve: --wal-sync-interval %v: must be at most 1s (every ack may wait for it)\n", *walSync)
+		badFlags = true
+	}
 	if err := syncserver.CheckOptions(o); err != nil {
 		for _, e := range unwrapJoined(err) {
 			fmt.Fprintf(stderr, "weft serve: %s\n", flagNames(e.Error()))
 		}
+		return 2
+	}
+	if badFlags {
 		return 2
 	}
 	if _, _, err := cf.options(); err != nil {
@@ -164,7 +174,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		store = syncserver.NewMemStore()
 		logger.Warn("documents are kept in memory only (--data " + memoryData + "): everything is lost when the server stops")
 	} else {
-		st, c, err := openStore(*data, logger, reg)
+		st, c, err := openStore(*data, *walSync, logger, reg)
 		if err != nil {
 			fmt.Fprintf(stderr, "weft serve: opening %s: %v\n", *data, err)
 			return 1

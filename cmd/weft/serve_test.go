@@ -244,12 +244,12 @@ func TestTokenCommand(t *testing.T) {
 func TestServeValidatesFlagsBeforeOpeningTheStore(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	var out, errb bytes.Buffer
-	c := runServe(context.Background(), []string{"--data", dir, "--secret", "short", "--max-conns", "-3", "--changes-burst", "-1"}, &out, &errb)
+	c := runServe(context.Background(), []string{"--data", dir, "--secret", "short", "--max-conns", "-3", "--changes-burst", "-1", "--wal-sync-interval", "2s"}, &out, &errb)
 	if c != 2 {
 		t.Fatalf("exit %d, want 2; stderr %s", c, errb.String())
 	}
 	msg := errb.String()
-	for _, want := range []string{"--secret must be at least 16 bytes", "--max-conns must be ≥ 1", "--changes-burst"} {
+	for _, want := range []string{"--secret must be at least 16 bytes", "--max-conns must be ≥ 1", "--changes-burst", "--wal-sync-interval 2s: must be at most 1s"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, msg)
 		}
