@@ -236,12 +236,8 @@ func (c *Client) readLoop(s *session) error {
 	// One buffer for every frame: Decode never aliases its input, so the
 	// buffer is reused and an idle reader allocates nothing per message.
 	var buf bytes.Buffer
-	var cache struct {
-		gen uint64
-		id  string
-		doc *Document
-	}
-	cache.gen-- // matches no generation yet
+	var fr frameReader
+	fr.cache.gen-- // matches no generation yet
 	for {
 		typ, r, err := s.conn.NextReader()
 		if err != nil {
@@ -255,52 +251,73 @@ func (c *Client) readLoop(s *session) error {
 		if typ != websocket.BinaryMessage {
 			continue
 		}
-		m, err := syncproto.Decode(buf.Bytes())
+		err = c.handleFrame(s, &fr, buf.Bytes())
 		if buf.Cap() > 1<<20 {
 			buf = bytes.Buffer{} // do not keep a buffer grown by one large frame
 		}
 		if err != nil {
-			if errors.Is(err, syncproto.ErrUnknownMessage) {
-				continue // a newer server; ignoring is what the spec asks
-			}
-			return fmt.Errorf("client: bad frame from server: %w", err)
-		}
-		if _, ok := m.(*syncproto.Sync); ok {
-			s.synced.Store(true)
-		}
-		switch m := m.(type) {
-		case *syncproto.Ping:
-			c.sendControl(&syncproto.Pong{Nonce: m.Nonce})
-		case *syncproto.Pong, *syncproto.Welcome:
-		case *syncproto.Error:
-			if m.Doc == "" {
-				c.opts.Logger.Warn("weft client: server error", "status", m.Status, "message", m.Message)
-				continue
-			}
-			if d := c.docByID(m.Doc); d != nil {
-				d.serverError(s.gen, m)
-			}
-		default:
-			id := syncproto.DocOf(m)
-			// NB: the last lookup stands while no document was opened or
-			// closed since (the lock and the map lookup were 3% of a
-			// 200-client load generator); the generation is read before
-			// the lookup, so a change during it is seen next time.
-			if g := c.docsGen.Load(); g != cache.gen || id != cache.id {
-				cache.gen, cache.id, cache.doc = g, id, c.docByID(id)
-			}
-			d := cache.doc
-			if d == nil {
-				continue // closed meanwhile; the server learns from unsubscribe
-			}
-			if err := d.receive(s.gen, m); err != nil {
-				// The server sent changes this replica cannot take: start
-				// over on a new connection (after backoff) with a fresh
-				// sync, rather than go on with a document out of step.
-				return err
-			}
+			return err
 		}
 	}
+}
+
+// frameReader is the reader goroutine's state between frames.
+type frameReader struct {
+	// cache is the document of the last document message.
+	cache struct {
+		gen uint64
+		id  string
+		doc *Document
+	}
+}
+
+// handleFrame decodes and handles one binary frame read on s. An error
+// ends the connection.
+func (c *Client) handleFrame(s *session, fr *frameReader, data []byte) error {
+	m, err := syncproto.Decode(data)
+	if err != nil {
+		if errors.Is(err, syncproto.ErrUnknownMessage) {
+			return nil // a newer server; ignoring is what the spec asks
+		}
+		return fmt.Errorf("client: bad frame from server: %w", err)
+	}
+	if _, ok := m.(*syncproto.Sync); ok {
+		s.synced.Store(true)
+	}
+	switch m := m.(type) {
+	case *syncproto.Ping:
+		c.sendControl(&syncproto.Pong{Nonce: m.Nonce})
+	case *syncproto.Pong, *syncproto.Welcome:
+	case *syncproto.Error:
+		if m.Doc == "" {
+			c.opts.Logger.Warn("weft client: server error", "status", m.Status, "message", m.Message)
+			return nil
+		}
+		if d := c.docByID(m.Doc); d != nil {
+			d.serverError(s.gen, m)
+		}
+	default:
+		id := syncproto.DocOf(m)
+		// NB: the last lookup stands while no document was opened or
+		// closed since (the lock and the map lookup were 3% of a
+		// 200-client load generator); the generation is read before
+		// the lookup, so a change during it is seen next time.
+		cache := &fr.cache
+		if g := c.docsGen.Load(); g != cache.gen || id != cache.id {
+			cache.gen, cache.id, cache.doc = g, id, c.docByID(id)
+		}
+		d := cache.doc
+		if d == nil {
+			return nil // closed meanwhile; the server learns from unsubscribe
+		}
+		if err := d.receive(s.gen, m); err != nil {
+			// The server sent changes this replica cannot take: start
+			// over on a new connection (after backoff) with a fresh
+			// sync, rather than go on with a document out of step.
+			return err
+		}
+	}
+	return nil
 }
 
 // writeLoop is the connection's only writer.
