@@ -75,10 +75,13 @@
 // # Concurrency
 //
 // Encode and Decode are safe for concurrent use; messages are plain values
-// and a decoded message never aliases the frame it came from. A Peer is not
-// safe for concurrent use: the goroutine that owns the document (a room, a
-// client's document loop) owns its Peers too, and calls on the document and
-// on its Peers must not interleave with other writers.
+// and a decoded message never aliases the frame it came from. A Decoder
+// (one per connection's reader, not safe for concurrent use) is the
+// exception: a changes message it returns is its own and aliases the
+// frame, until the next frame. A Peer is not safe for concurrent use: the
+// goroutine that owns the document (a room, a client's document loop) owns
+// its Peers too, and calls on the document and on its Peers must not
+// interleave with other writers.
 //
 // HAZARD: Receive applies an update to the document before returning its
 // ack. The caller must persist doc.ChangesSince(versionBefore) and send the
