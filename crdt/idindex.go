@@ -11,6 +11,12 @@ package crdt
 // misses were a third of all misses when applying a merge. An entry's start
 // never changes once it is in the index (its end and leaf do), so the
 // copies stay true.
+//
+// The index holds entry numbers (see text.entry), not pointers, and an
+// entry names its leaf by number: nothing in it or in the entries is a
+// pointer, so the collector neither scans them nor runs a write barrier
+// for them (with pointers they were half of what it scanned of a
+// document's heap).
 type idIndex struct {
 	chunks []idChunkT // non-empty, sorted; every entry of chunk i precedes chunk i+1
 	firsts []uint32   // firsts[i] == chunks[i].starts[0]
@@ -18,7 +24,7 @@ type idIndex struct {
 
 type idChunkT struct {
 	starts []uint32
-	ents   []*idEntry
+	ents   []uint32 // entry numbers; ents[j] starts at starts[j]
 }
 
 const idChunk = 64
@@ -90,78 +96,81 @@ func lower(s []uint32, seq uint32) int {
 	return upper(s, seq-1) // the elements are integers
 }
 
-// floor returns the entry with the greatest start ≤ seq, or nil.
-func (x *idIndex) floor(seq uint32) *idEntry {
+// floor returns the number of the entry with the greatest start ≤ seq;
+// ok is false if there is none.
+func (x *idIndex) floor(seq uint32) (k uint32, ok bool) {
 	if len(x.chunks) == 0 {
-		return nil
+		return 0, false
 	}
 	ch := &x.chunks[x.chunkFor(seq)]
 	j := upper(ch.starts, seq)
 	if j == 0 {
-		return nil
+		return 0, false
 	}
-	return ch.ents[j-1]
+	return ch.ents[j-1], true
 }
 
-// max returns the entry with the greatest start, or nil.
-func (x *idIndex) max() *idEntry {
+// max returns the number of the entry with the greatest start; ok is
+// false if the index is empty.
+func (x *idIndex) max() (k uint32, ok bool) {
 	if len(x.chunks) == 0 {
-		return nil
+		return 0, false
 	}
 	ch := &x.chunks[len(x.chunks)-1]
-	return ch.ents[len(ch.ents)-1]
+	return ch.ents[len(ch.ents)-1], true
 }
 
 func newChunk(n int) idChunkT {
-	return idChunkT{starts: make([]uint32, n, idChunk+1), ents: make([]*idEntry, n, idChunk+1)}
+	// One allocation for both columns (no pointers: the collector does
+	// not scan it).
+	buf := make([]uint32, 2*(idChunk+1))
+	return idChunkT{starts: buf[: n : idChunk+1], ents: buf[idChunk+1 : idChunk+1+n : 2*(idChunk+1)]}
 }
 
-// put inserts e, replacing an entry with the same start; it returns the
-// replaced entry.
-func (x *idIndex) put(e *idEntry) (old *idEntry) {
+// put inserts entry k, which starts at start, replacing an entry with the
+// same start; it returns the replaced entry's number and whether there
+// was one (the caller drops it: see dropEntry).
+func (x *idIndex) put(start, k uint32) (old uint32, replaced bool) {
 	if len(x.chunks) == 0 {
 		ch := newChunk(1)
-		ch.starts[0], ch.ents[0] = e.start, e
+		ch.starts[0], ch.ents[0] = start, k
 		x.chunks = append(x.chunks, ch)
-		x.firsts = append(x.firsts, e.start)
-		return nil
+		x.firsts = append(x.firsts, start)
+		return 0, false
 	}
 	ci := len(x.chunks) - 1
 	ch := &x.chunks[ci]
 	var j int
-	if last := ch.starts[len(ch.starts)-1]; e.start > last {
+	if last := ch.starts[len(ch.starts)-1]; start > last {
 		// Ids arrive in order: append, no search; a full last chunk
 		// gets a new one rather than a split, so chunks stay full.
 		if len(ch.starts) == idChunk {
 			nc := newChunk(1)
-			nc.starts[0], nc.ents[0] = e.start, e
+			nc.starts[0], nc.ents[0] = start, k
 			x.chunks = append(x.chunks, nc)
-			x.firsts = append(x.firsts, e.start)
-			return nil
+			x.firsts = append(x.firsts, start)
+			return 0, false
 		}
 		j = len(ch.starts)
 	} else {
-		ci = x.chunkFor(e.start)
+		ci = x.chunkFor(start)
 		ch = &x.chunks[ci]
-		j = lower(ch.starts, e.start)
+		j = lower(ch.starts, start)
 	}
-	if j < len(ch.starts) && ch.starts[j] == e.start {
-		old, ch.ents[j] = ch.ents[j], e
-		if old != e {
-			dropEntry(old)
-		}
-		return old
+	if j < len(ch.starts) && ch.starts[j] == start {
+		old, ch.ents[j] = ch.ents[j], k
+		return old, old != k
 	}
 	if j == len(ch.starts) {
-		ch.starts = append(ch.starts, e.start)
-		ch.ents = append(ch.ents, e)
+		ch.starts = append(ch.starts, start)
+		ch.ents = append(ch.ents, k)
 	} else {
 		ch.starts = append(ch.starts, 0)
 		copy(ch.starts[j+1:], ch.starts[j:])
-		ch.starts[j] = e.start
-		ch.ents = append(ch.ents, nil)
+		ch.starts[j] = start
+		ch.ents = append(ch.ents, 0)
 		copy(ch.ents[j+1:], ch.ents[j:])
-		ch.ents[j] = e
+		ch.ents[j] = k
 		x.firsts[ci] = ch.starts[0]
 	}
 	if len(ch.ents) > idChunk {
@@ -169,7 +178,6 @@ func (x *idIndex) put(e *idEntry) (old *idEntry) {
 		right := newChunk(len(ch.ents) - half)
 		copy(right.starts, ch.starts[half:])
 		copy(right.ents, ch.ents[half:])
-		clear(ch.ents[half:])
 		ch.starts, ch.ents = ch.starts[:half], ch.ents[:half]
 		x.chunks = append(x.chunks, idChunkT{})
 		copy(x.chunks[ci+2:], x.chunks[ci+1:])
@@ -178,22 +186,7 @@ func (x *idIndex) put(e *idEntry) (old *idEntry) {
 		copy(x.firsts[ci+2:], x.firsts[ci+1:])
 		x.firsts[ci+1] = right.starts[0]
 	}
-	return nil
-}
-
-// load fills an empty index with entries sorted by start and disjoint:
-// the bulk form of put, for loading a snapshot, with full chunks.
-func (x *idIndex) load(entries []idEntry) {
-	for i := 0; i < len(entries); i += idChunk {
-		n := min(idChunk, len(entries)-i)
-		ch := newChunk(n)
-		for k := range n {
-			e := &entries[i+k]
-			ch.starts[k], ch.ents[k] = e.start, e
-		}
-		x.chunks = append(x.chunks, ch)
-		x.firsts = append(x.firsts, ch.starts[0])
-	}
+	return 0, false
 }
 
 // remove deletes the entry that starts at start, if any.
@@ -210,7 +203,6 @@ func (x *idIndex) remove(start uint32) {
 	copy(ch.starts[j:], ch.starts[j+1:])
 	ch.starts = ch.starts[:len(ch.starts)-1]
 	copy(ch.ents[j:], ch.ents[j+1:])
-	ch.ents[len(ch.ents)-1] = nil
 	ch.ents = ch.ents[:len(ch.ents)-1]
 	if len(ch.ents) == 0 {
 		x.chunks = append(x.chunks[:ci], x.chunks[ci+1:]...)
@@ -220,9 +212,9 @@ func (x *idIndex) remove(start uint32) {
 	x.firsts[ci] = ch.starts[0]
 }
 
-// ascend calls fn for the entries with lo ≤ start < hi, in order, until fn
-// returns false. fn must not change the index.
-func (x *idIndex) ascend(lo, hi uint32, fn func(*idEntry) bool) {
+// ascend calls fn for the numbers of the entries with lo ≤ start < hi, in
+// order, until fn returns false. fn must not change the index.
+func (x *idIndex) ascend(lo, hi uint32, fn func(k uint32) bool) {
 	if len(x.chunks) == 0 {
 		return
 	}

@@ -138,18 +138,22 @@ func (t *text) checkInvariants() {
 		if tr == nil {
 			continue
 		}
-		if last := tr.max(); t.tail[r] != nil && t.tail[r] != last {
+		if last, ok := tr.max(); t.tail[r] != nil && (!ok || t.tail[r] != t.entry(last)) {
 			panic("crdt invariant: cached tail entry is not the last")
 		}
 		var prevEnd uint32
-		tr.ascend(0, 1<<32-1, func(e *idEntry) bool {
+		tr.ascend(0, 1<<32-1, func(k uint32) bool {
+			e := t.entry(k)
+			if int(e.leaf) >= len(t.byNum) || t.byNum[e.leaf].num != e.leaf {
+				panic(fmt.Sprintf("crdt invariant: index entry %d:%d names leaf %d, not numbered so", r, e.start, e.leaf))
+			}
 			if e.start >= e.end || e.start < prevEnd {
 				panic(fmt.Sprintf("crdt invariant: index entries overlap for replica %d", r))
 			}
 			prevEnd = e.end
 			for _, seq := range [2]uint32{e.start, e.end - 1} {
 				found := false
-				for _, it := range e.l.items {
+				for _, it := range t.leafOf(e).items {
 					if it.r == uint32(r) && seq >= it.seq && seq < it.seq+it.n {
 						found = true
 						break

@@ -19,7 +19,7 @@ func (d *Doc) MemSize() int64 {
 			for l := range t.all {
 				n += int64(unsafe.Sizeof(leaf{})) + int64(cap(l.items))*int64(unsafe.Sizeof(item{}))
 			}
-			n += int64(cap(t.lens.t))*int64(unsafe.Sizeof(lens{})) + int64(cap(t.leaves))*8
+			n += int64(cap(t.lens.t))*int64(unsafe.Sizeof(lens{})) + int64(cap(t.leaves))*8 + int64(cap(t.byNum))*8
 			for _, b := range t.chars {
 				n += int64(cap(b)) * 8
 			}
@@ -29,7 +29,7 @@ func (d *Doc) MemSize() int64 {
 				}
 				n += int64(cap(x.chunks))*int64(unsafe.Sizeof(idChunkT{})) + int64(cap(x.firsts))*4
 				for _, ch := range x.chunks {
-					n += int64(cap(ch.ents))*8 + int64(cap(ch.starts))*4 + int64(len(ch.ents))*int64(unsafe.Sizeof(idEntry{}))
+					n += int64(cap(ch.ents))*4 + int64(cap(ch.starts))*4 + int64(len(ch.ents))*int64(unsafe.Sizeof(idEntry{}))
 				}
 			}
 		}

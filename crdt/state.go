@@ -235,7 +235,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			continue
 		}
 		t := f.text
-		t.leaves = t.leaves[:0]
+		t.leaves, t.byNum = t.leaves[:0], t.byNum[:0]
 		present[fi] = make([]bitset, len(d.replicas)) // made on first use: many fields, few writers each
 		spanOf := make([]int32, 0, len(items))
 		var l *leaf
@@ -260,7 +260,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 				bo := byteOffset(content, int(sp.n), int(seq-sp.seq))
 				be := bo + byteOffset(content[bo:], int(sp.n-(seq-sp.seq)), int(m))
 				if l == nil || len(l.items) >= leafCap*3/4 {
-					l = newLeaf(0)
+					l = t.newLeaf(0)
 					l.idx = len(t.leaves)
 					t.leaves = append(t.leaves, l)
 				}
@@ -280,7 +280,9 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			}
 		}
 		if len(t.leaves) == 0 {
-			t.leaves = []*leaf{{items: make([]item, 0, 8)}}
+			l := &leaf{items: make([]item, 0, 8)}
+			t.number(l)
+			t.leaves = []*leaf{l}
 		}
 		// Build the id index from runs sorted by id. No comparison sort is
 		// needed: the characters of one op span appear in document order
@@ -311,7 +313,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		for _, l := range t.leaves {
 			for i, it := range l.items {
 				b := buckets[it.r]
-				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, at: uint32(i), r: it.r, l: l}
+				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, at: uint32(i), r: it.r, leaf: l.num}
 				b[spanOf[k]]++
 				k++
 			}
@@ -326,16 +328,18 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 				if e.start < p.end {
 					return bad("characters listed twice or out of order")
 				}
-				if e.start == p.end && e.l == p.l {
+				if e.start == p.end && e.leaf == p.leaf {
 					p.end = e.end
 					continue
 				}
 				merged = append(merged, e)
 			}
-			tr := t.index(uint32(r))
-			entries := make([]idEntry, len(merged)) // one allocation for all
-			copy(entries, merged)
-			tr.load(entries)
+			// In order of start, so that each put appends (full chunks).
+			t.index(uint32(r))
+			for _, e := range merged {
+				_, k := t.newEntry(e.r, e.start, e.end, t.byNum[e.leaf], int(e.at))
+				t.put(uint32(r), k)
+			}
 		}
 		t.chars = present[fi]
 		t.rebuild()

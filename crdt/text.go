@@ -67,6 +67,7 @@ type leaf struct {
 	idx   int // slot in text.leaves
 	vis   int
 	raw   int
+	num   uint32 // its number: text.byNum[num] is this leaf
 }
 
 // leafMem is a leaf and room for its items in one allocation (see
@@ -76,26 +77,36 @@ type leafMem struct {
 	buf [leafCap + 2]item
 }
 
-// newLeaf returns a leaf of n zero items, with room for leafCap+2, held
-// in the same object as the leaf: one allocation instead of two, and an
-// id lookup that reaches the leaf then finds its items next to it in
-// memory, not in a block of their own elsewhere. (A leaf that outgrows
-// the room gets its items a block of their own, as append does.)
-func newLeaf(n int) *leaf {
+// newLeaf returns a new leaf of the text, numbered, of n zero items,
+// with room for leafCap+2, held in the same object as the leaf: one
+// allocation instead of two, and an id lookup that reaches the leaf then
+// finds its items next to it in memory, not in a block of their own
+// elsewhere. (A leaf that outgrows the room gets its items a block of
+// their own, as append does.)
+func (t *text) newLeaf(n int) *leaf {
 	m := new(leafMem)
 	m.l.items = m.buf[:n]
+	t.number(&m.l)
 	return &m.l
 }
 
+// number gives l, a new leaf of the text, its number. (Leaves are never
+// removed, so numbers are never reused.)
+func (t *text) number(l *leaf) {
+	l.num = uint32(len(t.byNum))
+	t.byNum = append(t.byNum, l)
+}
+
 // idEntry says that the characters r:start .. r:end-1 of a text are all in
-// leaf l, starting at about item at: items inserted before them move them
-// right, so locate looks there first and scans on from it (a scan of the
-// whole leaf missed the cache on most of its dozen lines).
+// leaf number leaf, starting at about item at: items inserted before them
+// move them right, so locate looks there first and scans on from it (a
+// scan of the whole leaf missed the cache on most of its dozen lines).
+// It holds no pointer (see idIndex).
 type idEntry struct {
 	start, end uint32
 	at         uint32
 	r          uint32 // the replica (for checking an item's hint)
-	l          *leaf
+	leaf       uint32 // text.byNum[leaf] is its leaf
 }
 
 type text struct {
@@ -108,6 +119,9 @@ type text struct {
 	vis    int
 	raw    int
 	ids    []*idIndex // per replica
+	// byNum holds every leaf by its number (leaf.num), for index
+	// entries, which name their leaf by number.
+	byNum []*leaf
 	// ver counts structural changes; cur is valid while its ver matches.
 	ver uint64
 	cur cursor
@@ -125,7 +139,7 @@ type text struct {
 	leftK  uint32
 	leftID ref
 	// slabs are where newEntry takes index entries from; the last has
-	// slabUsed entries in use.
+	// slabUsed entries in use. Entry k is slabs[k/entrySlab][k%entrySlab].
 	slabs    []*[entrySlab]idEntry
 	slabUsed int
 	// chars[r] marks the seqs of replica r that are characters of this
@@ -146,6 +160,7 @@ type cursor struct {
 func newText(d *Doc) *text {
 	t := &text{d: d}
 	l := &leaf{items: make([]item, 0, 8)}
+	t.number(l)
 	t.leaves = []*leaf{l}
 	t.rebuild()
 	return t
@@ -273,17 +288,27 @@ func (t *text) entryAt(r, seq uint32) *idEntry {
 		}
 		return nil
 	}
-	if e := t.ids[r].floor(seq); e != nil && seq < e.end {
-		return e
+	if k, ok := t.ids[r].floor(seq); ok {
+		if e := t.entry(k); seq < e.end {
+			return e
+		}
 	}
 	return nil
 }
+
+// entry returns entry number k.
+func (t *text) entry(k uint32) *idEntry {
+	return &t.slabs[k/entrySlab][k%entrySlab]
+}
+
+// leafOf returns e's leaf.
+func (t *text) leafOf(e *idEntry) *leaf { return t.byNum[e.leaf] }
 
 // findLeaf returns the leaf holding id r:seq, or nil if the text has no such
 // character.
 func (t *text) findLeaf(id ref) *leaf {
 	if e := t.entryAt(id.r, id.seq); e != nil {
-		return e.l
+		return t.leafOf(e)
 	}
 	return nil
 }
@@ -327,7 +352,9 @@ func (t *text) markChars(r, lo, hi uint32) {
 // lastEntry returns the entry of r with the greatest start (cached).
 func (t *text) lastEntry(r uint32) *idEntry {
 	if t.tail[r] == nil {
-		t.tail[r] = t.ids[r].max()
+		if k, ok := t.ids[r].max(); ok {
+			t.tail[r] = t.entry(k)
+		}
 	}
 	return t.tail[r]
 }
@@ -335,8 +362,8 @@ func (t *text) lastEntry(r uint32) *idEntry {
 // newEntry allocates an index entry of replica r from a slab: a merge
 // adds one per remote insert, and one allocation per 64 entries is far
 // cheaper. (Entries live as long as the text, so the slabs waste little.)
-// It returns the entry and its handle, for item hints: 1 + its place in
-// the slabs.
+// It returns the entry and its number, k: the index holds k, an item's
+// hint k+1.
 func (t *text) newEntry(r, start, end uint32, l *leaf, at int) (*idEntry, uint32) {
 	if len(t.slabs) == 0 || t.slabUsed == entrySlab {
 		t.slabs = append(t.slabs, new([entrySlab]idEntry))
@@ -345,11 +372,19 @@ func (t *text) newEntry(r, start, end uint32, l *leaf, at int) (*idEntry, uint32
 	k := t.slabUsed
 	t.slabUsed++
 	e := &t.slabs[len(t.slabs)-1][k]
-	*e = idEntry{start: start, end: end, at: uint32(at), r: r, l: l}
-	return e, uint32((len(t.slabs)-1)*entrySlab + k + 1)
+	*e = idEntry{start: start, end: end, at: uint32(at), r: r, leaf: l.num}
+	return e, uint32((len(t.slabs)-1)*entrySlab + k)
 }
 
 const entrySlab = 64
+
+// put adds entry k of replica r to the index, dropping an entry it
+// replaces (see dropEntry).
+func (t *text) put(r, k uint32) {
+	if old, ok := t.ids[r].put(t.entry(k).start, k); ok {
+		dropEntry(t.entry(old))
+	}
+}
 
 // hinted returns the entry of the ids of it, which the leaf from holds,
 // if it's hint names it; else nil. An entry taken out of the index is
@@ -359,8 +394,8 @@ func (t *text) hinted(it *item, from *leaf) *idEntry {
 	if h == 0 || int(h-1)/entrySlab >= len(t.slabs) {
 		return nil
 	}
-	e := &t.slabs[(h-1)/entrySlab][(h-1)%entrySlab]
-	if e.r != it.r || e.start != it.seq || e.end != it.seq+it.n || e.l != from {
+	e := t.entry(h - 1)
+	if e.r != it.r || e.start != it.seq || e.end != it.seq+it.n || e.leaf != from.num {
 		return nil
 	}
 	return e
@@ -371,18 +406,18 @@ func (t *text) hinted(it *item, from *leaf) *idEntry {
 func dropEntry(e *idEntry) { e.end = e.start }
 
 // assign records that ids r:start..r:end-1 are in leaf l, from item at,
-// and returns the handle of the entry it made for them (0: it grew one).
+// and returns the hint of the entry it made for them (0: it grew one).
 func (t *text) assign(r, start, end uint32, l *leaf, at int) uint32 {
 	tr := t.index(r)
 	// Fast path, typing: grow the last entry when the new ids follow it.
-	if last := t.lastEntry(r); last != nil && last.end == start && last.l == l {
+	if last := t.lastEntry(r); last != nil && last.end == start && last.leaf == l.num {
 		last.end = end
 		return 0
 	} else if last == nil || last.end <= start {
-		e, h := t.newEntry(r, start, end, l, at)
-		tr.put(e)
+		e, k := t.newEntry(r, start, end, l, at)
+		t.put(r, k)
 		t.tail[r] = e
-		return h
+		return k + 1
 	}
 	// General case: cut [start,end) out of the entries that overlap it.
 	t.tail[r] = nil
@@ -391,25 +426,25 @@ func (t *text) assign(r, start, end uint32, l *leaf, at int) uint32 {
 	if prev := t.entryAt(r, start); prev != nil && prev.start < start {
 		cut = append(cut, prev)
 	}
-	tr.ascend(start, end, func(e *idEntry) bool {
-		cut = append(cut, e)
+	tr.ascend(start, end, func(k uint32) bool {
+		cut = append(cut, t.entry(k))
 		return true
 	})
 	for _, e := range cut {
 		tr.remove(e.start)
 		if e.start < start {
-			x, _ := t.newEntry(r, e.start, start, e.l, int(e.at))
-			tr.put(x)
+			_, k := t.newEntry(r, e.start, start, t.leafOf(e), int(e.at))
+			t.put(r, k)
 		}
 		if e.end > end {
-			x, _ := t.newEntry(r, end, e.end, e.l, int(e.at))
-			tr.put(x)
+			_, k := t.newEntry(r, end, e.end, t.leafOf(e), int(e.at))
+			t.put(r, k)
 		}
 		dropEntry(e)
 	}
-	e, h := t.newEntry(r, start, end, l, at)
-	tr.put(e)
-	return h
+	_, k := t.newEntry(r, start, end, l, at)
+	t.put(r, k)
+	return k + 1
 }
 
 // reassign records that ids r:start..r:end-1, which the index already
@@ -419,13 +454,13 @@ func (t *text) reassign(r, start, end uint32, l *leaf, at int) {
 	t.index(r)
 	if e := t.entryAt(r, start); e != nil && e.start == start {
 		if e.end == end {
-			e.l, e.at = l, uint32(at)
+			e.leaf, e.at = l.num, uint32(at)
 			return
 		}
 		if e.end > end {
-			rest, _ := t.newEntry(r, end, e.end, e.l, int(e.at))
-			e.end, e.l, e.at = end, l, uint32(at)
-			t.ids[r].put(rest)
+			rest, k := t.newEntry(r, end, e.end, t.leafOf(e), int(e.at))
+			e.end, e.leaf, e.at = end, l.num, uint32(at)
+			t.put(r, k)
 			if t.tail[r] == e {
 				t.tail[r] = rest
 			}
@@ -442,7 +477,7 @@ func (t *text) locate(id ref) (l *leaf, i int, k uint32, ok bool) {
 	if e == nil {
 		return nil, 0, 0, false
 	}
-	l = e.l
+	l = t.byNum[e.leaf]
 	items := l.items
 	// From the entry's item on (inserts before it push it right), then
 	// back from it (joined items pull it left).
@@ -711,7 +746,7 @@ func (t *text) fixLeaf(l *leaf) {
 	for len(l.items) > leafCap {
 		t.ver++
 		half := len(l.items) / 2
-		nl := newLeaf(len(l.items) - half)
+		nl := t.newLeaf(len(l.items) - half)
 		copy(nl.items, l.items[half:])
 		l.items = l.items[:half]
 		for j := range nl.items {
@@ -725,7 +760,7 @@ func (t *text) fixLeaf(l *leaf) {
 		for j := range nl.items {
 			it := &nl.items[j]
 			if e := t.hinted(it, l); e != nil {
-				e.l, e.at = nl, uint32(j)
+				e.leaf, e.at = nl.num, uint32(j)
 				continue
 			}
 			t.reassign(it.r, it.seq, it.seq+it.n, nl, j)
