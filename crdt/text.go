@@ -70,24 +70,19 @@ type leaf struct {
 	num   uint32 // its number: text.byNum[num] is this leaf
 }
 
-// leafMem is a leaf and room for its items in one allocation (see
-// newLeaf).
-type leafMem struct {
-	l   leaf
-	buf [leafCap + 2]item
-}
-
 // newLeaf returns a new leaf of the text, numbered, of n zero items,
-// with room for leafCap+2, held in the same object as the leaf: one
-// allocation instead of two, and an id lookup that reaches the leaf then
-// finds its items next to it in memory, not in a block of their own
-// elsewhere. (A leaf that outgrows the room gets its items a block of
-// their own, as append does.)
+// with room for leafCap+2.
+//
+// NB: the items are an allocation of their own, without pointers, which
+// the collector does not scan. A leaf and its items were one object (one
+// allocation, the items next to the leaf), but then the collector
+// counted the whole object, 896 bytes, as heap to scan for the one
+// pointer in it: leaves were half of a document's scannable heap, and
+// the pacer starts a cycle earlier the more there is.
 func (t *text) newLeaf(n int) *leaf {
-	m := new(leafMem)
-	m.l.items = m.buf[:n]
-	t.number(&m.l)
-	return &m.l
+	l := &leaf{items: new([leafCap + 2]item)[:n]}
+	t.number(l)
+	return l
 }
 
 // number gives l, a new leaf of the text, its number. (Leaves are never
