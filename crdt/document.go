@@ -115,6 +115,10 @@ type rlog struct {
 
 const spanBlockBits = 4
 
+// blockStart returns the first seq of block b of rlog.blocks and
+// rlog.tblocks (seqs start at 1).
+func blockStart(b int) uint32 { return max(uint32(b)<<spanBlockBits, 1) }
+
 // indexTail extends blocks over the seqs the last span covers: call it
 // after appending or growing the last span.
 func (lg *rlog) indexTail() {
@@ -466,7 +470,16 @@ func (d *Doc) spanAt(r uint32, seq uint32) int {
 		}
 		// A span holds at least one seq, so seq's is at most seq -
 		// sp[lo].seq spans on from lo, and exactly there in a log of
-		// one-op changes (a merge's): look there first.
+		// one-op changes (a merge's): look there first. In such a log
+		// sp[lo] starts the block, so the place is known without
+		// reading sp[lo] (a lookup at a random place missed the cache
+		// there and then again at the place it computed).
+		if g := lo + int(seq-blockStart(b)); g < hi {
+			if s := &sp[g]; s.seq <= seq && seq-s.seq < s.n {
+				lg.hint = g
+				return g
+			}
+		}
 		if g := lo + int(seq-sp[lo].seq); g < hi {
 			if s := &sp[g]; s.seq <= seq && seq-s.seq < s.n {
 				lg.hint = g
@@ -529,7 +542,14 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 			hi = int(lg.tblocks[b+1]) + 1
 		}
 		// As in spanAt: one run per one-op change puts seq's run
-		// exactly seq - tr[lo].seq runs on, and never further.
+		// exactly seq - tr[lo].seq runs on, and never further; and
+		// tr[lo] then starts the block.
+		if g := lo + int(seq-blockStart(b)); g < hi {
+			if t := &tr[g]; t.seq <= seq && seq-t.seq < t.n {
+				lg.thint = g
+				return g
+			}
+		}
 		if g := lo + int(seq-tr[lo].seq); g < hi {
 			if t := &tr[g]; t.seq <= seq && seq-t.seq < t.n {
 				lg.thint = g
