@@ -512,21 +512,6 @@ func TestAppendIDColumn(t *testing.T) {
 	}
 }
 
-// One remote keystroke: what every subscriber decodes per edit, so fixed
-// per-call costs show here.
-func BenchmarkDecodeKeystroke(b *testing.B) {
-	data := EncodeChanges([]crdt.Change{{Replica: rep(1), Seq: 42, Time: hlc.New(1_700_000_000_000, 0), Ops: []crdt.Op{{
-		Kind: crdt.OpTextInsert, Field: "body", Text: "x",
-		Left: crdt.ID{Replica: rep(2), Seq: 7}, Right: crdt.ID{Replica: rep(1), Seq: 41},
-	}}}})
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := DecodeChanges(data); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // replicaTable is the start of a batch whose replica table lists n
 // distinct replicas, then the one at index dup again.
 func replicaTable(uv func(...uint64) []byte, n, dup int) []byte {

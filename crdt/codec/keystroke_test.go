@@ -128,3 +128,68 @@ func BenchmarkDecodeFanoutBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeKeystroke decodes (DecodeChanges) what one delivery of a
+// room carries: one change of one single-character insert, typed at a
+// random place into a document of 2,000 characters that eight replicas
+// share, so its origins name another replica. Every subscriber and the
+// server decode one such batch per keystroke; the fixed costs of a batch
+// (header, column readers, result) are all that shows here.
+func BenchmarkDecodeKeystroke(b *testing.B) {
+	msgs := keystrokeBatches(b, 64)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := decodeBatch(msgs[i%len(msgs)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// decodeBatch is DecodeChanges in a function of its own, for profilers.
+//
+//go:noinline
+func decodeBatch(data []byte) ([]crdt.Change, error) { return DecodeChanges(data) }
+
+// keystrokeBatches returns n batches of one remote keystroke each, typed
+// by eight replicas in turn at random places of a shared text.
+func keystrokeBatches(tb testing.TB, n int) [][]byte {
+	const writers = 8
+	wall := &hlc.ManualWall{Millis: 1_700_000_000_000}
+	rng := rand.New(rand.NewPCG(3, 4))
+	seed := crdt.NewDoc(crdt.ReplicaID{0xee, 15: 1}, hlc.NewClock(wall.Read, 0), crdt.Options{})
+	for range 40 {
+		wall.Millis += 1000
+		tx := seed.Begin()
+		tx.Insert("body", rng.IntN(seed.TextLen("body")+1), "fifty characters of text, fifty characters of text")
+		if err := tx.Commit(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	base := seed.ChangesSince(nil)
+	ws := make([]*crdt.Doc, writers)
+	for w := range ws {
+		ws[w] = crdt.NewDoc(crdt.ReplicaID{byte(w + 1), 9: byte(w * 41), 15: 3}, hlc.NewClock(wall.Read, 0), crdt.Options{})
+		if err := ws[w].Apply(base...); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		w := ws[i%writers]
+		wall.Millis += int64(1 + rng.IntN(150))
+		before := w.Version()
+		tx := w.Begin()
+		tx.Insert("body", rng.IntN(w.TextLen("body")+1), "k")
+		if err := tx.Commit(); err != nil {
+			tb.Fatal(err)
+		}
+		chs := w.ChangesSince(before)
+		if len(chs) != 1 || len(chs[0].Ops) != 1 {
+			tb.Fatalf("keystroke %d is %d changes", i, len(chs))
+		}
+		msgs[i] = EncodeChanges(chs)
+	}
+	return msgs
+}
