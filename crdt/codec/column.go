@@ -139,20 +139,30 @@ type byteReader struct {
 func (r *byteReader) left() int { return len(r.b) - r.pos }
 
 // uvarint is binary.Uvarint on r.b[r.pos:]. Values of one and two bytes,
-// most of a column, are read without a loop.
+// most of a column, are read without a loop; NB: so is a one-byte value
+// that ends its column, as most values of a keystroke's columns do (such
+// a column holds a group header and one value).
 func (r *byteReader) uvarint() (uint64, error) {
-	if i := r.pos; i+1 < len(r.b) {
-		b0, b1 := r.b[i], r.b[i+1]
-		if b0 < 0x80 {
+	if i := r.pos; i < len(r.b) {
+		if b0 := r.b[i]; b0 < 0x80 {
 			r.pos = i + 1
 			return uint64(b0), nil
-		}
-		if b1 < 0x80 {
+		} else if i+1 < len(r.b) && r.b[i+1] < 0x80 {
 			r.pos = i + 2
-			return uint64(b0&0x7f) | uint64(b1)<<7, nil
+			return uint64(b0&0x7f) | uint64(r.b[i+1])<<7, nil
 		}
 	}
 	return r.longUvarint()
+}
+
+// small returns the next value if it takes one byte, as most do, and
+// inlines (uvarint does not): the hot loops try it first.
+func (r *byteReader) small() (uint64, bool) {
+	if i := r.pos; i < len(r.b) && r.b[i] < 0x80 {
+		r.pos = i + 1
+		return uint64(r.b[i]), true
+	}
+	return 0, false
 }
 
 func (r *byteReader) longUvarint() (uint64, error) {
@@ -215,20 +225,31 @@ func (r *rleReader) next() uint64 {
 // nextGroup is next outside a run: a literal value, or a new group.
 func (r *rleReader) nextGroup() uint64 {
 	if r.lit == 0 {
-		h, err := r.uvarint()
-		if err != nil {
-			return r.fail(err)
-		}
-		if h&1 == 0 {
-			if r.val, err = r.uvarint(); err != nil {
+		h, ok := r.small()
+		if !ok {
+			var err error
+			if h, err = r.uvarint(); err != nil {
 				return r.fail(err)
 			}
+		}
+		if h&1 == 0 {
+			v, ok := r.small()
+			if !ok {
+				var err error
+				if v, err = r.uvarint(); err != nil {
+					return r.fail(err)
+				}
+			}
+			r.val = v
 			r.run = h >> 1 // the value returned now is the first of h>>1 + 1
-			return r.val
+			return v
 		}
 		r.lit = h>>1 + 1
 	}
 	r.lit--
+	if v, ok := r.small(); ok {
+		return v
+	}
 	v, err := r.uvarint()
 	if err != nil {
 		return r.fail(err)
@@ -266,10 +287,13 @@ func (r *kindReader) next() byte {
 }
 
 func (r *kindReader) nextRun() byte {
-	h, err := r.uvarint()
-	if err != nil {
-		r.err = fmt.Errorf("column kinds: %w", err)
-		return 0
+	h, ok := r.small()
+	if !ok {
+		var err error
+		if h, err = r.uvarint(); err != nil {
+			r.err = fmt.Errorf("column kinds: %w", err)
+			return 0
+		}
 	}
 	r.run = h >> 2 // the symbol returned now is the first of h>>2 + 1
 	r.sym = byte(h & 3)
@@ -290,9 +314,12 @@ func (r *kindReader) done() error {
 func rleCount(b []byte, limit uint64, weight func(uint64) uint64) (n, sum uint64, ok bool) {
 	r := byteReader{b: b}
 	for r.left() > 0 {
-		h, err := r.uvarint()
-		if err != nil {
-			return n, sum, false
+		h, ok := r.small()
+		if !ok {
+			var err error
+			if h, err = r.uvarint(); err != nil {
+				return n, sum, false
+			}
 		}
 		k := h>>1 + 1
 		if h>>1 >= limit || n+k > limit {
@@ -305,9 +332,12 @@ func rleCount(b []byte, limit uint64, weight func(uint64) uint64) (n, sum uint64
 			h = 1
 		}
 		for ; k > 0; k-- {
-			v, err := r.uvarint()
-			if err != nil {
-				return n, sum, false
+			v, ok := r.small()
+			if !ok {
+				var err error
+				if v, err = r.uvarint(); err != nil {
+					return n, sum, false
+				}
 			}
 			if weight != nil {
 				w := weight(v)
@@ -326,8 +356,14 @@ func rleCount(b []byte, limit uint64, weight func(uint64) uint64) (n, sum uint64
 func kindCount(b []byte, limit uint64, k byte) (n, nk uint64, ok bool) {
 	r := byteReader{b: b}
 	for r.left() > 0 {
-		h, err := r.uvarint()
-		if err != nil || h>>2 >= limit || n+h>>2+1 > limit {
+		h, ok := r.small()
+		if !ok {
+			var err error
+			if h, err = r.uvarint(); err != nil {
+				return n, nk, false
+			}
+		}
+		if h>>2 >= limit || n+h>>2+1 > limit {
 			return n, nk, false
 		}
 		n += h>>2 + 1
