@@ -628,30 +628,79 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 	// than the heap (allocating and zeroing them was a third of the time
 	// to decode a fan-out batch of 12 keystrokes).
 	sc := decodeScratch.Get().(*decodeBufs)
-	defer func() {
-		*sc = decodeBufs{} // parse needs a zero header; drop the batch's strings
-		decodeScratch.Put(sc)
-	}()
+	defer sc.release(data)
 	h, dec := &sc.h, &sc.dec
+	h.names = &sc.names
 	if err := h.parse(data); err != nil {
 		return nil, err
 	}
 	dec.start(h)
-	defer dec.pred.release()
-	changes := make([]crdt.Change, h.nCh)
-	if err := dec.run(changes, make([]crdt.Op, h.nOps), nil); err != nil {
+	defer dec.releasePredictor()
+	var changes []crdt.Change
+	var ops []crdt.Op
+	if h.nCh == 1 && h.nOps == 1 {
+		// A keystroke: its change and op in one allocation.
+		one := new(changeAndOp)
+		changes, ops = one.ch[:], one.op[:]
+	} else {
+		changes, ops = make([]crdt.Change, h.nCh), make([]crdt.Op, h.nOps)
+	}
+	if err := dec.run(changes, ops, nil); err != nil {
 		return nil, err
 	}
 	return changes, nil
+}
+
+// changeAndOp is what DecodeChanges returns for a batch of one change of
+// one op (a keystroke), allocated together.
+type changeAndOp struct {
+	ch [1]crdt.Change
+	op [1]crdt.Op
 }
 
 // decodeBufs is decodeChanges' scratch.
 type decodeBufs struct {
 	h   batchHeader
 	dec changeDecoder
+	// names are the field names of the batches decoded before, kept
+	// across uses so that a batch naming the same field (every
+	// keystroke into a document's text) does not allocate its name.
+	names [smallFields]string
+}
+
+// release returns sc to the pool, first dropping what it holds of the
+// batch just decoded (the caller's bytes, the batch's strings, tables too
+// large for sc) unless that is small: parse and start overwrite all of it
+// before it is read again, and clearing sc (2 KB) was a twentieth of
+// decoding a keystroke. NB: so a pooled decodeBufs may keep up to
+// keepBytes of a caller's buffer (and the strings of a batch that size)
+// until it is used again or the pool is emptied.
+func (sc *decodeBufs) release(data []byte) {
+	if cap(data) <= keepBytes && sc.h.raw <= keepBytes {
+		decodeScratch.Put(sc)
+		return
+	}
+	h, dc := &sc.h, &sc.dec
+	for c := range h.cols {
+		h.cols[c].b = nil
+		if h.cols[c].err != nil {
+			h.cols[c].err = nil
+		}
+	}
+	h.reps, h.fields, h.text, h.fieldBuf = nil, nil, "", [smallFields]string{}
+	dc.kinds.b, dc.kinds.err = nil, nil
+	for k := range dc.ids {
+		dc.ids[k].cursor = nil
+	}
+	dc.expected = nil
+	decodeScratch.Put(sc)
 }
 
 var decodeScratch = sync.Pool{New: func() any { return new(decodeBufs) }}
+
+// keepBytes is the most of a caller's buffer a pooled decodeBufs may keep
+// referring to (see release).
+const keepBytes = 4 << 10
 
 // ChangeSeq returns the changes of a batch encoded by EncodeChanges, for
 // crdt.Doc.ApplySeq: All decodes one change at a time into a Change and
@@ -701,7 +750,7 @@ func (sb *seqBatch) all(yield func(*crdt.Change, error) bool) {
 		defer func() { sb.busy = false }()
 	}
 	dec.start(h)
-	defer dec.pred.release()
+	defer dec.releasePredictor()
 	err := dec.run(nil, nil, func(c *crdt.Change) bool { return yield(c, nil) })
 	if err != nil { // never after yield returned false
 		yield(nil, fmt.Errorf("%w: %v", ErrCorrupt, err))
@@ -717,16 +766,25 @@ type batchHeader struct {
 	nField    uint64
 	nCh, nOps uint64
 	cols      [numColumns]rleReader
+	nIns      uint64 // inserts (op.kind symbols of OpTextInsert)
 	text      string // all inserted text; op texts are substrings
 	raw       int    // the batch's size inflated
+	read      bool   // start has moved the column readers since parse
+	// names, if set, are field names to use rather than allocate when
+	// the batch names them (parse adds those it allocates).
+	names *[smallFields]string
 	// Room for the tables of a small batch (reps and fields then point
 	// here): a keystroke's header allocates nothing for them.
 	repBuf   [smallTable]crdt.ReplicaID
-	fieldBuf [2]string
+	fieldBuf [smallFields]string
 }
 
-// smallTable is the size of the tables a header holds itself.
-const smallTable = 4
+// smallTable and smallFields are the sizes of the tables a header holds
+// itself.
+const (
+	smallTable  = 4
+	smallFields = 2
+)
 
 // scanTable is the size up to which a batch's tables are checked for
 // duplicates by a scan rather than a map: up to 120 comparisons of 16
@@ -736,7 +794,8 @@ const smallTable = 4
 const scanTable = 16
 
 // parse reads the header of data (inflated first if it is deflated) into
-// h, which must be zero, and checks it: tables, counts against the limits
+// h, which must be zero or a header parse filled before (nothing returned
+// points into it), and checks it: tables, counts against the limits
 // and the bytes left, column lengths, and that the inserted text is UTF-8.
 func (h *batchHeader) parse(data []byte) error {
 	in := byteReader{b: data}
@@ -750,6 +809,7 @@ func (h *batchHeader) parse(data []byte) error {
 		}
 		data, in = plain, byteReader{b: plain}
 	}
+	h.raw = len(data) // first: release goes by it, whether parse fails or not
 	if data[0] != ChangesFormat {
 		return fmt.Errorf("unknown format %d (want %d or %d)", data[0], ChangesFormat, ChangesFormatDeflate)
 	}
@@ -824,7 +884,14 @@ func (h *batchHeader) parse(data []byte) error {
 		if !utf8.Valid(b) {
 			return fmt.Errorf("field %d: name is not UTF-8", i)
 		}
-		fields[i] = string(b)
+		if names := h.names; names != nil && i < len(names) {
+			if names[i] != string(b) {
+				names[i] = string(b)
+			}
+			fields[i] = names[i]
+		} else {
+			fields[i] = string(b)
+		}
 		dup := false
 		if seenField != nil {
 			_, dup = seenField[fields[i]]
@@ -858,29 +925,39 @@ func (h *batchHeader) parse(data []byte) error {
 
 	cols := &h.cols // in place: a copy of the readers costs write barriers
 	for c := range cols {
-		n, err := in.uvarint()
-		if err != nil {
-			return fmt.Errorf("column %s length: %w", columnNames[c], err)
+		n, ok := in.small()
+		if !ok {
+			var err error
+			if n, err = in.uvarint(); err != nil {
+				return fmt.Errorf("column %s length: %w", columnNames[c], err)
+			}
 		}
-		b, err := in.take(n)
-		if err != nil {
+		if n > uint64(in.left()) {
+			_, err := in.take(n)
 			return fmt.Errorf("column %s: %w", columnNames[c], err)
 		}
-		// Field by field into a zero header: a struct literal stored
-		// here was copied with write barriers.
-		cols[c].b, cols[c].col = b, uint8(c)
+		// Field by field: a struct literal stored here was copied with
+		// write barriers.
+		r := &cols[c]
+		r.b, r.col = in.b[in.pos:in.pos+int(n):in.pos+int(n)], uint8(c)
+		r.pos, r.run, r.lit, r.val = 0, 0, 0, 0
+		if r.err != nil {
+			r.err = nil
+		}
+		in.pos += int(n)
 	}
+	h.read = false
 	if in.left() != 0 {
 		return fmt.Errorf("%d trailing bytes", in.left())
 	}
 	// The counts must be the ones the columns carry, checked before a
 	// decoder allocates by them: a few header bytes can declare 2^18
 	// changes that no column holds.
-	if err := checkCounts(cols, nCh, nOps); err != nil {
+	nIns, err := checkCounts(cols, nCh, nOps)
+	if err != nil {
 		return err
 	}
-	h.nRep, h.nField, h.nCh, h.nOps = nRep, nField, nCh, nOps
-	h.raw = len(data)
+	h.nRep, h.nField, h.nCh, h.nOps, h.nIns = nRep, nField, nCh, nOps, nIns
 	textCol := cols[colInsText].b
 	if !utf8.Valid(textCol) {
 		return errors.New("inserted text is not UTF-8")
@@ -898,7 +975,8 @@ type changeDecoder struct {
 	kinds    kindReader
 	values   *byteReader
 	ids      [numIDCols]idCoder
-	pred     *predictor
+	pred     *predictor // nil when tiny predicts
+	tiny     tinyPredictor
 	expected []uint64
 	textPos  int // for finish: the inserted text used
 	opAt     int // for finish: the ops decoded
@@ -911,20 +989,29 @@ type changeDecoder struct {
 }
 
 // start readies dc to decode h's changes from the first, rewinding h's
-// column readers; release dc.pred when done.
+// column readers if they were read before; call releasePredictor when
+// done.
 func (dc *changeDecoder) start(h *batchHeader) {
-	for c := range h.cols {
-		// Only the pointer-free fields, and err when set: rewinding
-		// copies nothing and so takes no write barriers.
-		r := &h.cols[c]
-		r.pos, r.run, r.lit, r.val = 0, 0, 0, 0
-		if r.err != nil {
-			r.err = nil
+	if h.read {
+		for c := range h.cols {
+			// Only the pointer-free fields, and err when set:
+			// rewinding copies nothing and so takes no write
+			// barriers.
+			r := &h.cols[c]
+			r.pos, r.run, r.lit, r.val = 0, 0, 0, 0
+			if r.err != nil {
+				r.err = nil
+			}
 		}
 	}
+	h.read = true
 	dc.h, dc.cols = h, &h.cols
 	dc.kinds = kindReader{byteReader: h.cols[colOpKind].byteReader}
 	dc.values = &h.cols[colSetValue].byteReader
+	// The kinds and the text are read through copies: for finish, their
+	// columns are used up.
+	h.cols[colOpKind].pos = len(h.cols[colOpKind].b)
+	h.cols[colInsText].pos = len(h.cols[colInsText].b)
 	n := int(h.nRep)
 	var cur []uint64
 	if k := (numIDCols + 1) * n; k <= len(dc.small) {
@@ -938,8 +1025,19 @@ func (dc *changeDecoder) start(h *batchHeader) {
 	}
 	dc.expected = cur[numIDCols*n:]
 	dc.textPos, dc.opAt = 0, 0
-	// Every insert takes at least one byte of text: a safe size hint.
-	dc.pred = newPredictor(min(int(h.nOps), len(h.text)))
+	if h.nIns <= tinyInserts {
+		dc.pred, dc.tiny.nAfter, dc.tiny.nEnd = nil, 0, 0
+	} else {
+		dc.pred = newPredictor(int(h.nIns))
+	}
+}
+
+// releasePredictor returns dc's pooled predictor, if it took one.
+func (dc *changeDecoder) releasePredictor() {
+	if dc.pred != nil {
+		dc.pred.release()
+		dc.pred = nil
+	}
 }
 
 // run decodes the batch's changes in order. Given cs and ops (as many as
@@ -1103,7 +1201,13 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 				}
 				switch rc {
 				case 0:
-					guess, ok := pred.right(left)
+					var guess pid
+					var ok bool
+					if pred != nil {
+						guess, ok = pred.right(left)
+					} else {
+						guess, ok = dc.tiny.right(left)
+					}
 					if !ok {
 						return fmt.Errorf("change %d op %d: right origin predicted where there is no prediction", i, j)
 					}
@@ -1123,7 +1227,11 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 					}
 					op.Right, right = crdt.ID{Replica: reps[ri], Seq: s}, packID(ri, s)
 				}
-				pred.inserted(packID(int(r), seq), size, left, right)
+				if pred != nil {
+					pred.inserted(packID(int(r), seq), size, left, right)
+				} else {
+					dc.tiny.inserted(packID(int(r), seq), size, left, right)
+				}
 				ids[idLeft].cursor[r] = seq + size - 1
 			case crdt.OpTextDelete:
 				code := delTarget.next()
@@ -1194,6 +1302,17 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 // finish checks, after the last change, that every column was consumed
 // exactly.
 func (dc *changeDecoder) finish() error {
+	// What is left over anywhere, in one pass (start marked the
+	// columns read otherwise as used up); the checks below find where
+	// and say so.
+	left := uint64(dc.kinds.run) | uint64(dc.kinds.left())
+	for c := range dc.cols {
+		r := &dc.cols[c]
+		left |= r.run | r.lit | uint64(r.left())
+	}
+	if left == 0 && uint64(dc.opAt) == dc.h.nOps && dc.textPos == len(dc.h.text) && dc.values.left() == 0 {
+		return nil
+	}
 	if uint64(dc.opAt) != dc.h.nOps {
 		return fmt.Errorf("%d ops declared, %d used", dc.h.nOps, dc.opAt)
 	}
@@ -1476,19 +1595,21 @@ func (t *pidTable) grow(f int) {
 // checkCounts checks a batch's declared change and op counts against its
 // columns without decoding them: change.replica must hold nCh values and
 // op.kind nOps, and change.ops must add up to nOps.
-func checkCounts(cols *[numColumns]rleReader, nCh, nOps uint64) error {
+// It returns the number of inserts op.kind holds.
+func checkCounts(cols *[numColumns]rleReader, nCh, nOps uint64) (inserts uint64, err error) {
 	limit := uint64(max(changesLimit, opsLimit)) + 1
 	if n, _, ok := rleCount(cols[colChReplica].b, limit, nil); !ok || n != nCh {
-		return fmt.Errorf("%d changes declared, column %s holds %s", nCh, columnNames[colChReplica], countWord(n, ok))
+		return 0, fmt.Errorf("%d changes declared, column %s holds %s", nCh, columnNames[colChReplica], countWord(n, ok))
 	}
 	n, sum, ok := rleCount(cols[colChOps].b, limit, func(v uint64) uint64 { return v })
 	if !ok || n != nCh || sum != nOps {
-		return fmt.Errorf("%d changes of %d ops declared, column %s holds %s", nCh, nOps, columnNames[colChOps], countWord(n, ok))
+		return 0, fmt.Errorf("%d changes of %d ops declared, column %s holds %s", nCh, nOps, columnNames[colChOps], countWord(n, ok))
 	}
-	if n, _, ok := kindCount(cols[colOpKind].b, limit, 0); !ok || n != nOps {
-		return fmt.Errorf("%d ops declared, column %s holds %s", nOps, columnNames[colOpKind], countWord(n, ok))
+	n, inserts, ok = kindCount(cols[colOpKind].b, limit, byte(crdt.OpTextInsert-1))
+	if !ok || n != nOps {
+		return 0, fmt.Errorf("%d ops declared, column %s holds %s", nOps, columnNames[colOpKind], countWord(n, ok))
 	}
-	return nil
+	return inserts, nil
 }
 
 func countWord(n uint64, ok bool) string {
