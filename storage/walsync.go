@@ -18,9 +18,9 @@ import (
 //     and the other peers), so the configured wait
 //     (Options.WALMinSyncInterval), which makes fsyncs fewer and fuller.
 //
-// docs/performance.md ("The WAL's fsync pace") has the measurements.
 // A wait applies only to a commit that arrives less than that long after
-// the previous fsync: at a low rate nothing waits.
+// the previous fsync: at a low rate nothing waits. docs/performance.md
+// ("The WAL's fsync pace") has the measurements.
 type syncPacer struct {
 	commits atomic.Int64 // synced commits since the last answer
 }

@@ -70,7 +70,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	budget := byteSize(def.MemoryBudget)
 	fs.Var(&budget, "memory-budget", "bytes of loaded documents before the least recently used idle ones are unloaded (0: no budget)")
 	idle := fs.Duration("idle-timeout", def.IdleTimeout, "unload a document this long after its last subscriber left")
-	walSync := fs.Duration("wal-sync-interval", storage.DefaultOptions().WALMinSyncInterval, "after an fsync that carried few commits, wait this long before the next so that commits arriving meanwhile share it (each ack waits at most this much longer; at most 1s; negative: never wait)")
+	walSync := fs.Duration("wal-sync-interval", storage.DefaultOptions().WALMinSyncInterval, "after an fsync that carried few commits, wait this long before the next so that commits arriving meanwhile share it (each ack waits at most this much longer; at most 1s; 0: the default; negative: never wait)")
 	snapMin := byteSize(def.SnapshotMinBytes)
 	fs.Var(&snapMin, "snapshot-min", "write a snapshot once a document's log exceeds both its snapshot and this size")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "time SIGTERM/SIGINT gives connections to drain")

@@ -31,8 +31,9 @@ type storeHealth interface {
 var _ storeHealth = (*storage.Store)(nil)
 
 // openStore opens the Pebble store in dir for `weft serve`, with walSync as
-// its WALMinSyncInterval (0: the default), and registers its metrics (weft_storage_*) in reg when reg is non-nil. The returned closer is
-// the *storage.Store itself (so it also implements storeHealth).
+// its WALMinSyncInterval (0: the default), and registers its metrics
+// (weft_storage_*) in reg when reg is non-nil. The returned closer is the
+// *storage.Store itself (so it also implements storeHealth).
 func openStore(dir string, walSync time.Duration, logger *slog.Logger, reg prometheus.Registerer) (syncserver.Store, io.Closer, error) {
 	o := storage.DefaultOptions()
 	if walSync != 0 {
