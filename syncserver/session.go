@@ -354,8 +354,7 @@ func (ss *session) enqueue(f outFrame, limited bool) {
 	}
 	if len(ss.out.frames)-ss.out.catchupFrames >= bound {
 		ss.out.Unlock()
-		ss.s.m.limitHits.WithLabelValues("send_queue").Inc()
-		ss.kick(syncproto.CloseTooSlow, "send queue overflow: the client is not reading fast enough")
+		ss.kickForLimit("send_queue", syncproto.CloseTooSlow, "send queue overflow: the client is not reading fast enough")
 		return
 	}
 	if !ss.out.writing && ss.raw != nil && len(f.payload) <= inlineWriteMax {
@@ -672,8 +671,7 @@ func (ss *session) tick() {
 	now := mono(time.Now())
 	if ss.parked.Load() && now >= time.Duration(ss.lastRead.Load())+o.PingInterval+o.PongTimeout {
 		// What a read deadline does for a reader that is not parked.
-		ss.s.m.limitHits.WithLabelValues("heartbeat").Inc()
-		ss.kick(syncproto.CloseHeartbeatTimeout, "no pong or message before the deadline")
+		ss.kickForLimit("heartbeat", syncproto.CloseHeartbeatTimeout, "no pong or message before the deadline")
 		return
 	}
 	ss.out.Lock()
@@ -738,7 +736,19 @@ func (ss *session) queueError(st syncproto.Status, doc, msg string) {
 // already queued (final acks, the error that explains the close) go out
 // first, except for CloseTooSlow, where they are dropped.
 func (ss *session) kick(code syncproto.CloseCode, reason string) {
+	ss.kickForLimit("", code, reason)
+}
+
+// kickForLimit is kick for a close that a limit caused: the limit is
+// counted in weft_limit_hits_total only when this kick wins, so a close
+// that two paths see (the parked connection's timer and the reader woken
+// by the hang-up, both past the heartbeat deadline) counts once, and it is
+// counted before the close frame can reach the client.
+func (ss *session) kickForLimit(limit string, code syncproto.CloseCode, reason string) {
 	ss.kickOnce.Do(func() {
+		if limit != "" {
+			ss.s.m.limitHits.WithLabelValues(limit).Inc()
+		}
 		ss.closeCode, ss.closeText = code, reason
 		ss.s.m.closes.WithLabelValues(code.String()).Inc()
 		if code == syncproto.CloseTooSlow {
@@ -934,15 +944,12 @@ func (ss *session) read() ([]byte, bool) {
 		case ss.draining.Load():
 			// Shutdown: keep the connection for the final acks.
 		case errors.Is(err, errFrameTooLarge):
-			ss.s.m.limitHits.WithLabelValues("frame").Inc()
-			ss.kick(syncproto.CloseFrameTooLarge, fmt.Sprintf("frame exceeds %d bytes", ss.s.opts.MaxFrameBytes))
+			ss.kickForLimit("frame", syncproto.CloseFrameTooLarge, fmt.Sprintf("frame exceeds %d bytes", ss.s.opts.MaxFrameBytes))
 		case errors.As(err, &ne) && ne.Timeout():
 			if ss.principal == nil {
-				ss.s.m.limitHits.WithLabelValues("auth_timeout").Inc()
-				ss.kick(syncproto.CloseAuthTimeout, "no hello before the deadline")
+				ss.kickForLimit("auth_timeout", syncproto.CloseAuthTimeout, "no hello before the deadline")
 			} else {
-				ss.s.m.limitHits.WithLabelValues("heartbeat").Inc()
-				ss.kick(syncproto.CloseHeartbeatTimeout, "no pong or message before the deadline")
+				ss.kickForLimit("heartbeat", syncproto.CloseHeartbeatTimeout, "no pong or message before the deadline")
 			}
 		default:
 			ss.kick(syncproto.CloseNormal, "connection closed")
