@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/weftsync/weft/crdt"
@@ -147,69 +149,201 @@ func acceptHandshake(r *bufio.Reader, w *bufio.Writer, key []byte, self string) 
 // ---- a connection with a bounded send queue ----
 
 // peerConn is one authenticated peer-link connection: the reader is the
-// goroutine that owns it; one writer goroutine drains out. Sending never
-// blocks: a full queue closes the connection.
+// goroutine that owns it. Sending never blocks: a frame sent while nothing
+// is queued or being written is written at once by the sender, with one
+// write(2) that never waits for the socket (see send); otherwise it is
+// queued for the writer goroutine, and a full queue closes the connection.
 type peerConn struct {
-	c      net.Conn
-	r      *bufio.Reader
-	w      *bufio.Writer
-	out    chan []byte
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
+	c    net.Conn
+	raw  syscall.RawConn // nil when c is not a socket: every frame goes to the writer
+	r    *bufio.Reader
+	w    *bufio.Writer // the writer goroutine's; empty whenever writing is false
+	wake chan struct{} // tells the writer that frames are queued
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+	max  int // frames queued before the connection is dropped as too slow
+
 	forget func()
+
+	mu struct {
+		sync.Mutex
+		// queue holds the frames the writer is to send, in order; a
+		// frame with framed set already carries its length header (the
+		// unwritten rest of a direct write).
+		queue []queued
+		// writing is set while a sender writes directly or the writer
+		// holds frames it took from queue: no one else may write then.
+		writing bool
+	}
+}
+
+type queued struct {
+	b      []byte
+	framed bool
 }
 
 func newPeerConn(c net.Conn, r *bufio.Reader, w *bufio.Writer, queue int, f *Faults) *peerConn {
-	pc := &peerConn{c: c, r: r, w: w, out: make(chan []byte, queue), done: make(chan struct{})}
+	pc := &peerConn{c: c, r: r, w: w, max: queue, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			pc.raw = raw
+		}
+	}
 	pc.forget = f.track(c)
 	pc.wg.Add(1)
 	go pc.writer()
 	return pc
 }
 
+// writer sends what senders queued, through w, flushing when it has
+// taken everything.
 func (pc *peerConn) writer() {
 	defer pc.wg.Done()
+	var batch []queued
 	for {
 		select {
-		case b := <-pc.out:
-			if err := writeFrame(pc.w, b); err != nil {
+		case <-pc.wake:
+		case <-pc.done:
+			return
+		}
+		for {
+			pc.mu.Lock()
+			if len(pc.mu.queue) == 0 {
+				pc.mu.writing = false
+				pc.mu.Unlock()
+				break
+			}
+			batch = append(batch[:0], pc.mu.queue...)
+			clear(pc.mu.queue)
+			pc.mu.queue = pc.mu.queue[:0]
+			pc.mu.writing = true
+			pc.mu.Unlock()
+			var err error
+			for _, q := range batch {
+				if q.framed {
+					_, err = pc.w.Write(q.b)
+				} else {
+					err = writeFrame(pc.w, q.b)
+				}
+				if err != nil {
+					break
+				}
+			}
+			clear(batch)
+			if err == nil {
+				err = pc.w.Flush()
+			}
+			if err != nil {
 				pc.close()
 				return
 			}
-			if len(pc.out) == 0 {
-				if err := pc.w.Flush(); err != nil {
-					pc.close()
-					return
-				}
-			}
-		case <-pc.done:
-			return
 		}
 	}
 }
 
 // send queues a frame; false if the connection is closed or its queue
-// overflowed (which closes it).
+// overflowed (which closes it). With nothing queued or being written, the
+// caller writes the frame itself, as a session's writeNow does: that
+// costs one write(2) and no hand-over to the writer goroutine (a wake-up
+// and, under load, a wait for a thread), on the path of every change a
+// peer pushes. What the socket does not take at once goes to the writer.
 func (pc *peerConn) send(b []byte) bool {
 	select {
 	case <-pc.done:
 		return false
 	default:
 	}
-	select {
-	case pc.out <- b:
-		return true
-	default:
+	pc.mu.Lock()
+	if pc.raw != nil && !pc.mu.writing && len(pc.mu.queue) == 0 {
+		pc.mu.writing = true
+		pc.mu.Unlock()
+		return pc.writeNow(b)
+	}
+	if len(pc.mu.queue) >= pc.max {
+		pc.mu.Unlock()
 		pc.close()
 		return false
 	}
+	pc.mu.queue = append(pc.mu.queue, queued{b: b})
+	start := !pc.mu.writing
+	pc.mu.writing = true
+	pc.mu.Unlock()
+	if start {
+		pc.signal()
+	}
+	return true
 }
+
+func (pc *peerConn) signal() {
+	select {
+	case pc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeNow writes one frame without waiting for the socket, the caller
+// holding writing; the rest, and whatever was queued meanwhile, is left
+// to the writer.
+func (pc *peerConn) writeNow(b []byte) bool {
+	bp := peerFrameBufs.Get().(*[]byte)
+	f := binary.BigEndian.AppendUint32((*bp)[:0], uint32(len(b)))
+	f = append(f, b...)
+	var n int
+	var werr error
+	err := pc.raw.Write(func(fd uintptr) bool {
+		for n < len(f) {
+			m, err := syscall.Write(int(fd), f[n:])
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+				return true // the socket is full: the rest goes to the writer
+			case err != nil:
+				werr = err
+				return true
+			}
+			n += m
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	var rest []byte
+	if err == nil && n < len(f) {
+		rest = slices.Clone(f[n:])
+	}
+	*bp = f[:0]
+	peerFrameBufs.Put(bp)
+	if err != nil {
+		pc.close()
+		return false
+	}
+	pc.mu.Lock()
+	if rest != nil {
+		pc.mu.queue = slices.Insert(pc.mu.queue, 0, queued{b: rest, framed: true})
+	}
+	if len(pc.mu.queue) == 0 {
+		pc.mu.writing = false
+		pc.mu.Unlock()
+		return true
+	}
+	pc.mu.Unlock() // writing stays set: the writer takes it over
+	pc.signal()
+	return true
+}
+
+// peerFrameBufs holds the buffers direct writes frame their payload in.
+var peerFrameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // sendDroppable queues a frame that may be lost (presence) unless the
 // queue is more than three quarters full.
 func (pc *peerConn) sendDroppable(b []byte) {
-	if len(pc.out) < cap(pc.out)*3/4 {
+	pc.mu.Lock()
+	full := len(pc.mu.queue) >= pc.max*3/4
+	pc.mu.Unlock()
+	if !full {
 		pc.send(b)
 	}
 }
