@@ -19,6 +19,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -394,6 +395,66 @@ func conformanceBatches(t *testing.T) []cfBatch {
 	}
 	add("compressed", big.ChangesSince(nil))
 	return out
+}
+
+// cfRefused is a batch every decoder must refuse as corrupt (Go:
+// codec.ErrCorrupt; TS: CorruptError from inflateBatch or decodeChanges),
+// with a phrase both implementations' error messages contain.
+type cfRefused struct {
+	Name  string `json:"name"`
+	Hex   string `json:"hex"`
+	Error string `json:"error_contains"`
+}
+
+// conformanceRefused derives refused batches from the valid ones: bytes
+// after the end of a compressed batch's DEFLATE stream (Go's flate ignores
+// them, Node's DecompressionStream too, Chromium's refuses them: the rule
+// is that they make the batch corrupt), wrong raw lengths, a truncated
+// stream, and a byte after the plain form's last column.
+func conformanceRefused(t *testing.T) []cfRefused {
+	var z, plain []byte
+	for _, b := range conformanceBatches(t) {
+		h, err := hex.DecodeString(b.Hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h[0] == codec.ChangesFormatDeflate && z == nil {
+			z = h
+		}
+		if h[0] == codec.ChangesFormat && plain == nil {
+			plain = h
+		}
+	}
+	rawLen, k := binary.Uvarint(z[1:])
+	stream := z[1+k:]
+	withLen := func(n uint64, s []byte) []byte {
+		return append(binary.AppendUvarint([]byte{codec.ChangesFormatDeflate}, n), s...)
+	}
+	cat := func(a []byte, b ...byte) []byte { return append(a[:len(a):len(a)], b...) }
+	const after = "after the end of the DEFLATE stream"
+	out := []cfRefused{
+		{"compressed, a zero byte after the stream", hex.EncodeToString(cat(z, 0)), after},
+		{"compressed, an empty DEFLATE stream after the stream", hex.EncodeToString(cat(z, 0x03, 0x00)), after},
+		{"compressed, 7 bytes after the stream", hex.EncodeToString(cat(z, 1, 2, 3, 4, 5, 6, 7)), after},
+		{"compressed, the stream twice", hex.EncodeToString(cat(z, stream...)), after},
+		{"compressed, raw_len one short", hex.EncodeToString(withLen(rawLen-1, stream)), "header says"},
+		{"compressed, raw_len one long", hex.EncodeToString(withLen(rawLen+1, stream)), "header says"},
+		{"compressed, the stream's last byte missing", hex.EncodeToString(z[:len(z)-1]), "compressed batch"},
+		{"plain, a byte after the last column", hex.EncodeToString(cat(plain, 0)), "trailing bytes"},
+	}
+	for _, r := range out {
+		b, _ := hex.DecodeString(r.Hex)
+		if _, err := codec.DecodeChanges(b); !errors.Is(err, codec.ErrCorrupt) || !strings.Contains(err.Error(), r.Error) {
+			t.Errorf("refused batch %q: DecodeChanges gave %v, want ErrCorrupt containing %q", r.Name, err, r.Error)
+		}
+	}
+	return out
+}
+
+// TestConformanceRefused checks (or writes) refused.json, the batches
+// clients/ts/test/conformance.test.ts must refuse as Go does.
+func TestConformanceRefused(t *testing.T) {
+	writeOrCompare(t, "refused.json", conformanceRefused(t))
 }
 
 func writeOrCompare(t *testing.T, name string, v any) {

@@ -67,7 +67,8 @@ func maybeCompress(plain []byte, content int) []byte {
 
 // inflate returns the plain (ChangesFormat) form of a ChangesFormatDeflate
 // batch. Memory grows with the bytes actually inflated, never with the
-// claimed length, and stops at MaxRawBatch.
+// claimed length, and stops at MaxRawBatch. The stream must yield exactly
+// rawLen bytes and be the last thing in data.
 func inflate(data []byte) ([]byte, error) {
 	rawLen, n := binary.Uvarint(data[1:])
 	if n <= 0 {
@@ -76,7 +77,11 @@ func inflate(data []byte) ([]byte, error) {
 	if rawLen > MaxRawBatch {
 		return nil, fmt.Errorf("compressed batch: %d bytes exceed %d", rawLen, MaxRawBatch)
 	}
-	fr := flate.NewReader(bytes.NewReader(data[1+n:]))
+	// A bytes.Reader is an io.ByteReader, so flate reads it byte by byte
+	// and takes nothing past the end of the stream's final block: what the
+	// reader still holds afterwards followed the stream.
+	zr := bytes.NewReader(data[1+n:])
+	fr := flate.NewReader(zr)
 	defer fr.Close()
 	var out bytes.Buffer
 	out.WriteByte(ChangesFormat)
@@ -87,11 +92,19 @@ func inflate(data []byte) ([]byte, error) {
 	if uint64(got) != rawLen {
 		return nil, fmt.Errorf("compressed batch: %d bytes, header says %d", got, rawLen)
 	}
+	// got == rawLen < the limit, so io.Copy saw the stream end. Bytes after
+	// it make the batch corrupt, as bytes after the plain form's last column
+	// do: some inflaters (browsers' DecompressionStream) refuse them, others
+	// ignore them, and replicas must not disagree about a batch.
+	if zr.Len() != 0 {
+		return nil, fmt.Errorf("compressed batch: %d bytes after the end of the DEFLATE stream", zr.Len())
+	}
 	return out.Bytes(), nil
 }
 
 // headerReader gives Counts the start of a batch's body, inflating only as
-// much as it reads.
+// much as it reads. Like the rest of Counts it does not validate the batch
+// (neither its length nor what follows the stream): DecodeChanges does.
 func headerReader(data []byte) (*bufio.Reader, error) {
 	switch {
 	case len(data) == 0:

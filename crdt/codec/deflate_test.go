@@ -5,6 +5,8 @@ import (
 	"compress/flate"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -74,5 +76,74 @@ func TestDeflateHostile(t *testing.T) {
 	}
 	if _, _, err := Counts([]byte{ChangesFormatDeflate, 0x80}); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Counts of a bad header: %v", err)
+	}
+}
+
+// TestFlateReadsNoFurther checks what inflate's trailing-byte check relies
+// on: given an io.ByteReader (a bytes.Reader), flate reads exactly the
+// stream, up to the byte holding the end of its final block, whatever the
+// level, block kinds and flushes, and whatever follows.
+func TestFlateReadsNoFurther(t *testing.T) {
+	rnd := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		x := uint32(seed) + 1
+		for i := range b {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			b[i] = byte(x)
+			if seed&1 == 0 {
+				b[i] = "abcab "[x%6] // compressible
+			}
+		}
+		return b
+	}
+	junks := [][]byte{{0}, {0xff}, {0x03, 0x00}, {1, 2, 3, 4, 5, 6, 7, 8, 9}, rnd(1000, 9)}
+	for _, level := range []int{flate.NoCompression, flate.BestSpeed, flate.DefaultCompression, flate.BestCompression, flate.HuffmanOnly} {
+		for _, size := range []int{0, 1, 7, 100, 5000, 70000} {
+			for _, flush := range []bool{false, true} {
+				raw := rnd(size, byte(size+level))
+				var z bytes.Buffer
+				fw, _ := flate.NewWriter(&z, level)
+				fw.Write(raw[:size/2])
+				if flush {
+					fw.Flush()
+				}
+				fw.Write(raw[size/2:])
+				fw.Close()
+				for _, junk := range junks {
+					zr := bytes.NewReader(append(z.Bytes()[:z.Len():z.Len()], junk...))
+					got, err := io.ReadAll(flate.NewReader(zr))
+					if err != nil || !bytes.Equal(got, raw) || zr.Len() != len(junk) {
+						t.Fatalf("level %d, %d bytes, flush %v, %d junk bytes: err %v, equal %v, %d bytes left",
+							level, size, flush, len(junk), err, bytes.Equal(got, raw), zr.Len())
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDeflateTrailingBytes: bytes after the end of the DEFLATE stream make
+// a batch corrupt (docs/PROTOCOL.md, "Compressed form"), in DecodeChanges
+// and in every decode that inflates; the exact stream still decodes.
+func TestDeflateTrailingBytes(t *testing.T) {
+	chs := textBatch()
+	b := EncodeChanges(chs)
+	if b[0] != ChangesFormatDeflate {
+		t.Fatalf("format %d, want compressed", b[0])
+	}
+	if got, err := DecodeChanges(b); err != nil || !reflect.DeepEqual(got, chs) {
+		t.Fatalf("the exact stream: %v", err)
+	}
+	for _, junk := range [][]byte{{0}, {0x5a}, {0x03, 0x00}, {1, 2, 3, 4, 5, 6, 7}, make([]byte, 4096)} {
+		in := append(b[:len(b):len(b)], junk...)
+		want := fmt.Sprintf("compressed batch: %d bytes after the end of the DEFLATE stream", len(junk))
+		if _, err := DecodeChanges(in); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%d junk bytes: DecodeChanges gave %v, want ErrCorrupt saying %q", len(junk), err, want)
+		}
+		if _, err := inflate(in); err == nil || err.Error() != want {
+			t.Errorf("%d junk bytes: inflate gave %v, want %q", len(junk), err, want)
+		}
 	}
 }

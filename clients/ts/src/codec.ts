@@ -580,9 +580,34 @@ function checkSeq(s: number): void {
 // ---- decoding ----
 
 /**
+ * inflateRaw runs z through DecompressionStream("deflate-raw"), handing
+ * each chunk of output to sink, and resolves when the stream ends (after
+ * its final block). It rejects when the input is not a complete stream,
+ * with the platform's error, or with whatever sink throws (the stream is
+ * then cancelled).
+ */
+async function inflateRaw(z: Uint8Array<ArrayBuffer>, sink: (chunk: Uint8Array) => void): Promise<void> {
+  const ds = new DecompressionStream("deflate-raw");
+  const writer = ds.writable.getWriter();
+  writer.write(z).catch(() => {});
+  writer.close().catch(() => {});
+  const reader = ds.readable.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      sink(value);
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
+  }
+}
+
+/**
  * inflateBatch returns the plain form of a batch: itself if plain, else
  * its DEFLATE body inflated (at most raw_len ≤ 16 MiB bytes; a stream
- * that yields more or fewer is corrupt).
+ * that yields more or fewer, or that bytes follow, is corrupt).
  */
 export async function inflateBatch(data: Uint8Array): Promise<Uint8Array> {
   if (data.length === 0 || data[0] !== CHANGES_FORMAT_DEFLATE) return data;
@@ -590,30 +615,38 @@ export async function inflateBatch(data: Uint8Array): Promise<Uint8Array> {
   r.pos = 1;
   const rawLen = r.uvarint();
   if (rawLen > MAX_RAW_BATCH) throw new CorruptError(`compressed batch: ${rawLen} bytes exceed ${MAX_RAW_BATCH}`);
+  const z = data.subarray(r.pos);
   const out = new Uint8Array(rawLen + 1);
   out[0] = CHANGES_FORMAT;
   let got = 0;
-  const ds = new DecompressionStream("deflate-raw");
-  const writer = ds.writable.getWriter();
-  writer.write(new Uint8Array(data.subarray(r.pos))).catch(() => {});
-  writer.close().catch(() => {});
-  const reader = ds.readable.getReader();
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
+    await inflateRaw(new Uint8Array(z), (value) => {
       if (got + value.length > rawLen) throw new CorruptError(`compressed batch: more than the ${rawLen} bytes its header says`);
       out.set(value, 1 + got);
       got += value.length;
-    }
+    });
   } catch (e) {
-    if (e instanceof CorruptError) {
-      reader.cancel().catch(() => {});
-      throw e;
-    }
+    if (e instanceof CorruptError) throw e;
     throw new CorruptError(`compressed batch: ${(e as Error).message}`);
   }
   if (got !== rawLen) throw new CorruptError(`compressed batch: ${got} bytes, header says ${rawLen}`);
+  // Nothing may follow the stream (docs/PROTOCOL.md, "Compressed form").
+  // Some platforms' DecompressionStream refuses bytes after the final
+  // block (Chromium's), others ignore them (Node's), and none says how much
+  // it consumed. The last byte of an exact stream holds the end of its
+  // final block, so without it the stream cannot complete: if z without
+  // its last byte still inflates to the end, bytes followed the stream.
+  // This inflates the body a second time, keeping none of the output.
+  // (Each stream gets a copy of its own: a stream may keep what it is given.)
+  let probeGot = 0;
+  const complete = await inflateRaw(new Uint8Array(z.subarray(0, z.length - 1)), (value) => {
+    probeGot += value.length;
+    if (probeGot > rawLen) throw new Error("longer than the stream");
+  }).then(
+    () => true,
+    () => false,
+  );
+  if (complete) throw new CorruptError("compressed batch: bytes after the end of the DEFLATE stream");
   return out;
 }
 

@@ -1,12 +1,14 @@
 // Replays the conformance corpus that Go writes (crdt/codec
-// TestConformanceCorpus): every batch must decode to the same changes and
-// encode to the same bytes, and every scripted history must pass through
+// TestConformanceCorpus and its neighbours): every batch must decode to the
+// same changes and encode to the same bytes, every batch Go refuses as
+// corrupt must be refused, and every scripted history must pass through
 // the same states and end with byte-identical histories.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { decodeChanges, encodeChanges, inflateBatch } from "../src/codec.js";
+import { constants, deflateRawSync } from "node:zlib";
+import { CorruptError, decodeChanges, encodeChanges, inflateBatch } from "../src/codec.js";
 import { Doc, Tx } from "../src/doc.js";
 import { Clock } from "../src/hlc.js";
 import { FieldType, parseReplica } from "../src/types.js";
@@ -26,6 +28,49 @@ for (const b of batches) {
   test(`batch ${b.name}: encodes as Go encodes it`, () => {
     assert.equal(hex(encodeChanges(changesFromJSON(b.changes))), b.plain_hex);
   });
+}
+
+// Batches Go refuses as corrupt (crdt/codec TestConformanceRefused), a TS
+// replica refuses too, on every platform: among them bytes after the end
+// of a compressed batch's DEFLATE stream, which Node's DecompressionStream
+// would ignore and Chromium's refuses.
+const refused = JSON.parse(readRepo(dir + "refused.json").toString());
+assert.ok(refused.some((r: any) => /after the end of the DEFLATE stream/.test(r.error_contains)));
+
+for (const r of refused) {
+  test(`refused batch ${r.name}: refused as Go refuses it`, async () => {
+    await assert.rejects(
+      async () => decodeChanges(await inflateBatch(unhex(r.hex))),
+      (e: Error) => e instanceof CorruptError && e.message.includes(r.error_contains),
+    );
+  });
+}
+
+test("inflateBatch: exact streams of every block kind inflate; with any byte after them, refused", async () => {
+  const plain = unhex(batches.find((b: any) => b.name === "two typists merged").plain_hex);
+  const body = plain.subarray(1);
+  const opts = [
+    { level: 0 }, // stored blocks
+    { level: 1 },
+    { level: 9 },
+    { level: 6, strategy: constants.Z_FIXED },
+    { level: 6, strategy: constants.Z_HUFFMAN_ONLY },
+  ];
+  for (const o of opts) {
+    const z = deflateRawSync(body, o);
+    const head = [2, ...uvarint(body.length)];
+    assert.equal(hex(await inflateBatch(new Uint8Array([...head, ...z]))), hex(plain), JSON.stringify(o));
+    for (const junk of [[0], [0x03, 0x00], [0xff, 0xff, 0xff]]) {
+      await assert.rejects(inflateBatch(new Uint8Array([...head, ...z, ...junk])), (e: Error) => e instanceof CorruptError && /after the end of the DEFLATE stream/.test(e.message), `${JSON.stringify(o)} + ${junk}`);
+    }
+  }
+});
+
+function uvarint(n: number): number[] {
+  const out: number[] = [];
+  for (; n >= 0x80; n >>>= 7) out.push((n & 0x7f) | 0x80);
+  out.push(n);
+  return out;
 }
 
 function stateOf(d: Doc) {
