@@ -185,6 +185,46 @@ func DecodeSnapshot(data []byte, replica crdt.ReplicaID, clock *hlc.Clock, opts 
 	return d, nil
 }
 
+// zstdFrameEnd returns the length of the zstd frame (RFC 8878) z starts
+// with, read from its header and block headers without decoding it.
+func zstdFrameEnd(z []byte) (int, error) {
+	if len(z) < 5 || binary.LittleEndian.Uint32(z) != 0xfd2fb528 {
+		return 0, errors.New("body is not a zstd frame")
+	}
+	fhd := z[4]
+	if fhd&8 != 0 {
+		return 0, errors.New("reserved bit set")
+	}
+	single := int(fhd>>5) & 1
+	sizeBytes := [4]int{single, 2, 4, 8}[fhd>>6]
+	p := 5 + (1 - single) + [4]int{0, 1, 2, 4}[fhd&3] + sizeBytes
+	for {
+		if p+3 > len(z) {
+			return 0, errors.New("frame truncated")
+		}
+		bh := int(z[p]) | int(z[p+1])<<8 | int(z[p+2])<<16
+		p += 3
+		switch bh >> 1 & 3 {
+		case 1: // RLE: one byte, repeated
+			p++
+		case 3:
+			return 0, errors.New("reserved block type")
+		default:
+			p += bh >> 3
+		}
+		if bh&1 != 0 {
+			break
+		}
+	}
+	if fhd&4 != 0 {
+		p += 4 // content checksum
+	}
+	if p > len(z) {
+		return 0, errors.New("frame truncated")
+	}
+	return p, nil
+}
+
 // DecodeState decodes a snapshot into a crdt.State without building a Doc.
 func DecodeState(data []byte) (*crdt.State, error) {
 	bad := func(format string, args ...any) (*crdt.State, error) {
@@ -215,6 +255,14 @@ func DecodeState(data []byte) (*crdt.State, error) {
 	rest := data[len(data)-br.Len():]
 	if len(rest) != blen {
 		return bad("body is %d bytes, envelope says %d", len(rest), blen)
+	}
+	// One frame and nothing after it (docs/PROTOCOL.md, section 9):
+	// DecodeAll would also decode further frames and skip skippable ones,
+	// where the TypeScript client refuses them.
+	if end, err := zstdFrameEnd(rest); err != nil {
+		return bad("zstd: %v", err)
+	} else if end != len(rest) {
+		return bad("body is not exactly one zstd frame (%d of %d bytes)", end, len(rest))
 	}
 	// The raw length is only a claim: the decoder refuses frames that
 	// declare or produce more, and never allocates more up front than a

@@ -12,10 +12,14 @@ package codec_test
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+	"github.com/vmihailenco/msgpack/v5"
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/hlc"
@@ -242,4 +246,71 @@ func TestConformanceSnapshots(t *testing.T) {
 			t.Fatalf("%s is stale; regenerate with -update-conformance", path)
 		}
 	}
+}
+
+// conformanceRefusedSnapshots derives snapshots every decoder must refuse
+// from a valid one: the body must be exactly one zstd frame
+// (docs/PROTOCOL.md, section 9). zstd decoders also decode a second frame
+// and skip skippable ones; the TypeScript client refuses both, and Go
+// must too, or a snapshot loads on one replica and not on another.
+func conformanceRefusedSnapshots(t *testing.T) []cfRefused {
+	data := codec.EncodeSnapshot(snapDocs(t, 1))
+	var env []msgpack.RawMessage
+	if err := msgpack.Unmarshal(data, &env); err != nil || len(env) != 4 {
+		t.Fatalf("envelope: %v", err)
+	}
+	var body []byte
+	if err := msgpack.Unmarshal(env[3], &body); err != nil {
+		t.Fatalf("envelope body: %v", err)
+	}
+	envelope := func(body []byte) []byte {
+		var b bytes.Buffer
+		e := msgpack.NewEncoder(&b)
+		e.EncodeArrayLen(4)
+		b.Write(env[0])
+		b.Write(env[1])
+		b.Write(env[2]) // raw_len: the frames below hold as many bytes
+		e.EncodeBytes(body)
+		return b.Bytes()
+	}
+	// The envelope rebuilt around the same body is the snapshot.
+	if !bytes.Equal(envelope(body), data) {
+		t.Fatal("the rebuilt envelope differs")
+	}
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	plain, err := dec.DecodeAll(body, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	half := len(plain) / 2
+	cat := func(a []byte, b ...byte) []byte { return append(a[:len(a):len(a)], b...) }
+	const notOne = "body is not exactly one zstd frame"
+	out := []cfRefused{
+		{"an empty zstd frame after the frame", hex.EncodeToString(envelope(cat(body, enc.EncodeAll(nil, nil)...))), notOne},
+		{"a skippable frame after the frame", hex.EncodeToString(envelope(cat(body, 0x50, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 9, 9))), notOne},
+		{"a zero byte after the frame", hex.EncodeToString(envelope(cat(body, 0))), notOne},
+		// The TypeScript client refuses this one sooner: the first frame
+		// declares half of raw_len.
+		{"the body in two frames of half each", hex.EncodeToString(envelope(cat(enc.EncodeAll(plain[:half], nil), enc.EncodeAll(plain[half:], nil)...))), "bad snapshot"},
+		{"a skippable frame before the frame", hex.EncodeToString(envelope(append([]byte{0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0}, body...))), "body is not a zstd frame"},
+	}
+	for _, r := range out {
+		b, _ := hex.DecodeString(r.Hex)
+		if _, err := codec.DecodeSnapshot(b, snapReplica(3), snapClock(), crdt.Options{}); !errors.Is(err, codec.ErrSnapshot) || !strings.Contains(err.Error(), r.Error) {
+			t.Errorf("refused snapshot %q: %v, want ErrSnapshot containing %q", r.Name, err, r.Error)
+		}
+	}
+	return out
+}
+
+// TestConformanceRefusedSnapshots checks (or writes)
+// refused_snapshots.json, the snapshots clients/ts/test/snapshot.test.ts
+// must refuse as Go does.
+func TestConformanceRefusedSnapshots(t *testing.T) {
+	writeOrCompare(t, "refused_snapshots.json", conformanceRefusedSnapshots(t))
 }

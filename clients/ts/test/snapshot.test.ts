@@ -131,6 +131,15 @@ test("snapshot: a crafted empty body decodes (the crafting is sound)", () => {
   assert.deepEqual(d.fieldList(), []);
 });
 
+// Snapshots Go refuses (crdt/codec TestConformanceRefusedSnapshots), a TS
+// replica refuses too: the body must be exactly one zstd frame, nothing
+// before or after it, not even an empty or skippable frame.
+for (const r of JSON.parse(readRepo(dir + "refused_snapshots.json").toString())) {
+  test(`refused snapshot ${r.name}: refused as Go refuses it`, () => {
+    assert.throws(() => decodeSnapshot(unhex(r.hex), ME), (e: Error) => e instanceof SnapshotError && e.message.includes(r.error_contains));
+  });
+}
+
 test("snapshot: hostile counts and lengths are refused", () => {
   const R = new Array(16).fill(7);
   const refused: [string, Uint8Array][] = [
