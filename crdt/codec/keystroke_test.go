@@ -193,3 +193,18 @@ func keystrokeBatches(tb testing.TB, n int) [][]byte {
 	}
 	return msgs
 }
+
+// BenchmarkInspectKeystroke is the check a server makes of every update
+// before decoding it (Inspect, in syncserver's admitBatch), on the
+// keystroke batches of BenchmarkDecodeKeystroke.
+func BenchmarkInspectKeystroke(b *testing.B) {
+	msgs := keystrokeBatches(b, 64)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := Inspect(msgs[i%len(msgs)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
