@@ -225,6 +225,18 @@ func zstdFrameEnd(z []byte) (int, error) {
 	return p, nil
 }
 
+// zstdWindow returns the window size a zstd frame's header declares, or 0
+// for a single-segment frame (whose window is its content size); z is a
+// frame zstdFrameEnd accepted.
+func zstdWindow(z []byte) uint64 {
+	if z[4]>>5&1 != 0 {
+		return 0
+	}
+	wd := z[5]
+	base := uint64(1) << (10 + wd>>3)
+	return base + base/8*uint64(wd&7)
+}
+
 // DecodeState decodes a snapshot into a crdt.State without building a Doc.
 func DecodeState(data []byte) (*crdt.State, error) {
 	bad := func(format string, args ...any) (*crdt.State, error) {
@@ -263,6 +275,13 @@ func DecodeState(data []byte) (*crdt.State, error) {
 		return bad("zstd: %v", err)
 	} else if end != len(rest) {
 		return bad("body is not exactly one zstd frame (%d of %d bytes)", end, len(rest))
+	}
+	// A frame that does not declare itself a single segment declares a
+	// window, which a decoder allocates whatever the frame holds: at most
+	// what the body needs, or 8 MiB (the encoder's), as in the
+	// TypeScript client.
+	if w := zstdWindow(rest); w > max(rawLen, 8<<20) {
+		return bad("zstd window of %d bytes for a %d byte body", w, rawLen)
 	}
 	// The raw length is only a claim: the decoder refuses frames that
 	// declare or produce more, and never allocates more up front than a

@@ -298,6 +298,9 @@ func conformanceRefusedSnapshots(t *testing.T) []cfRefused {
 		// declares half of raw_len.
 		{"the body in two frames of half each", hex.EncodeToString(envelope(cat(enc.EncodeAll(plain[:half], nil), enc.EncodeAll(plain[half:], nil)...))), "bad snapshot"},
 		{"a skippable frame before the frame", hex.EncodeToString(envelope(append([]byte{0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0}, body...))), "body is not a zstd frame"},
+		// A valid frame whose window (64 MiB) exceeds both raw_len and 8
+		// MiB: the decoder would allocate it whatever the body holds.
+		{"a 64 MiB window for a small body", hex.EncodeToString(envelope(bigWindow(t, plain))), "zstd window of 67108864 bytes"},
 	}
 	for _, r := range out {
 		b, _ := hex.DecodeString(r.Hex)
@@ -313,4 +316,28 @@ func conformanceRefusedSnapshots(t *testing.T) []cfRefused {
 // must refuse as Go does.
 func TestConformanceRefusedSnapshots(t *testing.T) {
 	writeOrCompare(t, "refused_snapshots.json", conformanceRefusedSnapshots(t))
+}
+
+// bigWindow encodes plain as one multi-segment frame and raises the
+// window its header declares to 64 MiB (a decoder may use a larger window
+// than the encoder did, so the frame stays valid).
+func bigWindow(t *testing.T, plain []byte) []byte {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithSingleSegment(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := enc.EncodeAll(plain, nil)
+	if z[4]&0x20 != 0 {
+		t.Fatalf("frame header %x: a single segment", z[4:6])
+	}
+	z[5] = 0x80 // exponent 16: 2^(10+16)
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderMaxWindow(1<<27))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	if got, err := dec.DecodeAll(z, nil); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("the frame with a 64 MiB window does not decode: %v", err)
+	}
+	return z
 }
