@@ -1,10 +1,16 @@
 package crdt_test
 
 import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/crdt/codec"
+	"github.com/weftsync/weft/crdt/syncproto"
 	"github.com/weftsync/weft/hlc"
 	"github.com/weftsync/weft/internal/traces"
 )
@@ -179,4 +185,223 @@ func backToFront(n int) []crdt.Change {
 	}
 	slices.Reverse(cs)
 	return cs
+}
+
+// deliveryMix is the edit mix of `weft bench converge` (convergeRandomEdit
+// in bench/converge.go) on one document of 20 writers: each edit is made by
+// a random writer that has seen all but the last few changes (0-2, so some
+// inserts are concurrent), 70% an insert of 1-4 runes at a random position,
+// 10% a delete of 1-2 runes, 10% a counter add, 10% a register set. Each
+// edit is one change, 5 ms after the previous one (200 edits/s, as 20
+// writers at 10/s). The first warm changes are the state a replica holds
+// before the timed deliveries; the rest are delivered one at a time.
+type deliveryMix struct {
+	warm, timed []crdt.Change
+	wall        *hlc.ManualWall // at the last change's time
+}
+
+var deliveryMixes = map[[2]int]*deliveryMix{}
+
+func newDeliveryMix(tb testing.TB, warm, timed int) *deliveryMix {
+	if m := deliveryMixes[[2]int{warm, timed}]; m != nil {
+		return m
+	}
+	const writers = 20
+	wall := &hlc.ManualWall{Millis: 1_763_900_000_000}
+	rng := rand.New(rand.NewPCG(27, 5))
+	ws := make([]*crdt.Doc, writers)
+	seen := make([]int, writers)
+	for w := range ws {
+		var id crdt.ReplicaID // random, as the clients' UUIDs
+		binary.LittleEndian.PutUint64(id[:8], rng.Uint64())
+		binary.LittleEndian.PutUint64(id[8:], rng.Uint64())
+		ws[w] = crdt.NewDoc(id, hlc.NewClock(wall.Read, 0), crdt.Options{})
+	}
+	words := []string{"a", "bc", "def", "ghij", "é", "∑x", " "}
+	var all []crdt.Change
+	for len(all) < warm+timed {
+		wall.Millis += 5
+		who := rng.IntN(writers)
+		w := ws[who]
+		upto := max(seen[who], len(all)-rng.IntN(3))
+		if err := w.Apply(all[seen[who]:upto]...); err != nil {
+			tb.Fatal(err)
+		}
+		seen[who] = upto
+		before := w.Version()
+		tx := w.Begin()
+		n := w.TextLen("body")
+		var err error
+		switch r := rng.IntN(100); {
+		case r < 70 || n < 8:
+			err = tx.Insert("body", rng.IntN(n+1), words[rng.IntN(len(words))])
+		case r < 80:
+			err = tx.Delete("body", rng.IntN(n-2), 1+rng.IntN(2))
+		case r < 90:
+			err = tx.Add("count", int64(rng.IntN(5)-2)|1)
+		default:
+			err = tx.Set("last", []byte{0xcd, 0, byte(who)})
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			tb.Fatal(err)
+		}
+		chs := w.ChangesSince(before)
+		if len(chs) != 1 {
+			tb.Fatalf("edit made %d changes", len(chs))
+		}
+		all = append(all, chs[0]) // applied again later: a duplicate
+	}
+	m := &deliveryMix{warm: all[:warm], timed: all[warm:], wall: wall}
+	deliveryMixes[[2]int{warm, timed}] = m
+	return m
+}
+
+// replica returns a document that holds m's warm-up, as a client that has
+// synced before the timed deliveries.
+func (m *deliveryMix) replica(tb testing.TB) *crdt.Doc {
+	d := crdt.NewDoc(rid(99), hlc.NewClock(m.wall.Read, 500*time.Millisecond), crdt.Options{})
+	if err := d.Apply(m.warm...); err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+// BenchmarkApplyDelivery is one delivery of `weft bench converge`: a
+// replica that holds 4,000 changes of a 20-writer document applies the
+// next change alone, as every client does for every other client's edit
+// (Doc.Apply of each decoded one-change batch). The 8,000 timed changes
+// start over (untimed, on a fresh replica) when they run out.
+func BenchmarkApplyDelivery(b *testing.B) {
+	m := newDeliveryMix(b, 4000, 8000)
+	var d *crdt.Doc
+	i := len(m.timed)
+	b.ReportAllocs()
+	for b.Loop() {
+		if i == len(m.timed) {
+			b.StopTimer()
+			d, i = m.replica(b), 0
+			b.StartTimer()
+		}
+		if err := applyOne(d, m.timed[i:i+1]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkApplyDeliveryManyReplicas is BenchmarkApplyDelivery with the
+// load generator's memory: 50 replicas of the document (30-90 MB, past
+// the caches, as a load generator's 200 clients are) each apply every
+// change, one replica after another, so that a delivery finds little of
+// its replica's state in the cache.
+func BenchmarkApplyDeliveryManyReplicas(b *testing.B) {
+	const replicas = 50
+	m := newDeliveryMix(b, 4000, 8000)
+	ds := make([]*crdt.Doc, replicas)
+	i, k := len(m.timed), 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if k == replicas {
+			i, k = i+1, 0
+		}
+		if i == len(m.timed) {
+			b.StopTimer()
+			clear(ds)
+			for r := range ds {
+				ds[r] = m.replica(b)
+			}
+			i, k = 0, 0
+			b.StartTimer()
+		}
+		if err := applyOne(ds[k], m.timed[i:i+1]); err != nil {
+			b.Fatal(err)
+		}
+		k++
+	}
+}
+
+// applyOne is Doc.Apply of a batch of one change (callers hold it in a
+// slice: the decoded batch), not inlined so that callgrind can count it
+// alone (--toggle-collect='*applyOne').
+//
+//go:noinline
+func applyOne(d *crdt.Doc, c []crdt.Change) error { return d.Apply(c...) }
+
+// BenchmarkReceiveDelivery is the same delivery through what the Go client
+// does with it (clients/go, handleFrame; BenchmarkReceiveKeystroke there
+// drives the client itself): decode the changes frame of one change,
+// syncproto.Peer.Receive it (decode the batch, Apply, the version
+// bookkeeping), and syncproto.Fresh for what it added. The frames are
+// encoded before the timer starts.
+func BenchmarkReceiveDelivery(b *testing.B) {
+	m := newDeliveryMix(b, 4000, 8000)
+	const docID = "bench/doc"
+	frames := make([][]byte, len(m.timed))
+	for i := range m.timed {
+		f, err := syncproto.Encode(&syncproto.Changes{Doc: docID, Changes: codec.EncodeChanges(m.timed[i : i+1])})
+		if err != nil {
+			b.Fatal(err)
+		}
+		frames[i] = f
+	}
+	var (
+		d     *crdt.Doc
+		peer  *syncproto.Peer
+		known crdt.VersionVector
+	)
+	start := func() {
+		d = crdt.NewDoc(rid(99), hlc.NewClock(m.wall.Read, 500*time.Millisecond), crdt.Options{})
+		var err error
+		if peer, err = syncproto.NewPeer(d, docID, syncproto.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		peer.Subscribe()
+		warm := crdt.VersionVector{}
+		for _, c := range m.warm {
+			warm[c.Replica] = max(warm[c.Replica], c.End())
+		}
+		if _, err := peer.Receive(&syncproto.Sync{Doc: docID, Version: warm, Changes: codec.EncodeChanges(m.warm)}); err != nil {
+			b.Fatal(err)
+		}
+		known = d.Version()
+	}
+	i := len(frames)
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		if i == len(frames) {
+			b.StopTimer()
+			start()
+			i = 0
+			b.StartTimer()
+		}
+		buf = append(buf[:0], frames[i]...) // as the reader: one buffer
+		if err := receiveOne(d, peer, known, buf); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// receiveOne is what a client does with one changes frame (see
+// BenchmarkReceiveDelivery), not inlined so that callgrind can count it
+// alone (--toggle-collect='*receiveOne').
+//
+//go:noinline
+func receiveOne(d *crdt.Doc, peer *syncproto.Peer, known crdt.VersionVector, frame []byte) error {
+	msg, err := syncproto.Decode(frame)
+	if err != nil {
+		return err
+	}
+	pending, rejected := d.Pending(), d.Rejected()
+	if _, err := peer.Receive(msg); err != nil {
+		return err
+	}
+	if n := len(syncproto.Fresh(d, known, peer.Received(), pending, rejected)); n != 1 {
+		return fmt.Errorf("delivery added %d changes, want 1", n)
+	}
+	return nil
 }
