@@ -171,6 +171,8 @@ type Doc struct {
 	closures map[uint32]*closure
 
 	tx Tx
+	// plan is Apply's plan, zero between calls (see apply).
+	plan plan
 }
 
 // NewDoc returns an empty document replica. replica must be non-zero and
@@ -1485,8 +1487,10 @@ func (d *Doc) rollback(keep func(r int) uint32) {
 		nd.pending = nil
 	}
 	pending, rejected := d.pending, d.rejected
+	pl := d.plan // Apply's plan, in use: Apply rolls back mid-batch
 	*d = *nd
 	d.tx.d = d
+	d.plan = pl // back where it was, so its slices of its own arrays hold
 	for _, f := range d.fields {
 		if f.text != nil {
 			f.text.d = d
