@@ -290,7 +290,7 @@ func (st *stage) undo() {
 		delete(d.rindex, id)
 	}
 	d.replicas, d.logs = d.replicas[:st.nRep], d.logs[:st.nRep]
-	d.repCache = [len(d.repCache)]repSlot{}
+	d.repCache = [repSlots]uint32{}
 	for _, f := range d.fields[st.nField:] {
 		delete(d.fieldIdx, f.Field)
 	}
