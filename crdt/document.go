@@ -266,12 +266,24 @@ func (d *Doc) Pending() int { return len(d.pending) }
 // dependencies arrived, they turned out to be invalid.
 func (d *Doc) Rejected() int { return d.rejected }
 
+// scanFields is how many fields Doc.field scans before it hashes.
+const scanFields = 8
+
 func (d *Doc) field(f Field, create bool) *field {
 	// Edits come in bursts on one field: skip hashing its name.
 	if lf := d.lastField; lf != nil && lf.Type == f.Type && lf.Name == f.Name {
 		return lf
 	}
-	if i, ok := d.fieldIdx[f]; ok {
+	// A document of a few fields (a text, a counter, a register) is
+	// scanned rather than hashed: remote changes alternate between them.
+	if len(d.fields) <= scanFields {
+		for _, fl := range d.fields {
+			if fl.Type == f.Type && fl.Name == f.Name {
+				d.lastField = fl
+				return fl
+			}
+		}
+	} else if i, ok := d.fieldIdx[f]; ok {
 		d.lastField = d.fields[i]
 		return d.fields[i]
 	}
