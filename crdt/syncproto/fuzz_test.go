@@ -2,6 +2,7 @@ package syncproto
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +93,46 @@ func FuzzPeerReceive(f *testing.F) {
 			if a, ok := r.(*Ack); ok && a.Status != StatusOK && !doc.Version().Equal(before) {
 				t.Fatalf("refused update (%s) changed the document", a.Status)
 			}
+		}
+	})
+}
+
+// FuzzDecodeChangesFrame: Decode's fast path for changes frames accepts
+// only frames the general decoder accepts, and decodes them to the same
+// message (the general decoder decides every frame it passes on).
+func FuzzDecodeChangesFrame(f *testing.F) {
+	for _, m := range sampleMessages() {
+		b, err := Encode(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, doc := range []string{"d", strings.Repeat("é", 16), strings.Repeat("x", 300), strings.Repeat("y", MaxDocIDLen)} {
+		for _, n := range []int{0, 1, 255, 256, 70000} {
+			b, err := Encode(&Changes{Doc: doc, Changes: make([]byte, n)})
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Add([]byte{0x93, 0x08, 0xa1, 'd', 0xc4, 0x01, 0x00})
+	f.Add([]byte{0x93, 0x08, 0xa0, 0xc4, 0x00})
+	f.Add([]byte{0x93, 0x08, 0xa1, 0xff, 0xc4, 0x00})
+	f.Add([]byte{0x93, 0x08, 0xa1, 'd', 0xc4, 0x01, 0x00, 0x00})
+	f.Add([]byte{0x93, 0x08, 0xa1, 'd', 0xc4, 0x02, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast := decodeChangesFrame(data)
+		m, err := decode(data)
+		if fast == nil {
+			return
+		}
+		if err != nil {
+			t.Fatalf("fast path decoded a frame the decoder refuses (%v): %#v", err, fast)
+		}
+		if !reflect.DeepEqual(Message(fast), m) {
+			t.Fatalf("fast path decoded\n%#v\nthe decoder\n%#v", fast, m)
 		}
 	})
 }

@@ -774,6 +774,14 @@ func validate(m Message) error {
 //
 // The returned message does not alias data.
 func Decode(data []byte) (Message, error) {
+	if m := decodeChangesFrame(data); m != nil {
+		return m, nil
+	}
+	return decode(data)
+}
+
+// decode is Decode without its fast path for changes frames.
+func decode(data []byte) (Message, error) {
 	rd := newReader(data)
 	defer rd.release()
 	rd.msg = "frame"
@@ -807,6 +815,66 @@ func Decode(data []byte) (Message, error) {
 		return nil, rd.errf("", "%d trailing bytes after the message", rd.remaining())
 	}
 	return m, nil
+}
+
+// decodeChangesFrame decodes a well-formed changes frame of the usual shape
+// (an array of the tag as a fixint, the document id as a str, the batch as
+// a bin, nothing else) without the msgpack decoder, and returns nil for
+// any other frame, which Decode then decodes (and refuses) as before. A
+// client decodes one per change another editor makes, and the decoder's
+// generality was most of the cost.
+func decodeChangesFrame(data []byte) *Changes {
+	if len(data) < 3 || data[0] != 0x93 || data[1] != byte(TypeChanges) {
+		return nil
+	}
+	doc, rest, ok := msgpackSpan(data[2:], true)
+	if !ok || len(doc) == 0 || len(doc) > MaxDocIDLen || !utf8.Valid(doc) {
+		return nil
+	}
+	chs, rest, ok := msgpackSpan(rest, false)
+	if !ok || len(rest) != 0 {
+		return nil
+	}
+	c := &Changes{Doc: string(doc)}
+	if len(chs) > 0 {
+		c.Changes = bytes.Clone(chs)
+	}
+	return c
+}
+
+// msgpackSpan splits b into the payload of the str (str) or bin at its
+// start and what follows; ok is false if b does not start with a whole
+// one.
+func msgpackSpan(b []byte, str bool) (payload, rest []byte, ok bool) {
+	if len(b) == 0 {
+		return nil, nil, false
+	}
+	var n, h int
+	switch c := b[0]; {
+	case str && c >= 0xa0 && c <= 0xbf: // fixstr
+		n, h = int(c&0x1f), 1
+	case str && c == 0xd9, !str && c == 0xc4: // str8, bin8
+		if len(b) < 2 {
+			return nil, nil, false
+		}
+		n, h = int(b[1]), 2
+	case str && c == 0xda, !str && c == 0xc5: // str16, bin16
+		if len(b) < 3 {
+			return nil, nil, false
+		}
+		n, h = int(binary.BigEndian.Uint16(b[1:])), 3
+	case str && c == 0xdb, !str && c == 0xc6: // str32, bin32
+		if len(b) < 5 {
+			return nil, nil, false
+		}
+		n, h = int(binary.BigEndian.Uint32(b[1:])), 5
+	default:
+		return nil, nil, false
+	}
+	if n > len(b)-h {
+		return nil, nil, false
+	}
+	return b[h : h+n : h+n], b[h+n:], true
 }
 
 // UnknownTypeError is returned by Decode for a frame with an unknown type
