@@ -645,6 +645,7 @@ func (p *plan) check(c *Change) error {
 	var own []planRange
 	for i := range c.Ops {
 		op := &c.Ops[i]
+		n := op.Len() // once: an insert's counts its runes
 		switch op.Kind {
 		case OpTextInsert:
 			for _, id := range [2]ID{op.Left, op.Right} {
@@ -658,7 +659,7 @@ func (p *plan) check(c *Change) error {
 					return fmt.Errorf("op %d origin %v: %w", i, id, err)
 				}
 			}
-			own = append(own, planRange{seq, seq + op.Len(), op.Field})
+			own = append(own, planRange{seq, seq + n, op.Field})
 		case OpTextDelete:
 			if err := p.isChar(op.Target, op.Count, op.Backward, op.Field, c, own, seq); err != nil {
 				if err == errWait {
@@ -667,7 +668,7 @@ func (p *plan) check(c *Change) error {
 				return fmt.Errorf("op %d target %v+%d: %w", i, op.Target, op.Count, err)
 			}
 		}
-		seq += op.Len()
+		seq += n
 	}
 	return nil
 }
