@@ -68,8 +68,8 @@ func (d *Doc) apply(changes []Change, trusted bool) error {
 		c := &p.ready[i]
 		return fmt.Errorf("change %s@%d: %w", c.Replica.String()[:8], c.Seq, err)
 	}
-	for _, c := range p.ready {
-		d.clock.Witness(c.Time) // checked when planned
+	for i := range p.ready {
+		d.clock.Witness(p.ready[i].Time) // checked when planned
 	}
 	d.trimLogs(grown)
 	d.addPending(p.waiting)
@@ -590,8 +590,16 @@ func cmpTime(a, b Change) int { return cmp.Compare(a.Time, b.Time) }
 func (p *plan) accept(c Change) {
 	a := p.advanced(c.Replica)
 	if a == nil {
-		p.adv = append(p.adv, planReplica{r: c.Replica, base: c.Seq, ranges: !p.bits})
-		a = &p.adv[len(p.adv)-1]
+		if k := len(p.adv); k < cap(p.adv) {
+			// In place: a planReplica is 168 bytes, and append built
+			// one to copy it.
+			p.adv = p.adv[:k+1]
+			a = &p.adv[k]
+			*a = planReplica{r: c.Replica, base: c.Seq, ranges: !p.bits}
+		} else {
+			p.adv = append(p.adv, planReplica{r: c.Replica, base: c.Seq, ranges: !p.bits})
+			a = &p.adv[len(p.adv)-1]
+		}
 		a.inserts = a.insBuf[:0]
 		if p.advIdx != nil {
 			p.advIdx[c.Replica] = len(p.adv) - 1
