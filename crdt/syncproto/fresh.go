@@ -25,32 +25,42 @@ type AppliedDoc interface {
 // The result may be chs (shared, not copied) or a new slice.
 func Fresh(doc AppliedDoc, version crdt.VersionVector, chs []crdt.Change, pending, rejected int) []crdt.Change {
 	if pending == 0 && doc.Pending() == 0 && doc.Rejected() == rejected {
-		// undo restores version if a duplicate turns up half-way.
-		type prev struct {
-			r crdt.ReplicaID
-			s uint64
-		}
-		var undoBuf [8]prev
-		undo := undoBuf[:0]
-		fresh := true
-		for i := range chs {
-			ch := &chs[i]
-			s := version[ch.Replica]
-			if ch.Seq <= s {
-				fresh = false
-				break
+		if len(chs) == 1 {
+			// A delivery: nothing to undo when it is not fresh.
+			if ch := &chs[0]; ch.Seq > version[ch.Replica] {
+				version[ch.Replica] = ch.End()
+				return chs
 			}
-			undo = append(undo, prev{ch.Replica, s})
-			version[ch.Replica] = ch.End()
-		}
-		if fresh {
+		} else if advanceFresh(version, chs) {
 			return chs
-		}
-		for i := len(undo) - 1; i >= 0; i-- {
-			version[undo[i].r] = undo[i].s
 		}
 	}
 	applied := doc.ChangesSince(version)
 	advance(version, applied)
 	return applied
+}
+
+// advanceFresh raises version over chs and reports true if every change
+// lies past it (as it is raised); otherwise it leaves version as it was.
+func advanceFresh(version crdt.VersionVector, chs []crdt.Change) bool {
+	// undo restores version if a duplicate turns up half-way.
+	type prev struct {
+		r crdt.ReplicaID
+		s uint64
+	}
+	var undoBuf [8]prev
+	undo := undoBuf[:0]
+	for i := range chs {
+		ch := &chs[i]
+		s := version[ch.Replica]
+		if ch.Seq <= s {
+			for i := len(undo) - 1; i >= 0; i-- {
+				version[undo[i].r] = undo[i].s
+			}
+			return false
+		}
+		undo = append(undo, prev{ch.Replica, s})
+		version[ch.Replica] = ch.End()
+	}
+	return true
 }
