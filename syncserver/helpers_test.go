@@ -415,6 +415,38 @@ func answerPings(wc *wsClient) *pingAnswerer {
 	return pa
 }
 
+// heartbeatMargin is the PongTimeout of the heartbeat tests: the time a
+// client that answers has to get its pong read, counted from the ping's
+// due time, through the server's ping timer, its flusher, the socket, the
+// client's reader, and back through the server's reader (or, parked, its
+// poller and a new reader goroutine). Under -race on a loaded 2-core
+// machine that path alone took over 50 ms in a few runs out of a hundred;
+// a real heartbeat failure (a pong that does not count) still closes the
+// connection after PingInterval+heartbeatMargin, well inside the waits.
+const heartbeatMargin = 500 * time.Millisecond
+
+// expectAlive waits, with a deadline, until the client has answered enough
+// pings to have outlived the heartbeat deadline (PingInterval+PongTimeout
+// after the last frame it sent) twice over, and fails if the server closes
+// the connection meanwhile. Pings come at most one per PingInterval, so
+// the pong count bounds the time from below even on a slow machine.
+func (pa *pingAnswerer) expectAlive(t *testing.T, o Options) {
+	t.Helper()
+	want := int32(2*(o.PingInterval+o.PongTimeout)/o.PingInterval) + 1
+	deadline := time.After(waitFor + 2*(o.PingInterval+o.PongTimeout))
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for pa.pongs.Load() < want {
+		select {
+		case err := <-pa.ended:
+			t.Fatalf("a client answering pings was disconnected after %d pongs: %v", pa.pongs.Load(), err)
+		case <-deadline:
+			t.Fatalf("only %d of %d pings answered", pa.pongs.Load(), want)
+		case <-tick.C:
+		}
+	}
+}
+
 // expectHeartbeatClose stops answering and waits for the server to close
 // with CloseHeartbeatTimeout, counted once.
 func (pa *pingAnswerer) expectHeartbeatClose(t *testing.T, ts *testServer) {

@@ -452,16 +452,12 @@ func TestLimits(t *testing.T) {
 func TestHeartbeatTimeout(t *testing.T) {
 	ts := newTestServer(t, func(o *Options) {
 		o.PingInterval = 50 * time.Millisecond
-		o.PongTimeout = 50 * time.Millisecond
+		o.PongTimeout = heartbeatMargin
 	})
 	pa := answerPings(ts.dial(ts.token("u")))
 	// A client that answers pings stays connected well past
 	// PingInterval+PongTimeout without sending anything.
-	select {
-	case err := <-pa.ended:
-		t.Fatalf("a client answering pings was disconnected: %v", err)
-	case <-time.After(400 * time.Millisecond):
-	}
+	pa.expectAlive(t, ts.srv.opts)
 	// One that stops answering is closed.
 	pa.expectHeartbeatClose(t, ts)
 }
