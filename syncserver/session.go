@@ -64,6 +64,11 @@ type session struct {
 	closeCode syncproto.CloseCode // written once, in kick, before closing is set
 	closeText string
 	draining  atomic.Bool // Shutdown stopped the reader
+	// readDone is closed (once, readOnce) when the reader has stopped
+	// reading the socket for good; closeConn waits for it (see there).
+	readDone chan struct{}
+	readOnce sync.Once
+	kicked   atomic.Bool // kick ran: the reader drops what it reads after
 	// ping is the session's one timer: the next ping, or the token's
 	// expiry when that comes first (expiring says which). Guarded, with
 	// expires and expiring, by out's lock.
@@ -151,13 +156,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		nc = guard.Conn // net.Buffers writes with writev only to the socket itself
 	}
 	ss := &session{
-		s:      s,
-		conn:   conn,
-		nc:     nc,
-		raw:    rawConnOf(nc),
-		guard:  guard,
-		id:     uuid.NewString(),
-		credit: make(chan struct{}, 1),
+		s:        s,
+		conn:     conn,
+		nc:       nc,
+		raw:      rawConnOf(nc),
+		guard:    guard,
+		id:       uuid.NewString(),
+		credit:   make(chan struct{}, 1),
+		readDone: make(chan struct{}),
 	}
 	s.sessions.Lock()
 	s.sessions.m[ss] = struct{}{}
@@ -205,6 +211,7 @@ func (ss *session) run(authed bool) {
 	} else {
 		s.readerWG.Done()
 	}
+	ss.readOnce.Do(func() { close(ss.readDone) })
 	if !ss.draining.Load() {
 		ss.kick(syncproto.CloseNormal, "connection closed")
 	}
@@ -650,10 +657,29 @@ func (ss *session) closeConn() {
 	}
 	if err != nil {
 		ss.s.log.Debug("writing a close frame", "session", ss.id, "err", err)
+	} else if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		// Closing a socket whose client is still sending (frames it sent
+		// before it saw ours: a client kicked for fouls keeps pipelining)
+		// makes the kernel answer with a reset and drop whatever it had
+		// not sent yet: the last acks, the error that explains the close,
+		// the close frame. So the write side is shut first (a FIN after
+		// everything written), and the socket is closed once the reader
+		// has met the client's close frame or end of stream, or after
+		// closeLinger (RFC 6455 §7.1.1: the server closes the TCP
+		// connection after it sent and received a close frame).
+		t := time.NewTimer(min(closeLinger, ss.s.opts.WriteTimeout))
+		select {
+		case <-ss.readDone:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	ss.conn.Close()
 	ss.finishWriter()
 }
+
+// closeLinger bounds closeConn's wait for the client to end its side.
+const closeLinger = time.Second
 
 // tick runs on the timer's goroutine: it closes the connection when the
 // token has expired or when a parked connection missed its heartbeat, and
@@ -746,6 +772,7 @@ func (ss *session) kick(code syncproto.CloseCode, reason string) {
 // counted before the close frame can reach the client.
 func (ss *session) kickForLimit(limit string, code syncproto.CloseCode, reason string) {
 	ss.kickOnce.Do(func() {
+		ss.kicked.Store(true)
 		if limit != "" {
 			ss.s.m.limitHits.WithLabelValues(limit).Inc()
 		}
@@ -847,6 +874,12 @@ func (ss *session) reader() (parked bool) {
 		frame, ok := ss.read()
 		if !ok {
 			return false
+		}
+		if ss.kicked.Load() {
+			// Closing (see closeConn): what the client sent before it saw
+			// our close frame is read, so the socket ends without a reset,
+			// but not acted on.
+			continue
 		}
 		received := time.Now()
 		m, err := syncproto.Decode(frame)
