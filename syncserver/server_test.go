@@ -240,7 +240,12 @@ func TestForgedReplicaRefused(t *testing.T) {
 }
 
 func TestAuthFailures(t *testing.T) {
-	ts := newTestServer(t, func(o *Options) { o.AuthTimeout = 100 * time.Millisecond })
+	// The clients below send hello at once; an AuthTimeout they could miss
+	// on a loaded machine (100 ms did, under -race) would close them with
+	// auth_timeout before their hello is read. Only the silent connection
+	// waits for it, on a server of its own.
+	ts := newTestServer(t, func(o *Options) { o.AuthTimeout = time.Minute })
+	silent := newTestServer(t, func(o *Options) { o.AuthTimeout = 100 * time.Millisecond })
 	expired, err := MintToken(testSecret, Claims{Docs: []Grant{{"*", "write"}}, RegisteredClaims: jwtClaims("u", -time.Minute)})
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +271,7 @@ func TestAuthFailures(t *testing.T) {
 		c.Close()
 	}
 	// No hello at all.
-	c, _, err := ts.dialRaw(nil)
+	c, _, err := silent.dialRaw(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
