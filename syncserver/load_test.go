@@ -105,8 +105,12 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 	slices.Sort(lat)
 	p50, max := lat[len(lat)/2], lat[len(lat)-1]
 	t.Logf("slow consumer dropped after %d updates of 128 KiB (close code %d); writer ack latency p50 %v max %v", sent, code, p50, max)
-	if max > 2*time.Second {
-		t.Errorf("the writer was slowed down: max ack latency %v", max)
+	// A room that waited for the slow socket would hold the writer's
+	// acks until WriteTimeout (a minute); a third of it tells the two
+	// apart on a loaded machine (2 s did not: 1 failure in 12 runs under
+	// -race beside other test processes).
+	if bound := ts.srv.opts.WriteTimeout / 3; max > bound {
+		t.Errorf("the writer was slowed down: max ack latency %v (bound %v)", max, bound)
 	}
 }
 

@@ -537,6 +537,10 @@ func TestLargeDocumentAndOversizedChange(t *testing.T) {
 	ts := startServer(t, func(o *syncserver.Options) {
 		o.MaxFrameBytes = 256 << 10
 		o.MaxChangesPerSec, o.ChangesBurst = 10_000_000, 10_000_000 // not what is tested here
+		// Nor is the heartbeat: under -race on a loaded machine a client
+		// applying a 1.5 MiB sync read nothing for longer than
+		// LocalOptions' 2 s + 2 s and was closed for it, again and again.
+		o.PingInterval, o.PongTimeout = 30*time.Second, 10*time.Second
 	})
 	w := open(t, newClient(t, ts.URL, func(o *client.Options) { o.Logger = debugLogger() }), "big/doc")
 	// Random letters, so the document stays large however the codec
