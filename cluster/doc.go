@@ -96,7 +96,10 @@
 //
 // All methods are safe for concurrent use. Applied, Durable, Presence and
 // AwaitPeers are called on room goroutines and never block (they queue
-// frames). Each link has one reader goroutine (that calls Local, which may
+// frames, or write one at once: a frame sent while the link has nothing
+// queued or being written goes out with one non-blocking write(2) by the
+// sender, and only what the socket does not take waits for the link's
+// writer). Each link has one reader goroutine (that calls Local, which may
 // block while a document loads) and one writer; one manager goroutine
 // follows membership events; one reconnector re-joins members. Shutdown
 // stops them all and waits.
