@@ -665,7 +665,46 @@ type decodeBufs struct {
 	// names are the field names of the batches decoded before, kept
 	// across uses so that a batch naming the same field (every
 	// keystroke into a document's text) does not allocate its name.
-	names [smallFields]string
+	names nameCache
+}
+
+// nameCache holds the field names of the batches decoded before, looked
+// up by content: a document's edits alternate between a few fields (the
+// converge mix: a text, a counter and a register), and a cache by
+// position (a batch's first field in slot 0) allocated the name of every
+// batch whose field differed from the previous batch's, a third of them.
+type nameCache struct {
+	s    [nameSlots]string
+	next uint8 // the slot the next new name replaces
+}
+
+// nameSlots is the size of a nameCache; a batch's first nameSlots fields
+// are looked up in it.
+const nameSlots = 4
+
+// lookup returns the cached name equal to b, if there is one.
+func (c *nameCache) lookup(b []byte) (string, bool) {
+	for k := range c.s {
+		if c.s[k] == string(b) {
+			return c.s[k], true
+		}
+	}
+	return "", false
+}
+
+// lookupFirst is lookup for a batch's field i, which is looked up only
+// among its first nameSlots fields and when c is set.
+func (c *nameCache) lookupFirst(i int, b []byte) (string, bool) {
+	if c == nil || i >= nameSlots {
+		return "", false
+	}
+	return c.lookup(b)
+}
+
+// add caches name, replacing the oldest cached one.
+func (c *nameCache) add(name string) {
+	c.s[c.next%nameSlots] = name
+	c.next = (c.next + 1) % nameSlots
 }
 
 // release returns sc to the pool, first dropping what it holds of the
@@ -772,7 +811,7 @@ type batchHeader struct {
 	read      bool   // start has moved the column readers since parse
 	// names, if set, are field names to use rather than allocate when
 	// the batch names them (parse adds those it allocates).
-	names *[smallFields]string
+	names *nameCache
 	// Room for the tables of a small batch (reps and fields then point
 	// here): a keystroke's header allocates nothing for them.
 	repBuf   [smallTable]crdt.ReplicaID
@@ -881,16 +920,17 @@ func (h *batchHeader) parse(data []byte) error {
 		if err != nil {
 			return fmt.Errorf("field %d: %w", i, err)
 		}
-		if !utf8.Valid(b) {
-			return fmt.Errorf("field %d: name is not UTF-8", i)
-		}
-		if names := h.names; names != nil && i < len(names) {
-			if names[i] != string(b) {
-				names[i] = string(b)
-			}
-			fields[i] = names[i]
+		// A cached name equal to b was checked (UTF-8) when cached.
+		if name, ok := h.names.lookupFirst(i, b); ok {
+			fields[i] = name
 		} else {
+			if !utf8.Valid(b) {
+				return fmt.Errorf("field %d: name is not UTF-8", i)
+			}
 			fields[i] = string(b)
+			if h.names != nil && i < nameSlots {
+				h.names.add(fields[i])
+			}
 		}
 		dup := false
 		if seenField != nil {
