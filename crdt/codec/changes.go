@@ -999,6 +999,10 @@ func (h *batchHeader) parse(data []byte) error {
 	}
 	h.nRep, h.nField, h.nCh, h.nOps, h.nIns = nRep, nField, nCh, nOps, nIns
 	textCol := cols[colInsText].b
+	if len(textCol) == 0 { // no inserts
+		h.text = ""
+		return nil
+	}
 	if !utf8.Valid(textCol) {
 		return errors.New("inserted text is not UTF-8")
 	}
@@ -1637,6 +1641,20 @@ func (t *pidTable) grow(f int) {
 // op.kind nOps, and change.ops must add up to nOps.
 // It returns the number of inserts op.kind holds.
 func checkCounts(cols *[numColumns]rleReader, nCh, nOps uint64) (inserts uint64, err error) {
+	// One change of one op (a delivery of one edit), its columns a
+	// group of one one-byte value each, as rleCount and kindCount would
+	// find them without their loops.
+	if nCh == 1 && nOps == 1 {
+		rep, ops, kind := cols[colChReplica].b, cols[colChOps].b, cols[colOpKind].b
+		if len(rep) == 2 && rep[0] < 2 && rep[1] < 0x80 &&
+			len(ops) == 2 && ops[0] < 2 && ops[1] == 1 &&
+			len(kind) == 1 && kind[0] < 4 {
+			if kind[0] == byte(crdt.OpTextInsert-1) {
+				return 1, nil
+			}
+			return 0, nil
+		}
+	}
 	limit := uint64(max(changesLimit, opsLimit)) + 1
 	if n, _, ok := rleCount(cols[colChReplica].b, limit, nil); !ok || n != nCh {
 		return 0, fmt.Errorf("%d changes declared, column %s holds %s", nCh, columnNames[colChReplica], countWord(n, ok))
