@@ -991,28 +991,39 @@ func (h *batchHeader) parse(data []byte) error {
 	}
 
 	cols := &h.cols // in place: a copy of the readers costs write barriers
+	// The position is kept in a local (in, whose address the slow paths
+	// take, lives in memory): in.pos is only current around them.
+	body, pos := in.b, in.pos
 	for c := range cols {
-		n, ok := in.small()
-		if !ok {
+		var n uint64
+		if pos < len(body) && body[pos] < 0x80 {
+			n = uint64(body[pos])
+			pos++
+		} else {
+			in.pos = pos
 			var err error
 			if n, err = in.uvarint(); err != nil {
 				return fmt.Errorf("column %s length: %w", columnNames[c], err)
 			}
+			pos = in.pos
 		}
-		if n > uint64(in.left()) {
+		if n > uint64(len(body)-pos) {
+			in.pos = pos
 			_, err := in.take(n)
 			return fmt.Errorf("column %s: %w", columnNames[c], err)
 		}
 		// Field by field: a struct literal stored here was copied with
 		// write barriers.
+		end := pos + int(n)
 		r := &cols[c]
-		r.b, r.col = in.b[in.pos:in.pos+int(n):in.pos+int(n)], uint8(c)
+		r.b, r.col = body[pos:end:end], uint8(c)
 		r.pos, r.run, r.lit, r.val = 0, 0, 0, 0
 		if r.err != nil {
 			r.err = nil
 		}
-		in.pos += int(n)
+		pos = end
 	}
+	in.pos = pos
 	h.read = false
 	if in.left() != 0 {
 		return fmt.Errorf("%d trailing bytes", in.left())
