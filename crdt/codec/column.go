@@ -143,13 +143,15 @@ func (r *byteReader) left() int { return len(r.b) - r.pos }
 // that ends its column, as most values of a keystroke's columns do (such
 // a column holds a group header and one value).
 func (r *byteReader) uvarint() (uint64, error) {
-	if i := r.pos; i < len(r.b) {
-		if b0 := r.b[i]; b0 < 0x80 {
+	if b, i := r.b, r.pos; i < len(b) {
+		if b0 := b[i]; b0 < 0x80 {
 			r.pos = i + 1
 			return uint64(b0), nil
-		} else if i+1 < len(r.b) && r.b[i+1] < 0x80 {
-			r.pos = i + 2
-			return uint64(b0&0x7f) | uint64(r.b[i+1])<<7, nil
+		} else if i+1 < len(b) {
+			if b1 := b[i+1]; b1 < 0x80 {
+				r.pos = i + 2
+				return uint64(b0&0x7f) | uint64(b1)<<7, nil
+			}
 		}
 	}
 	return r.longUvarint()
@@ -158,9 +160,13 @@ func (r *byteReader) uvarint() (uint64, error) {
 // small returns the next value if it takes one byte, as most do, and
 // inlines (uvarint does not): the hot loops try it first.
 func (r *byteReader) small() (uint64, bool) {
-	if i := r.pos; i < len(r.b) && r.b[i] < 0x80 {
-		r.pos = i + 1
-		return uint64(r.b[i]), true
+	// The byte is loaded once, before r.pos is stored (loaded after,
+	// it was loaded and bounds-checked again).
+	if b, i := r.b, r.pos; i < len(b) {
+		if c := b[i]; c < 0x80 {
+			r.pos = i + 1
+			return uint64(c), true
+		}
 	}
 	return 0, false
 }
