@@ -628,15 +628,22 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 	// decodes every batch a room sends, so they come from a pool rather
 	// than the heap (allocating and zeroing them was a third of the time
 	// to decode a fan-out batch of 12 keystrokes).
+	// (Released by calls, not defers: the defers' bookkeeping was 1.5 %
+	// of decoding one edit.)
 	sc := decodeScratch.Get().(*decodeBufs)
-	defer sc.release(data)
+	chs, err := sc.decode(data)
+	sc.release(data)
+	return chs, err
+}
+
+// decode is decodeChanges with sc, which the caller releases.
+func (sc *decodeBufs) decode(data []byte) ([]crdt.Change, error) {
 	h, dec := &sc.h, &sc.dec
 	h.names = &sc.names
 	if err := h.parse(data); err != nil {
 		return nil, err
 	}
 	dec.start(h)
-	defer dec.releasePredictor()
 	var changes []crdt.Change
 	var ops []crdt.Op
 	if h.nCh == 1 && h.nOps == 1 {
@@ -657,7 +664,9 @@ func decodeChanges(data []byte) ([]crdt.Change, error) {
 		h.setText()
 		changes, ops = make([]crdt.Change, h.nCh), make([]crdt.Op, h.nOps)
 	}
-	if err := dec.run(changes, ops, nil); err != nil {
+	err := dec.run(changes, ops, nil)
+	dec.releasePredictor()
+	if err != nil {
 		return nil, err
 	}
 	return changes, nil
