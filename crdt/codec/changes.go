@@ -890,7 +890,11 @@ func (h *batchHeader) parse(data []byte) error {
 	}
 	in.pos = 1
 
-	nRep, err := in.uvarint()
+	nRep, ok := in.small() // the header's counts and lengths: small first, inlined
+	var err error
+	if !ok {
+		nRep, err = in.uvarint()
+	}
 	if err != nil {
 		return fmt.Errorf("replica count: %w", err)
 	}
@@ -929,7 +933,10 @@ func (h *batchHeader) parse(data []byte) error {
 		}
 	}
 
-	nField, err := in.uvarint()
+	nField, ok := in.small()
+	if !ok {
+		nField, err = in.uvarint()
+	}
 	if err != nil {
 		return fmt.Errorf("field count: %w", err)
 	}
@@ -947,7 +954,10 @@ func (h *batchHeader) parse(data []byte) error {
 		seenField = make(map[string]struct{}, nField)
 	}
 	for i := range fields {
-		n, err := in.uvarint()
+		n, ok := in.small()
+		if !ok {
+			n, err = in.uvarint()
+		}
 		if err != nil {
 			return fmt.Errorf("field %d: %w", i, err)
 		}
@@ -982,11 +992,17 @@ func (h *batchHeader) parse(data []byte) error {
 		}
 	}
 
-	nCh, err := in.uvarint()
+	nCh, ok := in.small()
+	if !ok {
+		nCh, err = in.uvarint()
+	}
 	if err != nil {
 		return fmt.Errorf("change count: %w", err)
 	}
-	nOps, err := in.uvarint()
+	nOps, ok := in.small()
+	if !ok {
+		nOps, err = in.uvarint()
+	}
 	if err != nil {
 		return fmt.Errorf("op count: %w", err)
 	}
