@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -423,24 +422,6 @@ func convergeQuantile(sorted []time.Duration, q float64) time.Duration {
 	}
 	i := int(q*float64(len(sorted))+0.999999) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-// convergeRandomEdit makes one edit of a typing-like mix: mostly short inserts,
-// some deletes, counter adds and register sets.
-func convergeRandomEdit(tx *crdt.Tx, doc *crdt.Doc, rng *rand.Rand, who int) error {
-	n := doc.TextLen("body")
-	switch r := rng.IntN(100); {
-	case r < 70 || n < 8:
-		word := []string{"a", "bc", "def", "ghij", "é", "∑x", " "}[rng.IntN(7)]
-		return tx.Insert("body", rng.IntN(n+1), word)
-	case r < 80:
-		return tx.Delete("body", rng.IntN(n-2), 1+rng.IntN(2))
-	case r < 90:
-		return tx.Add("count", int64(rng.IntN(5)-2)|1)
-	default:
-		// A msgpack positive fixint or uint16: the writer's index.
-		return tx.Set("last", []byte{0xcd, byte(who >> 8), byte(who)})
-	}
 }
 
 // convergeWait waits until cond holds, re-checking whenever ch fires and at

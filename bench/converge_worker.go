@@ -15,6 +15,7 @@ import (
 
 	client "github.com/weftsync/weft/clients/go"
 	"github.com/weftsync/weft/crdt"
+	"github.com/weftsync/weft/internal/editmix"
 )
 
 // convergeWorkerConfig is one process's share of a converge run: clients
@@ -256,7 +257,7 @@ func (m *convergeMember) run(ctx context.Context, seed uint64, interval time.Dur
 	defer tick.Stop()
 	for {
 		s := convergeStart{Seq: m.d.Seq() + 1, At: convergeNow()}
-		if err := m.d.Edit(func(tx *crdt.Tx, doc *crdt.Doc) error { return convergeRandomEdit(tx, doc, rng, m.index) }); err != nil {
+		if err := m.d.Edit(func(tx *crdt.Tx, doc *crdt.Doc) error { return editmix.Edit(tx, doc, rng, m.index) }); err != nil {
 			return err
 		}
 		m.starts = append(m.starts, s)

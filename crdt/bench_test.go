@@ -1,9 +1,7 @@
 package crdt_test
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
 	"github.com/weftsync/weft/hlc"
+	"github.com/weftsync/weft/internal/editmix"
 	"github.com/weftsync/weft/internal/traces"
 )
 
@@ -187,13 +186,8 @@ func backToFront(n int) []crdt.Change {
 	return cs
 }
 
-// deliveryMix is the edit mix of `weft bench converge` (convergeRandomEdit
-// in bench/converge.go) on one document of 20 writers: each edit is made by
-// a random writer that has seen all but the last few changes (0-2, so some
-// inserts are concurrent), 70% an insert of 1-4 runes at a random position,
-// 10% a delete of 1-2 runes, 10% a counter add, 10% a register set. Each
-// edit is one change, 5 ms after the previous one (200 edits/s, as 20
-// writers at 10/s). The first warm changes are the state a replica holds
+// deliveryMix is the edit mix of `weft bench converge` on one document of
+// 20 writers (editmix.Deliveries). The first warm changes are the state a replica holds
 // before the timed deliveries; the rest are delivered one at a time.
 type deliveryMix struct {
 	warm, timed []crdt.Change
@@ -206,53 +200,9 @@ func newDeliveryMix(tb testing.TB, warm, timed int) *deliveryMix {
 	if m := deliveryMixes[[2]int{warm, timed}]; m != nil {
 		return m
 	}
-	const writers = 20
-	wall := &hlc.ManualWall{Millis: 1_763_900_000_000}
-	rng := rand.New(rand.NewPCG(27, 5))
-	ws := make([]*crdt.Doc, writers)
-	seen := make([]int, writers)
-	for w := range ws {
-		var id crdt.ReplicaID // random, as the clients' UUIDs
-		binary.LittleEndian.PutUint64(id[:8], rng.Uint64())
-		binary.LittleEndian.PutUint64(id[8:], rng.Uint64())
-		ws[w] = crdt.NewDoc(id, hlc.NewClock(wall.Read, 0), crdt.Options{})
-	}
-	words := []string{"a", "bc", "def", "ghij", "é", "∑x", " "}
-	var all []crdt.Change
-	for len(all) < warm+timed {
-		wall.Millis += 5
-		who := rng.IntN(writers)
-		w := ws[who]
-		upto := max(seen[who], len(all)-rng.IntN(3))
-		if err := w.Apply(all[seen[who]:upto]...); err != nil {
-			tb.Fatal(err)
-		}
-		seen[who] = upto
-		before := w.Version()
-		tx := w.Begin()
-		n := w.TextLen("body")
-		var err error
-		switch r := rng.IntN(100); {
-		case r < 70 || n < 8:
-			err = tx.Insert("body", rng.IntN(n+1), words[rng.IntN(len(words))])
-		case r < 80:
-			err = tx.Delete("body", rng.IntN(n-2), 1+rng.IntN(2))
-		case r < 90:
-			err = tx.Add("count", int64(rng.IntN(5)-2)|1)
-		default:
-			err = tx.Set("last", []byte{0xcd, 0, byte(who)})
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			tb.Fatal(err)
-		}
-		chs := w.ChangesSince(before)
-		if len(chs) != 1 {
-			tb.Fatalf("edit made %d changes", len(chs))
-		}
-		all = append(all, chs[0]) // applied again later: a duplicate
+	all, wall, err := editmix.Deliveries(warm + timed)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	m := &deliveryMix{warm: all[:warm], timed: all[warm:], wall: wall}
 	deliveryMixes[[2]int{warm, timed}] = m
