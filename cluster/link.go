@@ -153,6 +153,8 @@ func acceptHandshake(r *bufio.Reader, w *bufio.Writer, key []byte, self string) 
 // is queued or being written is written at once by the sender, with one
 // write(2) that never waits for the socket (see send); otherwise it is
 // queued for the writer goroutine, and a full queue closes the connection.
+// A frame sent with sendLater (an acceptor's acks) may instead be held
+// for up to hold, to go out in one write with the frames sent meanwhile.
 type peerConn struct {
 	c    net.Conn
 	raw  syscall.RawConn // nil when c is not a socket: every frame goes to the writer
@@ -163,6 +165,9 @@ type peerConn struct {
 	once sync.Once
 	wg   sync.WaitGroup
 	max  int // frames queued before the connection is dropped as too slow
+
+	hold  time.Duration // how long sendLater may hold a frame; 0: never
+	flush *time.Timer   // runs flushHeld; armed while held is not empty
 
 	forget func()
 
@@ -175,6 +180,13 @@ type peerConn struct {
 		// writing is set while a sender writes directly or the writer
 		// holds frames it took from queue: no one else may write then.
 		writing bool
+		// held are frames sendLater holds, each with its length header.
+		// NB: held is empty whenever writing is set (who sets writing
+		// takes held first, and sendLater queues while writing), so
+		// held frames always precede queued ones.
+		held []byte
+		// armed is set while flush is due to run.
+		armed bool
 	}
 }
 
@@ -183,12 +195,23 @@ type queued struct {
 	framed bool
 }
 
-func newPeerConn(c net.Conn, r *bufio.Reader, w *bufio.Writer, queue int, f *Faults) *peerConn {
+// maxHeld bounds the bytes of frames held for one connection: more go
+// out at once (some 300 acks).
+const maxHeld = 16 << 10
+
+// newPeerConn starts the writer of c. hold is how long sendLater may hold
+// a frame (0: it sends at once).
+func newPeerConn(c net.Conn, r *bufio.Reader, w *bufio.Writer, queue int, hold time.Duration, f *Faults) *peerConn {
 	pc := &peerConn{c: c, r: r, w: w, max: queue, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			pc.raw = raw
 		}
+	}
+	if hold > 0 && pc.raw != nil {
+		pc.hold = hold
+		pc.flush = time.AfterFunc(hold, pc.flushHeld)
+		pc.flush.Stop()
 	}
 	pc.forget = f.track(c)
 	pc.wg.Add(1)
@@ -247,7 +270,8 @@ func (pc *peerConn) writer() {
 // caller writes the frame itself, as a session's writeNow does: that
 // costs one write(2) and no hand-over to the writer goroutine (a wake-up
 // and, under load, a wait for a thread), on the path of every change a
-// peer pushes. What the socket does not take at once goes to the writer.
+// peer pushes. Frames held by sendLater go out ahead of it in that write.
+// What the socket does not take at once goes to the writer.
 func (pc *peerConn) send(b []byte) bool {
 	select {
 	case <-pc.done:
@@ -256,10 +280,17 @@ func (pc *peerConn) send(b []byte) bool {
 	}
 	pc.mu.Lock()
 	if pc.raw != nil && !pc.mu.writing && len(pc.mu.queue) == 0 {
+		held := pc.mu.held
+		pc.mu.held = nil
 		pc.mu.writing = true
 		pc.mu.Unlock()
-		return pc.writeNow(b)
+		return pc.writeNow(held, b)
 	}
+	return pc.queueLocked(b)
+}
+
+// queueLocked queues b for the writer and unlocks pc.mu.
+func (pc *peerConn) queueLocked(b []byte) bool {
 	if len(pc.mu.queue) >= pc.max {
 		pc.mu.Unlock()
 		pc.close()
@@ -275,6 +306,57 @@ func (pc *peerConn) send(b []byte) bool {
 	return true
 }
 
+// sendLater sends a frame that need not leave at once (an ack, which
+// only the pusher's bookkeeping and --ack-peers wait for): it goes with
+// the next frame sent or written anyway, and no later than hold from
+// the oldest frame held, so that the acks of a burst of updates share
+// one write(2) here and one read(2) at the other end. False as send.
+func (pc *peerConn) sendLater(b []byte) bool {
+	if pc.hold == 0 {
+		return pc.send(b)
+	}
+	select {
+	case <-pc.done:
+		return false
+	default:
+	}
+	pc.mu.Lock()
+	if pc.mu.writing || len(pc.mu.queue) > 0 {
+		return pc.queueLocked(b) // it goes with what is being written
+	}
+	pc.mu.held = binary.BigEndian.AppendUint32(pc.mu.held, uint32(len(b)))
+	pc.mu.held = append(pc.mu.held, b...)
+	if len(pc.mu.held) >= maxHeld {
+		held := pc.mu.held
+		pc.mu.held = nil
+		pc.mu.writing = true
+		pc.mu.Unlock()
+		return pc.writeNow(held, nil)
+	}
+	if !pc.mu.armed {
+		pc.mu.armed = true
+		pc.flush.Reset(pc.hold)
+	}
+	pc.mu.Unlock()
+	return true
+}
+
+// flushHeld writes the frames sendLater held, when no send took them
+// first.
+func (pc *peerConn) flushHeld() {
+	pc.mu.Lock()
+	pc.mu.armed = false
+	if len(pc.mu.held) == 0 || pc.mu.writing {
+		pc.mu.Unlock()
+		return
+	}
+	held := pc.mu.held
+	pc.mu.held = nil
+	pc.mu.writing = true
+	pc.mu.Unlock()
+	pc.writeNow(held, nil)
+}
+
 func (pc *peerConn) signal() {
 	select {
 	case pc.wake <- struct{}{}:
@@ -282,13 +364,19 @@ func (pc *peerConn) signal() {
 	}
 }
 
-// writeNow writes one frame without waiting for the socket, the caller
-// holding writing; the rest, and whatever was queued meanwhile, is left
-// to the writer.
-func (pc *peerConn) writeNow(b []byte) bool {
-	bp := peerFrameBufs.Get().(*[]byte)
-	f := binary.BigEndian.AppendUint32((*bp)[:0], uint32(len(b)))
-	f = append(f, b...)
+// writeNow writes held (frames with their headers, possibly none) and
+// then the frame b (if not nil) without waiting for the socket, the
+// caller holding writing; the rest, and whatever was queued meanwhile,
+// is left to the writer.
+func (pc *peerConn) writeNow(held, b []byte) bool {
+	f := held
+	var bp *[]byte
+	if b != nil {
+		bp = peerFrameBufs.Get().(*[]byte)
+		f = append((*bp)[:0], held...)
+		f = binary.BigEndian.AppendUint32(f, uint32(len(b)))
+		f = append(f, b...)
+	}
 	var n int
 	var werr error
 	err := pc.raw.Write(func(fd uintptr) bool {
@@ -314,13 +402,18 @@ func (pc *peerConn) writeNow(b []byte) bool {
 	if err == nil && n < len(f) {
 		rest = slices.Clone(f[n:])
 	}
-	*bp = f[:0]
-	peerFrameBufs.Put(bp)
+	if bp != nil {
+		*bp = f[:0]
+		peerFrameBufs.Put(bp)
+	}
 	if err != nil {
 		pc.close()
 		return false
 	}
 	pc.mu.Lock()
+	if held != nil && pc.mu.held == nil && cap(held) <= maxHeld*2 {
+		pc.mu.held = held[:0] // the next frames held reuse its array
+	}
 	if rest != nil {
 		pc.mu.queue = slices.Insert(pc.mu.queue, 0, queued{b: rest, framed: true})
 	}
@@ -359,6 +452,9 @@ func (pc *peerConn) sendMsg(m syncproto.Message) bool {
 func (pc *peerConn) close() {
 	pc.once.Do(func() {
 		close(pc.done)
+		if pc.flush != nil {
+			pc.flush.Stop() // what it holds is lost with the connection
+		}
 		pc.c.Close()
 		pc.forget()
 	})
@@ -468,7 +564,7 @@ func (l *link) connect() error {
 		c.Close()
 		return fmt.Errorf("cluster: %s answered as %q, want %q", l.addr, name, l.peer)
 	}
-	pc := newPeerConn(c, r, w, n.opts.SendQueue, n.opts.Faults)
+	pc := newPeerConn(c, r, w, n.opts.SendQueue, 0, n.opts.Faults)
 	l.mu.Lock()
 	l.mu.pc = pc
 	l.mu.inflight = make(map[uint64]pushed)
@@ -725,7 +821,7 @@ func (n *Node) serveInbound(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	pc := newPeerConn(c, r, w, n.opts.SendQueue, n.opts.Faults)
+	pc := newPeerConn(c, r, w, n.opts.SendQueue, n.opts.AckDelay, n.opts.Faults)
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, pc.close)
@@ -766,7 +862,9 @@ func (n *Node) acceptor(ctx context.Context, pc *peerConn, peer string) error {
 		case *syncproto.Update:
 			doc, batch := m.Doc, m.Batch
 			ack := func(st syncproto.Status, msg string) {
-				pc.sendMsg(&syncproto.Ack{Doc: doc, Batch: batch, Status: st, Message: trim(msg)})
+				if b, err := syncproto.Encode(&syncproto.Ack{Doc: doc, Batch: batch, Status: st, Message: trim(msg)}); err == nil {
+					pc.sendLater(b)
+				}
 			}
 			if unowned[doc] {
 				ack(syncproto.StatusOverloaded, "this node could not take the replica owners sent for this document on this connection")

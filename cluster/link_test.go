@@ -46,7 +46,7 @@ func TestPeerConnKeepsFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	const senders, frames = 4, 400
-	pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), senders*frames, nil)
+	pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), senders*frames, 0, nil)
 	defer pc.wait()
 	if pc.raw == nil {
 		t.Fatal("a TCP connection has no raw conn: direct writes are not tested")
@@ -92,6 +92,150 @@ func TestPeerConnKeepsFrames(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); other.Close() })
+	return c, other
+}
+
+// TestPeerConnHoldsLaterFrames: frames sent with sendLater wait (an
+// hour here, so only a send can take them) and then go out ahead of the
+// next frame sent, in order; with a short hold they go out by themselves;
+// sent while a write is in progress, they queue behind it.
+func TestPeerConnHoldsLaterFrames(t *testing.T) {
+	frame := func(s, i int) []byte {
+		b := make([]byte, 2048+(i%4)*2048)
+		binary.BigEndian.PutUint32(b, uint32(s))
+		binary.BigEndian.PutUint32(b[4:], uint32(i))
+		for k := 8; k < len(b); k++ {
+			b[k] = byte(s*31 + i + k)
+		}
+		return b
+	}
+	expect := func(t *testing.T, r *bufio.Reader, other net.Conn, next []int, want ...[2]int) {
+		t.Helper()
+		if err := other.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			b, err := readFrame(r, 1<<20)
+			if err != nil {
+				t.Fatalf("want sender %d frame %d: %v", w[0], w[1], err)
+			}
+			if err := checkFrame(b, next); err != nil {
+				t.Fatal(err)
+			}
+			if s := int(binary.BigEndian.Uint32(b)); s != w[0] {
+				t.Fatalf("got a frame of sender %d, want sender %d frame %d", s, w[0], w[1])
+			}
+		}
+	}
+
+	t.Run("taken by a send", func(t *testing.T) {
+		c, other := tcpPair(t)
+		pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), 64, time.Hour, nil)
+		defer pc.wait()
+		for i := range 3 {
+			if !pc.sendLater(frame(0, i)) {
+				t.Fatalf("frame %d refused", i)
+			}
+		}
+		pc.mu.Lock()
+		held, writing := len(pc.mu.held), pc.mu.writing
+		pc.mu.Unlock()
+		if want := 3*4 + 2048 + 4096 + 6144; held != want || writing {
+			t.Fatalf("held %d bytes (writing %v), want %d held and nothing written", held, writing, want)
+		}
+		if !pc.send(frame(1, 0)) {
+			t.Fatal("send refused")
+		}
+		next := make([]int, 2)
+		r := bufio.NewReader(other)
+		expect(t, r, other, next, [2]int{0, 0}, [2]int{0, 1}, [2]int{0, 2}, [2]int{1, 0})
+		pc.mu.Lock()
+		held = len(pc.mu.held)
+		pc.mu.Unlock()
+		if held != 0 {
+			t.Fatalf("%d bytes still held after a send", held)
+		}
+	})
+
+	t.Run("flushed after the hold", func(t *testing.T) {
+		c, other := tcpPair(t)
+		pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), 64, time.Millisecond, nil)
+		defer pc.wait()
+		next := make([]int, 1)
+		r := bufio.NewReader(other)
+		for i := range 5 {
+			pc.sendLater(frame(0, i))
+		}
+		expect(t, r, other, next, [2]int{0, 0}, [2]int{0, 1}, [2]int{0, 2}, [2]int{0, 3}, [2]int{0, 4})
+		// Again, after the first flush ran.
+		pc.sendLater(frame(0, 5))
+		expect(t, r, other, next, [2]int{0, 5})
+	})
+
+	t.Run("behind a write in progress", func(t *testing.T) {
+		c, other := tcpPair(t)
+		if err := c.(*net.TCPConn).SetWriteBuffer(8 << 10); err != nil {
+			t.Fatal(err)
+		}
+		pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), 4096, time.Hour, nil)
+		defer pc.wait()
+		// Fill the socket so that frames wait for the writer.
+		sent, queued := 0, false
+		for ; !queued && sent < 4000; sent++ {
+			if !pc.send(frame(0, sent)) {
+				t.Fatalf("frame %d refused", sent)
+			}
+			pc.mu.Lock()
+			queued = len(pc.mu.queue) > 0
+			pc.mu.Unlock()
+		}
+		if !queued {
+			t.Fatalf("nothing queued after %d frames to an unread socket", sent)
+		}
+		pc.sendLater(frame(1, 0))
+		pc.mu.Lock()
+		held := len(pc.mu.held)
+		pc.mu.Unlock()
+		if held != 0 {
+			t.Fatalf("%d bytes held while a write was in progress", held)
+		}
+		next := make([]int, 2)
+		r := bufio.NewReader(other)
+		var want [][2]int
+		for i := range sent {
+			want = append(want, [2]int{0, i})
+		}
+		// Whatever the hour's hold, the frame arrives behind the others.
+		expect(t, r, other, next, append(want, [2]int{1, 0})...)
+	})
 }
 
 func checkFrame(b []byte, next []int) error {

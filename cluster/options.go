@@ -91,6 +91,13 @@ type Options struct {
 	// AckTimeout bounds that wait; then the ack is peer_timeout.
 	// Default: 5s.
 	AckTimeout time.Duration
+	// AckDelay is how long this node may hold an ack it owes a pusher, so
+	// that the acks of the updates that became durable meanwhile go out
+	// in one write(2) (and are read with one read(2)) rather than one
+	// each; an ack also leaves with any other frame sent to that pusher
+	// sooner. A peer's AckPeers waits up to as much longer. Negative:
+	// every ack is written at once. Default: 2ms.
+	AckDelay time.Duration
 
 	// AntiEntropyInterval is the period of anti-entropy rounds on each
 	// link (one also runs when a link comes up). Default: 10s.
@@ -143,6 +150,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		AckTimeout:          5 * time.Second,
+		AckDelay:            2 * time.Millisecond,
 		AntiEntropyInterval: 10 * time.Second,
 		ReconnectInterval:   10 * time.Second,
 		ReconnectTimeout:    24 * time.Hour,
@@ -236,6 +244,12 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	dur("AckTimeout", &o.AckTimeout, d.AckTimeout)
+	switch {
+	case o.AckDelay == 0:
+		o.AckDelay = d.AckDelay
+	case o.AckDelay < 0:
+		o.AckDelay = 0 // none
+	}
 	dur("AntiEntropyInterval", &o.AntiEntropyInterval, d.AntiEntropyInterval)
 	dur("ReconnectInterval", &o.ReconnectInterval, d.ReconnectInterval)
 	dur("ReconnectTimeout", &o.ReconnectTimeout, d.ReconnectTimeout)
