@@ -99,11 +99,12 @@
 // frames, or write one at once: a frame sent while the link has nothing
 // queued or being written goes out with one non-blocking write(2) by the
 // sender, and only what the socket does not take waits for the link's
-// writer). An acceptor's acks are the exception: each may wait up to
-// AckDelay (2 ms by default) so that the acks of updates that became
-// durable close together share one write (and the pusher one read), and
-// they leave sooner with any other frame written to that pusher. Each
-// link has one reader goroutine (that calls Local, which may
+// writer). An acceptor's acks are the exception: on a connection that
+// wrote within the last AckDelay (2 ms by default) an ack waits up to
+// AckDelay, so that the acks of updates that became durable close
+// together share one write (and the pusher one read); it leaves sooner
+// with any other frame written to that pusher. Each link has one reader
+// goroutine (that calls Local, which may
 // block while a document loads) and one writer; one manager goroutine
 // follows membership events; one reconnector re-joins members. Shutdown
 // stops them all and waits.

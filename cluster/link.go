@@ -187,6 +187,8 @@ type peerConn struct {
 		held []byte
 		// armed is set while flush is due to run.
 		armed bool
+		// idle is when writing was last cleared (only kept with hold).
+		idle time.Time
 	}
 }
 
@@ -234,6 +236,7 @@ func (pc *peerConn) writer() {
 			pc.mu.Lock()
 			if len(pc.mu.queue) == 0 {
 				pc.mu.writing = false
+				pc.idleLocked()
 				pc.mu.Unlock()
 				break
 			}
@@ -307,10 +310,12 @@ func (pc *peerConn) queueLocked(b []byte) bool {
 }
 
 // sendLater sends a frame that need not leave at once (an ack, which
-// only the pusher's bookkeeping and --ack-peers wait for): it goes with
-// the next frame sent or written anyway, and no later than hold from
-// the oldest frame held, so that the acks of a burst of updates share
-// one write(2) here and one read(2) at the other end. False as send.
+// only the pusher's bookkeeping and --ack-peers wait for). On a
+// connection that wrote nothing for hold it goes at once, as send; on a
+// busy one it goes with the next frame sent or written anyway, and no
+// later than hold after the oldest frame held, so that the acks of a
+// burst of updates share one write(2) here and one read(2) at the other
+// end. False as send.
 func (pc *peerConn) sendLater(b []byte) bool {
 	if pc.hold == 0 {
 		return pc.send(b)
@@ -323,6 +328,11 @@ func (pc *peerConn) sendLater(b []byte) bool {
 	pc.mu.Lock()
 	if pc.mu.writing || len(pc.mu.queue) > 0 {
 		return pc.queueLocked(b) // it goes with what is being written
+	}
+	if len(pc.mu.held) == 0 && time.Since(pc.mu.idle) >= pc.hold {
+		pc.mu.writing = true
+		pc.mu.Unlock()
+		return pc.writeNow(nil, b) // quiet: no reason to wait
 	}
 	pc.mu.held = binary.BigEndian.AppendUint32(pc.mu.held, uint32(len(b)))
 	pc.mu.held = append(pc.mu.held, b...)
@@ -339,6 +349,13 @@ func (pc *peerConn) sendLater(b []byte) bool {
 	}
 	pc.mu.Unlock()
 	return true
+}
+
+// idleLocked records that writing was cleared, for sendLater.
+func (pc *peerConn) idleLocked() {
+	if pc.hold > 0 {
+		pc.mu.idle = time.Now()
+	}
 }
 
 // flushHeld writes the frames sendLater held, when no send took them
@@ -419,6 +436,7 @@ func (pc *peerConn) writeNow(held, b []byte) bool {
 	}
 	if len(pc.mu.queue) == 0 {
 		pc.mu.writing = false
+		pc.idleLocked()
 		pc.mu.Unlock()
 		return true
 	}

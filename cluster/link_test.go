@@ -123,10 +123,11 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	return c, other
 }
 
-// TestPeerConnHoldsLaterFrames: frames sent with sendLater wait (an
-// hour here, so only a send can take them) and then go out ahead of the
-// next frame sent, in order; with a short hold they go out by themselves;
-// sent while a write is in progress, they queue behind it.
+// TestPeerConnHoldsLaterFrames: a frame sent with sendLater on a quiet
+// connection goes at once; on a busy one it waits (an hour here, so only
+// a send can take it) and then goes out ahead of the next frame sent, in
+// order; with a short hold such frames go out by themselves; sent while
+// a write is in progress, they queue behind it.
 func TestPeerConnHoldsLaterFrames(t *testing.T) {
 	frame := func(s, i int) []byte {
 		b := make([]byte, 2048+(i%4)*2048)
@@ -156,10 +157,24 @@ func TestPeerConnHoldsLaterFrames(t *testing.T) {
 		}
 	}
 
+	t.Run("at once on a quiet connection", func(t *testing.T) {
+		c, other := tcpPair(t)
+		pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), 64, time.Hour, nil)
+		defer pc.wait()
+		if !pc.sendLater(frame(0, 0)) {
+			t.Fatal("frame refused")
+		}
+		expect(t, bufio.NewReader(other), other, make([]int, 1), [2]int{0, 0})
+	})
+
 	t.Run("taken by a send", func(t *testing.T) {
 		c, other := tcpPair(t)
 		pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), 64, time.Hour, nil)
 		defer pc.wait()
+		// A write: for the next hour the connection is busy.
+		if !pc.send(frame(1, 0)) {
+			t.Fatal("send refused")
+		}
 		for i := range 3 {
 			if !pc.sendLater(frame(0, i)) {
 				t.Fatalf("frame %d refused", i)
@@ -171,12 +186,12 @@ func TestPeerConnHoldsLaterFrames(t *testing.T) {
 		if want := 3*4 + 2048 + 4096 + 6144; held != want || writing {
 			t.Fatalf("held %d bytes (writing %v), want %d held and nothing written", held, writing, want)
 		}
-		if !pc.send(frame(1, 0)) {
+		if !pc.send(frame(1, 1)) {
 			t.Fatal("send refused")
 		}
 		next := make([]int, 2)
 		r := bufio.NewReader(other)
-		expect(t, r, other, next, [2]int{0, 0}, [2]int{0, 1}, [2]int{0, 2}, [2]int{1, 0})
+		expect(t, r, other, next, [2]int{1, 0}, [2]int{0, 0}, [2]int{0, 1}, [2]int{0, 2}, [2]int{1, 1})
 		pc.mu.Lock()
 		held = len(pc.mu.held)
 		pc.mu.Unlock()

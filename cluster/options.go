@@ -91,12 +91,14 @@ type Options struct {
 	// AckTimeout bounds that wait; then the ack is peer_timeout.
 	// Default: 5s.
 	AckTimeout time.Duration
-	// AckDelay is how long this node may hold an ack it owes a pusher, so
-	// that the acks of the updates that became durable meanwhile go out
-	// in one write(2) (and are read with one read(2)) rather than one
-	// each; an ack also leaves with any other frame sent to that pusher
-	// sooner. A peer's AckPeers waits up to as much longer. Negative:
-	// every ack is written at once. Default: 2ms.
+	// AckDelay is how long this node may hold an ack it owes a pusher
+	// when it wrote to that pusher less than AckDelay ago, so that the
+	// acks of the updates that became durable meanwhile go out in one
+	// write(2) (and are read with one read(2)) rather than one each; an
+	// ack also leaves with any other frame sent to that pusher sooner,
+	// and at once on a quiet connection. A peer's AckPeers waits up to as
+	// much longer under load. Negative: every ack is written at once.
+	// Default: 2ms.
 	AckDelay time.Duration
 
 	// AntiEntropyInterval is the period of anti-entropy rounds on each
