@@ -510,7 +510,7 @@ type link struct {
 
 type pushed struct {
 	doc  string
-	need crdt.VersionVector
+	need crdt.VersionVector // what an ok ack confirms; nil without AckPeers
 	n    int
 	at   time.Time
 }

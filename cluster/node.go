@@ -592,11 +592,15 @@ func (n *Node) pushChunks(doc string, chunks []codec.Chunk, owners []syncproto.O
 			n.log.Error("encoding an update for peers", "doc", doc, "err", err)
 			continue
 		}
-		need := make(crdt.VersionVector)
-		for i := range ch.Changes {
-			c := &ch.Changes[i]
-			if e := c.End(); e > need[c.Replica] {
-				need[c.Replica] = e
+		// What an ok ack confirms: only --ack-peers reads it.
+		var need crdt.VersionVector
+		if n.opts.AckPeers > 0 {
+			need = make(crdt.VersionVector)
+			for i := range ch.Changes {
+				c := &ch.Changes[i]
+				if e := c.End(); e > need[c.Replica] {
+					need[c.Replica] = e
+				}
 			}
 		}
 		updates = append(updates, update{batch, frame, pushed{doc: doc, need: need, n: len(ch.Changes), at: time.Now()}})
