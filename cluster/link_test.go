@@ -4,10 +4,17 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftsync/weft/crdt/syncproto"
 )
 
 // TestPeerConnKeepsFrames: frames sent by several goroutines at once
@@ -271,4 +278,81 @@ func checkFrame(b []byte, next []int) error {
 	}
 	next[s]++
 	return nil
+}
+
+// BenchmarkPeerConnAcks sends ack-sized frames the way an acceptor does
+// when a group commit makes several updates durable at once (bursts of
+// 8), to a reader that drains them on loopback: "send" writes each at
+// once, "sendLater" holds them as acks are held (AckDelay's default).
+// It reports write(2) calls per frame from /proc/self/io where readable.
+func BenchmarkPeerConnAcks(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		hold time.Duration
+	}{{"send", 0}, {"sendLater", 2 * time.Millisecond}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			drained := make(chan error, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					drained <- err
+					return
+				}
+				defer c.Close()
+				_, err = io.Copy(io.Discard, c)
+				drained <- err
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			pc := newPeerConn(c, bufio.NewReader(c), bufio.NewWriter(c), 1<<16, tc.hold, nil)
+			frame, err := syncproto.Encode(&syncproto.Ack{Doc: "doc-0001", Batch: 1 << 40, Status: syncproto.StatusOK})
+			if err != nil {
+				b.Fatal(err)
+			}
+			w0 := syscw()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if tc.hold > 0 {
+					pc.sendLater(frame)
+				} else {
+					pc.send(frame)
+				}
+				if i%8 == 7 {
+					runtime.Gosched() // between two group commits
+				}
+			}
+			b.StopTimer()
+			if w0 >= 0 {
+				b.ReportMetric(float64(syscw()-w0)/float64(b.N), "writes/frame")
+			}
+			pc.wait()
+			<-drained
+		})
+	}
+}
+
+// syscw returns this process's write-family system calls so far, or -1.
+func syscw() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }
