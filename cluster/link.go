@@ -169,6 +169,14 @@ type peerConn struct {
 	hold  time.Duration // how long sendLater may hold a frame; 0: never
 	flush *time.Timer   // runs flushHeld; armed while held is not empty
 
+	// direct is writeNow's state, owned by whoever set writing.
+	direct struct {
+		f   []byte // to write
+		n   int    // written
+		err error
+	}
+	writeFD func(fd uintptr) bool // pc.writeFDNow, bound once
+
 	forget func()
 
 	mu struct {
@@ -205,6 +213,7 @@ const maxHeld = 16 << 10
 // a frame (0: it sends at once).
 func newPeerConn(c net.Conn, r *bufio.Reader, w *bufio.Writer, queue int, hold time.Duration, f *Faults) *peerConn {
 	pc := &peerConn{c: c, r: r, w: w, max: queue, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	pc.writeFD = pc.writeFDNow
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			pc.raw = raw
@@ -394,27 +403,13 @@ func (pc *peerConn) writeNow(held, b []byte) bool {
 		f = binary.BigEndian.AppendUint32(f, uint32(len(b)))
 		f = append(f, b...)
 	}
-	var n int
-	var werr error
-	err := pc.raw.Write(func(fd uintptr) bool {
-		for n < len(f) {
-			m, err := syscall.Write(int(fd), f[n:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				return true // the socket is full: the rest goes to the writer
-			case err != nil:
-				werr = err
-				return true
-			}
-			n += m
-		}
-		return true
-	})
+	pc.direct.f, pc.direct.n, pc.direct.err = f, 0, nil
+	err := pc.raw.Write(pc.writeFD)
+	n := pc.direct.n
 	if err == nil {
-		err = werr
+		err = pc.direct.err
 	}
+	pc.direct.f = nil
 	var rest []byte
 	if err == nil && n < len(f) {
 		rest = slices.Clone(f[n:])
@@ -442,6 +437,26 @@ func (pc *peerConn) writeNow(held, b []byte) bool {
 	}
 	pc.mu.Unlock() // writing stays set: the writer takes it over
 	pc.signal()
+	return true
+}
+
+// writeFDNow is writeNow's callback for RawConn.Write (bound once as
+// writeFD: a closure would cost three allocations a write).
+func (pc *peerConn) writeFDNow(fd uintptr) bool {
+	d := &pc.direct
+	for d.n < len(d.f) {
+		m, err := syscall.Write(int(fd), d.f[d.n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true // the socket is full: the rest goes to the writer
+		case err != nil:
+			d.err = err
+			return true
+		}
+		d.n += m
+	}
 	return true
 }
 
