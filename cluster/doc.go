@@ -103,9 +103,10 @@
 // wrote within the last AckDelay (2 ms by default) an ack waits up to
 // AckDelay, so that the acks of updates that became durable close
 // together share one write (and the pusher one read); it leaves sooner
-// with any other frame written to that pusher. Each link has one reader
-// goroutine (that calls Local, which may
-// block while a document loads) and one writer; one manager goroutine
+// with any other frame written to that pusher, or when the connection's
+// timer (time.AfterFunc, stopped when the connection closes) writes it.
+// Each link has one reader goroutine (that calls Local, which may block
+// while a document loads) and one writer; one manager goroutine
 // follows membership events; one reconnector re-joins members. Shutdown
 // stops them all and waits.
 //
