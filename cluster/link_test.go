@@ -356,3 +356,19 @@ func syscw() int64 {
 	}
 	return -1
 }
+
+// TestAckDelayOption: zero takes the default, a negative delay means
+// none, and the caller's copy is left alone.
+func TestAckDelayOption(t *testing.T) {
+	for _, tc := range []struct{ in, want time.Duration }{
+		{0, DefaultOptions().AckDelay},
+		{-1, 0},
+		{5 * time.Millisecond, 5 * time.Millisecond},
+	} {
+		in := Options{AckDelay: tc.in}
+		o, _ := in.withDefaults() // the missing key, server and address are not what this checks
+		if o.AckDelay != tc.want || in.AckDelay != tc.in {
+			t.Errorf("AckDelay %v: got %v (caller's now %v), want %v", tc.in, o.AckDelay, in.AckDelay, tc.want)
+		}
+	}
+}
