@@ -1,7 +1,9 @@
 package crdt_test
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -354,4 +356,123 @@ func receiveOne(d *crdt.Doc, peer *syncproto.Peer, known crdt.VersionVector, fra
 		return fmt.Errorf("delivery added %d changes, want 1", n)
 	}
 	return nil
+}
+
+// gapMix is a document 15 writers type into where several of them often
+// type at one place at once (gapMixOf).
+type gapMix struct {
+	warm, timed []crdt.Change
+	wall        *hlc.ManualWall // at the last change's time
+}
+
+var gapMixes = map[[2]int]*gapMix{}
+
+// newGapMix returns warm+timed one-keystroke changes of 15 writers typing
+// into one document: in each round 2-4 writers, up to date with every
+// earlier round, each type a run of 1-4 characters (one change each) at
+// the same random place, without seeing each other's, 5 ms apart; one
+// round in ten deletes instead. A replica receiving them finds, for
+// most inserts of a round, characters between the insert's origins that
+// its sender did not know (the gap the origin check walks, Doc.knowsAny).
+func newGapMix(tb testing.TB, warm, timed int) *gapMix {
+	if m := gapMixes[[2]int{warm, timed}]; m != nil {
+		return m
+	}
+	const writers = 15
+	wall := &hlc.ManualWall{Millis: 1_763_900_000_000}
+	rng := rand.New(rand.NewPCG(31, 7))
+	ws := make([]*crdt.Doc, writers)
+	for w := range ws {
+		var id crdt.ReplicaID
+		binary.LittleEndian.PutUint64(id[:8], rng.Uint64())
+		binary.LittleEndian.PutUint64(id[8:], rng.Uint64())
+		ws[w] = crdt.NewDoc(id, hlc.NewClock(wall.Read, 0), crdt.Options{})
+	}
+	tx := ws[0].Begin()
+	base := make([]byte, 500)
+	for i := range base {
+		base[i] = byte('a' + rng.IntN(26))
+	}
+	if err := tx.Insert("body", 0, string(base)); err != nil {
+		tb.Fatal(err)
+	}
+	tx.Commit()
+	all := ws[0].ChangesSince(nil)
+	seen := make([]int, writers)
+	seen[0] = len(all)
+	for len(all) < warm+timed {
+		round := len(all)
+		who := rng.Perm(writers)[:2+rng.IntN(3)]
+		for _, w := range who {
+			if err := ws[w].Apply(all[seen[w]:round]...); err != nil {
+				tb.Fatal(err)
+			}
+			seen[w] = round
+		}
+		n := ws[who[0]].TextLen("body")
+		if rng.IntN(10) == 0 {
+			wall.Millis += 5
+			d := ws[who[0]]
+			before := d.Version()
+			tx := d.Begin()
+			if err := tx.Delete("body", rng.IntN(n-2), 1+rng.IntN(2)); err != nil {
+				tb.Fatal(err)
+			}
+			tx.Commit()
+			all = append(all, d.ChangesSince(before)...)
+			continue
+		}
+		at := rng.IntN(n + 1)
+		runs := make([]int, len(who))
+		for i := range runs {
+			runs[i] = 1 + rng.IntN(4)
+		}
+		for k := 0; k < 4; k++ {
+			for i, w := range who {
+				if k >= runs[i] {
+					continue
+				}
+				wall.Millis += 5
+				d := ws[w]
+				before := d.Version()
+				tx := d.Begin()
+				if err := tx.Insert("body", at+k, string(rune('a'+rng.IntN(26)))); err != nil {
+					tb.Fatal(err)
+				}
+				tx.Commit()
+				all = append(all, d.ChangesSince(before)...)
+			}
+		}
+	}
+	all = all[:warm+timed]
+	m := &gapMix{warm: all[:warm], timed: all[warm:], wall: wall}
+	gapMixes[[2]int{warm, timed}] = m
+	return m
+}
+
+// BenchmarkApplyConcurrentInserts is one delivery of newGapMix: a replica
+// that holds its first 4,000 changes applies the next alone, most of them
+// inserts among concurrent ones (the origin check's gap walk and
+// closures). The 8,000 timed changes start over (untimed, on a fresh
+// replica) when they run out.
+func BenchmarkApplyConcurrentInserts(b *testing.B) {
+	m := newGapMix(b, 4000, 8000)
+	var d *crdt.Doc
+	i := len(m.timed)
+	b.ReportAllocs()
+	for b.Loop() {
+		if i == len(m.timed) {
+			b.StopTimer()
+			d = crdt.NewDoc(rid(99), hlc.NewClock(m.wall.Read, 500*time.Millisecond), crdt.Options{})
+			if err := d.Apply(m.warm...); err != nil {
+				b.Fatal(err)
+			}
+			i = 0
+			b.StartTimer()
+		}
+		if err := applyOne(d, m.timed[i:i+1]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }
