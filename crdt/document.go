@@ -173,6 +173,9 @@ type Doc struct {
 	// closures[r] is what replica r's history depends on, as far as
 	// inserts of r among concurrent ones needed it (see knowsAny).
 	closures map[uint32]*closure
+	// win is knowsAny's closure of one insert, grown over the ops
+	// stamped after its gap (see Doc.window), kept for its memory.
+	win closure
 
 	tx Tx
 	// plan is Apply's plan, zero between calls (see apply).
@@ -590,21 +593,40 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 	return lo
 }
 
-// knowsAny reports whether an insert of ids r:seq.. with origins left and
-// right depends, directly or through what it depends on, on the first
-// character of one of the runs in gap. What a change depends on: its
-// replica's earlier changes, and the changes of the characters its ops
-// name (origins, delete targets), whole. A closure is a version vector
-// (depending on seq s of a replica means depending on all before it),
-// grown replica by replica over the ops it newly covers.
+// knowsAny reports whether an insert of ids r:seq.. stamped t, with
+// origins left and right, depends, directly or through what it depends
+// on, on the first character of one of the runs in gap. What a change
+// depends on: its replica's earlier changes, and the changes of the
+// characters its ops name (origins, delete targets), whole. A closure is
+// a version vector (depending on seq s of a replica means depending on
+// all before it), grown replica by replica over the ops it newly covers.
+//
+// Times rise along dependencies (a change stamped no later than its
+// replica's previous change or than a character it names is refused,
+// ErrBackdated), so a gap character stamped no earlier than t is not one
+// the insert can depend on: only the others are looked for, and when
+// there are none (the other writers typed there after it) nothing is
+// grown. gap is reordered.
 //
 // The closure of replica r's history is kept (Doc.closures) and grown as
 // r goes on, so that a replica's inserts among concurrent ones (a merge)
 // cost the ops they add, not the history; the closures of left's and
 // right's changes are grown over it, reading only ops stamped after the
-// earliest gap character (times rise along dependencies, so earlier ops
-// cannot lead to one).
-func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
+// earliest gap character (earlier ops cannot lead to one).
+func (d *Doc) knowsAny(left, right ref, r, seq uint32, t hlc.Timestamp, gap []idRun) bool {
+	tmin := hlc.Timestamp(1<<64 - 1)
+	k := 0
+	for _, g := range gap {
+		if tg := d.timeAt(g.r, g.seq); tg < t {
+			gap[k] = g
+			k++
+			tmin = min(tmin, tg)
+		}
+	}
+	if k == 0 {
+		return false
+	}
+	gap = gap[:k]
 	if d.closures == nil || len(d.closures) >= maxClosures {
 		// A closure holds an entry per replica its writer depends on:
 		// keep a few (those of the replicas inserting among concurrent
@@ -615,6 +637,33 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	if pc == nil {
 		pc = &closure{}
 		d.closures[r] = pc
+	}
+	// A closure only grows: what it held before is depended on still.
+	for _, g := range gap {
+		if g.seq <= pc.known.get(g.r) {
+			return true
+		}
+	}
+	if d.window(pc, tmin) {
+		// Few ops are stamped after the earliest gap character, and r's
+		// closure would read more (r has not inserted among concurrent
+		// ones for a while, as in a room where that is rare): look for
+		// the gap in those ops alone, from the insert's own dependencies,
+		// which finds the same (every op on a path from the insert to a
+		// gap character is stamped after it), and leave r's closure for
+		// later.
+		c := &d.win
+		c.reset()
+		if seq > 1 {
+			d.grow(c, nil, []ref{{r, seq - 1}}, false, tmin)
+		}
+		d.grow(c, nil, []ref{left, right}, true, tmin)
+		for _, g := range gap {
+			if g.seq <= c.known.get(g.r) {
+				return true
+			}
+		}
+		return false
 	}
 	if seq > 1 {
 		d.grow(pc, nil, []ref{{r, seq - 1}}, false, 0)
@@ -628,10 +677,6 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	}
 	for _, x := range [2]ref{left, right} {
 		if !x.none() && d.changeEnd(x.r, x.seq) > pc.known.get(x.r) {
-			tmin := hlc.Timestamp(1<<64 - 1)
-			for _, g := range gap {
-				tmin = min(tmin, d.timeAt(g.r, g.seq))
-			}
 			ov := &closure{}
 			d.grow(ov, pc, []ref{left, right}, true, tmin)
 			for _, g := range gap {
@@ -647,6 +692,64 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 
 // maxClosures bounds the closures a Doc keeps (see knowsAny).
 const maxClosures = 32
+
+// windowOps and windowReplicas bound when knowsAny looks for the gap in
+// the ops stamped after it rather than growing the inserting replica's
+// closure: at most windowOps such ops, in a document of at most
+// windowReplicas replicas (counting them is a search per replica).
+const (
+	windowOps      = 256
+	windowReplicas = 64
+)
+
+// window reports whether the ops stamped after tmin are at most
+// windowOps and fewer than those closure c has yet to read. It reads the
+// logs' time runs back from their ends, so it costs about as many steps
+// as the smaller count.
+func (d *Doc) window(c *closure, tmin hlc.Timestamp) bool {
+	if len(d.logs) > windowReplicas {
+		return false
+	}
+	var lag uint32
+	for x := range d.logs {
+		if tr := d.logs[x].times; len(tr) > 0 {
+			end := tr[len(tr)-1].seq + tr[len(tr)-1].n - 1
+			if done := c.done.get(uint32(x)); end > done {
+				lag += end - done
+			}
+		}
+	}
+	budget := min(lag, windowOps+1) // win must stay below it
+	var win uint32
+	for x := range d.logs {
+		tr := d.logs[x].times
+		for i := len(tr) - 1; i >= 0 && tr[i].last() > tmin; i-- {
+			n := tr[i].n
+			if tr[i].stepped && tr[i].t <= tmin {
+				n -= uint32(tmin-tr[i].t) + 1
+			}
+			if win += n; win >= budget {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// firstAfter returns the first seq of replica x stamped after tmin, or 0
+// when none is.
+func (d *Doc) firstAfter(x uint32, tmin hlc.Timestamp) uint32 {
+	tr := d.logs[x].times
+	k := sort.Search(len(tr), func(i int) bool { return tr[i].last() > tmin })
+	if k == len(tr) {
+		return 0
+	}
+	first := tr[k].seq
+	if tr[k].stepped && tr[k].t <= tmin {
+		first += uint32(tmin-tr[k].t) + 1
+	}
+	return first
+}
 
 // closure is what a set of changes depends on: known[r] is the highest
 // seq of replica r depended on, done[r] how far r's ops have had their
@@ -666,6 +769,14 @@ type closure struct {
 	known, done    seqMap
 	partR, partSeq uint32 // partSeq 0: none
 	mixed          bool   // more than one entry was set by a ref not whole
+}
+
+// reset empties c, keeping its memory.
+func (c *closure) reset() {
+	clear(c.known.dense)
+	clear(c.done.dense)
+	c.known.m, c.done.m = nil, nil
+	c.partR, c.partSeq, c.mixed = 0, 0, false
 }
 
 // seqMap maps replica indexes to seqs (0 when absent): a slice for the
@@ -737,14 +848,9 @@ func (d *Doc) grow(c, base *closure, refs []ref, whole bool, tmin hlc.Timestamp)
 		c.done.set(x, to)
 		if tmin > 0 {
 			// Skip what is stamped no later than tmin.
-			tr := d.logs[x].times
-			k := sort.Search(len(tr), func(i int) bool { return tr[i].last() > tmin })
-			if k == len(tr) {
+			first := d.firstAfter(x, tmin)
+			if first == 0 {
 				continue
-			}
-			first := tr[k].seq // the first seq stamped after tmin
-			if tr[k].stepped && tr[k].t <= tmin {
-				first += uint32(tmin-tr[k].t) + 1
 			}
 			from = max(from, first)
 			if from > to {
