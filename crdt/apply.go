@@ -907,7 +907,7 @@ func (d *Doc) applyChange(c *Change, check bool) error {
 			f := d.field(Field{op.Field, FieldText}, true)
 			left, _ := d.refOf(op.Left)
 			right, _ := d.refOf(op.Right)
-			if check && !f.text.consistent(left, right, r, seq, c.Time) {
+			if check && !f.text.consistent(left, right, r, seq, c.Time, false) {
 				return fmt.Errorf("%w: %w: op %d: right origin %v is not the first character after left origin %v its sender knew", ErrInvalidChange, ErrOrigins, i, op.Right, op.Left)
 			}
 			d.applyRemoteInsert(f, r, seq, n, op.Text, left, right)

@@ -174,7 +174,7 @@ type Doc struct {
 	// inserts of r among concurrent ones needed it (see knowsAny).
 	closures map[uint32]*closure
 	// win is knowsAny's closure of one insert, grown over the ops
-	// stamped after its gap (see Doc.window), kept for its memory.
+	// stamped after its gap (see fewAfter), kept for its memory.
 	win closure
 
 	tx Tx
@@ -593,40 +593,32 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 	return lo
 }
 
-// knowsAny reports whether an insert of ids r:seq.. stamped t, with
-// origins left and right, depends, directly or through what it depends
-// on, on the first character of one of the runs in gap. What a change
-// depends on: its replica's earlier changes, and the changes of the
-// characters its ops name (origins, delete targets), whole. A closure is
-// a version vector (depending on seq s of a replica means depending on
-// all before it), grown replica by replica over the ops it newly covers.
-//
-// Times rise along dependencies (a change stamped no later than its
-// replica's previous change or than a character it names is refused,
-// ErrBackdated), so a gap character stamped no earlier than t is not one
-// the insert can depend on: only the others are looked for, and when
-// there are none (the other writers typed there after it) nothing is
-// grown. gap is reordered.
+// knowsAny reports whether an insert of ids r:seq.. with origins left
+// and right depends, directly or through what it depends on, on the first
+// character of one of the runs in gap. What a change depends on: its
+// replica's earlier changes, and the changes of the characters its ops
+// name (origins, delete targets), whole. A closure is a version vector
+// (depending on seq s of a replica means depending on all before it),
+// grown replica by replica over the ops it newly covers.
 //
 // The closure of replica r's history is kept (Doc.closures) and grown as
 // r goes on, so that a replica's inserts among concurrent ones (a merge)
 // cost the ops they add, not the history; the closures of left's and
 // right's changes are grown over it, reading only ops stamped after the
-// earliest gap character (earlier ops cannot lead to one).
-func (d *Doc) knowsAny(left, right ref, r, seq uint32, t hlc.Timestamp, gap []idRun) bool {
-	tmin := hlc.Timestamp(1<<64 - 1)
-	k := 0
-	for _, g := range gap {
-		if tg := d.timeAt(g.r, g.seq); tg < t {
-			gap[k] = g
-			k++
-			tmin = min(tmin, tg)
-		}
-	}
-	if k == 0 {
-		return false
-	}
-	gap = gap[:k]
+// earliest gap character: times rise along dependencies (a change
+// stamped no later than its replica's previous change or than a
+// character it names is refused, ErrBackdated), so every op on a path
+// from the insert to a gap character is stamped after that character.
+//
+// When r's closure has much to read (r has not inserted among concurrent
+// ones for a while, as in a room where that is rare for each writer),
+// the same rule gives shortcuts: a gap character stamped no earlier than
+// the insert (at, or when logged the time r's log holds for r:seq) is
+// not one it can depend on, so when all are, nothing is grown; and when
+// few ops are stamped after the earliest of the others, the gap is looked
+// for in those alone, from the insert's own dependencies, leaving r's
+// closure for later. gap is reordered.
+func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged bool, gap []idRun) bool {
 	if d.closures == nil || len(d.closures) >= maxClosures {
 		// A closure holds an entry per replica its writer depends on:
 		// keep a few (those of the replicas inserting among concurrent
@@ -644,26 +636,38 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, t hlc.Timestamp, gap []id
 			return true
 		}
 	}
-	if d.window(pc, tmin) {
-		// Few ops are stamped after the earliest gap character, and r's
-		// closure would read more (r has not inserted among concurrent
-		// ones for a while, as in a room where that is rare): look for
-		// the gap in those ops alone, from the insert's own dependencies,
-		// which finds the same (every op on a path from the insert to a
-		// gap character is stamped after it), and leave r's closure for
-		// later.
-		c := &d.win
-		c.reset()
-		if seq > 1 {
-			d.grow(c, nil, []ref{{r, seq - 1}}, false, tmin)
+	tmin := hlc.Timestamp(0) // 0: not computed yet
+	if lag := d.unread(pc, r, seq); lag > windowLag {
+		if logged {
+			at = d.timeAt(r, seq)
 		}
-		d.grow(c, nil, []ref{left, right}, true, tmin)
+		tmin = 1<<64 - 1
+		k := 0
 		for _, g := range gap {
-			if g.seq <= c.known.get(g.r) {
-				return true
+			if tg := d.timeAt(g.r, g.seq); tg < at {
+				gap[k] = g
+				k++
+				tmin = min(tmin, tg)
 			}
 		}
-		return false
+		if k == 0 {
+			return false
+		}
+		gap = gap[:k]
+		if d.fewAfter(tmin, min(lag, windowOps+1)) {
+			c := &d.win
+			c.reset()
+			if seq > 1 {
+				d.grow(c, nil, []ref{{r, seq - 1}}, false, tmin)
+			}
+			d.grow(c, nil, []ref{left, right}, true, tmin)
+			for _, g := range gap {
+				if g.seq <= c.known.get(g.r) {
+					return true
+				}
+			}
+			return false
+		}
 	}
 	if seq > 1 {
 		d.grow(pc, nil, []ref{{r, seq - 1}}, false, 0)
@@ -677,6 +681,12 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, t hlc.Timestamp, gap []id
 	}
 	for _, x := range [2]ref{left, right} {
 		if !x.none() && d.changeEnd(x.r, x.seq) > pc.known.get(x.r) {
+			if tmin == 0 {
+				tmin = 1<<64 - 1
+				for _, g := range gap {
+					tmin = min(tmin, d.timeAt(g.r, g.seq))
+				}
+			}
 			ov := &closure{}
 			d.grow(ov, pc, []ref{left, right}, true, tmin)
 			for _, g := range gap {
@@ -693,42 +703,59 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, t hlc.Timestamp, gap []id
 // maxClosures bounds the closures a Doc keeps (see knowsAny).
 const maxClosures = 32
 
-// windowOps and windowReplicas bound when knowsAny looks for the gap in
-// the ops stamped after it rather than growing the inserting replica's
-// closure: at most windowOps such ops, in a document of at most
-// windowReplicas replicas (counting them is a search per replica).
+// When a replica's closure has more than windowLag ops of other replicas
+// to read, knowsAny
+// counts the ops stamped after the gap (at most windowOps, and in a
+// document of at most windowReplicas replicas: counting is a walk per
+// replica) to look for the gap in those instead.
 const (
+	windowLag      = 32
 	windowOps      = 256
 	windowReplicas = 64
 )
 
-// window reports whether the ops stamped after tmin are at most
-// windowOps and fewer than those closure c has yet to read. It reads the
-// logs' time runs back from their ends, so it costs about as many steps
-// as the smaller count.
-func (d *Doc) window(c *closure, tmin hlc.Timestamp) bool {
-	if len(d.logs) > windowReplicas {
-		return false
+// unread estimates how many ops of other replicas growing r's closure c
+// to seq would read: for each replica it depends on, its ops since the
+// closure last grew. 0 in a document of more than windowReplicas
+// replicas. When the growth would read r's ops alone (two forks
+// merging), it is cheap, and the ops stamped after a gap character, the
+// other fork's, are usually many.
+func (d *Doc) unread(c *closure, r, seq uint32) uint32 {
+	if len(d.logs) > windowReplicas || seq <= c.done.get(r)+1 {
+		return 0
 	}
-	var lag uint32
+	own := seq - 1 - c.done.get(r)
+	var n uint32
 	for x := range d.logs {
+		if uint32(x) == r || c.known.get(uint32(x)) == 0 {
+			continue
+		}
 		if tr := d.logs[x].times; len(tr) > 0 {
 			end := tr[len(tr)-1].seq + tr[len(tr)-1].n - 1
-			if done := c.done.get(uint32(x)); end > done {
-				lag += end - done
+			// NB: a replica far behind the others (unread much longer
+			// than r's) is one the closure reached only through an old
+			// character, as a fork's common text: not counted.
+			if done := c.done.get(uint32(x)); end > done && end-done <= 4*own+windowLag {
+				n += end - done
 			}
 		}
 	}
-	budget := min(lag, windowOps+1) // win must stay below it
-	var win uint32
+	return n
+}
+
+// fewAfter reports whether fewer than limit logged ops are stamped after
+// tmin. It reads the logs' time runs back from their ends, so it costs
+// about as many steps as the smaller count.
+func (d *Doc) fewAfter(tmin hlc.Timestamp, limit uint32) bool {
+	var n uint32
 	for x := range d.logs {
 		tr := d.logs[x].times
 		for i := len(tr) - 1; i >= 0 && tr[i].last() > tmin; i-- {
-			n := tr[i].n
+			k := tr[i].n
 			if tr[i].stepped && tr[i].t <= tmin {
-				n -= uint32(tmin-tr[i].t) + 1
+				k -= uint32(tmin-tr[i].t) + 1
 			}
-			if win += n; win >= budget {
+			if n += k; n >= limit {
 				return false
 			}
 		}
