@@ -249,11 +249,11 @@ func (st *stage) record(c *Change) {
 		case OpRegisterSet:
 			d.logRegister(d.field(Field{op.Field, FieldRegister}, true), r, seq, op.Value)
 		case OpTextInsert:
-			left, _ := d.refOf(op.Left)
-			right, _ := d.refOf(op.Right)
+			left := d.refIn(op.Left, c.Replica, r)
+			right := d.refIn(op.Right, c.Replica, r)
 			d.logInsert(d.field(Field{op.Field, FieldText}, true), r, seq, n, op.Text, left, right)
 		case OpTextDelete:
-			tg, _ := d.refOf(op.Target)
+			tg := d.refIn(op.Target, c.Replica, r)
 			d.logDelete(d.field(Field{op.Field, FieldText}, true), r, seq, tg, n, op.Backward)
 		}
 		d.appendTime(r, seq, n, c.Time)

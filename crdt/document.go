@@ -403,6 +403,17 @@ func (d *Doc) refOf(id ID) (ref, bool) {
 	return ref{i, uint32(id.Seq)}, ok
 }
 
+// refIn is refOf for an id that check has accepted, in a change of
+// replica id cr (index r): typing names its own replica's characters,
+// whose index is known without a lookup.
+func (d *Doc) refIn(id ID, cr ReplicaID, r uint32) ref {
+	if id.Replica == cr {
+		return ref{r, uint32(id.Seq)}
+	}
+	x, _ := d.refOf(id)
+	return x
+}
+
 // appendSpan adds one op to replica r's log, growing the last span when the
 // op continues it.
 func (d *Doc) appendSpan(r uint32, s span) {
