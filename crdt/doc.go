@@ -104,9 +104,11 @@
 // HAZARD: the origin check walks the items between an insert's origins
 // (none for honest typing; concurrent inserts otherwise), and when there
 // are some it grows the dependency closure of the inserting replica (a
-// version vector per replica, at most 32 kept, not counted by MemSize):
-// a hostile insert whose origins lie far apart costs a walk over the
-// items between them, as the integration scan already could.
+// version vector per replica, at most 32 kept, not counted by MemSize),
+// or, when that closure has many other replicas' ops to read and few ops
+// are stamped after the gap, searches those instead: a hostile insert
+// whose origins lie far apart costs a walk over the items between them,
+// as the integration scan already could.
 //
 // HAZARD: ApplyTrusted, for a document's own stored history, checks
 // neither the max clock offset nor the time rule; never give it bytes from

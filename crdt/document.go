@@ -629,6 +629,11 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 // few ops are stamped after the earliest of the others, the gap is looked
 // for in those alone, from the insert's own dependencies, leaving r's
 // closure for later. gap is reordered.
+//
+// NB: all of this takes the time rule to hold for the document's history,
+// as At does: history stored before Apply enforced it, replayed with
+// ApplyTrusted, may break it, and an insert that depends on a gap
+// character only through such a backdated change is then let through.
 func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged bool, gap []idRun) bool {
 	if d.closures == nil || len(d.closures) >= maxClosures {
 		// A closure holds an entry per replica its writer depends on:
