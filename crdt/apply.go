@@ -919,6 +919,7 @@ func (d *Doc) applyChange(c *Change, check bool) error {
 		d.appendTime(r, seq, n, c.Time)
 		seq += n
 	}
+	d.passed += uint64(seq - uint32(c.Seq))
 	d.logs[r].next = seq
 	return nil
 }

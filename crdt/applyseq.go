@@ -334,6 +334,7 @@ func (st *stage) apply(check bool) error {
 	var grown []uint32
 	for i := range st.logs {
 		m := &st.logs[i]
+		d.passed += uint64(m.end - d.logs[m.r].next)
 		d.logs[m.r].next = m.end
 		grown = append(grown, m.r)
 	}

@@ -173,6 +173,10 @@ type Doc struct {
 	// closures[r] is what replica r's history depends on, as far as
 	// inserts of r among concurrent ones needed it (see knowsAny).
 	closures map[uint32]*closure
+	// passed counts the ops the logs' next seqs have moved past (applied
+	// or made here), ever: how much a closure grown at passed p may have
+	// to read is about passed - p (see knowsAny).
+	passed uint64
 	// win is knowsAny's closure of one insert, grown over the ops
 	// stamped after its gap (see fewAfter), kept for its memory.
 	win closure
@@ -621,8 +625,9 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 // character it names is refused, ErrBackdated), so every op on a path
 // from the insert to a gap character is stamped after that character.
 //
-// When r's closure has much to read (r has not inserted among concurrent
-// ones for a while, as in a room where that is rare for each writer),
+// When r's closure may have much to read (many ops were applied since it
+// last grew: r has not inserted among concurrent ones for a while, as in
+// a room where that is rare for each writer),
 // the same rule gives shortcuts: a gap character stamped no earlier than
 // the insert (at, or when logged the time r's log holds for r:seq) is
 // not one it can depend on, so when all are, nothing is grown; and when
@@ -653,7 +658,7 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged 
 		}
 	}
 	tmin := hlc.Timestamp(0) // 0: not computed yet
-	if lag := d.unread(pc, r, seq); lag > windowLag {
+	if lag := d.passed - pc.at; lag > windowLag && len(d.logs) <= windowReplicas {
 		if logged {
 			at = d.timeAt(r, seq)
 		}
@@ -670,7 +675,7 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged 
 			return false
 		}
 		gap = gap[:k]
-		if d.fewAfter(tmin, min(lag, windowOps+1)) {
+		if d.fewAfter(tmin, uint32(min(lag, windowOps+1))) {
 			c := &d.win
 			c.reset()
 			if seq > 1 {
@@ -688,6 +693,7 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged 
 	if seq > 1 {
 		d.grow(pc, nil, []ref{{r, seq - 1}}, false, 0)
 	}
+	pc.at = d.passed
 	// The origins' changes are usually in r's closure already (r's own
 	// characters, ones it had before): then there is nothing to add.
 	for _, g := range gap {
@@ -719,45 +725,15 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged 
 // maxClosures bounds the closures a Doc keeps (see knowsAny).
 const maxClosures = 32
 
-// When a replica's closure has more than windowLag ops of other replicas
-// to read, knowsAny
-// counts the ops stamped after the gap (at most windowOps, and in a
-// document of at most windowReplicas replicas: counting is a walk per
-// replica) to look for the gap in those instead.
+// When more than windowLag ops have been applied since a replica's closure
+// last grew, knowsAny counts the ops stamped after the gap (at most
+// windowOps, and in a document of at most windowReplicas replicas:
+// counting is a walk per replica) to look for the gap in those instead.
 const (
 	windowLag      = 32
 	windowOps      = 256
 	windowReplicas = 64
 )
-
-// unread estimates how many ops of other replicas growing r's closure c
-// to seq would read: for each replica it depends on, its ops since the
-// closure last grew. 0 in a document of more than windowReplicas
-// replicas. When the growth would read r's ops alone (two forks
-// merging), it is cheap, and the ops stamped after a gap character, the
-// other fork's, are usually many.
-func (d *Doc) unread(c *closure, r, seq uint32) uint32 {
-	if len(d.logs) > windowReplicas || seq <= c.done.get(r)+1 {
-		return 0
-	}
-	own := seq - 1 - c.done.get(r)
-	var n uint32
-	for x := range d.logs {
-		if uint32(x) == r || c.known.get(uint32(x)) == 0 {
-			continue
-		}
-		if tr := d.logs[x].times; len(tr) > 0 {
-			end := tr[len(tr)-1].seq + tr[len(tr)-1].n - 1
-			// NB: a replica far behind the others (unread much longer
-			// than r's) is one the closure reached only through an old
-			// character, as a fork's common text: not counted.
-			if done := c.done.get(uint32(x)); end > done && end-done <= 4*own+windowLag {
-				n += end - done
-			}
-		}
-	}
-	return n
-}
 
 // fewAfter reports whether fewer than limit logged ops are stamped after
 // tmin. It reads the logs' time runs back from their ends, so it costs
@@ -812,6 +788,7 @@ type closure struct {
 	known, done    seqMap
 	partR, partSeq uint32 // partSeq 0: none
 	mixed          bool   // more than one entry was set by a ref not whole
+	at             uint64 // Doc.passed when it was last grown (knowsAny)
 }
 
 // reset empties c, keeping its memory.
@@ -819,7 +796,7 @@ func (c *closure) reset() {
 	clear(c.known.dense)
 	clear(c.done.dense)
 	c.known.m, c.done.m = nil, nil
-	c.partR, c.partSeq, c.mixed = 0, 0, false
+	c.partR, c.partSeq, c.mixed, c.at = 0, 0, false, 0
 }
 
 // seqMap maps replica indexes to seqs (0 when absent): a slice for the

@@ -83,6 +83,7 @@ func (tx *Tx) stamp(seq, n uint32) hlc.Timestamp {
 	}
 	tx.d.appendTime(0, seq, n, tx.t)
 	tx.d.logs[0].next = seq + n
+	tx.d.passed += uint64(n)
 	return tx.t
 }
 
