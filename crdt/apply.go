@@ -894,6 +894,7 @@ var ErrOrigins = errors.New("crdt: insert origins contradict the text")
 
 func (d *Doc) applyChange(c *Change, check bool) error {
 	r := d.replicaIndex(c.Replica)
+	d.applying = c.Time
 	seq := uint32(c.Seq)
 	for i := range c.Ops {
 		op := &c.Ops[i]
@@ -907,7 +908,7 @@ func (d *Doc) applyChange(c *Change, check bool) error {
 			f := d.field(Field{op.Field, FieldText}, true)
 			left, _ := d.refOf(op.Left)
 			right, _ := d.refOf(op.Right)
-			if check && !f.text.consistent(left, right, r, seq, c.Time, false) {
+			if check && !f.text.consistent(left, right, r, seq) {
 				return fmt.Errorf("%w: %w: op %d: right origin %v is not the first character after left origin %v its sender knew", ErrInvalidChange, ErrOrigins, i, op.Right, op.Left)
 			}
 			d.applyRemoteInsert(f, r, seq, n, op.Text, left, right)

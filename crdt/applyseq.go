@@ -322,7 +322,7 @@ func (st *stage) apply(check bool) error {
 				if seq > s.seq {
 					left = ref{run.r, seq - 1}
 				}
-				if !d.fields[s.field].text.consistent(left, s.b, run.r, seq, 0, true) {
+				if !d.fields[s.field].text.consistent(left, s.b, run.r, seq) {
 					return fmt.Errorf("change %s@%d: %w: %w: right origin %v is not the first character after left origin %v its sender knew",
 						d.replicas[run.r].String()[:8], seq, ErrInvalidChange, ErrOrigins, d.idOf(s.b), d.idOf(left))
 				}

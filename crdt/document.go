@@ -177,6 +177,9 @@ type Doc struct {
 	// or made here), ever: how much a closure grown at passed p may have
 	// to read is about passed - p (see knowsAny).
 	passed uint64
+	// applying is the time of the change applyChange is applying, whose
+	// ops are logged with it only once applied.
+	applying hlc.Timestamp
 	// win is knowsAny's closure of one insert, grown over the ops
 	// stamped after its gap (see fewAfter), kept for its memory.
 	win closure
@@ -627,19 +630,18 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 //
 // When r's closure may have much to read (many ops were applied since it
 // last grew: r has not inserted among concurrent ones for a while, as in
-// a room where that is rare for each writer),
-// the same rule gives shortcuts: a gap character stamped no earlier than
-// the insert (at, or when logged the time r's log holds for r:seq) is
-// not one it can depend on, so when all are, nothing is grown; and when
-// few ops are stamped after the earliest of the others, the gap is looked
-// for in those alone, from the insert's own dependencies, leaving r's
-// closure for later. gap is reordered.
+// a room where that is rare for each writer), the same rule gives
+// shortcuts: a gap character stamped no earlier than the insert is not
+// one it can depend on, so when all are, nothing is grown; and when few
+// ops are stamped after the earliest of the others, the gap is looked for
+// in those alone, from the insert's own dependencies, leaving r's closure
+// for later. gap is reordered.
 //
 // NB: all of this takes the time rule to hold for the document's history,
 // as At does: history stored before Apply enforced it, replayed with
 // ApplyTrusted, may break it, and an insert that depends on a gap
 // character only through such a backdated change is then let through.
-func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged bool, gap []idRun) bool {
+func (d *Doc) knowsAny(left, right ref, r, seq uint32, gap []idRun) bool {
 	if d.closures == nil || len(d.closures) >= maxClosures {
 		// A closure holds an entry per replica its writer depends on:
 		// keep a few (those of the replicas inserting among concurrent
@@ -659,8 +661,9 @@ func (d *Doc) knowsAny(left, right ref, r, seq uint32, at hlc.Timestamp, logged 
 	}
 	tmin := hlc.Timestamp(0) // 0: not computed yet
 	if lag := d.passed - pc.at; lag > windowLag && len(d.logs) <= windowReplicas {
-		if logged {
-			at = d.timeAt(r, seq)
+		at := d.applying // the insert's change, not logged yet (Apply)
+		if i := d.timeRunAt(r, seq); i < len(d.logs[r].times) {
+			at = d.logs[r].times[i].at(seq) // recorded first (ApplySeq)
 		}
 		tmin = 1<<64 - 1
 		k := 0

@@ -1,10 +1,6 @@
 package crdt
 
-import (
-	"unicode/utf8"
-
-	"github.com/weftsync/weft/hlc"
-)
+import "unicode/utf8"
 
 // This file holds the sequence CRDT: the order of the characters of one text
 // field, as run-length encoded items in a two-level blocked list (leaves of
@@ -515,9 +511,8 @@ func (t *text) locate(id ref) (l *leaf, i int, k uint32, ok bool) {
 //
 // The walk stops at the first such character, which for an honest insert
 // is the first item after left, or one after the concurrent inserts in
-// between. at is the insert's time, or when logged the one r's log
-// holds for it, looked up only if there are such (see knowsAny).
-func (t *text) consistent(left, right ref, r, seq uint32, at hlc.Timestamp, logged bool) bool {
+// between.
+func (t *text) consistent(left, right ref, r, seq uint32) bool {
 	var l *leaf
 	var i int
 	var from uint32 // the first seq of item i to look at (0: all)
@@ -549,7 +544,7 @@ func (t *text) consistent(left, right ref, r, seq uint32, at hlc.Timestamp, logg
 				if !right.none() {
 					return false
 				}
-				return len(gap) == 0 || !t.d.knowsAny(left, right, r, seq, at, logged, gap)
+				return len(gap) == 0 || !t.d.knowsAny(left, right, r, seq, gap)
 			}
 			l, i = nl, 0
 		}
@@ -596,7 +591,7 @@ func (t *text) consistent(left, right ref, r, seq uint32, at hlc.Timestamp, logg
 	// The sender may not have known the characters in between (inserted
 	// concurrently), or may have, through what it knew: check them
 	// against everything the insert depends on.
-	return len(gap) == 0 || !t.d.knowsAny(left, right, r, seq, at, logged, gap)
+	return len(gap) == 0 || !t.d.knowsAny(left, right, r, seq, gap)
 }
 
 // rawIndex returns the raw position (counting tombstones) of id.
