@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/weftsync/weft/crdt"
 )
 
 // benchWriters is the number of concurrent writers in the parallel
@@ -106,4 +111,99 @@ func BenchmarkPebbleSync64TwoKeys(b *testing.B) {
 			return db.Apply(batch, pebble.Sync)
 		}
 	})
+}
+
+// BenchmarkAppendPeer reproduces a cluster peer's store load (`weft bench
+// cluster`, 150 clients, 10 documents): 10 rooms, each appending a small
+// batch (100-300 bytes) with the one replica it raises, and waiting for
+// the ack before its next append. rate=1500 paces them to 1,500 appends a
+// second in all, as a peer sees; rate=max lets them go as fast as they
+// can. It reports the CPU the whole process spent (user+sys, getrusage:
+// Pebble's WAL and flush goroutines included, and the writers' own pacing
+// sleeps) per append, the measure to compare on a shared machine, and,
+// steadier than CPU, the WAL's fsyncs and file writes per append, besides
+// allocations per append. Kernel work done outside the process (ext4's
+// journal thread) is not counted.
+func BenchmarkAppendPeer(b *testing.B) {
+	const docs = 10
+	for _, c := range []struct {
+		name string
+		rate int // appends per second in all; 0: unpaced
+	}{{"rate=1500", 1500}, {"rate=max", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			o := DefaultOptions()
+			var ops opCounter
+			o.FS = errorfs.Wrap(o.FS, &ops)
+			s := openT(b, b.TempDir(), o)
+			defer s.Close()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ReportAllocs()
+			cpu0 := processCPU(b)
+			b.ResetTimer()
+			start := time.Now()
+			for w := range docs {
+				wg.Go(func() {
+					doc := fmt.Sprintf("bench/room-%02d", w)
+					rng := rand.New(rand.NewPCG(uint64(w), 1))
+					var replica crdt.ReplicaID
+					replica[0] = byte(w)
+					batch := make([]byte, 300)
+					var seq uint64
+					var every time.Duration
+					if c.rate > 0 {
+						every = time.Second * docs / time.Duration(c.rate)
+					}
+					due := start.Add(time.Duration(w) * every / docs)
+					for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+						if every > 0 {
+							if d := time.Until(due); d > 0 {
+								time.Sleep(d)
+							}
+							due = due.Add(every)
+						}
+						seq++
+						v := crdt.VersionVector{replica: seq}
+						n := 100 + rng.IntN(201)
+						if _, err := s.AppendVersion(context.Background(), doc, batch[:n], v); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			cpu := processCPU(b) - cpu0
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/append")
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acked/s")
+			b.ReportMetric(float64(ops.syncs.Load())/float64(b.N), "fsyncs/append")
+			b.ReportMetric(float64(ops.writes.Load())/float64(b.N), "writes/append")
+		})
+	}
+}
+
+// processCPU is the user+sys CPU time this process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// opCounter counts the file syncs and writes a store makes (an errorfs
+// injector that injects nothing).
+type opCounter struct{ syncs, writes atomic.Int64 }
+
+func (c *opCounter) String() string { return "opCounter" }
+
+func (c *opCounter) MaybeError(op errorfs.Op) error {
+	switch op.Kind {
+	case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		c.syncs.Add(1)
+	case errorfs.OpFileWrite, errorfs.OpFileWriteAt:
+		c.writes.Add(1)
+	}
+	return nil
 }
