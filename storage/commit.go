@@ -159,16 +159,19 @@ func (c *committer) apply(batches []*pebble.Batch) error {
 		b = c.merged
 		for _, w := range batches {
 			if err := b.Apply(w, nil); err != nil {
-				b.Reset()
 				c.failed = err
 				return err
 			}
 		}
-		defer b.Reset()
 	}
 	if err := applySync(c.db, c.syncs, b, len(batches)); err != nil {
+		// NB: merged is not reset or reused: nothing is applied after a
+		// failure.
 		c.failed = err
 		return err
+	}
+	if b == c.merged {
+		c.merged.Reset()
 	}
 	return nil
 }
