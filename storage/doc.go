@@ -29,17 +29,12 @@
 //
 // # Invariants
 //
-//   - Every write (its data and its metadata) is applied with pebble.Sync
-//     inside one Pebble batch: after a crash either all of it is there or
-//     none of it. Writes of different documents that arrive together may
-//     share that batch (group commit, commit.go); each is still whole or
-//     absent.
+//   - Every write (its data and its metadata) is one Pebble batch applied with
+//     pebble.Sync: after a crash either all of it is there or none of it.
 //   - Append and WriteSnapshot return nil only after the WAL holding the write
-//     is synced. Concurrent writes share fsyncs: while fsyncs carry few
-//     writes the store's committer gathers them into one batch and one
-//     Apply, paced by Options.WALMinSyncInterval (walsync.go); when many
-//     writers fill each fsync, Pebble's commit pipeline groups them. So many
-//     documents commit concurrently at the price of about one fsync each.
+//     is synced. Pebble groups the syncs of concurrent writers into one
+//     fsync, so many documents commit concurrently at the price of about one
+//     fsync each.
 //   - After the first failed write the store is fail-stopped: every later
 //     call returns an error wrapping ErrFailStopped, Failed() is closed, and
 //     the error is logged once. This follows PostgreSQL's "fsyncgate" lesson:
@@ -67,16 +62,13 @@
 // ErrConcurrentUse rather than risking two batches with one number. Writes to
 // different documents run in parallel and share fsyncs. Load, Meta and List
 // read a consistent point-in-time view. Close waits for calls in progress.
-// The store holds no lock across I/O; its mutex guards the closed flag
-// and the set of documents being written, and the committer's the group
-// being gathered. One goroutine, the committer, applies grouped writes
-// while their writers wait; Close stops it after the last operation.
+// The store holds no lock across I/O; its one mutex guards the closed flag
+// and the set of documents being written.
 //
 // HAZARD: Pebble reports a failed WAL sync by calling Logger.Fatalf on the
 // committing goroutine, and if Fatalf returns it reports success. The
 // store's logger adapter panics from Fatalf and Apply recovers that panic
-// (on the committer, or on the writer when it applied directly) into the
-// fail-stop error, which reaches every writer of the failed group; a Fatalf from a background goroutine (a
+// into the fail-stop error; a Fatalf from a background goroutine (a
 // MANIFEST sync during a flush) ends the process, which is the fail-stop
 // Pebble requires there.
 //

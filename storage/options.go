@@ -39,15 +39,15 @@ type Options struct {
 	// entry). Default: 65536.
 	MetaCacheEntries int
 
-	// WALMinSyncInterval is how long the store waits, after an fsync
-	// that carried only a few writes, before it starts the next one.
-	// Writes arriving meanwhile share that next fsync, and one Pebble
-	// batch (commit.go): under a steady stream of single writes (a
-	// cluster peer persisting what its clients and the other peers
-	// send) most fsyncs then carry several, and fewer of them cost less
-	// CPU on a shared machine. After an fsync that carried many writes
-	// (concurrent writers already sharing it) the next starts after
-	// 25µs instead, so a burst is not slowed (see walsync.go). Each ack waits at most this much longer, and only
+	// WALMinSyncInterval is how long the WAL waits, after an fsync that
+	// carried only a few commits, before it starts the next one. Writes
+	// arriving meanwhile share that next fsync: under a steady stream of
+	// single commits (a cluster peer persisting what its clients and the
+	// other peers send) most fsyncs then carry several, and fewer of
+	// them cost less CPU on a shared machine. After an fsync that
+	// carried many commits (concurrent writers already sharing it) the
+	// next starts after 25µs instead, so a burst is not slowed (see
+	// walsync.go). Each ack waits at most this much longer, and only
 	// when another fsync ended less than this long ago. A negative
 	// value disables the wait. Default: 1ms. Largest: 1s.
 	WALMinSyncInterval time.Duration

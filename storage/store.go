@@ -71,11 +71,8 @@ type Store struct {
 	}
 	// ops counts operations using db; Close waits for it.
 	ops sync.WaitGroup
-	// syncs counts what the WAL's fsyncs carry (walsync.go).
+	// syncs paces the WAL's fsyncs (Options.WALMinSyncInterval).
 	syncs syncPacer
-	// commits applies the writes while fsyncs carry few, grouped and
-	// paced (commit.go).
-	commits *committer
 }
 
 // Open opens (creating if needed) the store in dir. It fails with an error
@@ -102,7 +99,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		EventListener:      s.eventListener(),
 	}
-	po.WALMinSyncInterval = s.syncs.waitFunc(o.WALMinSyncInterval)
+	if iv := o.WALMinSyncInterval; iv > 0 {
+		po.WALMinSyncInterval = s.syncs.waitFunc(iv)
+	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		// NB: another process holding the lock gives EAGAIN/EACCES from
@@ -114,7 +113,6 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("storage: opening %s: %w", dir, err)
 	}
 	s.db = db
-	s.commits = newCommitter(db, &s.syncs, o.WALMinSyncInterval)
 	if o.Registerer != nil {
 		disk := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "weft_storage_disk_bytes",
@@ -122,7 +120,6 @@ func Open(dir string, opts Options) (*Store, error) {
 		}, s.diskBytes)
 		unreg, err := s.metrics.register(o.Registerer, disk)
 		if err != nil {
-			s.commits.close()
 			_ = db.Close()
 			return nil, err
 		}
@@ -162,7 +159,6 @@ func (s *Store) Close() error {
 	if s.unregister != nil {
 		s.unregister()
 	}
-	s.commits.close()
 	err := s.closeDB()
 	if ferr := s.Err(); ferr != nil {
 		return errors.Join(ferr, err)
@@ -643,22 +639,24 @@ func (s *Store) AddOwners(ctx context.Context, doc string, owners map[crdt.Repli
 	return s.commit("owners", doc, b)
 }
 
-// commit applies b with a WAL sync: through the committer, in a group
-// with the writes that arrive meanwhile, or, while fsyncs are full, at
-// once (commit.go). Any failure fail-stops the store.
+// commit applies b with a WAL sync. Any failure fail-stops the store.
 func (s *Store) commit(op, doc string, b *pebble.Batch) error {
 	start := time.Now()
-	var err error
-	if s.syncs.direct() {
-		err = applySync(s.db, &s.syncs, b, 1)
-	} else {
-		err = s.commits.commit(b)
-	}
-	if err != nil {
+	if err := s.applySync(b); err != nil {
 		return s.failStop(op, doc, err)
 	}
 	s.metrics.commitSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// applySync calls Pebble's Apply with Sync. NB: when the WAL sync fails,
+// Pebble reports it by calling Logger.Fatalf in this goroutine and, should
+// Fatalf return, then reports success. pebbleLogger.Fatalf therefore panics
+// with a fatalError, which is recovered here and becomes the error.
+func (s *Store) applySync(b *pebble.Batch) (err error) {
+	defer recoverFatal(&err)
+	s.syncs.commit()
+	return s.db.Apply(b, pebble.Sync)
 }
 
 // fatalError is the panic value of pebbleLogger.Fatalf.

@@ -5,27 +5,28 @@ import (
 	"time"
 )
 
-// The WAL's fsyncs are paced: after one, the next may start only after a
-// wait, and writes that arrive meanwhile share it. The wait depends on how
-// many writes the fsync just done carried (syncWait):
+// Pebble asks, after every WAL fsync, how long to wait before the next
+// one may start; writes that arrive meanwhile are written to the WAL at
+// once but share the next fsync. syncPacer answers from how many synced
+// commits arrived since it last answered, which is close to how many the
+// fsync just done carried:
 //
 //   - at least fullSync: concurrent writers already fill each fsync, and
 //     a longer wait would only slow every one of them, so busySyncWait;
-//   - fewer: writes come one by one, each paying a whole fsync (a
+//   - fewer: commits come one by one, each paying a whole fsync (a
 //     cluster peer persisting a stream of small batches from its clients
 //     and the other peers), so the configured wait
 //     (Options.WALMinSyncInterval), which makes fsyncs fewer and fuller.
 //
-// A wait applies only to a write that arrives less than that long after
+// A wait applies only to a commit that arrives less than that long after
 // the previous fsync: at a low rate nothing waits. docs/performance.md
 // ("The WAL's fsync pace") has the measurements.
-//
-// Who waits depends on the same count (commit.go): after a lone fsync the
-// committer holds the next group itself, and Pebble syncs at once; after a
-// full one writes go straight to Pebble, which waits busySyncWait in its
-// WAL (Pebble's WALMinSyncInterval, answered by syncPacer.next).
+type syncPacer struct {
+	commits atomic.Int64 // synced commits since the last answer
+}
+
 const (
-	// fullSync is the number of writes from which an fsync counts as
+	// fullSync is the number of commits from which an fsync counts as
 	// shared by concurrent writers.
 	fullSync = 8
 	// busySyncWait is the wait after a full fsync: enough for the
@@ -33,44 +34,19 @@ const (
 	busySyncWait = 25 * time.Microsecond
 )
 
-// syncWait is the wait before the next fsync after one that carried
-// writes, with wait as the wait after one that carried few.
-func syncWait(writes int, wait time.Duration) time.Duration {
-	if writes >= fullSync {
-		return min(busySyncWait, wait)
-	}
-	return wait
-}
-
-// syncPacer counts the writes each WAL fsync carries and answers Pebble's
-// question after each fsync.
-type syncPacer struct {
-	writes atomic.Int64 // synced writes since the last answer
-	busy   atomic.Bool  // the last fsync carried at least fullSync writes
-}
-
-// commit counts writes committed with one synced Apply.
-func (p *syncPacer) commit(writes int) { p.writes.Add(int64(writes)) }
+// commit counts a commit that asks for an fsync.
+func (p *syncPacer) commit() { p.commits.Add(1) }
 
 // waitFunc returns Pebble's WALMinSyncInterval callback, with wait as the
-// wait after an fsync that carried few writes.
+// wait after an fsync that carried few commits.
 func (p *syncPacer) waitFunc(wait time.Duration) func() time.Duration {
 	return func() time.Duration { return p.next(wait) }
 }
 
-// next is Pebble's wait before the next fsync, and starts counting anew:
-// after a full fsync syncWait's, after a lone one none, since the
-// committer has waited before it applied.
+// next is the wait before the next fsync, and starts counting anew.
 func (p *syncPacer) next(wait time.Duration) time.Duration {
-	n := int(p.writes.Swap(0))
-	full := n >= fullSync
-	p.busy.Store(full)
-	if !full || wait <= 0 {
-		return 0
+	if p.commits.Swap(0) >= fullSync {
+		return min(busySyncWait, wait)
 	}
-	return syncWait(n, wait)
+	return wait
 }
-
-// direct reports whether writes should go straight to Pebble: the last
-// fsync was full.
-func (p *syncPacer) direct() bool { return p.busy.Load() }
