@@ -154,8 +154,14 @@ type DocMeta struct {
 
 const metaVersion = 1
 
-func encodeMeta(m *DocMeta) []byte {
-	b := make([]byte, 0, 1+6*binary.MaxVarintLen64)
+// metaMaxBytes bounds an encoded DocMeta.
+const metaMaxBytes = 1 + 6*binary.MaxVarintLen64
+
+func encodeMeta(m *DocMeta) []byte { return appendMeta(make([]byte, 0, metaMaxBytes), m) }
+
+// appendMeta appends m's encoding to b. A writer passes a stack buffer of
+// metaMaxBytes, sparing an allocation per write.
+func appendMeta(b []byte, m *DocMeta) []byte {
 	b = append(b, metaVersion)
 	b = binary.AppendUvarint(b, uint64(m.Created.UnixMilli()))
 	b = binary.AppendUvarint(b, uint64(m.Updated.UnixMilli()))

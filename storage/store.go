@@ -202,32 +202,36 @@ func (s *Store) failStop(op, doc string, cause error) error {
 	return e
 }
 
-// begin registers an operation; write operations also claim doc. The
-// returned function ends it.
-func (s *Store) begin(doc string, write bool) (end func(), err error) {
+// begin registers an operation; write operations also claim doc. end
+// with the same arguments ends it. (Not a returned closure: that cost an
+// allocation per operation.)
+func (s *Store) begin(doc string, write bool) error {
 	if ferr := s.Err(); ferr != nil {
-		return nil, ferr
+		return ferr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.closed {
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	if write {
 		if _, busy := s.mu.inflight[doc]; busy {
-			return nil, fmt.Errorf("%w: %q", ErrConcurrentUse, doc)
+			return fmt.Errorf("%w: %q", ErrConcurrentUse, doc)
 		}
 		s.mu.inflight[doc] = struct{}{}
 	}
 	s.ops.Add(1)
-	return func() {
-		if write {
-			s.mu.Lock()
-			delete(s.mu.inflight, doc)
-			s.mu.Unlock()
-		}
-		s.ops.Done()
-	}, nil
+	return nil
+}
+
+// end ends an operation that begin(doc, write) started.
+func (s *Store) end(doc string, write bool) {
+	if write {
+		s.mu.Lock()
+		delete(s.mu.inflight, doc)
+		s.mu.Unlock()
+	}
+	s.ops.Done()
 }
 
 func (s *Store) checkDoc(doc string) error {
@@ -254,11 +258,10 @@ func (s *Store) Load(ctx context.Context, doc string) (snapshot []byte, batches 
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	end, err := s.begin(doc, false)
-	if err != nil {
+	if err := s.begin(doc, false); err != nil {
 		return nil, nil, err
 	}
-	defer end()
+	defer s.end(doc, false)
 
 	lo, hi := dataSpan(doc)
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: hi})
@@ -303,11 +306,10 @@ func (s *Store) Meta(ctx context.Context, doc string) (m DocMeta, ok bool, err e
 	if err := ctx.Err(); err != nil {
 		return DocMeta{}, false, err
 	}
-	end, err := s.begin(doc, false)
-	if err != nil {
+	if err := s.begin(doc, false); err != nil {
 		return DocMeta{}, false, err
 	}
-	defer end()
+	defer s.end(doc, false)
 	return s.getMeta(doc)
 }
 
@@ -358,11 +360,10 @@ func (s *Store) List(ctx context.Context, prefix, after string, limit int) ([]Do
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	end, err := s.begin("", false)
-	if err != nil {
+	if err := s.begin("", false); err != nil {
 		return nil, err
 	}
-	defer end()
+	defer s.end("", false)
 
 	lo := appendDocIDPrefix([]byte{tagMeta}, prefix)
 	hi := prefixEnd(lo)
@@ -437,11 +438,10 @@ func (s *Store) append(ctx context.Context, doc string, batch, version []byte) (
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	end, err := s.begin(doc, true)
-	if err != nil {
+	if err := s.begin(doc, true); err != nil {
 		return 0, err
 	}
-	defer end()
+	defer s.end(doc, true)
 
 	m, existed, err := s.writerMeta(doc)
 	if err != nil {
@@ -462,7 +462,8 @@ func (s *Store) append(ctx context.Context, doc string, batch, version []byte) (
 	if err := b.Set(logKey(doc, seq), batch, nil); err != nil {
 		return 0, fmt.Errorf("storage: append %q: %w", doc, err)
 	}
-	if err := b.Set(metaKey(doc), encodeMeta(&m), nil); err != nil {
+	var mb [metaMaxBytes]byte
+	if err := b.Set(metaKey(doc), appendMeta(mb[:0], &m), nil); err != nil {
 		return 0, fmt.Errorf("storage: append %q: %w", doc, err)
 	}
 	if err := setDelta(b, doc, seq, version); err != nil {
@@ -501,11 +502,10 @@ func (s *Store) writeSnapshot(ctx context.Context, doc string, snapshot, version
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	end, err := s.begin(doc, true)
-	if err != nil {
+	if err := s.begin(doc, true); err != nil {
 		return err
 	}
-	defer end()
+	defer s.end(doc, true)
 
 	m, existed, err := s.writerMeta(doc)
 	if err != nil {
@@ -528,7 +528,8 @@ func (s *Store) writeSnapshot(ctx context.Context, doc string, snapshot, version
 	if err := b.Set(snapshotKey(doc), snapshot, nil); err != nil {
 		return fmt.Errorf("storage: snapshot %q: %w", doc, err)
 	}
-	if err := b.Set(metaKey(doc), encodeMeta(&m), nil); err != nil {
+	var mb [metaMaxBytes]byte
+	if err := b.Set(metaKey(doc), appendMeta(mb[:0], &m), nil); err != nil {
 		return fmt.Errorf("storage: snapshot %q: %w", doc, err)
 	}
 	if err := setVersion(b, doc, version); err != nil {
@@ -556,11 +557,10 @@ func (s *Store) Owners(ctx context.Context, doc string) (map[crdt.ReplicaID]stri
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	end, err := s.begin(doc, false)
-	if err != nil {
+	if err := s.begin(doc, false); err != nil {
 		return nil, err
 	}
-	defer end()
+	defer s.end(doc, false)
 	lo := ownerPrefix(doc)
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
@@ -612,11 +612,10 @@ func (s *Store) AddOwners(ctx context.Context, doc string, owners map[crdt.Repli
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	end, err := s.begin(doc, true)
-	if err != nil {
+	if err := s.begin(doc, true); err != nil {
 		return err
 	}
-	defer end()
+	defer s.end(doc, true)
 	b := s.db.NewBatch()
 	defer func() { _ = b.Close() }()
 	for r, p := range owners {

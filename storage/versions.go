@@ -62,7 +62,15 @@ func deltaSpan(doc string) (start, end []byte) {
 }
 
 // encodeVersion is the value layout above; nil for a nil vector.
-func encodeVersion(v crdt.VersionVector) []byte {
+func encodeVersion(v crdt.VersionVector) []byte { return appendVersion(nil, v) }
+
+// smallVersionBytes fits the encoding of a vector of up to two replicas
+// (a batch's record usually names one), so AppendVersion can encode into
+// a stack buffer rather than allocate per write.
+const smallVersionBytes = binary.MaxVarintLen64 + 2*(16+binary.MaxVarintLen64)
+
+// appendVersion appends v's encoding to b (nil for a nil vector).
+func appendVersion(b []byte, v crdt.VersionVector) []byte {
 	if v == nil {
 		return nil
 	}
@@ -73,7 +81,7 @@ func encodeVersion(v crdt.VersionVector) []byte {
 		}
 	}
 	slices.SortFunc(keys, crdt.ReplicaID.Compare)
-	b := make([]byte, 0, binary.MaxVarintLen64+len(keys)*(16+binary.MaxVarintLen64))
+	b = slices.Grow(b[:0], binary.MaxVarintLen64+len(keys)*(16+binary.MaxVarintLen64))
 	b = binary.AppendUvarint(b, uint64(len(keys)))
 	for _, r := range keys {
 		b = append(b, r[:]...)
@@ -139,7 +147,8 @@ func setDelta(b *pebble.Batch, doc string, seq uint64, version []byte) error {
 // (the replicas it raises); the whole vector after it is correct too, and
 // costs bytes per writer. Same contract as Append.
 func (s *Store) AppendVersion(ctx context.Context, doc string, batch []byte, version crdt.VersionVector) (int64, error) {
-	return s.append(ctx, doc, batch, encodeVersion(version))
+	var vb [smallVersionBytes]byte
+	return s.append(ctx, doc, batch, appendVersion(vb[:0], version))
 }
 
 // WriteSnapshotVersion is WriteSnapshot that also records version, the
@@ -153,11 +162,10 @@ func (s *Store) WriteSnapshotVersion(ctx context.Context, doc string, snapshot [
 // version records, never a document's data. fn owns the vector; an error
 // from fn stops the scan and is returned.
 func (s *Store) Versions(ctx context.Context, fn func(doc string, v crdt.VersionVector) error) error {
-	end, err := s.begin("", false)
-	if err != nil {
+	if err := s.begin("", false); err != nil {
 		return err
 	}
-	defer end()
+	defer s.end("", false)
 	// One view for both scans, so that a snapshot written meanwhile (it
 	// moves 'w' records into 'v') is seen on both sides or on neither.
 	snap := s.db.NewSnapshot()
