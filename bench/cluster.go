@@ -29,6 +29,10 @@ import (
 type ClusterOptions struct {
 	// Binary is the weft executable the peers run. Default: os.Executable().
 	Binary string
+	// WatchBinary is the weft executable that times the heal of
+	// --partition and --offline-peer in a process of its own (`weft bench
+	// cluster-heal-watch`, see cluster_heal.go). Default: os.Executable().
+	WatchBinary string
 	// Peers is the number of `weft serve` processes. Default: 3. One is
 	// a plain server, not clustered: the same run's single-server
 	// baseline (every delivery is then same-peer).
@@ -393,28 +397,43 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 			return res, err
 		}
 	}
+	// The heal is timed by a process of its own (see cluster_heal.go).
+	var watcher *healWatcher
+	if o.Partition > 0 || o.OfflinePeer > 0 {
+		wbin := o.WatchBinary
+		if wbin == "" {
+			if wbin, err = os.Executable(); err != nil {
+				return res, fmt.Errorf("bench: locate weft binary: %w", err)
+			}
+		}
+		cfg := healWatchConfig{Settle: o.Settle}
+		for _, p := range peers {
+			cfg.Peers = append(cfg.Peers, p.http)
+		}
+		for d := range o.Docs {
+			cfg.Docs = append(cfg.Docs, docID(d))
+		}
+		if watcher, err = startHealWatcher(wbin, cfg); err != nil {
+			return res, err
+		}
+		defer watcher.stop()
+	}
 	start := time.Now()
 	runCtx, stop := context.WithTimeout(ctx, o.Duration)
 	defer stop()
 	var wg sync.WaitGroup
-	var faultErr error
-	healed := make(chan float64, 1) // heal_ms, measured beside the editors
+	var faultErr, healErr error
+	healSent := false
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		faultErr = clusterFaults(runCtx, o, peers, &res, log, func(at time.Time) {
-			// What any peer held at the heal; then, when does every peer
-			// hold it?
-			target, _ := clusterUnion(ctx, peers, o.Docs, docID)
-			go func() {
-				hctx, cancel := context.WithTimeout(ctx, o.Settle)
-				defer cancel()
-				for hctx.Err() == nil && !clusterCovers(hctx, peers, target, docID, o.Docs) {
-					time.Sleep(10 * time.Millisecond) // polling the peers
-				}
-				healed <- float64(time.Since(at).Microseconds()) / 1000
-			}()
+			healSent = true
+			healErr = watcher.healed(at)
 		})
+		if faultErr == nil && healErr != nil {
+			faultErr = fmt.Errorf("bench: telling the heal watcher: %w", healErr)
+		}
 	}()
 	sampleStop := make(chan struct{})
 	sampled := make(chan struct{})
@@ -513,9 +532,13 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 		}
 		time.Sleep(50 * time.Millisecond) // polling the peers
 	}
-	if o.Partition > 0 || o.OfflinePeer > 0 {
+	if healSent {
 		select {
-		case res.HealMs = <-healed:
+		case <-watcher.done:
+			if watcher.res.Error != "" {
+				return res, fmt.Errorf("bench: heal watcher: %s", watcher.res.Error)
+			}
+			res.HealMs = watcher.res.HealMs
 		case <-sctx.Done():
 		}
 	}

@@ -23,7 +23,7 @@ func TestClusterKillAndPartition(t *testing.T) {
 		"partition": {Partition: time.Second, Duration: 3 * time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
-			o.Binary, o.Peers, o.Clients, o.Docs, o.Rate, o.Settle = bin, 3, 6, 2, 5, 45*time.Second
+			o.Binary, o.WatchBinary, o.Peers, o.Clients, o.Docs, o.Rate, o.Settle = bin, bin, 3, 6, 2, 5, 45*time.Second
 			r, err := RunCluster(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)

@@ -11,7 +11,26 @@ import (
 	"github.com/weftsync/weft/bench"
 )
 
-func init() { benchmarks["cluster"] = benchCluster }
+func init() {
+	benchmarks["cluster"] = benchCluster
+	internalBenchmarks["cluster-heal-watch"] = benchClusterHealWatch
+}
+
+// benchClusterHealWatch times the heal of a `weft bench cluster
+// --partition` or `--offline-peer` run in a process of its own, speaking
+// the benchmark's protocol over stdin and stdout (see
+// bench.ClusterHealWatch). Not for people: the benchmark starts it.
+func benchClusterHealWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "weft bench cluster-heal-watch: takes no arguments (it is started by weft bench cluster)\n")
+		return 2
+	}
+	if err := bench.ClusterHealWatch(ctx, os.Stdin, stdout); err != nil {
+		fmt.Fprintf(stderr, "weft bench cluster-heal-watch: %v\n", err)
+		return 1
+	}
+	return 0
+}
 
 func benchCluster(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("weft bench cluster", stderr)
