@@ -188,9 +188,11 @@ func backToFront(n int) []crdt.Change {
 	return cs
 }
 
-// deliveryMix is the edit mix of `weft bench converge` on one document of
-// 20 writers (editmix.Deliveries). The first warm changes are the state a replica holds
-// before the timed deliveries; the rest are delivered one at a time.
+// deliveryMix is a document's changes in the order a replica receives
+// them: newDeliveryMix's are the edit mix of `weft bench converge` on one
+// document of 20 writers (editmix.Deliveries), newGapMix's concurrent
+// inserts at one place. The first warm changes are the state a replica
+// holds before the timed deliveries; the rest are delivered one at a time.
 type deliveryMix struct {
 	warm, timed []crdt.Change
 	wall        *hlc.ManualWall // at the last change's time
@@ -358,14 +360,7 @@ func receiveOne(d *crdt.Doc, peer *syncproto.Peer, known crdt.VersionVector, fra
 	return nil
 }
 
-// gapMix is a document 15 writers type into where several of them often
-// type at one place at once (gapMixOf).
-type gapMix struct {
-	warm, timed []crdt.Change
-	wall        *hlc.ManualWall // at the last change's time
-}
-
-var gapMixes = map[[2]int]*gapMix{}
+var gapMixes = map[[2]int]*deliveryMix{}
 
 // newGapMix returns warm+timed one-keystroke changes of 15 writers typing
 // into one document: in each round 2-4 writers, up to date with every
@@ -374,7 +369,7 @@ var gapMixes = map[[2]int]*gapMix{}
 // round in ten deletes instead. A replica receiving them finds, for
 // most inserts of a round, characters between the insert's origins that
 // its sender did not know (the gap the origin check walks, Doc.knowsAny).
-func newGapMix(tb testing.TB, warm, timed int) *gapMix {
+func newGapMix(tb testing.TB, warm, timed int) *deliveryMix {
 	if m := gapMixes[[2]int{warm, timed}]; m != nil {
 		return m
 	}
@@ -445,7 +440,7 @@ func newGapMix(tb testing.TB, warm, timed int) *gapMix {
 		}
 	}
 	all = all[:warm+timed]
-	m := &gapMix{warm: all[:warm], timed: all[warm:], wall: wall}
+	m := &deliveryMix{warm: all[:warm], timed: all[warm:], wall: wall}
 	gapMixes[[2]int{warm, timed}] = m
 	return m
 }
@@ -463,11 +458,7 @@ func BenchmarkApplyConcurrentInserts(b *testing.B) {
 	for b.Loop() {
 		if i == len(m.timed) {
 			b.StopTimer()
-			d = crdt.NewDoc(rid(99), hlc.NewClock(m.wall.Read, 500*time.Millisecond), crdt.Options{})
-			if err := d.Apply(m.warm...); err != nil {
-				b.Fatal(err)
-			}
-			i = 0
+			d, i = m.replica(b), 0
 			b.StartTimer()
 		}
 		if err := applyOne(d, m.timed[i:i+1]); err != nil {
