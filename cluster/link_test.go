@@ -22,29 +22,7 @@ import (
 // reads nothing (the socket fills, so direct writes leave rests to the
 // writer and later frames queue behind them) and then reads slowly.
 func TestPeerConnKeepsFrames(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, ok := <-accepted
-	if !ok {
-		t.Fatal("accept failed")
-	}
-	defer other.Close()
+	c, other := tcpPair(t)
 	// A small send buffer, so that the socket fills whatever the
 	// system's defaults. (Not a small receive buffer: on loopback, whose
 	// segments are 64 KiB, a receiver that cannot open a window of one
