@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -116,13 +114,7 @@ type healWatcher struct {
 // startHealWatcher starts `binary bench cluster-heal-watch` and sends it
 // cfg.
 func startHealWatcher(binary string, cfg healWatchConfig) (*healWatcher, error) {
-	cmd := exec.Command(binary, "bench", "cluster-heal-watch")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WEFT_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd := childCommand(binary, nil, "bench", "cluster-heal-watch")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

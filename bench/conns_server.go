@@ -43,19 +43,7 @@ func StartServer(ctx context.Context, binary, dataDir string, args ...string) (*
 // (e.g. WEFT_SECRET, which then stays off the command line).
 func StartServerEnv(ctx context.Context, binary, dataDir string, env []string, args ...string) (*ServerProcess, error) {
 	full := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dataDir}, args...)
-	cmd := exec.Command(binary, full...)
-	// Flags come from the command line and env only: a WEFT_* variable in
-	// the caller's environment must not change what is measured.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WEFT_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, env...)
-	// A benchmark killed or timed out must not leave a server behind,
-	// still pinned to a CPU the next run measures. NB: see
-	// startConvergeChild on Pdeathsig and threads.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd := childCommand(binary, env, full...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -197,12 +185,7 @@ func (t *tailBuffer) String() string {
 // (e.g. "bench/*:write") under secret.
 func MintToken(ctx context.Context, binary, secret, user, grants string) (string, error) {
 	cmd := exec.CommandContext(ctx, binary, "token", "--user", user, "--docs", grants, "--ttl", "24h")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WEFT_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "WEFT_SECRET="+secret)
+	cmd.Env = childEnv("WEFT_SECRET=" + secret)
 	out, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError

@@ -8,11 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/weftsync/weft/crdt"
@@ -174,21 +171,11 @@ type convergeChild struct {
 // startConvergeChild starts `binary bench converge-worker` and sends it cfg.
 // gogc > 0 becomes the child's GOGC.
 func startConvergeChild(binary string, cfg convergeWorkerConfig, gogc int) (*convergeChild, error) {
-	cmd := exec.Command(binary, "bench", "converge-worker")
-	// As for the server: a WEFT_* variable of the caller's environment
-	// must not change what is measured.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WEFT_") && !(gogc > 0 && strings.HasPrefix(kv, "GOGC=")) {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	var env []string
 	if gogc > 0 {
-		cmd.Env = append(cmd.Env, "GOGC="+strconv.Itoa(gogc))
+		env = []string{"GOGC=" + strconv.Itoa(gogc)}
 	}
-	// NB: the kernel sends Pdeathsig when the thread that forked the child
-	// exits, not the process; the Go runtime ends a thread only when a
-	// goroutine locked to it returns, which nothing here does.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd := childCommand(binary, env, "bench", "converge-worker")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+)
+
+// childEnv is the environment of a process a benchmark starts: the
+// caller's, without its WEFT_* variables (flags come from the command
+// line and from extra only: the caller's environment must not change what
+// is measured), and with each KEY=VALUE of extra replacing any KEY the
+// caller has.
+func childEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "WEFT_") || overridden(kv, extra) {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+// overridden reports whether extra sets kv's variable.
+func overridden(kv string, extra []string) bool {
+	k, _, _ := strings.Cut(kv, "=")
+	for _, e := range extra {
+		if ek, _, _ := strings.Cut(e, "="); ek == k {
+			return true
+		}
+	}
+	return false
+}
+
+// childCommand is binary with args as a child of the benchmark: with
+// childEnv(extra...), and killed when the benchmark dies, so that no
+// server or worker is left behind, still pinned to a CPU the next run
+// measures. NB: the kernel sends Pdeathsig when the thread that forked
+// the child exits, not the process; the Go runtime ends a thread only
+// when a goroutine locked to it returns, which nothing here does.
+func childCommand(binary string, extra []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = childEnv(extra...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
