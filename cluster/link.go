@@ -482,6 +482,15 @@ func (pc *peerConn) sendMsg(m syncproto.Message) bool {
 	return pc.send(b)
 }
 
+// sendMsgLater is sendMsg through sendLater.
+func (pc *peerConn) sendMsgLater(m syncproto.Message) bool {
+	b, err := syncproto.Encode(m)
+	if err != nil {
+		return false
+	}
+	return pc.sendLater(b)
+}
+
 func (pc *peerConn) close() {
 	pc.once.Do(func() {
 		close(pc.done)
@@ -895,9 +904,7 @@ func (n *Node) acceptor(ctx context.Context, pc *peerConn, peer string) error {
 		case *syncproto.Update:
 			doc, batch := m.Doc, m.Batch
 			ack := func(st syncproto.Status, msg string) {
-				if b, err := syncproto.Encode(&syncproto.Ack{Doc: doc, Batch: batch, Status: st, Message: trim(msg)}); err == nil {
-					pc.sendLater(b)
-				}
+				pc.sendMsgLater(&syncproto.Ack{Doc: doc, Batch: batch, Status: st, Message: trim(msg)})
 			}
 			if unowned[doc] {
 				ack(syncproto.StatusOverloaded, "this node could not take the replica owners sent for this document on this connection")
