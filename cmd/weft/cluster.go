@@ -36,6 +36,7 @@ type clusterFlags struct {
 	gossip, join, key, advertise, peer *string
 	ackPeers                           *int
 	ackTimeout, antiEntropy, reconnect *time.Duration
+	ackDelay                           *time.Duration
 	faultControl                       *bool
 }
 
@@ -49,6 +50,7 @@ func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
 		peer:         fs.String("peer-listen", "", "peer link bind address (default: the gossip host, gossip port + 1)"),
 		ackPeers:     fs.Int("ack-peers", 0, "acknowledge a client's change only once this many other peers hold it durably"),
 		ackTimeout:   fs.Duration("ack-peers-timeout", d.AckTimeout, "how long an acknowledgement waits for --ack-peers peers before answering peer_timeout"),
+		ackDelay:     fs.Duration("peer-ack-delay", d.AckDelay, "how long an ack owed to a busy peer may wait to share one write with the next (0: write every ack at once; at most 100ms)"),
 		antiEntropy:  fs.Duration("anti-entropy-interval", d.AntiEntropyInterval, "period of anti-entropy rounds with each peer"),
 		reconnect:    fs.Duration("reconnect-interval", d.ReconnectInterval, "how often a failed member (or, when alone, the --join seeds) is re-joined"),
 		faultControl: fs.Bool("cluster-fault-control", false, "serve POST /debug/cluster/isolate?on=true|false to cut this node off (benchmarks and tests only)"),
@@ -62,7 +64,7 @@ func (cf *clusterFlags) options() (cluster.Options, bool, error) {
 	if *cf.gossip == "" {
 		var errs []error
 		for name, set := range map[string]bool{"--join": *cf.join != "", "--cluster-key": *cf.key != "", "--advertise": *cf.advertise != "",
-			"--peer-listen": *cf.peer != "", "--ack-peers": *cf.ackPeers != 0} {
+			"--peer-listen": *cf.peer != "", "--ack-peers": *cf.ackPeers != 0, "--peer-ack-delay": *cf.ackDelay != cluster.DefaultOptions().AckDelay} {
 			if set {
 				errs = append(errs, fmt.Errorf("%s needs --gossip (clustering is off without it)", name))
 			}
@@ -90,6 +92,14 @@ func (cf *clusterFlags) options() (cluster.Options, bool, error) {
 	if *cf.ackPeers < 0 {
 		errs = append(errs, fmt.Errorf("--ack-peers must be ≥ 0, got %d", *cf.ackPeers))
 	}
+	switch d := *cf.ackDelay; {
+	case d < 0 || d > maxPeerAckDelay:
+		errs = append(errs, fmt.Errorf("--peer-ack-delay must be between 0 and %v, got %v", maxPeerAckDelay, d))
+	case d == 0:
+		o.AckDelay = -1 // cluster.Options: negative is none, 0 the default
+	default:
+		o.AckDelay = d
+	}
 	for name, d := range map[string]time.Duration{"--ack-peers-timeout": o.AckTimeout, "--anti-entropy-interval": o.AntiEntropyInterval, "--reconnect-interval": o.ReconnectInterval} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be > 0, got %v", name, d))
@@ -97,6 +107,10 @@ func (cf *clusterFlags) options() (cluster.Options, bool, error) {
 	}
 	return o, true, errors.Join(errs...)
 }
+
+// maxPeerAckDelay bounds --peer-ack-delay: a held ack delays a pusher's
+// --ack-peers confirmations and its lag metrics by as much.
+const maxPeerAckDelay = 100 * time.Millisecond
 
 // start joins the cluster (when --gossip is set) and attaches it to srv.
 // It returns nil when clustering is off.

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"io"
 	"math/big"
 	"net"
@@ -368,6 +369,8 @@ func TestServeClusterFlags(t *testing.T) {
 		"short key":           {[]string{"--gossip", "127.0.0.1:0", "--cluster-key", base64.StdEncoding.EncodeToString([]byte("short"))}, "32 bytes, got 5"},
 		"key not base64":      {[]string{"--gossip", "127.0.0.1:0", "--cluster-key", "!!"}, "not base64"},
 		"join without gossip": {[]string{"--join", "127.0.0.1:7946"}, "--join needs --gossip"},
+		"ack delay too long":  {[]string{"--gossip", "127.0.0.1:0", "--cluster-key", key, "--peer-ack-delay", "1s"}, "--peer-ack-delay must be between 0 and 100ms, got 1s"},
+		"ack delay alone":     {[]string{"--peer-ack-delay", "5ms"}, "--peer-ack-delay needs --gossip"},
 		"negative ack-peers":  {[]string{"--gossip", "127.0.0.1:0", "--cluster-key", key, "--ack-peers", "-1"}, "--ack-peers must be ≥ 0"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -479,5 +482,30 @@ func TestHealthCommand(t *testing.T) {
 	errb.Reset()
 	if c := runHealth(context.Background(), []string{"--listen", addr}, &out, &errb); c != 1 || errb.Len() == 0 {
 		t.Fatalf("health of a stopped server: exit %d, %q", c, errb.String())
+	}
+}
+
+// TestPeerAckDelayFlag: --peer-ack-delay reaches cluster.Options, 0
+// meaning every ack at once (a negative AckDelay there) rather than the
+// default.
+func TestPeerAckDelayFlag(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	for flagValue, want := range map[string]time.Duration{"": 2 * time.Millisecond, "0": -1, "5ms": 5 * time.Millisecond} {
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		cf := addClusterFlags(fs)
+		args := []string{"--gossip", "127.0.0.1:0", "--cluster-key", key}
+		if flagValue != "" {
+			args = append(args, "--peer-ack-delay", flagValue)
+		}
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		o, on, err := cf.options()
+		if err != nil || !on {
+			t.Fatalf("--peer-ack-delay %q: on %v, %v", flagValue, on, err)
+		}
+		if o.AckDelay != want {
+			t.Errorf("--peer-ack-delay %q: AckDelay %v, want %v", flagValue, o.AckDelay, want)
+		}
 	}
 }
