@@ -14,19 +14,23 @@ import (
 // ends at its endContent, both in the replay and when the whole history is
 // merged into one fresh document.
 func TestConcurrentTraceReplay(t *testing.T) {
-	tr, err := traces.Load("concurrent/friendsforever.json.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := RunConcurrentTrace(tr, TraceOptions{Runs: 1})
-	if !r.OK || r.Error != "" {
-		t.Fatalf("replay failed: %+v", r)
-	}
-	if r.Merges == 0 {
-		t.Fatalf("the replay merged nothing: %+v", r)
-	}
-	if r.Agents != 2 || r.Txns != len(tr.Txns) || r.HistoryBytes == 0 || r.EncodedBytes == 0 {
-		t.Fatalf("unexpected result %+v", r)
+	for name, agents := range map[string]int{"concurrent/friendsforever.json.gz": 2, "concurrent/clownschool.json.gz": 3} {
+		t.Run(name, func(t *testing.T) {
+			tr, err := traces.Load(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := RunConcurrentTrace(tr, TraceOptions{Runs: 1})
+			if !r.OK || r.Error != "" {
+				t.Fatalf("replay failed: %+v", r)
+			}
+			if r.Merges == 0 {
+				t.Fatalf("the replay merged nothing: %+v", r)
+			}
+			if r.Agents != agents || r.Txns != len(tr.Txns) || r.HistoryBytes == 0 || r.EncodedBytes == 0 {
+				t.Fatalf("unexpected result %+v", r)
+			}
+		})
 	}
 }
 

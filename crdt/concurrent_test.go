@@ -17,13 +17,17 @@ import (
 // agent edits its own replica, which first catches up to exactly the
 // versions its transaction's parents name.
 func TestConcurrentTrace(t *testing.T) {
-	tr, err := traces.Load("concurrent/friendsforever.json.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := replayConcurrent(t, tr)
-	if got := d.Text("body"); got != tr.EndContent {
-		t.Fatalf("got %d runes, want %d", len([]rune(got)), len([]rune(tr.EndContent)))
+	for _, name := range []string{"concurrent/friendsforever.json.gz", "concurrent/clownschool.json.gz"} {
+		t.Run(name, func(t *testing.T) {
+			tr, err := traces.Load(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := replayConcurrent(t, tr)
+			if got := d.Text("body"); got != tr.EndContent {
+				t.Fatalf("got %d runes, want %d", len([]rune(got)), len([]rune(tr.EndContent)))
+			}
+		})
 	}
 }
 

@@ -83,7 +83,7 @@ var data embed.FS
 var ErrUnknown = errors.New("traces: no such trace")
 
 // Names lists the embedded traces, e.g. "automerge-paper.json.gz" and
-// "concurrent/friendsforever.json.gz", in lexical order.
+// "concurrent/clownschool.json.gz", in lexical order.
 func Names() []string {
 	var names []string
 	// WalkDir over an embed.FS fails only on a broken embed, which the

@@ -16,7 +16,7 @@ import (
 func TestEmbeddedTracesLoad(t *testing.T) {
 	t.Chdir(t.TempDir())
 	names := Names()
-	for _, want := range append(slices.Clone(Sequential), "concurrent/friendsforever.json.gz") {
+	for _, want := range append(slices.Clone(Sequential), "concurrent/clownschool.json.gz", "concurrent/friendsforever.json.gz") {
 		if !slices.Contains(names, want) {
 			t.Errorf("Names() = %v lacks %q", names, want)
 		}
