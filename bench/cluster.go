@@ -29,8 +29,9 @@ import (
 type ClusterOptions struct {
 	// Binary is the weft executable the peers run. Default: os.Executable().
 	Binary string
-	// WatchBinary is the weft executable that times the heal of
-	// --partition and --offline-peer in a process of its own (`weft bench
+	// WatchBinary is the weft executable that, in fault runs, samples the
+	// divergence timeline and times the heal of --partition and
+	// --offline-peer in a process of its own (`weft bench
 	// cluster-heal-watch`, see cluster_heal.go). Default: os.Executable().
 	WatchBinary string
 	// Peers is the number of `weft serve` processes. Default: 3. One is
@@ -107,7 +108,9 @@ type ClusterResult struct {
 	HealMs float64 `json:"heal_ms,omitempty"`
 	Kills  int     `json:"kills,omitempty"`
 	// Divergence samples the documents whose versions differ between
-	// peers, every 200ms, in fault runs (--partition, --kill, --offline-peer).
+	// peers, every 200ms from the start of editing and once more after
+	// the settle, in fault runs (--partition, --kill, --offline-peer);
+	// the watcher process samples it (cluster_heal.go), not this one.
 	Divergence []ClusterPoint `json:"divergence,omitempty"`
 	Faults     []string       `json:"faults,omitempty"`
 	// CPU over the editing window, in cores (CPU seconds per second):
@@ -389,7 +392,7 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 	cancel()
 	log.Info("clients synced", "clients", o.Clients)
 
-	// Faults and the divergence timeline run beside the editors.
+	// Faults run beside the editors.
 	measureCPU := o.Kill == 0 && o.OfflinePeer == 0
 	var cpu0 []CPUTimes
 	if measureCPU {
@@ -397,65 +400,50 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 			return res, err
 		}
 	}
-	// The heal is timed by a process of its own (see cluster_heal.go).
+	// The heal is timed, and the divergence timeline sampled, by a
+	// process of its own (see cluster_heal.go). Only fault runs have one:
+	// sampling reads every document from every peer five times a second,
+	// as JSON, about 4% of a peer's CPU, which a latency run should not pay
+	// on a saturated machine.
 	var watcher *healWatcher
-	if o.Partition > 0 || o.OfflinePeer > 0 {
+	var watchCfg healWatchConfig
+	if o.Partition > 0 || o.OfflinePeer > 0 || o.Kill > 0 {
 		wbin := o.WatchBinary
 		if wbin == "" {
 			if wbin, err = os.Executable(); err != nil {
 				return res, fmt.Errorf("bench: locate weft binary: %w", err)
 			}
 		}
-		cfg := healWatchConfig{Settle: o.Settle}
+		watchCfg.Settle = o.Settle
 		for _, p := range peers {
-			cfg.Peers = append(cfg.Peers, p.http)
+			watchCfg.Peers = append(watchCfg.Peers, p.http)
 		}
 		for d := range o.Docs {
-			cfg.Docs = append(cfg.Docs, docID(d))
+			watchCfg.Docs = append(watchCfg.Docs, docID(d))
 		}
-		if watcher, err = startHealWatcher(wbin, cfg); err != nil {
+		if watcher, err = startHealWatcher(wbin); err != nil {
 			return res, err
 		}
 		defer watcher.stop()
 	}
 	start := time.Now()
+	if watcher != nil {
+		if err := watcher.configure(watchCfg, start); err != nil {
+			return res, err
+		}
+	}
 	runCtx, stop := context.WithTimeout(ctx, o.Duration)
 	defer stop()
 	var wg sync.WaitGroup
 	var faultErr, healErr error
-	healSent := false
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		faultErr = clusterFaults(runCtx, o, peers, &res, log, func(at time.Time) {
-			healSent = true
 			healErr = watcher.healed(at)
 		})
 		if faultErr == nil && healErr != nil {
 			faultErr = fmt.Errorf("bench: telling the heal watcher: %w", healErr)
-		}
-	}()
-	sampleStop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		if o.Partition == 0 && o.Kill == 0 && o.OfflinePeer == 0 {
-			// Only fault runs draw the timeline. Sampling reads every
-			// document from every peer five times a second, as JSON:
-			// about 4% of a peer's CPU, which a latency run should not
-			// pay on a saturated machine.
-			return
-		}
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-sampleStop:
-				return
-			case <-t.C:
-			}
-			n := clusterDiffering(ctx, peers, o.Docs, docID)
-			res.Divergence = append(res.Divergence, ClusterPoint{TMs: float64(time.Since(start).Milliseconds()), Differing: n})
 		}
 	}()
 	interval := time.Duration(float64(time.Second) / o.Rate)
@@ -497,8 +485,6 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 		res.Edits += c
 	}
 	if faultErr != nil {
-		close(sampleStop)
-		<-sampled
 		return res, faultErr
 	}
 	log.Info("editing done", "edits", res.Edits)
@@ -532,18 +518,16 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (ClusterResult, error)
 		}
 		time.Sleep(50 * time.Millisecond) // polling the peers
 	}
-	if healSent {
-		select {
-		case <-watcher.done:
-			if watcher.res.Error != "" {
-				return res, fmt.Errorf("bench: heal watcher: %s", watcher.res.Error)
-			}
-			res.HealMs = watcher.res.HealMs
-		case <-sctx.Done():
+	if watcher != nil {
+		// The watcher's timing of the heal is bounded by Settle from the
+		// heal, which came before editing ended; the margin is for its
+		// last sample and its answer.
+		w, err := watcher.finish(o.Settle + 10*time.Second)
+		if err != nil {
+			return res, err
 		}
+		res.Divergence, res.HealMs = w.Divergence, w.HealMs
 	}
-	close(sampleStop)
-	<-sampled
 
 	// Every acknowledged edit on every peer, exactly once.
 	texts := make([]map[string]string, len(peers))

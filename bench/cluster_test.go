@@ -34,11 +34,35 @@ func TestClusterKillAndPartition(t *testing.T) {
 			if o.Kill > 0 && r.Kills != 1 || o.Partition > 0 && r.HealMs <= 0 {
 				t.Fatalf("faults not applied: %+v", r)
 			}
+			checkDivergence(t, r.Divergence, o)
 			svg := string(ClusterSVG(r))
 			if !strings.HasPrefix(svg, "<svg") || !strings.Contains(svg, "cross peer") || !strings.Contains(svg, "differing") {
 				t.Fatalf("plot: %.300s", svg)
 			}
 		})
+	}
+}
+
+// checkDivergence: the timeline of a converged fault run is in time
+// order, spans the editing (its last sample comes after the settle) and
+// ends with no document differing; a partition shows in it.
+func checkDivergence(t *testing.T, d []ClusterPoint, o ClusterOptions) {
+	t.Helper()
+	if len(d) < 2 {
+		t.Fatalf("divergence timeline %+v, want samples", d)
+	}
+	most := 0
+	for i, p := range d {
+		if p.TMs <= 0 || i > 0 && p.TMs <= d[i-1].TMs {
+			t.Fatalf("divergence timeline out of time order at %d: %+v", i, d)
+		}
+		most = max(most, p.Differing)
+	}
+	if last := d[len(d)-1]; last.TMs < float64(o.Duration.Milliseconds()) || last.Differing != 0 {
+		t.Fatalf("divergence timeline ends with %+v, want 0 differing after the %v of editing: %+v", last, o.Duration, d)
+	}
+	if o.Partition > 0 && most == 0 {
+		t.Fatalf("divergence timeline of a partition shows nothing differing: %+v", d)
 	}
 }
 

@@ -16,10 +16,11 @@ func init() {
 	internalBenchmarks["cluster-heal-watch"] = benchClusterHealWatch
 }
 
-// benchClusterHealWatch times the heal of a `weft bench cluster
-// --partition` or `--offline-peer` run in a process of its own, speaking
-// the benchmark's protocol over stdin and stdout (see
-// bench.ClusterHealWatch). Not for people: the benchmark starts it.
+// benchClusterHealWatch samples the divergence timeline of a `weft bench
+// cluster` fault run, and times the heal of `--partition` or
+// `--offline-peer`, in a process of its own, speaking the benchmark's
+// protocol over stdin and stdout (see bench.ClusterHealWatch). Not for
+// people: the benchmark starts it.
 func benchClusterHealWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		fmt.Fprintf(stderr, "weft bench cluster-heal-watch: takes no arguments (it is started by weft bench cluster)\n")
