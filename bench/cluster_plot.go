@@ -6,6 +6,7 @@ import (
 	"html"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -43,8 +44,9 @@ func ClusterSVG(res ClusterResult) []byte {
 	fmt.Fprintf(&b, `<text x="%d" y="20" font-size="14">edit → applied on another subscriber: %d peers, %d clients, %d edits (loadavg %s)</text>`+"\n",
 		ml, res.Peers, res.Clients, res.Edits, html.EscapeString(strings.Join(strings.Fields(res.LoadAvg)[:min(3, len(strings.Fields(res.LoadAvg)))], " ")))
 	axes(&b, ml, mt, pw, ph)
-	for e := math.Log10(lo); e <= math.Log10(hi)+1e-9; e++ {
-		v := math.Pow(10, e)
+	// Whole exponents, so that a tick is 0.1 and not 0.1000000000000001.
+	for e := int(math.Round(math.Log10(lo))); e <= int(math.Round(math.Log10(hi))); e++ {
+		v := math.Pow10(e)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%.1f" stroke="#ddd"/><text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n",
 			x(v), mt, x(v), mt+ph, x(v), mt+ph+15, fmtMs(v))
 	}
@@ -111,7 +113,7 @@ func axes(b *bytes.Buffer, ml, mt int, pw, ph float64) {
 
 func fmtMs(v float64) string {
 	if v >= 1000 {
-		return fmt.Sprintf("%gs", v/1000)
+		return strconv.FormatFloat(v/1000, 'g', -1, 64) + "s"
 	}
-	return fmt.Sprintf("%g", v)
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }

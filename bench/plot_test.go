@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/xml"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -47,5 +48,30 @@ func TestWriteLatencyCDF(t *testing.T) {
 	}
 	if err := WriteLatencyCDF(&out, "x", nil); err == nil {
 		t.Error("an empty plot was written")
+	}
+}
+
+// The CDF's ticks are round numbers whatever the range: 0.01 ms, not
+// 0.010000000000000002.
+func TestClusterSVGTicks(t *testing.T) {
+	for _, c := range []struct {
+		fastest time.Duration
+		ticks   []string
+	}{
+		{30 * time.Microsecond, []string{">0.01<", ">0.1<", ">1<", ">10<", ">100<", ">1s<", ">10s<"}},
+		{500 * time.Microsecond, []string{">0.1<", ">1<", ">10<", ">100<", ">1s<", ">10s<"}},
+	} {
+		res := ClusterResult{Peers: 3, Clients: 2, LoadAvg: "1 1 1",
+			SameLat:  []time.Duration{c.fastest, 2 * time.Millisecond},
+			CrossLat: []time.Duration{5 * time.Millisecond, 3 * time.Second}}
+		svg := string(ClusterSVG(res))
+		for _, want := range c.ticks {
+			if !strings.Contains(svg, want) {
+				t.Errorf("fastest %v: no tick %s", c.fastest, want)
+			}
+		}
+		if long := regexp.MustCompile(`>[0-9]*\.[0-9]{4,}s?<`).FindString(svg); long != "" {
+			t.Errorf("fastest %v: tick label %s", c.fastest, long)
+		}
 	}
 }
