@@ -371,7 +371,7 @@ func (d *Doc) applySpan(r uint32, s *span, seq, end uint32) uint32 {
 	f := d.fields[s.field]
 	switch s.kind {
 	case OpCounterAdd:
-		f.counter.add(s.delta, n)
+		f.counter.add(s.delta(), n)
 	case OpRegisterSet:
 		d.writeRegister(f, regState{set: true, t: d.timeAt(r, seq), r: r, seq: seq, off: s.off, nb: s.nb})
 	case OpTextInsert:

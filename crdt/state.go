@@ -32,7 +32,8 @@ type LogState struct {
 // StateSpan is a run of N ops of one kind on one field. For inserts A is
 // the left origin of the first character and B the right origin of all; for
 // deletes A is the first target; Bytes is the length of its content
-// (inserted text, register value) in State.Content.
+// (inserted text, register value) in State.Content. A counter span has
+// only its Delta: no content and no references.
 type StateSpan struct {
 	N     uint32
 	Field uint32
@@ -76,8 +77,13 @@ func (d *Doc) ExportState() *State {
 		ls := &s.Logs[r]
 		ls.Spans = make([]StateSpan, len(lg.spans))
 		for i, sp := range lg.spans {
-			ls.Spans[i] = StateSpan{N: sp.n, Field: sp.field, Kind: sp.kind, Back: sp.back, Bytes: sp.nb,
-				A: StateRef{sp.a.r, sp.a.seq}, B: StateRef{sp.b.r, sp.b.seq}, Delta: sp.delta}
+			x := StateSpan{N: sp.n, Field: sp.field, Kind: sp.kind, Back: sp.back, Bytes: sp.nb}
+			if sp.kind == OpCounterAdd {
+				x.Delta = sp.delta() // kept where the references are
+			} else {
+				x.A, x.B = StateRef{sp.a.r, sp.a.seq}, StateRef{sp.b.r, sp.b.seq}
+			}
+			ls.Spans[i] = x
 			n += int(sp.nb)
 		}
 		ls.Times = make([]StateTime, len(lg.times))
@@ -178,7 +184,10 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			if !okA || !okB {
 				return bad("bad reference")
 			}
-			x := span{seq: seq, n: sp.N, field: sp.Field, kind: sp.Kind, back: sp.Back, off: off, nb: sp.Bytes, a: a, b: b, delta: sp.Delta}
+			if sp.Delta != 0 && sp.Kind != OpCounterAdd {
+				return bad("delta on a span that is not a counter's")
+			}
+			x := span{seq: seq, n: sp.N, field: sp.Field, kind: sp.Kind, back: sp.Back, off: off, nb: sp.Bytes, a: a, b: b}
 			content := d.content[off : off+sp.Bytes]
 			switch sp.Kind {
 			case OpTextInsert:
@@ -190,9 +199,12 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 					return bad("bad register value")
 				}
 			case OpCounterAdd:
-				if sp.Delta == 0 || sp.Bytes != 0 {
+				// The span keeps its delta where references go.
+				if sp.Delta == 0 || sp.Bytes != 0 || sp.A != (StateRef{}) || sp.B != (StateRef{}) {
 					return bad("bad counter span")
 				}
+				x = counterSpan(seq, sp.N, sp.Field, sp.Delta)
+				x.off, x.back = off, sp.Back
 			case OpTextDelete:
 				if sp.Bytes != 0 || a.none() || (sp.Back && a.seq < sp.N) || uint64(a.seq)+uint64(sp.N) > maxSeq {
 					return bad("bad delete span")
@@ -371,7 +383,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 					return bad("delete target is not a character of its text")
 				}
 			case OpCounterAdd:
-				f.counter.add(sp.delta, sp.n)
+				f.counter.add(sp.delta(), sp.n)
 			case OpRegisterSet:
 				d.writeRegister(f, regState{set: true, t: d.timeAt(uint32(r), sp.seq), r: uint32(r), seq: sp.seq, off: sp.off, nb: sp.nb})
 			}
