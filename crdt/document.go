@@ -1037,10 +1037,25 @@ func (d *Doc) applyRemoteInsert(f *field, r, seq, n uint32, text string, left, r
 // logInsert records an insert of n runes (ids r:seq..) between left and
 // right, and returns where its text went in the content.
 func (d *Doc) logInsert(f *field, r, seq, n uint32, text string, left, right ref) (off, nb uint32) {
-	off, nb = uint32(len(d.content)), uint32(len(text))
-	d.content = append(d.content, text...)
+	off, nb = d.appendContent(text)
 	d.appendSpan(r, span{seq: seq, n: n, field: f.idx, kind: OpTextInsert, off: off, nb: nb, a: left, b: right})
 	return off, nb
+}
+
+// appendContent adds inserted text to the content and returns where it
+// went. NB: while there is room it only lengthens the slice: append
+// stores the slice's pointer back on every call, and a pointer store is a
+// write barrier while the collector marks (a merge of 10,000 keystrokes
+// runs into a collection).
+func (d *Doc) appendContent(text string) (off, nb uint32) {
+	n := len(d.content)
+	if cap(d.content)-n >= len(text) {
+		d.content = d.content[:n+len(text)] // the length only
+		copy(d.content[n:], text)
+	} else {
+		d.content = append(d.content, text...)
+	}
+	return uint32(n), uint32(len(text))
 }
 
 func (d *Doc) applyRemoteDelete(f *field, r, seq uint32, target ref, n uint32, back bool) {
@@ -1172,7 +1187,11 @@ func (t *text) integrate(it item, left, right ref) {
 		}
 		i++
 	}
-	t.seen = seen[:0]
+	if cap(seen) > cap(t.seen) {
+		// Kept for the next scan; stored only when append moved it (a
+		// pointer store is a write barrier while the collector marks).
+		t.seen = seen[:0]
+	}
 	t.insertItem(dl, di, it)
 	// The cuts after left and before right may have grown leaves the
 	// insert did not touch past leafCap. (Leaves are never removed, so
@@ -1239,16 +1258,16 @@ func cmpInt(a, b int) int {
 // leaf may then exceed leafCap until the caller fixes it.
 func (t *text) afterLeft(left ref) (*leaf, int) {
 	at := t.leftAt
-	t.leftAt = nil
+	t.leftAt = 0
 	if left.none() {
 		return t.leaves[0], 0
 	}
 	var l *leaf
 	var i int
 	var k uint32
-	if at != nil && t.leftID == left {
+	if at != 0 && t.leftID == left {
 		// consistent has just located it; nothing changed the text since.
-		l, i, k = at, t.leftI, t.leftK
+		l, i, k = t.byNum[at-1], t.leftI, t.leftK
 		if invariants {
 			if l2, i2, k2, _ := t.locate(left); l2 != l || i2 != i || k2 != k {
 				panic("crdt: integrate: left origin moved since consistent located it")

@@ -138,7 +138,7 @@ func (t *text) checkInvariants() {
 		if tr == nil {
 			continue
 		}
-		if last, ok := tr.max(); t.tail[r] != nil && (!ok || t.tail[r] != t.entry(last)) {
+		if last, ok := tr.max(); t.tail[r] != 0 && (!ok || t.tail[r] != last+1) {
 			panic("crdt invariant: cached tail entry is not the last")
 		}
 		var prevEnd uint32

@@ -120,16 +120,20 @@ type text struct {
 	// ver counts structural changes; cur is valid while its ver matches.
 	ver uint64
 	cur cursor
-	// tail[r] is the entry of ids[r] with the greatest start, or nil when
-	// unknown: typing grows it in place without touching the index.
-	tail []*idEntry
+	// tail[r] is the number plus one of the entry of ids[r] with the
+	// greatest start, or 0 when unknown: typing grows it in place without
+	// touching the index. NB: a number, not a pointer: a merge sets it for
+	// every remote insert, and a pointer store is a write barrier while
+	// the collector marks (which a merge of 10,000 keystrokes runs into).
+	tail []uint32
 	// seen is integrate's scratch list of the items its scan passed, gap
 	// consistent's.
 	seen, gap []idRun
 	// leftAt is where consistent found an insert's left origin, which
 	// integrate, called right after it, takes instead of locating it
-	// again (a second lookup per remote insert); nil when not set.
-	leftAt *leaf
+	// again (a second lookup per remote insert): the leaf's number plus
+	// one, 0 when not set (a number, as tail: no write barrier).
+	leftAt uint32
 	leftI  int
 	leftK  uint32
 	leftID ref
@@ -264,7 +268,7 @@ func (t *text) all(yield func(*leaf) bool) {
 func (t *text) index(r uint32) *idIndex {
 	for int(r) >= len(t.ids) {
 		t.ids = append(t.ids, nil)
-		t.tail = append(t.tail, nil)
+		t.tail = append(t.tail, 0)
 	}
 	if t.ids[r] == nil {
 		t.ids[r] = &idIndex{}
@@ -277,7 +281,7 @@ func (t *text) entryAt(r, seq uint32) *idEntry {
 	if int(r) >= len(t.ids) || t.ids[r] == nil {
 		return nil
 	}
-	if e := t.tail[r]; e != nil && seq >= e.start {
+	if e := t.tailEntry(r); e != nil && seq >= e.start {
 		if seq < e.end {
 			return e
 		}
@@ -346,12 +350,21 @@ func (t *text) markChars(r, lo, hi uint32) {
 
 // lastEntry returns the entry of r with the greatest start (cached).
 func (t *text) lastEntry(r uint32) *idEntry {
-	if t.tail[r] == nil {
+	if t.tail[r] == 0 {
 		if k, ok := t.ids[r].max(); ok {
-			t.tail[r] = t.entry(k)
+			t.tail[r] = k + 1
 		}
 	}
-	return t.tail[r]
+	return t.tailEntry(r)
+}
+
+// tailEntry returns the cached entry of r with the greatest start, nil if
+// none is cached.
+func (t *text) tailEntry(r uint32) *idEntry {
+	if k := t.tail[r]; k != 0 {
+		return t.entry(k - 1)
+	}
+	return nil
 }
 
 // newEntry allocates an index entry of replica r from a slab: a merge
@@ -409,13 +422,13 @@ func (t *text) assign(r, start, end uint32, l *leaf, at int) uint32 {
 		last.end = end
 		return 0
 	} else if last == nil || last.end <= start {
-		e, k := t.newEntry(r, start, end, l, at)
+		_, k := t.newEntry(r, start, end, l, at)
 		t.put(r, k)
-		t.tail[r] = e
+		t.tail[r] = k + 1
 		return k + 1
 	}
 	// General case: cut [start,end) out of the entries that overlap it.
-	t.tail[r] = nil
+	t.tail[r] = 0
 	var cutBuf [4]*idEntry // usually one or two entries
 	cut := cutBuf[:0]
 	if prev := t.entryAt(r, start); prev != nil && prev.start < start {
@@ -453,11 +466,11 @@ func (t *text) reassign(r, start, end uint32, l *leaf, at int) {
 			return
 		}
 		if e.end > end {
-			rest, k := t.newEntry(r, end, e.end, t.leafOf(e), int(e.at))
+			_, k := t.newEntry(r, end, e.end, t.leafOf(e), int(e.at))
 			e.end, e.leaf, e.at = end, l.num, uint32(at)
 			t.put(r, k)
-			if t.tail[r] == e {
-				t.tail[r] = rest
+			if t.tailEntry(r) == e {
+				t.tail[r] = k + 1
 			}
 			return
 		}
@@ -525,7 +538,7 @@ func (t *text) consistent(left, right ref, r, seq uint32) bool {
 		if !ok {
 			panic("crdt: consistent with unknown left origin")
 		}
-		t.leftAt, t.leftI, t.leftK, t.leftID = l, i, k, left
+		t.leftAt, t.leftI, t.leftK, t.leftID = l.num+1, i, k, left
 		if k+1 < l.items[i].n {
 			from = l.items[i].seq + k + 1
 		} else {

@@ -137,9 +137,7 @@ func (tx *Tx) Insert(name string, pos int, s string) error {
 		f = d.field(Field{name, FieldText}, true)
 	}
 	tx.stamp(seq, uint32(n))
-	off := uint32(len(d.content))
-	d.content = append(d.content, s...)
-	nb := uint32(len(s))
+	off, nb := d.appendContent(s)
 	t := f.text
 	fi := f.idx
 
