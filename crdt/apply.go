@@ -632,7 +632,11 @@ func (p *plan) accept(c Change) {
 					a.inserts = append(a.inserts, planRange{seq, seq + n, op.Field})
 				}
 			} else {
-				a.chars = a.chars.grow(seq + n - a.base)
+				if end := seq + n - a.base; uint64(len(a.chars))*64 < end {
+					// NB: only when it grows; storing the slice back
+					// is a write barrier while the collector marks.
+					a.chars = a.chars.grow(end)
+				}
 				a.chars.setRange(uint32(seq-a.base), uint32(seq+n-a.base))
 			}
 		}
@@ -667,7 +671,12 @@ func (p *plan) check(c *Change) error {
 					return fmt.Errorf("op %d origin %v: %w", i, id, err)
 				}
 			}
-			own = append(own, planRange{seq, seq + n, op.Field})
+			if i+1 < len(c.Ops) {
+				// For the change's later ops. (Not for a keystroke's
+				// one: storing the field's name was a write barrier
+				// per remote insert while the collector marks.)
+				own = append(own, planRange{seq, seq + n, op.Field})
+			}
 		case OpTextDelete:
 			if err := p.isChar(op.Target, op.Count, op.Backward, op.Field, c, own, seq); err != nil {
 				if err == errWait {
