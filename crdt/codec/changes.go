@@ -1250,7 +1250,13 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 			if uint64(cap(ops)) < n {
 				ops = make([]crdt.Op, n)
 			}
-			ch.Ops = ops[:n:n]
+			// NB: reused ops and change are the decoder's, in the
+			// heap, and a pointer stored there is a write barrier
+			// while the collector marks (which a merge of 10,000
+			// keystrokes runs into): store only what changed.
+			if uint64(len(ch.Ops)) != n || &ch.Ops[0] != &ops[0] {
+				ch.Ops = ops[:n:n]
+			}
 		} else {
 			ch.Ops = ops[opAt : opAt+int(n) : opAt+int(n)]
 		}
@@ -1259,7 +1265,9 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 		for j := range ch.Ops {
 			op := &ch.Ops[j]
 			if reuse {
-				*op = crdt.Op{}
+				// Every field but the pointers, which are set or
+				// cleared below (see clearOp).
+				op.Backward, op.Delta, op.Left, op.Right, op.Target, op.Count = false, 0, crdt.ID{}, crdt.ID{}, crdt.ID{}, 0
 			}
 			k := kinds.next()
 			if kinds.err != nil {
@@ -1273,7 +1281,9 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 			if fi >= nField {
 				return fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
 			}
-			op.Field = fields[fi]
+			if op.Field != fields[fi] { // the same string: no store (see above)
+				op.Field = fields[fi]
+			}
 			size := uint64(1) // seqs the op takes
 			switch op.Kind {
 			case crdt.OpTextInsert:
@@ -1400,6 +1410,9 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 				}
 				op.Value = append([]byte(nil), b...)
 			}
+			if reuse {
+				clearOp(op)
+			}
 			seq += size
 			if seq-1 > MaxSeq {
 				return fmt.Errorf("change %d: seqs run past MaxSeq", i)
@@ -1412,6 +1425,17 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 	}
 	dc.textPos, dc.opAt = textPos, opAt
 	return dc.finish()
+}
+
+// clearOp clears the pointers a reused op kept from an earlier op that
+// its kind does not set, storing only those that are set (see run).
+func clearOp(op *crdt.Op) {
+	if op.Kind != crdt.OpTextInsert && op.Text != "" {
+		op.Text = ""
+	}
+	if op.Kind != crdt.OpRegisterSet && op.Value != nil {
+		op.Value = nil
+	}
 }
 
 // finish checks, after the last change, that every column was consumed
