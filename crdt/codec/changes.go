@@ -1338,7 +1338,10 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 			if reuse {
 				// Every field but the pointers, which are set or
 				// cleared below (see clearOp).
-				op.Backward, op.Delta, op.Left, op.Right, op.Target, op.Count = false, 0, crdt.ID{}, crdt.ID{}, crdt.ID{}, 0
+				op.Backward, op.Delta, op.Count = false, 0, 0
+				op.Left = crdt.ID{}
+				op.Right = crdt.ID{}
+				op.Target = crdt.ID{}
 			}
 			k := kinds.next()
 			if kinds.err != nil {
@@ -1352,8 +1355,8 @@ func (dc *changeDecoder) run(cs []crdt.Change, ops []crdt.Op, yield func(*crdt.C
 			if fi >= nField {
 				return fmt.Errorf("change %d op %d: field index %d of %d", i, j, fi, nField)
 			}
-			if op.Field != fields[fi] { // the same string: no store (see above)
-				op.Field = fields[fi]
+			if f := fields[fi]; unsafe.StringData(op.Field) != unsafe.StringData(f) || len(op.Field) != len(f) {
+				op.Field = f // not the same string: store (see above)
 			}
 			size := uint64(1) // seqs the op takes
 			switch op.Kind {
