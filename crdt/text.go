@@ -350,12 +350,20 @@ func (t *text) markChars(r, lo, hi uint32) {
 
 // lastEntry returns the entry of r with the greatest start (cached).
 func (t *text) lastEntry(r uint32) *idEntry {
-	if t.tail[r] == 0 {
-		if k, ok := t.ids[r].max(); ok {
-			t.tail[r] = k + 1
-		}
+	if k := t.tail[r]; k != 0 {
+		return t.entry(k - 1)
 	}
-	return t.tailEntry(r)
+	return t.findTail(r)
+}
+
+// findTail is lastEntry when tail[r] is unknown: it finds and caches it.
+func (t *text) findTail(r uint32) *idEntry {
+	k, ok := t.ids[r].max()
+	if !ok {
+		return nil
+	}
+	t.tail[r] = k + 1
+	return t.entry(k)
 }
 
 // tailEntry returns the cached entry of r with the greatest start, nil if
