@@ -88,23 +88,42 @@ func counterSpan(seq, n, field uint32, delta int64) span {
 // delta returns the amount each op of a counter span adds.
 func (s *span) delta() int64 { return int64(uint64(s.a.r)<<32 | uint64(s.a.seq)) }
 
-// timeRun gives the HLC time of n seqs from seq: t for all of them, or
-// t+k for the k-th when stepped (a run of one-op transactions). A change is
-// a maximal run of seqs of one replica with equal times.
+// timeRun gives the HLC time of n() seqs from seq: t for all of them, or
+// t+k for the k-th when stepped() (a run of one-op transactions). A change
+// is a maximal run of seqs of one replica with equal times: one run, or
+// (past maxRun seqs) several in a row with the same t.
+//
+// NB: the stepped flag is nf's top bit: 16 bytes a run rather than 24,
+// and a merge of one-op changes (offline typing) holds a run per change.
 type timeRun struct {
-	seq, n  uint32
-	stepped bool
-	t       hlc.Timestamp
+	seq uint32
+	nf  uint32 // n, | steppedBit when stepped
+	t   hlc.Timestamp
 }
 
+const (
+	steppedBit = 1 << 31
+	// maxRun bounds the seqs of one run; a change of more takes several.
+	maxRun = steppedBit - 1
+)
+
+// n returns the number of seqs the run covers.
+func (tr *timeRun) n() uint32 { return tr.nf &^ steppedBit }
+
+// stepped reports whether the run's seqs are stamped t, t+1, ...
+func (tr *timeRun) stepped() bool { return tr.nf&steppedBit != 0 }
+
 func (tr *timeRun) at(seq uint32) hlc.Timestamp {
-	if tr.stepped {
+	if tr.stepped() {
 		return tr.t + hlc.Timestamp(seq-tr.seq)
 	}
 	return tr.t
 }
 
-func (tr *timeRun) last() hlc.Timestamp { return tr.at(tr.seq + tr.n - 1) }
+func (tr *timeRun) last() hlc.Timestamp { return tr.at(tr.seq + tr.n() - 1) }
+
+// end returns the first seq past the run.
+func (tr *timeRun) end() uint32 { return tr.seq + tr.n() }
 
 // rlog is everything one replica did to the document.
 type rlog struct {
@@ -145,7 +164,7 @@ func (lg *rlog) indexTail() {
 // it after appending or growing the last run.
 func (lg *rlog) indexTimes() {
 	k := len(lg.times) - 1
-	end := uint64(lg.times[k].seq) + uint64(lg.times[k].n) // first seq past the run
+	end := uint64(lg.times[k].seq) + uint64(lg.times[k].n()) // first seq past the run
 	for uint64(len(lg.tblocks))<<spanBlockBits < end {
 		lg.tblocks = append(lg.tblocks, int32(k))
 	}
@@ -481,22 +500,39 @@ func (d *Doc) appendTime(r uint32, seq, n uint32, t hlc.Timestamp) {
 	lg := &d.logs[r]
 	if k := len(lg.times); k > 0 {
 		p := &lg.times[k-1]
-		if p.seq+p.n == seq {
-			if !p.stepped && p.t == t {
-				p.n += n
+		if p.end() == seq && p.n() < maxRun {
+			if !p.stepped() && p.t == t && n <= maxRun-p.n() {
+				p.nf += n
 				lg.indexTimes()
 				return
 			}
-			if n == 1 && (p.stepped || p.n == 1) && p.last()+1 == t {
-				p.stepped = true
-				p.n++
+			if n == 1 && (p.stepped() || p.n() == 1) && p.last()+1 == t {
+				p.nf = (p.n() + 1) | steppedBit
 				lg.indexTimes()
 				return
 			}
 		}
 	}
-	lg.times = append(lg.times, timeRun{seq: seq, n: n, t: t})
-	lg.indexTimes()
+	lg.appendRuns(seq, n, t, false)
+}
+
+// appendRuns appends the time runs of n seqs from seq stamped t (t, t+1,
+// ... when stepped), as many as maxRun takes.
+func (lg *rlog) appendRuns(seq, n uint32, t hlc.Timestamp, stepped bool) {
+	for {
+		k := min(n, maxRun)
+		tr := timeRun{seq: seq, nf: k, t: t}
+		if stepped {
+			tr.nf |= steppedBit
+			t += hlc.Timestamp(k)
+		}
+		lg.times = append(lg.times, tr)
+		lg.indexTimes()
+		if n -= k; n == 0 {
+			return
+		}
+		seq += k
+	}
 }
 
 // spanAt returns the index of the span of r holding seq.
@@ -571,16 +607,16 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 	lg := &d.logs[r]
 	tr := lg.times
 	if h := lg.thint; h < len(tr) && tr[h].seq <= seq {
-		if seq-tr[h].seq < tr[h].n {
+		if seq-tr[h].seq < tr[h].n() {
 			return h
 		}
-		if h+1 < len(tr) && seq-tr[h+1].seq < tr[h+1].n && tr[h+1].seq <= seq {
+		if h+1 < len(tr) && seq-tr[h+1].seq < tr[h+1].n() && tr[h+1].seq <= seq {
 			lg.thint = h + 1
 			return h + 1
 		}
 	}
 	if k := len(tr) - 1; k >= 0 && tr[k].seq <= seq {
-		if seq-tr[k].seq >= tr[k].n {
+		if seq-tr[k].seq >= tr[k].n() {
 			return len(tr)
 		}
 		lg.thint = k
@@ -596,13 +632,13 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 		// exactly seq - tr[lo].seq runs on, and never further; and
 		// tr[lo] then starts the block.
 		if g := lo + int(seq-blockStart(b)); g < hi {
-			if t := &tr[g]; t.seq <= seq && seq-t.seq < t.n {
+			if t := &tr[g]; t.seq <= seq && seq-t.seq < t.n() {
 				lg.thint = g
 				return g
 			}
 		}
 		if g := lo + int(seq-tr[lo].seq); g < hi {
-			if t := &tr[g]; t.seq <= seq && seq-t.seq < t.n {
+			if t := &tr[g]; t.seq <= seq && seq-t.seq < t.n() {
 				lg.thint = g
 				return g
 			}
@@ -611,7 +647,7 @@ func (d *Doc) timeRunAt(r uint32, seq uint32) int {
 	}
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if tr[m].seq+tr[m].n > seq {
+		if tr[m].seq+tr[m].n() > seq {
 			hi = m
 		} else {
 			lo = m + 1
@@ -758,8 +794,8 @@ func (d *Doc) fewAfter(tmin hlc.Timestamp, limit uint32) bool {
 	for x := range d.logs {
 		tr := d.logs[x].times
 		for i := len(tr) - 1; i >= 0 && tr[i].last() > tmin; i-- {
-			k := tr[i].n
-			if tr[i].stepped && tr[i].t <= tmin {
+			k := tr[i].n()
+			if tr[i].stepped() && tr[i].t <= tmin {
 				k -= uint32(tmin-tr[i].t) + 1
 			}
 			if n += k; n >= limit {
@@ -779,7 +815,7 @@ func (d *Doc) firstAfter(x uint32, tmin hlc.Timestamp) uint32 {
 		return 0
 	}
 	first := tr[k].seq
-	if tr[k].stepped && tr[k].t <= tmin {
+	if tr[k].stepped() && tr[k].t <= tmin {
 		first += uint32(tmin-tr[k].t) + 1
 	}
 	return first
@@ -955,18 +991,18 @@ func (d *Doc) changeEnd(r, seq uint32) uint32 {
 		}
 		i-- // the change being applied, whose later ops have no time yet
 	}
-	if tr[i].stepped {
-		if seq < tr[i].seq+tr[i].n-1 {
+	if tr[i].stepped() {
+		if seq < tr[i].seq+tr[i].n()-1 {
 			return seq // one seq per change inside a stepped run
 		}
 	}
 	t := tr[i].at(seq)
-	end := tr[i].seq + tr[i].n - 1
+	end := tr[i].seq + tr[i].n() - 1
 	for i+1 < len(tr) && tr[i+1].t == t {
 		i++
 		end = tr[i].seq
-		if !tr[i].stepped {
-			end = tr[i].seq + tr[i].n - 1
+		if !tr[i].stepped() {
+			end = tr[i].seq + tr[i].n() - 1
 		}
 	}
 	return end
@@ -1453,11 +1489,11 @@ func (d *Doc) missing(v VersionVector, r int) (from, to uint32, ok bool) {
 // countChanges bounds the number of changes of r from seq on.
 func (d *Doc) countChanges(r, seq uint32) int {
 	runs := d.logs[r].times
-	i := sort.Search(len(runs), func(i int) bool { return runs[i].seq+runs[i].n > seq })
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].seq+runs[i].n() > seq })
 	n := 1 // the change containing seq may start earlier
 	for ; i < len(runs); i++ {
-		if runs[i].stepped {
-			n += int(runs[i].n)
+		if runs[i].stepped() {
+			n += int(runs[i].n())
 		} else {
 			n++
 		}
@@ -1489,7 +1525,7 @@ func (d *Doc) headsOf(r uint32, from, to uint32) iter.Seq[changeHead] {
 			from--
 		}
 		runs := lg.times
-		ri := sort.Search(len(runs), func(i int) bool { return runs[i].seq+runs[i].n > from })
+		ri := sort.Search(len(runs), func(i int) bool { return runs[i].seq+runs[i].n() > from })
 		seq := from
 		for seq <= to {
 			// A change is the maximal run of seqs with one time: within
@@ -1497,21 +1533,21 @@ func (d *Doc) headsOf(r uint32, from, to uint32) iter.Seq[changeHead] {
 			// the next runs when they start with the same time.
 			t := runs[ri].at(seq)
 			end := seq
-			if !runs[ri].stepped {
-				end = runs[ri].seq + runs[ri].n - 1
+			if !runs[ri].stepped() {
+				end = runs[ri].seq + runs[ri].n() - 1
 			}
-			for end == runs[ri].seq+runs[ri].n-1 && ri+1 < len(runs) && runs[ri+1].t == t {
+			for end == runs[ri].seq+runs[ri].n()-1 && ri+1 < len(runs) && runs[ri+1].t == t {
 				ri++
 				end = runs[ri].seq
-				if !runs[ri].stepped {
-					end = runs[ri].seq + runs[ri].n - 1
+				if !runs[ri].stepped() {
+					end = runs[ri].seq + runs[ri].n() - 1
 				}
 			}
 			if !yield(changeHead{t: t, r: r, seq: seq, end: end}) {
 				return
 			}
 			seq = end + 1
-			if ri < len(runs) && seq >= runs[ri].seq+runs[ri].n {
+			if ri < len(runs) && seq >= runs[ri].seq+runs[ri].n() {
 				ri++
 			}
 		}
@@ -1621,7 +1657,7 @@ func (d *Doc) stateAt(t hlc.Timestamp) *State {
 				break
 			}
 			if tr.last() <= t {
-				cut[r] = tr.seq + tr.n - 1
+				cut[r] = tr.seq + tr.n() - 1
 				continue
 			}
 			// A stepped run crosses t: seq k has time tr.t+k.

@@ -20,10 +20,10 @@ func (d *Doc) checkInvariants() {
 		}
 		tseq := uint32(1)
 		for _, tr := range lg.times {
-			if tr.seq != tseq || tr.n == 0 {
+			if tr.seq != tseq || tr.n() == 0 {
 				panic(fmt.Sprintf("crdt invariant: replica %d time run at %d, want %d", r, tr.seq, tseq))
 			}
-			tseq += tr.n
+			tseq += tr.n()
 		}
 		if seq != lg.next || tseq != lg.next {
 			panic(fmt.Sprintf("crdt invariant: replica %d log ends %d, times %d, next %d", r, seq, tseq, lg.next))
@@ -45,8 +45,8 @@ func (d *Doc) checkInvariants() {
 		}
 		for b, k := range lg.tblocks {
 			first := max(uint32(b)<<spanBlockBits, 1)
-			if tr := lg.times[k]; first < tr.seq || first >= tr.seq+tr.n {
-				panic(fmt.Sprintf("crdt invariant: replica %d time block %d names run %d (%d+%d)", r, b, k, tr.seq, tr.n))
+			if tr := lg.times[k]; first < tr.seq || first >= tr.seq+tr.n() {
+				panic(fmt.Sprintf("crdt invariant: replica %d time block %d names run %d (%d+%d)", r, b, k, tr.seq, tr.n()))
 			}
 		}
 	}

@@ -25,7 +25,7 @@ func TestSpanAndTimeRunLookups(t *testing.T) {
 			}
 			lg.spans = append(lg.spans, span{seq: seq, n: n})
 			lg.indexTail()
-			lg.times = append(lg.times, timeRun{seq: seq, n: n, t: hlc.Timestamp(seq)})
+			lg.times = append(lg.times, timeRun{seq: seq, nf: n, t: hlc.Timestamp(seq)})
 			lg.indexTimes()
 			seq += n
 		}
@@ -39,8 +39,8 @@ func TestSpanAndTimeRunLookups(t *testing.T) {
 			if j == len(lg.times) {
 				t.Fatalf("seed %d: timeRunAt(%d) past the runs", seed, q)
 			}
-			if r := lg.times[j]; q < r.seq || q >= r.seq+r.n {
-				t.Fatalf("seed %d: timeRunAt(%d) = run %d (%d+%d)", seed, q, j, r.seq, r.n)
+			if r := lg.times[j]; q < r.seq || q >= r.seq+r.n() {
+				t.Fatalf("seed %d: timeRunAt(%d) = run %d (%d+%d)", seed, q, j, r.seq, r.n())
 			}
 		}
 		for q := uint32(1); q < seq; q++ {

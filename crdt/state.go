@@ -88,7 +88,7 @@ func (d *Doc) ExportState() *State {
 		}
 		ls.Times = make([]StateTime, len(lg.times))
 		for i, tr := range lg.times {
-			ls.Times[i] = StateTime{N: tr.n, Stepped: tr.stepped, T: tr.t}
+			ls.Times[i] = StateTime{N: tr.n(), Stepped: tr.stepped(), T: tr.t}
 		}
 	}
 	s.Content = make([]byte, 0, n)
@@ -221,8 +221,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			if tr.N == 0 || uint64(tseq)+uint64(tr.N) > uint64(seq) {
 				return bad("time runs do not match the log")
 			}
-			lg.times = append(lg.times, timeRun{seq: tseq, n: tr.N, stepped: tr.Stepped, t: tr.T})
-			lg.indexTimes()
+			lg.appendRuns(tseq, tr.N, tr.T, tr.Stepped)
 			d.latest = max(d.latest, lg.times[len(lg.times)-1].last())
 			tseq += tr.N
 		}
