@@ -513,6 +513,11 @@ func (d *Doc) appendTime(r uint32, seq, n uint32, t hlc.Timestamp) {
 			}
 		}
 	}
+	if n <= maxRun { // always, but for a change of 2^31 seqs
+		lg.times = append(lg.times, timeRun{seq: seq, nf: n, t: t})
+		lg.indexTimes()
+		return
+	}
 	lg.appendRuns(seq, n, t, false)
 }
 
