@@ -65,6 +65,11 @@
 // HAZARD: a compressed batch inflates to at most MaxRawBatch (16 MiB)
 // whatever its size on the wire; the frame cap does not bound that.
 //
+// NB: the package holds one origin predictor's tables and one encoder's
+// scratch across garbage collections (at most 768 KB, for the life of the
+// process), so that the next large batch reuses them rather than
+// allocating them again (see keptPredictor).
+//
 // HAZARD: EncodeChanges panics on a seq above MaxSeq or an unknown op kind:
 // it is meant for changes a crdt.Doc produced, not for untrusted values.
 package codec
