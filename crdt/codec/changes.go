@@ -873,18 +873,19 @@ const keepBytes = 4 << 10
 // is yielded. An error (wrapping ErrCorrupt) is yielded with a nil Change
 // and ends the sequence; it may come after changes were yielded, when the
 // batch's end does not match what it declared. Ops is the op count the
-// batch declares (0 if its header is corrupt).
+// batch declares and Text the bytes of its inserted text (0 if its header
+// is corrupt).
 //
 // data must not change while the sequence is used.
 func ChangeSeq(data []byte) crdt.ChangeSeq {
 	sb := &seqBatch{}
 	sb.hErr = sb.h.parse(data)
-	ops := 0
+	ops, text := 0, 0
 	if sb.hErr == nil {
 		sb.h.setText()
-		ops = int(sb.h.nOps)
+		ops, text = int(sb.h.nOps), len(sb.h.text)
 	}
-	return crdt.ChangeSeq{All: sb.all, Ops: ops}
+	return crdt.ChangeSeq{All: sb.all, Ops: ops, Text: text}
 }
 
 // seqBatch is a ChangeSeq: the parsed header and a decoder in one
