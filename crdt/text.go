@@ -177,12 +177,12 @@ func (t *text) rebuild() { t.rebuildWith(nil, nil) }
 // 10,000 keystrokes each way, 39 KB of garbage.)
 //
 // The leaves are laid out from the last back, so that, when the old
-// array has room, they move within it: a leaf only ever moves right (the
-// i-th is at most in slot 2i, where a layout puts it, as a split only
-// shifts leaves right into the free slot after them), and laid out from
-// the back, none lands on one not yet moved. A new array has room for
-// twice the slots, so that the layouts of a growing text (three in each
-// direction of that merge) mostly reuse it.
+// array has room, they move within it: if no leaf moves left (the i-th
+// is at most in slot 2i, where a layout puts it; splits only shift
+// leaves right into the free slot after them, but the first loop checks
+// it), then, laid out from the back, none lands on one not yet moved. A
+// new array has room for twice the slots, so that the next layouts of a
+// growing text reuse it.
 func (t *text) rebuildWith(after, nl *leaf) {
 	n, inPlace := 0, true
 	for p, l := range t.leaves {
