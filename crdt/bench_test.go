@@ -229,7 +229,13 @@ func (m *deliveryMix) replica(tb testing.TB) *crdt.Doc {
 // (Doc.Apply of each decoded one-change batch). The 8,000 timed changes
 // start over (untimed, on a fresh replica) when they run out.
 func BenchmarkApplyDelivery(b *testing.B) {
-	m := newDeliveryMix(b, 4000, 8000)
+	newDeliveryMix(b, 4000, 8000).deliverEach(b)
+}
+
+// deliverEach times the delivery of each of m's timed changes alone to a
+// replica that holds the warm-up, starting over (untimed, on a fresh
+// replica) when they run out.
+func (m *deliveryMix) deliverEach(b *testing.B) {
 	var d *crdt.Doc
 	i := len(m.timed)
 	b.ReportAllocs()
@@ -451,19 +457,5 @@ func newGapMix(tb testing.TB, warm, timed int) *deliveryMix {
 // closures). The 8,000 timed changes start over (untimed, on a fresh
 // replica) when they run out.
 func BenchmarkApplyConcurrentInserts(b *testing.B) {
-	m := newGapMix(b, 4000, 8000)
-	var d *crdt.Doc
-	i := len(m.timed)
-	b.ReportAllocs()
-	for b.Loop() {
-		if i == len(m.timed) {
-			b.StopTimer()
-			d, i = m.replica(b), 0
-			b.StartTimer()
-		}
-		if err := applyOne(d, m.timed[i:i+1]); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
+	newGapMix(b, 4000, 8000).deliverEach(b)
 }
