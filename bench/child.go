@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -45,4 +46,32 @@ func childCommand(binary string, extra []string, args ...string) *exec.Cmd {
 	cmd.Env = childEnv(extra...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
+}
+
+// childPipes are a started child's standard streams, as the benchmark
+// holds them: its stdin (nil unless asked for), its stdout, and the tail
+// of its stderr for error messages.
+type childPipes struct {
+	stdin  io.WriteCloser
+	stdout io.ReadCloser
+	stderr *tailBuffer
+}
+
+// startChild starts cmd (a childCommand) with a pipe from its stdout, one
+// to its stdin when withStdin, and the last tailMax bytes of its stderr
+// kept.
+func startChild(cmd *exec.Cmd, withStdin bool, tailMax int) (childPipes, error) {
+	var p childPipes
+	var err error
+	if withStdin {
+		if p.stdin, err = cmd.StdinPipe(); err != nil {
+			return p, err
+		}
+	}
+	if p.stdout, err = cmd.StdoutPipe(); err != nil {
+		return p, err
+	}
+	p.stderr = &tailBuffer{max: tailMax}
+	cmd.Stderr = p.stderr
+	return p, cmd.Start()
 }

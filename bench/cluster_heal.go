@@ -204,19 +204,12 @@ type healWatcher struct {
 // its configuration (configure).
 func startHealWatcher(binary string) (*healWatcher, error) {
 	cmd := childCommand(binary, nil, "bench", "cluster-heal-watch")
-	stdin, err := cmd.StdinPipe()
+	pipes, err := startChild(cmd, true, 4<<10)
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	w := &healWatcher{cmd: cmd, stdin: stdin, stderr: &tailBuffer{max: 4 << 10}, done: make(chan struct{})}
-	cmd.Stderr = w.stderr
-	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: start the heal watcher %s: %w", binary, err)
 	}
+	stdout := pipes.stdout
+	w := &healWatcher{cmd: cmd, stdin: pipes.stdin, stderr: pipes.stderr, done: make(chan struct{})}
 	go func() {
 		var res healWatchResult
 		line, err := bufio.NewReader(stdout).ReadString('\n')

@@ -44,16 +44,12 @@ func StartServer(ctx context.Context, binary, dataDir string, args ...string) (*
 func StartServerEnv(ctx context.Context, binary, dataDir string, env []string, args ...string) (*ServerProcess, error) {
 	full := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dataDir}, args...)
 	cmd := childCommand(binary, env, full...)
-	stdout, err := cmd.StdoutPipe()
+	pipes, err := startChild(cmd, false, 8<<10)
 	if err != nil {
-		return nil, err
-	}
-	tail := &tailBuffer{max: 8 << 10}
-	cmd.Stderr = tail
-	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: start %s: %w", binary, err)
 	}
-	p := &ServerProcess{cmd: cmd, exited: make(chan struct{}), stderr: tail}
+	stdout := pipes.stdout
+	p := &ServerProcess{cmd: cmd, exited: make(chan struct{}), stderr: pipes.stderr}
 	found := make(chan string, 1)
 	go func() {
 		// Read stdout to the end so the child never blocks on a full pipe.
@@ -74,10 +70,10 @@ func StartServerEnv(ctx context.Context, binary, dataDir string, env []string, a
 		p.URL = u
 		return p, nil
 	case <-p.exited:
-		return nil, fmt.Errorf("bench: server exited before announcing its URL: %v\n%s", p.err, tail.String())
+		return nil, fmt.Errorf("bench: server exited before announcing its URL: %v\n%s", p.err, p.stderr.String())
 	case <-ctx.Done():
 		p.Kill()
-		return nil, fmt.Errorf("bench: server did not announce its URL: %w\n%s", ctx.Err(), tail.String())
+		return nil, fmt.Errorf("bench: server did not announce its URL: %w\n%s", ctx.Err(), p.stderr.String())
 	}
 }
 

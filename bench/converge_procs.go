@@ -176,21 +176,13 @@ func startConvergeChild(binary string, cfg convergeWorkerConfig, gogc int) (*con
 		env = []string{"GOGC=" + strconv.Itoa(gogc)}
 	}
 	cmd := childCommand(binary, env, "bench", "converge-worker")
-	stdin, err := cmd.StdinPipe()
+	pipes, err := startChild(cmd, true, 8<<10)
 	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	tail := &tailBuffer{max: 8 << 10}
-	cmd.Stderr = tail
-	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: start worker %s: %w", binary, err)
 	}
+	stdin, stdout := pipes.stdin, pipes.stdout
 	c := &convergeChild{
-		cmd: cmd, stdin: stdin, enc: gob.NewEncoder(stdin), stderr: tail,
+		cmd: cmd, stdin: stdin, enc: gob.NewEncoder(stdin), stderr: pipes.stderr,
 		replies: make(chan convergeReply), quit: make(chan struct{}), exited: make(chan struct{}),
 	}
 	go func() {
