@@ -255,10 +255,7 @@ func EncodeChangeSeqSize(seq iter.Seq[*crdt.Change], ops, inserts int) []byte {
 // caller releases it when done.
 func (e *encoder) start(inserts int) {
 	e.pred = newPredictor(inserts)
-	sc := keptScratch.Swap(nil)
-	if sc == nil {
-		sc = encodeScratches.Get().(*encodeScratch)
-	}
+	sc := encodeScratches.get()
 	e.sc = sc
 	for c := range e.col {
 		e.col[c].out = sc.cols[c][:0]
@@ -285,12 +282,7 @@ func (e *encoder) release() {
 	}
 	sc.kinds, sc.text, sc.values = e.kinds.out, e.text, e.values
 	n += cap(sc.kinds) + cap(sc.text) + cap(sc.values) + cap(sc.idCols)
-	if n <= maxKeptScratch && keptScratch.CompareAndSwap(nil, sc) {
-		return
-	}
-	if n <= maxPooledScratch {
-		encodeScratches.Put(sc)
-	}
+	encodeScratches.put(sc, n <= maxKeptScratch, n <= maxPooledScratch)
 }
 
 // encodeScratch is an encoder's room for what it builds before it lays out
@@ -307,18 +299,15 @@ type encodeScratch struct {
 	values []byte
 }
 
-var encodeScratches = sync.Pool{New: func() any { return new(encodeScratch) }}
+// encodeScratches recycles encodeScratch, one of them across collections
+// (see keptPool; a delta of 10,000 keystrokes built 64 KB of scratch
+// afresh when the pool had been emptied), at most maxKeptScratch bytes
+// for the life of the process.
+var encodeScratches keptPool[encodeScratch]
 
 // maxPooledScratch bounds the bytes a pooled encodeScratch keeps: a
 // catch-up of tens of thousands of keystrokes, not a whole history.
 const maxPooledScratch = 1 << 20
-
-// keptScratch holds one encodeScratch across collections, as
-// keptPredictor holds a predictor and for the same reason: emptied from
-// the pool by the time the next large delta came, a delta of 10,000
-// keystrokes built 64 KB of scratch afresh. It keeps at most
-// maxKeptScratch bytes for the life of the process.
-var keptScratch atomic.Pointer[encodeScratch]
 
 // maxKeptScratch bounds the bytes a kept encodeScratch holds: a delta of
 // 10,000 keystrokes takes about 75 KB.
@@ -1603,43 +1592,62 @@ type predictor struct {
 
 // predictors recycles predictors and their tables: decoding a keystroke
 // would otherwise allocate two tables per message, the largest part of a
-// client's allocations under load.
-var predictors = sync.Pool{New: func() any { return new(predictor) }}
+// client's allocations under load. One is kept across collections (see
+// keptPool): each merge of two offline sessions of 10,000 keystrokes
+// allocated 224 KB of tables afresh, 7 % of what it allocated, enough to
+// start a collection in it. Kept, they cost at most 2 * maxKeptTable
+// words (see release) for the life of the process.
+var predictors keptPool[predictor]
 
-// keptPredictor holds one predictor across collections, which the pool
-// does not: the pool is emptied by the second collection after a put, and
-// a large batch comes rarely enough (a peer's catch-up, a stored log
-// loaded) that its tables were nearly always gone by the next one. So
-// each merge of two offline sessions of 10,000 keystrokes allocated 224 KB
-// of tables afresh, 7 % of what it allocated, enough to start a
-// collection in it. Held, they cost at most 2 * maxKeptTable words (see
-// release) for the life of the process.
-var keptPredictor atomic.Pointer[predictor]
+// keptPool is a sync.Pool with one value kept ahead of it, across
+// collections, which the pool does not do: it is emptied by the second
+// collection after a put, and a large batch comes rarely enough (a peer's
+// catch-up, a stored log loaded, a merge of offline sessions) that the
+// pooled buffers were nearly always gone by the next one.
+type keptPool[T any] struct {
+	kept atomic.Pointer[T]
+	pool sync.Pool
+}
+
+// get returns the kept value, else a pooled one, else a new one.
+func (k *keptPool[T]) get() *T {
+	if x := k.kept.Swap(nil); x != nil {
+		return x
+	}
+	if x, ok := k.pool.Get().(*T); ok {
+		return x
+	}
+	return new(T)
+}
+
+// put keeps x if keep and nothing is kept, else pools it if pool, else
+// drops it.
+func (k *keptPool[T]) put(x *T, keep, pool bool) {
+	if keep && k.kept.CompareAndSwap(nil, x) {
+		return
+	}
+	if pool {
+		k.pool.Put(x)
+	}
+}
 
 // newPredictor returns an empty predictor for about size inserts (-1:
 // unknown, when the tables a pooled predictor has are kept whole, as the
 // batches that do not know their size are large ones); release it when
 // done.
 func newPredictor(size int) *predictor {
-	p := keptPredictor.Swap(nil)
-	if p == nil {
-		p = predictors.Get().(*predictor)
-	}
+	p := predictors.get()
 	p.lastAfter.init(size)
 	p.runEnd.init(size)
 	return p
 }
 
-// release keeps p (see keptPredictor) if nothing is kept and its tables
+// release keeps p (see predictors) if nothing is kept and its tables
 // have at most maxKeptTable words each, else returns it to the pool
 // unless its tables are larger than maxPooledTable wide slots.
 func (p *predictor) release() {
-	if cap(p.lastAfter.w) <= maxKeptTable && cap(p.runEnd.w) <= maxKeptTable && keptPredictor.CompareAndSwap(nil, p) {
-		return
-	}
-	if cap(p.lastAfter.w) <= 2*maxPooledTable && cap(p.runEnd.w) <= 2*maxPooledTable {
-		predictors.Put(p)
-	}
+	n := max(cap(p.lastAfter.w), cap(p.runEnd.w))
+	predictors.put(p, n <= maxKeptTable, n <= 2*maxPooledTable)
 }
 
 // maxKeptTable bounds the words of a kept predictor's tables: 256 KB

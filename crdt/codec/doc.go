@@ -68,7 +68,7 @@
 // NB: the package holds one origin predictor's tables and one encoder's
 // scratch across garbage collections (at most 768 KB, for the life of the
 // process), so that the next large batch reuses them rather than
-// allocating them again (see keptPredictor).
+// allocating them again (see keptPool).
 //
 // HAZARD: EncodeChanges panics on a seq above MaxSeq or an unknown op kind:
 // it is meant for changes a crdt.Doc produced, not for untrusted values.
