@@ -20,6 +20,7 @@ import (
 	"github.com/weftsync/weft/crdt"
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/internal/sockio"
 )
 
 // ErrAuth is returned when a peer link's handshake fails: the other end
@@ -445,7 +446,7 @@ func (pc *peerConn) writeNow(held, b []byte) bool {
 func (pc *peerConn) writeFDNow(fd uintptr) bool {
 	d := &pc.direct
 	for d.n < len(d.f) {
-		m, err := syscall.Write(int(fd), d.f[d.n:])
+		m, err := sockio.Write(fd, d.f[d.n:])
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -594,7 +595,7 @@ func (l *link) connect() error {
 	if err != nil {
 		return err
 	}
-	r, w := bufio.NewReaderSize(c, 32<<10), bufio.NewWriterSize(c, 32<<10)
+	r, w := bufio.NewReaderSize(sockio.Wrap(c), 32<<10), bufio.NewWriterSize(c, 32<<10)
 	c.SetDeadline(time.Now().Add(n.opts.DialTimeout))
 	name, err := dialHandshake(r, w, n.opts.Key, n.name)
 	if err != nil {
@@ -853,7 +854,7 @@ func (n *Node) acceptLoop() {
 // acceptor role).
 func (n *Node) serveInbound(c net.Conn) {
 	defer n.wg.Done()
-	r, w := bufio.NewReaderSize(c, 32<<10), bufio.NewWriterSize(c, 32<<10)
+	r, w := bufio.NewReaderSize(sockio.Wrap(c), 32<<10), bufio.NewWriterSize(c, 32<<10)
 	c.SetDeadline(time.Now().Add(n.opts.DialTimeout))
 	peer, err := acceptHandshake(r, w, n.opts.Key, n.name)
 	if err != nil {

@@ -2,8 +2,11 @@ package syncserver
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
+
+	"github.com/weftsync/weft/internal/sockio"
 )
 
 // A frame header announces its payload length before the payload: a
@@ -25,7 +28,7 @@ func (g guardHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	gc := &guardedConn{Conn: c, limit: g.limit}
+	gc := &guardedConn{Conn: c, r: sockio.Wrap(c), limit: g.limit}
 	if brw.Reader.Buffered() > 0 {
 		return gc, brw, nil // gorilla refuses: data before the handshake completed
 	}
@@ -87,6 +90,7 @@ func (g *guardedConn) takePong() bool {
 // writev). Only the reader goroutine calls Read.
 type guardedConn struct {
 	net.Conn
+	r     io.Reader // reads Conn (through internal/sockio when it is a socket)
 	limit int64
 	br    *bufio.Reader // what gorilla reads through (nil in tests of feed)
 
@@ -103,7 +107,7 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.err
 	}
-	n, err := g.Conn.Read(p)
+	n, err := g.r.Read(p)
 	if k, ok := g.feed(p[:n]); !ok {
 		g.err = errFrameTooLarge
 		if k == 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
 	"github.com/weftsync/weft/hlc"
+	"github.com/weftsync/weft/internal/sockio"
 )
 
 const closeGoingAway = syncproto.CloseGoingAway
@@ -413,7 +414,7 @@ func (ss *session) writeNow(f outFrame) {
 	var werr error
 	err := ss.raw.Write(func(fd uintptr) bool {
 		for n < len(b) {
-			m, err := syscall.Write(int(fd), b[n:])
+			m, err := sockio.Write(fd, b[n:])
 			switch {
 			case err == syscall.EINTR:
 				continue

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/weftsync/weft/crdt/codec"
 	"github.com/weftsync/weft/crdt/syncproto"
+	"github.com/weftsync/weft/internal/sockio"
 )
 
 // clientName is sent in hello for the server's logs.
@@ -91,6 +93,17 @@ func (c *Client) dial() (*websocket.Conn, *syncproto.Welcome, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout)
 	defer cancel()
 	d := websocket.Dialer{
+		// The socket reads and writes through internal/sockio (see its
+		// package doc: a client idle between frames otherwise wakes the
+		// runtime's monitor at nearly every frame).
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var nd net.Dialer
+			nc, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return sockio.Wrap(nc), nil
+		},
 		HandshakeTimeout: c.opts.DialTimeout,
 		ReadBufferSize:   4096,
 		WriteBufferSize:  4096,

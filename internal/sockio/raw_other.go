@@ -1,0 +1,35 @@
+//go:build !linux
+
+package sockio
+
+import "syscall"
+
+const supported = false
+
+// Read is read(2) on fd, retried on EINTR.
+func Read(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(int(fd), p)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+}
+
+// Write is write(2) on fd, retried on EINTR.
+func Write(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Write(int(fd), p)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+}
