@@ -595,7 +595,8 @@ func (l *link) connect() error {
 	if err != nil {
 		return err
 	}
-	r, w := bufio.NewReaderSize(sockio.Wrap(c), 32<<10), bufio.NewWriterSize(c, 32<<10)
+	sc := sockio.Wrap(c)
+	r, w := bufio.NewReaderSize(sc, 32<<10), bufio.NewWriterSize(sc, 32<<10)
 	c.SetDeadline(time.Now().Add(n.opts.DialTimeout))
 	name, err := dialHandshake(r, w, n.opts.Key, n.name)
 	if err != nil {
@@ -854,7 +855,8 @@ func (n *Node) acceptLoop() {
 // acceptor role).
 func (n *Node) serveInbound(c net.Conn) {
 	defer n.wg.Done()
-	r, w := bufio.NewReaderSize(sockio.Wrap(c), 32<<10), bufio.NewWriterSize(c, 32<<10)
+	sc := sockio.Wrap(c)
+	r, w := bufio.NewReaderSize(sc, 32<<10), bufio.NewWriterSize(sc, 32<<10)
 	c.SetDeadline(time.Now().Add(n.opts.DialTimeout))
 	peer, err := acceptHandshake(r, w, n.opts.Key, n.name)
 	if err != nil {
