@@ -3,6 +3,7 @@ package crdt
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/weftsync/weft/hlc"
 )
@@ -69,4 +70,46 @@ func TestLayoutSpreadsInTheArrayItHas(t *testing.T) {
 			t.Errorf("seed %d: %d layouts spread over a short array, %d of them in the array they had; want some", seed, dense, kept)
 		}
 	}
+}
+
+// A text of many leaves takes their items from slabs (see newLeaf): the
+// leaves numbered from slabFrom on sit leafSlab to a slab, each with
+// room for leafCap+2 items and no more (a leaf growing past it must not
+// run into the next), and the leaves edited after that stay consistent.
+func TestLeafItemsFromSlabs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	d := NewDoc(ReplicaID{2, 15: 1}, hlc.NewClock((&hlc.ManualWall{Millis: 1}).Read, 0), Options{})
+	n := 0
+	for range 8000 {
+		x := d.Begin()
+		if err := x.Insert("body", rng.IntN(n+1), string(byte('a'+rng.IntN(26)))); err != nil {
+			t.Fatal(err)
+		}
+		x.Commit()
+		n++
+	}
+	tx := d.field(Field{"body", FieldText}, false).text
+	if len(tx.byNum) < slabFrom+2*leafSlab {
+		t.Fatalf("%d leaves, want more than %d", len(tx.byNum), slabFrom+2*leafSlab)
+	}
+	adjacent := 0
+	for k, l := range tx.byNum {
+		if k < slabFrom {
+			continue
+		}
+		if cap(l.items) != leafCap+2 {
+			t.Fatalf("leaf %d: room for %d items, want %d", k, cap(l.items), leafCap+2)
+		}
+		prev := tx.byNum[k-1].items[:1]
+		if &prev[:cap(prev)][cap(prev)-1] == &l.items[:1][0] {
+			t.Fatalf("leaf %d's items overlap leaf %d's", k, k-1)
+		}
+		if unsafe.Pointer(&l.items[:1][0]) == unsafe.Add(unsafe.Pointer(&prev[0]), unsafe.Sizeof([leafCap + 2]item{})) {
+			adjacent++
+		}
+	}
+	if want := (len(tx.byNum) - slabFrom) * (leafSlab - 1) / leafSlab; adjacent < want-leafSlab {
+		t.Errorf("%d of %d leaves past the first %d follow the one before in memory, want about %d", adjacent, len(tx.byNum)-slabFrom, slabFrom, want)
+	}
+	tx.checkInvariants()
 }
