@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // The index against a plain sorted model: puts in order (typing, merges)
@@ -111,4 +112,32 @@ func hasPointers(t reflect.Type) bool {
 		}
 	}
 	return false
+}
+
+// An entry packs its replica with its item (see idEntry.ra): each reads
+// back as written, setAt leaves the replica alone, and a replica index
+// too large for the bits matches no replica, so that an item's hint to
+// such an entry is not taken (its items are looked up instead).
+func TestEntryReplicaAndItem(t *testing.T) {
+	for _, r := range []uint32{0, 1, 77, noRA - 1, noRA, noRA + 1, 1<<32 - 1} {
+		for _, at := range []int{0, 1, leafCap + 1, 255} {
+			e := idEntry{start: 5, end: 9, leaf: 3, ra: packRA(r, at)}
+			if e.at() != at {
+				t.Errorf("r %d: at %d reads back %d", r, at, e.at())
+			}
+			if want := r < noRA; e.of(r) != want {
+				t.Errorf("r %d at %d: of(r) = %v, want %v", r, at, e.of(r), want)
+			}
+			if e.of(r+1) || (r > 0 && e.of(r-1)) {
+				t.Errorf("r %d: entry is also of a neighbouring replica", r)
+			}
+			e.setAt(leafCap)
+			if e.at() != leafCap || e.of(r) != (r < noRA) {
+				t.Errorf("r %d: after setAt, at %d, of(r) %v", r, e.at(), e.of(r))
+			}
+		}
+	}
+	if unsafe.Sizeof(idEntry{}) != 16 {
+		t.Errorf("idEntry is %d bytes, want 16", unsafe.Sizeof(idEntry{}))
+	}
 }

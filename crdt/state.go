@@ -324,7 +324,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 		for _, l := range t.leaves {
 			for i, it := range l.items {
 				b := buckets[it.r]
-				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, at: uint32(i), r: it.r, leaf: l.num}
+				ranges[it.r][b[spanOf[k]]] = idEntry{start: it.seq, end: it.seq + it.n, leaf: l.num, ra: packRA(it.r, i)}
 				b[spanOf[k]]++
 				k++
 			}
@@ -348,7 +348,7 @@ func FromState(s *State, replica ReplicaID, clock *hlc.Clock, opts Options) (*Do
 			// In order of start, so that each put appends (full chunks).
 			t.index(uint32(r))
 			for _, e := range merged {
-				_, k := t.newEntry(e.r, e.start, e.end, t.byNum[e.leaf], int(e.at))
+				_, k := t.newEntry(uint32(r), e.start, e.end, t.byNum[e.leaf], e.at())
 				t.put(uint32(r), k)
 			}
 		}

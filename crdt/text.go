@@ -119,12 +119,34 @@ func (t *text) number(l *leaf) {
 // move them right, so locate looks there first and scans on from it (a
 // scan of the whole leaf missed the cache on most of its dozen lines).
 // It holds no pointer (see idIndex).
+//
+// It is 16 bytes: at (below leafCap+2, a byte) shares a word with the
+// replica, which is there only to check an item's hint (see hinted).
+// As 20 bytes, entries were a tenth of what a merge allocated.
 type idEntry struct {
 	start, end uint32
-	at         uint32
-	r          uint32 // the replica (for checking an item's hint)
 	leaf       uint32 // text.byNum[leaf] is its leaf
+	// ra is the replica index in its top 24 bits (noRA if it does not
+	// fit) and at in its low 8.
+	ra uint32
 }
+
+// noRA is the replica bits of an entry whose replica index does not fit
+// them: no item's hint matches such an entry (its items are looked up).
+const noRA = 1<<24 - 1
+
+func packRA(r uint32, at int) uint32 {
+	return min(r, noRA)<<8 | uint32(min(at, 0xff))
+}
+
+// at returns the item of its leaf at which e's characters start, about.
+func (e *idEntry) at() int { return int(e.ra & 0xff) }
+
+// setAt records that e's characters start at about item at of its leaf.
+func (e *idEntry) setAt(at int) { e.ra = e.ra&^0xff | uint32(min(at, 0xff)) }
+
+// of reports whether e is an entry of replica r.
+func (e *idEntry) of(r uint32) bool { return r < noRA && e.ra>>8 == r }
 
 type text struct {
 	d *Doc
@@ -450,7 +472,7 @@ func (t *text) newEntry(r, start, end uint32, l *leaf, at int) (*idEntry, uint32
 	k := t.slabUsed
 	t.slabUsed++
 	e := &t.slabs[len(t.slabs)-1][k]
-	*e = idEntry{start: start, end: end, at: uint32(at), r: r, leaf: l.num}
+	*e = idEntry{start: start, end: end, leaf: l.num, ra: packRA(r, at)}
 	return e, uint32((len(t.slabs)-1)*entrySlab + k)
 }
 
@@ -473,7 +495,7 @@ func (t *text) hinted(it *item, from *leaf) *idEntry {
 		return nil
 	}
 	e := t.entry(h - 1)
-	if e.r != it.r || e.start != it.seq || e.end != it.seq+it.n || e.leaf != from.num {
+	if !e.of(it.r) || e.start != it.seq || e.end != it.seq+it.n || e.leaf != from.num {
 		return nil
 	}
 	return e
@@ -511,11 +533,11 @@ func (t *text) assign(r, start, end uint32, l *leaf, at int) uint32 {
 	for _, e := range cut {
 		tr.remove(e.start)
 		if e.start < start {
-			_, k := t.newEntry(r, e.start, start, t.leafOf(e), int(e.at))
+			_, k := t.newEntry(r, e.start, start, t.leafOf(e), e.at())
 			t.put(r, k)
 		}
 		if e.end > end {
-			_, k := t.newEntry(r, end, e.end, t.leafOf(e), int(e.at))
+			_, k := t.newEntry(r, end, e.end, t.leafOf(e), e.at())
 			t.put(r, k)
 		}
 		dropEntry(e)
@@ -532,12 +554,14 @@ func (t *text) reassign(r, start, end uint32, l *leaf, at int) {
 	t.index(r)
 	if e := t.entryAt(r, start); e != nil && e.start == start {
 		if e.end == end {
-			e.leaf, e.at = l.num, uint32(at)
+			e.leaf = l.num
+			e.setAt(at)
 			return
 		}
 		if e.end > end {
-			_, k := t.newEntry(r, end, e.end, t.leafOf(e), int(e.at))
-			e.end, e.leaf, e.at = end, l.num, uint32(at)
+			_, k := t.newEntry(r, end, e.end, t.leafOf(e), e.at())
+			e.end, e.leaf = end, l.num
+			e.setAt(at)
 			t.put(r, k)
 			if t.tailEntry(r) == e {
 				t.tail[r] = k + 1
@@ -559,11 +583,11 @@ func (t *text) locate(id ref) (l *leaf, i int, k uint32, ok bool) {
 	items := l.items
 	// From the entry's item on (inserts before it push it right), then
 	// back from it (joined items pull it left).
-	h := min(int(e.at), len(items))
+	h := min(e.at(), len(items))
 	for i := h; i < len(items); i++ {
 		if it := &items[i]; it.r == id.r && id.seq >= it.seq && id.seq < it.seq+it.n {
 			if it.seq == e.start {
-				e.at = uint32(i)
+				e.setAt(i)
 			}
 			return l, i, id.seq - it.seq, true
 		}
@@ -571,7 +595,7 @@ func (t *text) locate(id ref) (l *leaf, i int, k uint32, ok bool) {
 	for i := h - 1; i >= 0; i-- {
 		if it := &items[i]; it.r == id.r && id.seq >= it.seq && id.seq < it.seq+it.n {
 			if it.seq == e.start {
-				e.at = uint32(i)
+				e.setAt(i)
 			}
 			return l, i, id.seq - it.seq, true
 		}
@@ -838,7 +862,8 @@ func (t *text) fixLeaf(l *leaf) {
 		for j := range nl.items {
 			it := &nl.items[j]
 			if e := t.hinted(it, l); e != nil {
-				e.leaf, e.at = nl.num, uint32(j)
+				e.leaf = nl.num
+				e.setAt(j)
 				continue
 			}
 			t.reassign(it.r, it.seq, it.seq+it.n, nl, j)
