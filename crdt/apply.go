@@ -249,6 +249,9 @@ type plan struct {
 	maxT    hlc.Timestamp // the latest time of a ready change
 	bits    bool          // mark the batch's characters in bitsets (see bitsFrom)
 	size    int           // the batch's length, for sizing ready
+	// ops is the batch's ops, if known (ApplySeq): the bitset of the
+	// first replica it advances is made for them at once.
+	ops int
 	// While direct, the ready changes are the first prefix changes of the
 	// batch, unchanged and in order (a catch-up usually is all of it), and
 	// ready is not filled: copying each change there was a tenth of
@@ -635,6 +638,9 @@ func (p *plan) accept(c Change) {
 				if end := seq + n - a.base; uint64(len(a.chars))*64 < end {
 					// NB: only when it grows; storing the slice back
 					// is a write barrier while the collector marks.
+					if a.chars == nil && len(p.adv) == 1 {
+						end = max(end, uint64(p.ops)) // typing: its only replica
+					}
 					a.chars = a.chars.grow(end)
 				}
 				a.chars.setRange(uint32(seq-a.base), uint32(seq+n-a.base))

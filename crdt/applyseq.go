@@ -66,6 +66,7 @@ func (d *Doc) applySeq(cs ChangeSeq, trusted bool) error {
 	p.trusted = trusted
 	p.bits = true // the size may be unknown; a batch worth streaming is large
 	p.direct = true
+	p.ops = cs.Ops
 	st.init(d, cs.Ops, cs.Text)
 	cs.All(func(c *Change, err error) bool {
 		if s.stopped {
@@ -192,6 +193,9 @@ type logMark struct {
 	lastT  timeRun
 	end    uint32 // the seq after the batch's last op of r
 	cursor uint32 // the first seq not applied yet
+	// roomy: r's characters have room in a text for the rest of the
+	// batch (see record).
+	roomy bool
 }
 
 // stageRun: the batch's next changes, in order, are replica r's up to end.
@@ -262,7 +266,16 @@ func (st *stage) record(c *Change) {
 		case OpTextInsert:
 			left := d.refIn(op.Left, c.Replica, r)
 			right := d.refIn(op.Right, c.Replica, r)
-			d.logInsert(d.field(Field{op.Field, FieldText}, true), r, seq, n, op.Text, left, right)
+			f := d.field(Field{op.Field, FieldText}, true)
+			if !m.roomy && st.left > 0 && m == &st.logs[0] {
+				// The batch's first replica, whose logs mark grew for
+				// the rest of the batch, gets the room in its text's
+				// id index and characters too: grown step by step they
+				// went through every doubling.
+				f.text.reserve(r, uint32(min(uint64(seq)+uint64(st.left), 1<<32-1)), st.left)
+				m.roomy = true
+			}
+			d.logInsert(f, r, seq, n, op.Text, left, right)
 		case OpTextDelete:
 			tg := d.refIn(op.Target, c.Replica, r)
 			d.logDelete(d.field(Field{op.Field, FieldText}, true), r, seq, tg, n, op.Backward)

@@ -65,11 +65,22 @@ func (b bitset) count(lo, hi uint32) int {
 }
 
 // grow makes room for [0, n). Growing a word at a time (typing) is
-// amortized by append.
+// amortized: a new array has room for twice the words. (Appending a word
+// at a time did that too, but a set made for a whole batch at once went
+// through every doubling on the way.)
 func (b bitset) grow(n uint64) bitset {
-	for w := int((n + 63) / 64); len(b) < w; {
-		b = append(b, 0)
+	w := int((n + 63) / 64)
+	if w <= len(b) {
+		return b
 	}
+	if w > cap(b) {
+		nb := make(bitset, len(b), max(w, 2*cap(b)))
+		copy(nb, b)
+		b = nb
+	}
+	k := len(b)
+	b = b[:w]
+	clear(b[k:])
 	return b
 }
 

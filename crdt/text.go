@@ -1,6 +1,9 @@
 package crdt
 
-import "unicode/utf8"
+import (
+	"slices"
+	"unicode/utf8"
+)
 
 // This file holds the sequence CRDT: the order of the characters of one text
 // field, as run-length encoded items in a two-level blocked list (leaves of
@@ -407,6 +410,20 @@ func (t *text) covered(id ref, n uint32, back bool) bool {
 		lo, hi = id.seq-n+1, id.seq+1
 	}
 	return int(id.r) < len(t.chars) && t.chars[id.r].allSet(lo, hi)
+}
+
+// reserve makes room for characters of replica r up to seq end (not
+// included), in at most n index entries, that a batch is about to give
+// the text.
+func (t *text) reserve(r, end uint32, n int) {
+	x := t.index(r)
+	k := n/idChunk + 1
+	x.chunks = slices.Grow(x.chunks, k)
+	x.firsts = slices.Grow(x.firsts, k)
+	for int(r) >= len(t.chars) {
+		t.chars = append(t.chars, nil)
+	}
+	t.chars[r] = t.chars[r].grow(uint64(end))
 }
 
 // markChars records that r:lo .. r:hi-1 are characters of the text.

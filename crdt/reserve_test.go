@@ -1,0 +1,66 @@
+package crdt
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/weftsync/weft/hlc"
+)
+
+// A batch of known size read through ApplySeq gives its first replica's
+// text characters room at once (see stage.record and text.reserve): the
+// receiving text's bitset of that replica's characters and its id
+// index's chunk list are made once, for the rest of the batch, not grown
+// through every doubling; and the text comes out the same as the
+// sender's.
+func TestApplySeqReservesTextRoom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	src := NewDoc(ReplicaID{3, 15: 1}, hlc.NewClock((&hlc.ManualWall{Millis: 1}).Read, 0), Options{})
+	n := 0
+	for range 3000 {
+		x := src.Begin()
+		var err error
+		if n == 0 || rng.IntN(10) < 7 {
+			err = x.Insert("body", rng.IntN(n+1), string(byte('a'+rng.IntN(26))))
+			n++
+		} else {
+			err = x.Delete("body", rng.IntN(n), 1)
+			n--
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.Commit()
+	}
+	cs := src.ChangesSince(nil)
+	ops := 0
+	for _, c := range cs {
+		ops += len(c.Ops)
+	}
+	dst := NewDoc(ReplicaID{4, 15: 1}, hlc.NewClock((&hlc.ManualWall{Millis: 1}).Read, 0), Options{})
+	seq := ChangeSeq{
+		All: func(yield func(*Change, error) bool) {
+			for i := range cs {
+				if !yield(&cs[i], nil) {
+					return
+				}
+			}
+		},
+		Ops: ops,
+	}
+	if err := dst.ApplySeq(seq); err != nil {
+		t.Fatal(err)
+	}
+	if dst.Text("body") != src.Text("body") {
+		t.Fatal("texts differ")
+	}
+	tx := dst.field(Field{"body", FieldText}, false).text
+	r := dst.replicaIndex(src.replica)
+	if want := (ops + 1 + 63) / 64; cap(tx.chars[r]) != want {
+		t.Errorf("characters' bitset has room for %d words, want %d (the batch's seqs)", cap(tx.chars[r]), want)
+	}
+	if want := cap(slices.Grow([]idChunkT(nil), ops/idChunk+1)); cap(tx.ids[r].chunks) != want {
+		t.Errorf("id index has room for %d chunks (%d used), want %d (made once)", cap(tx.ids[r].chunks), len(tx.ids[r].chunks), want)
+	}
+}
