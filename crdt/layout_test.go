@@ -72,10 +72,11 @@ func TestLayoutSpreadsInTheArrayItHas(t *testing.T) {
 	}
 }
 
-// A text of many leaves takes their items from slabs (see newLeaf): the
-// leaves numbered from slabFrom on sit leafSlab to a slab, each with
-// room for leafCap+2 items and no more (a leaf growing past it must not
-// run into the next), and the leaves edited after that stay consistent.
+// A text of many leaves takes them and their items from slabs (see
+// newLeaf): the leaves numbered from slabFrom on sit leafSlab to a slab,
+// and so do their items, each with room for leafCap+2 items and no more
+// (a leaf growing past it must not run into the next), and the leaves
+// edited after that stay consistent.
 func TestLeafItemsFromSlabs(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	d := NewDoc(ReplicaID{2, 15: 1}, hlc.NewClock((&hlc.ManualWall{Millis: 1}).Read, 0), Options{})
@@ -92,7 +93,7 @@ func TestLeafItemsFromSlabs(t *testing.T) {
 	if len(tx.byNum) < slabFrom+2*leafSlab {
 		t.Fatalf("%d leaves, want more than %d", len(tx.byNum), slabFrom+2*leafSlab)
 	}
-	adjacent := 0
+	adjacent, adjacentLeaves := 0, 0
 	for k, l := range tx.byNum {
 		if k < slabFrom {
 			continue
@@ -107,9 +108,15 @@ func TestLeafItemsFromSlabs(t *testing.T) {
 		if unsafe.Pointer(&l.items[:1][0]) == unsafe.Add(unsafe.Pointer(&prev[0]), unsafe.Sizeof([leafCap + 2]item{})) {
 			adjacent++
 		}
+		if unsafe.Pointer(l) == unsafe.Add(unsafe.Pointer(tx.byNum[k-1]), unsafe.Sizeof(leaf{})) {
+			adjacentLeaves++
+		}
 	}
 	if want := (len(tx.byNum) - slabFrom) * (leafSlab - 1) / leafSlab; adjacent < want-leafSlab {
-		t.Errorf("%d of %d leaves past the first %d follow the one before in memory, want about %d", adjacent, len(tx.byNum)-slabFrom, slabFrom, want)
+		t.Errorf("%d of %d leaves past the first %d have items that follow the one before's in memory, want about %d", adjacent, len(tx.byNum)-slabFrom, slabFrom, want)
+	}
+	if want := (len(tx.byNum) - slabFrom) * (leafSlab - 1) / leafSlab; adjacentLeaves < want-leafSlab {
+		t.Errorf("%d of %d leaves past the first %d follow the one before in memory, want about %d", adjacentLeaves, len(tx.byNum)-slabFrom, slabFrom, want)
 	}
 	tx.checkInvariants()
 }

@@ -20,7 +20,7 @@ func (d *Doc) MemSize() int64 {
 				n += int64(unsafe.Sizeof(leaf{})) + int64(cap(l.items))*int64(unsafe.Sizeof(item{}))
 			}
 			n += int64(cap(t.lens.t))*int64(unsafe.Sizeof(lens{})) + int64(cap(t.leaves))*8 + int64(cap(t.byNum))*8
-			n += int64(len(t.spare)) * int64(unsafe.Sizeof(t.spare[0]))
+			n += int64(len(t.spare))*int64(unsafe.Sizeof(t.spare[0])) + int64(len(t.spareLeaves))*int64(unsafe.Sizeof(leaf{}))
 			for _, b := range t.chars {
 				n += int64(cap(b)) * 8
 			}

@@ -82,7 +82,8 @@ type leaf struct {
 // 6,528 bytes, a size class exactly. (A smaller text does not: its
 // spare leaves, up to 5.7 KB, would be a large part of it.) Leaves are
 // never removed, so a slab is never held by a leaf alone long after the
-// others.
+// others. The leaves themselves come eight at a time too (448 bytes, a
+// size class, where one took a 64-byte slot for 56).
 //
 // NB: the items are an allocation of their own, without pointers, which
 // the collector does not scan. A leaf and its items were one object (one
@@ -91,16 +92,18 @@ type leaf struct {
 // pointer in it: leaves were half of a document's scannable heap, and
 // the pacer starts a cycle earlier the more there is.
 func (t *text) newLeaf(n int) *leaf {
-	var items *[leafCap + 2]item
+	var l *leaf
 	if len(t.byNum) < slabFrom {
-		items = new([leafCap + 2]item)
+		l = &leaf{items: new([leafCap + 2]item)[:n]}
 	} else {
 		if len(t.spare) == 0 {
 			t.spare = new([leafSlab][leafCap + 2]item)[:]
+			t.spareLeaves = new([leafSlab]leaf)[:]
 		}
-		items, t.spare = &t.spare[0], t.spare[1:]
+		l = &t.spareLeaves[0]
+		l.items = t.spare[0][:n]
+		t.spare, t.spareLeaves = t.spare[1:], t.spareLeaves[1:]
 	}
-	l := &leaf{items: items[:n]}
 	t.number(l)
 	return l
 }
@@ -188,8 +191,10 @@ type text struct {
 	// slabUsed entries in use. Entry k is slabs[k/entrySlab][k%entrySlab].
 	slabs    []*[entrySlab]idEntry
 	slabUsed int
-	// spare is the rest of the slab newLeaf takes leaves' items from.
-	spare [][leafCap + 2]item
+	// spare and spareLeaves are the rest of the slabs newLeaf takes
+	// leaves' items and leaves from.
+	spare       [][leafCap + 2]item
+	spareLeaves []leaf
 	// chars[r] marks the seqs of replica r that are characters of this
 	// text, so that checking a reference to them (a remote insert names
 	// two, a delete one) is a bit test, not a search of the id index.
