@@ -78,12 +78,17 @@ type leaf struct {
 //
 // A text of slabFrom leaves or more takes its new leaves' items
 // leafSlab leaves at a time: one leaf's 816 bytes took an 896-byte
-// slot, 8 % of a merge's allocation for leaves, where 8 of them are
-// 6,528 bytes, a size class exactly. (A smaller text does not: its
-// spare leaves, up to 5.7 KB, would be a large part of it.) Leaves are
+// slot, 8 % of a merge's allocation for leaves, where 10 of them are
+// 8,160 bytes of an 8,192-byte size class whose span is that one
+// object. (Eight, 6,528 bytes, were a size class exactly, but its spans
+// are four pages of five: the pacer counts a span as allocated when the
+// allocator takes it, so a merge's last one, mostly unused, counted
+// 16 KB on average against the merge.) A smaller text does not: its
+// spare leaves, up to 7.3 KB, would be a large part of it. Leaves are
 // never removed, so a slab is never held by a leaf alone long after the
-// others. The leaves themselves come eight at a time too (448 bytes, a
-// size class, where one took a 64-byte slot for 56).
+// others. The leaves themselves come ten at a time too (560 bytes in a
+// 576-byte slot, the size class of the id index's chunks, where one
+// took a 64-byte slot for 56).
 //
 // NB: the items are an allocation of their own, without pointers, which
 // the collector does not scan. A leaf and its items were one object (one
@@ -109,7 +114,7 @@ func (t *text) newLeaf(n int) *leaf {
 }
 
 const (
-	leafSlab = 8
+	leafSlab = 10
 	slabFrom = 64
 )
 
