@@ -232,8 +232,8 @@ func (st *stage) mark(r uint32) *logMark {
 		lg.spans = slices.Grow(lg.spans, st.left)
 		lg.times = slices.Grow(lg.times, st.left)
 		// The ops cover at least as many seqs: their blocks too.
-		lg.blocks = slices.Grow(lg.blocks, st.left>>spanBlockBits+1)
-		lg.tblocks = slices.Grow(lg.tblocks, st.left>>spanBlockBits+1)
+		lg.blocks = growRoomy(lg.blocks, st.left>>spanBlockBits+1)
+		lg.tblocks = growRoomy(lg.tblocks, st.left>>spanBlockBits+1)
 	}
 	st.logs = append(st.logs, m)
 	switch n := len(st.logs); {

@@ -74,7 +74,7 @@ func (b bitset) grow(n uint64) bitset {
 		return b
 	}
 	if w > cap(b) {
-		nb := make(bitset, len(b), max(w, 2*cap(b)))
+		nb := make(bitset, len(b), roomFor(max(w, 2*cap(b)), 8))
 		copy(nb, b)
 		b = nb
 	}

@@ -2,8 +2,8 @@ package crdt
 
 import (
 	"math/rand/v2"
-	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/weftsync/weft/hlc"
 )
@@ -60,7 +60,36 @@ func TestApplySeqReservesTextRoom(t *testing.T) {
 	if want := (ops + 1 + 63) / 64; cap(tx.chars[r]) != want {
 		t.Errorf("characters' bitset has room for %d words, want %d (the batch's seqs)", cap(tx.chars[r]), want)
 	}
-	if want := cap(slices.Grow([]idChunkT(nil), ops/idChunk+1)); cap(tx.ids[r].chunks) != want {
+	if want := roomFor(ops/idChunk+1, int(unsafe.Sizeof(idChunkT{}))); cap(tx.ids[r].chunks) != want {
 		t.Errorf("id index has room for %d chunks (%d used), want %d (made once)", cap(tx.ids[r].chunks), len(tx.ids[r].chunks), want)
+	}
+}
+
+// roomFor's capacities hold what was asked, and fill (to less than one
+// element) 2, 4 or 8 KB or a multiple of 8 KB, no more than twice what
+// was asked or 8 KB over it; 1 KB or less is left as asked.
+func TestRoomFor(t *testing.T) {
+	for _, size := range []int{1, 4, 8, 12, 16, 40, 48, 56, 816, 8160, 9000} {
+		for n := 1; n*size <= 100<<10; n += 1 + n/50 {
+			c := roomFor(n, size)
+			b, asked := c*size, n*size
+			if asked <= 1024 || size > 8192 {
+				if c != n {
+					t.Fatalf("roomFor(%d, %d) = %d, want %d", n, size, c, n)
+				}
+				continue
+			}
+			p := 2048
+			for p < b {
+				if p < 8192 {
+					p *= 2
+				} else {
+					p += 8192
+				}
+			}
+			if c < n || p-b >= size || p > max(2*asked, asked+8192) {
+				t.Fatalf("roomFor(%d, %d) = %d: %d bytes of %d for %d", n, size, c, b, p, asked)
+			}
+		}
 	}
 }

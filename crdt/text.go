@@ -1,9 +1,6 @@
 package crdt
 
-import (
-	"slices"
-	"unicode/utf8"
-)
+import "unicode/utf8"
 
 // This file holds the sequence CRDT: the order of the characters of one text
 // field, as run-length encoded items in a two-level blocked list (leaves of
@@ -428,8 +425,9 @@ func (t *text) covered(id ref, n uint32, back bool) bool {
 func (t *text) reserve(r, end uint32, n int) {
 	x := t.index(r)
 	k := n/idChunk + 1
-	x.chunks = slices.Grow(x.chunks, k)
-	x.firsts = slices.Grow(x.firsts, k)
+	x.chunks = growRoomy(x.chunks, k)
+	x.firsts = growRoomy(x.firsts, k)
+	t.slabs = growRoomy(t.slabs, n/entrySlab+1)
 	for int(r) >= len(t.chars) {
 		t.chars = append(t.chars, nil)
 	}
