@@ -65,14 +65,15 @@ func TestApplySeqReservesTextRoom(t *testing.T) {
 	}
 }
 
-// roomFor's capacities hold what was asked, and fill (to less than one
-// element) 2, 4 or 8 KB or a multiple of 8 KB, no more than twice what
-// was asked or 8 KB over it; 1 KB or less is left as asked.
+// roomFor's capacities hold what was asked, and with an 8-byte header
+// fill (to less than one element) 2, 4 or 8 KB or a multiple of 8 KB, no
+// more than twice what was asked or 8 KB over it; 1 KB or less is left
+// as asked.
 func TestRoomFor(t *testing.T) {
 	for _, size := range []int{1, 4, 8, 12, 16, 40, 48, 56, 816, 8160, 9000} {
 		for n := 1; n*size <= 100<<10; n += 1 + n/50 {
 			c := roomFor(n, size)
-			b, asked := c*size, n*size
+			b, asked := c*size+8, n*size+8
 			if asked <= 1024 || size > 8192 {
 				if c != n {
 					t.Fatalf("roomFor(%d, %d) = %d, want %d", n, size, c, n)

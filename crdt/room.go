@@ -14,9 +14,12 @@ import "unsafe"
 // roomFor returns a capacity of at least n elements of size bytes: n
 // itself if they fit 1 KB, else as many as fill the power of two or
 // the multiple of 8 KB that holds n (at most twice n's bytes, or 8 KB
-// more).
+// more), less 8 bytes: an object with pointers of more than 512 bytes
+// carries an 8-byte header, and 4,096 bytes of pointers took a
+// 4,864-byte slot in spans of three pages.
 func roomFor(n, size int) int {
-	b := n * size
+	const header = 8
+	b := n*size + header
 	switch {
 	case b <= 1024 || size > 8192:
 		return n
@@ -25,9 +28,9 @@ func roomFor(n, size int) int {
 		for p < b {
 			p *= 2
 		}
-		return p / size
+		return (p - header) / size
 	default:
-		return (b + 8191) / 8192 * 8192 / size
+		return ((b+8191)/8192*8192 - header) / size
 	}
 }
 
