@@ -12,8 +12,8 @@ import (
 // text characters room at once (see stage.record and text.reserve): the
 // receiving text's bitset of that replica's characters and its id
 // index's chunk list are made once, for the rest of the batch, not grown
-// through every doubling; and the text comes out the same as the
-// sender's.
+// through every doubling, and so is the scratch of its scans; and the
+// text comes out the same as the sender's.
 func TestApplySeqReservesTextRoom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 5))
 	src := NewDoc(ReplicaID{3, 15: 1}, hlc.NewClock((&hlc.ManualWall{Millis: 1}).Read, 0), Options{})
@@ -62,6 +62,9 @@ func TestApplySeqReservesTextRoom(t *testing.T) {
 	}
 	if want := roomFor(ops/idChunk+1, int(unsafe.Sizeof(idChunkT{}))); cap(tx.ids[r].chunks) != want {
 		t.Errorf("id index has room for %d chunks (%d used), want %d (made once)", cap(tx.ids[r].chunks), len(tx.ids[r].chunks), want)
+	}
+	if cap(tx.seen) != maxSeen || cap(tx.gap) != largeGap {
+		t.Errorf("scratch for %d and %d runs, want %d and %d (made for a large batch)", cap(tx.seen), cap(tx.gap), maxSeen, largeGap)
 	}
 }
 

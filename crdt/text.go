@@ -421,7 +421,7 @@ func (t *text) covered(id ref, n uint32, back bool) bool {
 
 // reserve makes room for characters of replica r up to seq end (not
 // included), in at most n index entries, that a batch is about to give
-// the text.
+// the text, and for a large batch its scans' scratch.
 func (t *text) reserve(r, end uint32, n int) {
 	x := t.index(r)
 	k := n/idChunk + 1
@@ -432,7 +432,26 @@ func (t *text) reserve(r, end uint32, n int) {
 		t.chars = append(t.chars, nil)
 	}
 	t.chars[r] = t.chars[r].grow(uint64(end))
+	if n >= largeBatch {
+		// The scans' scratch too, at the size a large merge grows it
+		// to: doubled from one run it went through six size classes,
+		// each a span the pacer counts whole when first taken.
+		if cap(t.seen) < maxSeen {
+			t.seen = make([]idRun, 0, maxSeen)
+		}
+		if cap(t.gap) < largeGap {
+			t.gap = make([]idRun, 0, largeGap)
+		}
+	}
 }
+
+// largeBatch is the batch size (in ops) from which reserve sizes the
+// text's scratch, and largeGap the gap list it gives it (1.5 KB: a merge
+// of 10,000 keystrokes each way grows it to that).
+const (
+	largeBatch = 256
+	largeGap   = 128
+)
 
 // markChars records that r:lo .. r:hi-1 are characters of the text.
 func (t *text) markChars(r, lo, hi uint32) {
