@@ -97,3 +97,24 @@ func TestRoomFor(t *testing.T) {
 		}
 	}
 }
+
+// Reserving room for one more element at a time, as the stage does for
+// a batch of one keystroke, grows a full list to at least twice its
+// capacity, not by one.
+func TestGrowRoomyDoubles(t *testing.T) {
+	var s []uint32
+	grown := 0
+	for i := range 10000 {
+		if g := growRoomy(s, 1); cap(g) != cap(s) {
+			grown++
+			if cap(s) > 0 && cap(g) < 2*cap(s) {
+				t.Fatalf("at %d: grew from %d to %d", i, cap(s), cap(g))
+			}
+			s = g
+		}
+		s = append(s, uint32(i))
+	}
+	if grown > 16 {
+		t.Errorf("grown %d times for 10,000 elements", grown)
+	}
+}

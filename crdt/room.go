@@ -35,13 +35,15 @@ func roomFor(n, size int) int {
 }
 
 // growRoomy is slices.Grow with the new capacity from roomFor: room for
-// n more elements of s.
+// n more elements of s, and at least twice its old capacity (a list
+// reserved for a batch of one op at a time would otherwise grow by one
+// each time it is full).
 func growRoomy[S ~[]E, E any](s S, n int) S {
 	if n <= cap(s)-len(s) {
 		return s
 	}
 	var e E
-	ns := make(S, len(s), roomFor(len(s)+n, int(unsafe.Sizeof(e))))
+	ns := make(S, len(s), roomFor(max(len(s)+n, 2*cap(s)), int(unsafe.Sizeof(e))))
 	copy(ns, s)
 	return ns
 }
