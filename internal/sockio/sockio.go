@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -13,6 +14,21 @@ import (
 type Conn struct {
 	net.Conn
 	rc syscall.RawConn
+
+	// The raw connection's callbacks are bound once (a closure per call
+	// would cost allocations on every frame) and work on these, each
+	// side under its lock: net.Conn allows concurrent calls.
+	rmu    sync.Mutex
+	rp     []byte
+	rn     int
+	rerr   error
+	readFn func(uintptr) bool
+
+	wmu     sync.Mutex
+	wp      []byte
+	wn      int
+	werr    error
+	writeFn func(uintptr) bool
 }
 
 // Wrap returns c with raw reads and writes when c is a socket of the net
@@ -32,7 +48,9 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{Conn: c, rc: rc}
+	w := &Conn{Conn: c, rc: rc}
+	w.readFn, w.writeFn = w.readFD, w.writeFD
+	return w
 }
 
 // SyscallConn returns the wrapped socket's raw connection.
@@ -44,12 +62,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var serr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, serr = Read(fd, p)
-		return serr != syscall.EAGAIN
-	})
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rp, c.rn, c.rerr = p, 0, nil
+	err := c.rc.Read(c.readFn)
+	n, serr := c.rn, c.rerr
+	c.rp, c.rerr = nil, nil
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -61,28 +79,20 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+func (c *Conn) readFD(fd uintptr) bool {
+	c.rn, c.rerr = Read(fd, c.rp)
+	return c.rerr != syscall.EAGAIN
+}
+
 // Write writes all of p as net.Conn's Write does, waiting while the
 // socket is full and honouring the connection's write deadline.
 func (c *Conn) Write(p []byte) (int, error) {
-	var n int
-	var serr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, err := Write(fd, p[n:])
-			switch {
-			case err == syscall.EAGAIN:
-				return false
-			case err != nil:
-				serr = os.NewSyscallError("write", err)
-				return true
-			case m == 0:
-				serr = io.ErrUnexpectedEOF
-				return true
-			}
-			n += m
-		}
-		return true
-	})
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wp, c.wn, c.werr = p, 0, nil
+	err := c.rc.Write(c.writeFn)
+	n, serr := c.wn, c.werr
+	c.wp, c.werr = nil, nil
 	switch {
 	case err != nil:
 		return n, c.opError("write", err)
@@ -90,6 +100,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return n, c.opError("write", serr)
 	}
 	return n, nil
+}
+
+func (c *Conn) writeFD(fd uintptr) bool {
+	for c.wn < len(c.wp) {
+		m, err := Write(fd, c.wp[c.wn:])
+		switch {
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			c.werr = os.NewSyscallError("write", err)
+			return true
+		case m == 0:
+			c.werr = io.ErrUnexpectedEOF
+			return true
+		}
+		c.wn += m
+	}
+	return true
 }
 
 // opError reports err as net.Conn would: a *net.OpError naming op and the
