@@ -2,7 +2,6 @@ package syncserver
 
 import (
 	"bufio"
-	"io"
 	"net"
 	"net/http"
 
@@ -28,7 +27,7 @@ func (g guardHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	gc := &guardedConn{Conn: c, r: sockio.Wrap(c), limit: g.limit}
+	gc := &guardedConn{Conn: c, raw: sockio.NewReader(c), limit: g.limit}
 	if brw.Reader.Buffered() > 0 {
 		return gc, brw, nil // gorilla refuses: data before the handshake completed
 	}
@@ -90,7 +89,7 @@ func (g *guardedConn) takePong() bool {
 // writev). Only the reader goroutine calls Read.
 type guardedConn struct {
 	net.Conn
-	r     io.Reader // reads Conn (through internal/sockio when it is a socket)
+	raw   *sockio.Reader // reads Conn with raw calls; nil when it is not a socket
 	limit int64
 	br    *bufio.Reader // what gorilla reads through (nil in tests of feed)
 
@@ -107,7 +106,13 @@ func (g *guardedConn) Read(p []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.err
 	}
-	n, err := g.r.Read(p)
+	var n int
+	var err error
+	if g.raw != nil {
+		n, err = g.raw.Read(p)
+	} else {
+		n, err = g.Conn.Read(p)
+	}
 	if k, ok := g.feed(p[:n]); !ok {
 		g.err = errFrameTooLarge
 		if k == 0 {

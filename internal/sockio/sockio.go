@@ -9,20 +9,80 @@ import (
 	"syscall"
 )
 
+// rawConnOf returns c's raw connection when this system has raw calls and
+// c is a socket of the net package (it implements syscall.Conn).
+func rawConnOf(c net.Conn) syscall.RawConn {
+	if !supported {
+		return nil
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// Reader reads a socket as net.Conn's Read does, with raw read(2) calls.
+// One goroutine at a time may call Read (Conn adds a lock for more).
+type Reader struct {
+	c  net.Conn
+	rc syscall.RawConn
+	// The raw connection's callback is bound once (a closure per call
+	// would cost allocations on every frame) and works on these.
+	p   []byte
+	n   int
+	err error
+	fn  func(uintptr) bool
+}
+
+// NewReader returns a Reader of c, or nil when c is not a socket with raw
+// calls on this system (then read c itself).
+func NewReader(c net.Conn) *Reader {
+	rc := rawConnOf(c)
+	if rc == nil {
+		return nil
+	}
+	r := &Reader{c: c, rc: rc}
+	r.fn = r.readFD
+	return r
+}
+
+// Read reads at least one byte, returns io.EOF at the end of the stream,
+// and honours the connection's read deadline.
+func (r *Reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.p, r.n, r.err = p, 0, nil
+	err := r.rc.Read(r.fn)
+	n, serr := r.n, r.err
+	r.p, r.err = nil, nil
+	switch {
+	case err != nil:
+		return 0, opError(r.c, "read", err)
+	case serr != nil:
+		return 0, opError(r.c, "read", os.NewSyscallError("read", serr))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (r *Reader) readFD(fd uintptr) bool {
+	r.n, r.err = Read(fd, r.p)
+	return r.err != syscall.EAGAIN
+}
+
 // Conn is a socket connection whose Read and Write use this package's
 // raw system calls. Its other methods are the wrapped connection's.
 type Conn struct {
 	net.Conn
-	rc syscall.RawConn
-
-	// The raw connection's callbacks are bound once (a closure per call
-	// would cost allocations on every frame) and work on these, each
-	// side under its lock: net.Conn allows concurrent calls.
-	rmu    sync.Mutex
-	rp     []byte
-	rn     int
-	rerr   error
-	readFn func(uintptr) bool
+	rmu sync.Mutex // net.Conn allows concurrent calls
+	r   Reader
 
 	wmu     sync.Mutex
 	wp      []byte
@@ -32,56 +92,29 @@ type Conn struct {
 }
 
 // Wrap returns c with raw reads and writes when c is a socket of the net
-// package on Linux (it implements syscall.Conn), else c itself.
+// package on Linux, else c itself.
 func Wrap(c net.Conn) net.Conn {
-	if !supported {
-		return c
-	}
 	if _, ok := c.(*Conn); ok {
 		return c
 	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+	rc := rawConnOf(c)
+	if rc == nil {
 		return c
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return c
-	}
-	w := &Conn{Conn: c, rc: rc}
-	w.readFn, w.writeFn = w.readFD, w.writeFD
+	w := &Conn{Conn: c, r: Reader{c: c, rc: rc}}
+	w.r.fn, w.writeFn = w.r.readFD, w.writeFD
 	return w
 }
 
 // SyscallConn returns the wrapped socket's raw connection.
-func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.r.rc, nil }
 
 // Read reads as net.Conn's Read does: at least one byte, io.EOF at the
 // end of the stream, and the connection's read deadline honoured.
 func (c *Conn) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	c.rp, c.rn, c.rerr = p, 0, nil
-	err := c.rc.Read(c.readFn)
-	n, serr := c.rn, c.rerr
-	c.rp, c.rerr = nil, nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case serr != nil:
-		return 0, c.opError("read", os.NewSyscallError("read", serr))
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
-func (c *Conn) readFD(fd uintptr) bool {
-	c.rn, c.rerr = Read(fd, c.rp)
-	return c.rerr != syscall.EAGAIN
+	return c.r.Read(p)
 }
 
 // Write writes all of p as net.Conn's Write does, waiting while the
@@ -90,14 +123,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wp, c.wn, c.werr = p, 0, nil
-	err := c.rc.Write(c.writeFn)
+	err := c.r.rc.Write(c.writeFn)
 	n, serr := c.wn, c.werr
 	c.wp, c.werr = nil, nil
 	switch {
 	case err != nil:
-		return n, c.opError("write", err)
+		return n, opError(c.Conn, "write", err)
 	case serr != nil:
-		return n, c.opError("write", serr)
+		return n, opError(c.Conn, "write", serr)
 	}
 	return n, nil
 }
@@ -120,10 +153,10 @@ func (c *Conn) writeFD(fd uintptr) bool {
 	return true
 }
 
-// opError reports err as net.Conn would: a *net.OpError naming op and the
-// connection's addresses. The raw connection's own errors (a deadline, a
-// closed connection) already are one, for "raw-read" or "raw-write".
-func (c *Conn) opError(op string, err error) error {
+// opError reports err as net.Conn would: a *net.OpError naming op and c's
+// addresses. The raw connection's own errors (a deadline, a closed
+// connection) already are one, for "raw-read" or "raw-write".
+func opError(c net.Conn, op string, err error) error {
 	if oe := (*net.OpError)(nil); errors.As(err, &oe) {
 		e := *oe
 		e.Op = op

@@ -167,3 +167,50 @@ func TestNotASocket(t *testing.T) {
 		t.Fatal("a net.Pipe was wrapped")
 	}
 }
+
+// TestReader: the one-goroutine Reader reads, ends and times out as Conn
+// does.
+func TestReader(t *testing.T) {
+	c, peer := pair(t)
+	r := NewReader(c.Conn)
+	if r == nil {
+		t.Fatal("no Reader for a TCP connection")
+	}
+	if _, err := peer.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, err := io.ReadAtLeast(r, buf, 3); err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	x := []byte("x")
+	if a := testing.AllocsPerRun(100, func() {
+		if _, err := peer.Write(x); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("%.1f allocations a read; want 0", a)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	peer.Close()
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read after the peer closed: %d, %v", n, err)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if NewReader(a) != nil {
+		t.Fatal("a Reader of a net.Pipe")
+	}
+}
