@@ -25,6 +25,12 @@
 // syscall.RawConn, which parks the goroutine on the network poller and
 // honours the connection's deadlines exactly as net.Conn does.
 //
-// On systems other than Linux, Wrap returns the connection unchanged and
-// Read and Write are the plain system calls.
+// Wrap gives a net.Conn whose Read and Write do this (the Go client's
+// connection, the peer links); NewReader gives a lighter reader for a
+// connection only one goroutine reads, whose writes go elsewhere (the
+// server's sessions, which write through Write in their own RawConn
+// callback or through net's writev). Neither allocates per call.
+//
+// On systems other than Linux, Wrap returns the connection unchanged,
+// NewReader returns nil, and Read and Write are the plain system calls.
 package sockio
