@@ -14,8 +14,10 @@
 // three-peer cluster in memory at 60 clients, sysmon accounted for about
 // a fifth of each peer's CPU. Reading and writing the sockets through
 // this package cut the peers' nanosleep calls from 26-37k to 4-4.5k per
-// 8 s, and their CPU by a fifth to a quarter (docs/performance.md,
-// "Socket system calls without waking the runtime's monitor").
+// 8 s, and the peers' and their clients' CPU by about a quarter
+// (docs/performance.md, "Socket system calls without waking the
+// runtime's monitor"). With Pebble on disk, Pebble's own system calls
+// still wake it.
 //
 // The invariant that makes raw calls safe: the file descriptor is
 // non-blocking (every socket of the net package is), so read and write
