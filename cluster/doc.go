@@ -99,7 +99,7 @@
 // frames, or write one at once: a frame sent while the link has nothing
 // queued or being written goes out with one non-blocking write(2) by the
 // sender, and only what the socket does not take waits for the link's
-// writer). An acceptor's acks are the exception: on a connection that
+// writer; a link's reads and writes are raw system calls, internal/sockio). An acceptor's acks are the exception: on a connection that
 // wrote within the last AckDelay (2 ms by default) an ack waits up to
 // AckDelay, so that the acks of updates that became durable close
 // together share one write (and the pusher one read); it leaves sooner

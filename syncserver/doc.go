@@ -121,13 +121,16 @@
 // queued gets the frame at once, written by the room itself (one write(2),
 // never blocking; what the socket does not take waits for a writer);
 // otherwise its writer sends its frames, with those queued behind them,
-// in one writev. With documents in memory and the server on one core (weft
-// bench converge, 200 clients on 10 documents), a delivery costs 13-14 µs
-// of server CPU, about half of it system time, and a CPU profile puts over
-// half the server in writev: a 100-byte loopback write alone costs the
-// writing thread 5.7-7.6 µs on the development VM (BenchmarkLoopbackWrite
-// in bench/). What the server does in user space per delivery is the
-// smaller part; see docs/performance.md. Fewer, larger writes do not buy
+// in one writev. The room's write and the session's reads are raw system
+// calls (internal/sockio), which do not wake the Go runtime's monitor
+// thread at every frame. With documents in memory and the server on one
+// core (weft bench converge, 200 clients on 10 documents), a delivery
+// costs 11-14 µs of server CPU, about half of it system time, and a CPU
+// profile puts over half the server in the write: a 100-byte loopback
+// write alone costs the writing thread 5.7-7.6 µs on the development VM
+// (BenchmarkLoopbackWrite in bench/), most of it the hypervisor's price
+// for re-enabling interrupts. What the server does in user space per
+// delivery is the smaller part; see docs/performance.md. Fewer, larger writes do not buy
 // much either: a build that held a room's fan-out up to 20 ms wrote 0.3
 // times per delivery and still spent nine tenths of the CPU per
 // delivery, since on loopback the kernel's cost goes with the frames the
