@@ -73,11 +73,7 @@ func (b bitset) grow(n uint64) bitset {
 	if w <= len(b) {
 		return b
 	}
-	if w > cap(b) {
-		nb := make(bitset, len(b), roomFor(max(w, 2*cap(b)), 8))
-		copy(nb, b)
-		b = nb
-	}
+	b = growRoomy(b, w-len(b))
 	k := len(b)
 	b = b[:w]
 	clear(b[k:])
