@@ -215,11 +215,7 @@ const maxHeld = 16 << 10
 func newPeerConn(c net.Conn, r *bufio.Reader, w *bufio.Writer, queue int, hold time.Duration, f *Faults) *peerConn {
 	pc := &peerConn{c: c, r: r, w: w, max: queue, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	pc.writeFD = pc.writeFDNow
-	if sc, ok := c.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			pc.raw = raw
-		}
-	}
+	pc.raw = sockio.SyscallConn(c)
 	if hold > 0 && pc.raw != nil {
 		pc.hold = hold
 		pc.flush = time.AfterFunc(hold, pc.flushHeld)

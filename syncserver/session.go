@@ -160,7 +160,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s:        s,
 		conn:     conn,
 		nc:       nc,
-		raw:      rawConnOf(nc),
+		raw:      sockio.SyscallConn(nc),
 		guard:    guard,
 		id:       uuid.NewString(),
 		credit:   make(chan struct{}, 1),
@@ -456,19 +456,6 @@ func (ss *session) writeNow(f outFrame) {
 	}
 	ss.out.Unlock()
 	go ss.flush()
-}
-
-// rawConnOf returns the socket's raw connection for writeNow, or nil.
-func rawConnOf(nc net.Conn) syscall.RawConn {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
 }
 
 // writeFailed ends a connection whose socket write failed: what is queued

@@ -9,12 +9,10 @@ import (
 	"syscall"
 )
 
-// rawConnOf returns c's raw connection when this system has raw calls and
-// c is a socket of the net package (it implements syscall.Conn).
-func rawConnOf(c net.Conn) syscall.RawConn {
-	if !supported {
-		return nil
-	}
+// SyscallConn returns c's raw connection when c is a socket of the net
+// package (it implements syscall.Conn), else nil: for callers that make
+// their own calls on the descriptor with Read and Write.
+func SyscallConn(c net.Conn) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -24,6 +22,14 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 		return nil
 	}
 	return rc
+}
+
+// rawConnOf is SyscallConn where this system has raw calls, else nil.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	if !supported {
+		return nil
+	}
+	return SyscallConn(c)
 }
 
 // Reader reads a socket as net.Conn's Read does, with raw read(2) calls.
